@@ -1,0 +1,322 @@
+"""Parse .cram text into a `Program`.
+
+The Lark grammar (isa/cram.lark, shipped as cramc.lang) is line oriented; this
+module turns each line into a statement and then nests the lines between
+`{` and `}` into micro-programs, sections and repeat loops.  Every error is a
+`UserError` carrying file, line and column.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import math
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from cramc.errors import Loc, UserError
+from cramc.isa import ast
+from cramc.isa import data as tdata
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    path = importlib.resources.files("cramc.lang") / "cram.lark"
+    return Lark(path.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+class _LocatedError(Exception):
+    def __init__(self, message: str, line: int, col: int):
+        super().__init__(message)
+        self.message, self.line, self.col = message, line, col
+
+
+def _num(text: str) -> int | float:
+    t = text.lower()
+    if t in ("inf", "+inf"):
+        return math.inf
+    if t == "-inf":
+        return -math.inf
+    if t == "nan":
+        return math.nan
+    if any(ch in t for ch in ".e") or "inf" in t:
+        return float(text)
+    return int(text)
+
+
+class _ToAst(Transformer):
+    """Parse tree -> flat list of (kind, payload) line records."""
+
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _loc(self, tok: Token | None) -> Loc | None:
+        if tok is None or getattr(tok, "line", None) is None:
+            return None
+        return Loc(self.file, tok.line, tok.column)
+
+    def _mloc(self, meta: object) -> Loc | None:
+        if getattr(meta, "empty", True):
+            return None
+        return Loc(self.file, meta.line, meta.column)  # type: ignore[attr-defined]
+
+    # ---- values
+    def col(self, items: list[Token]) -> ast.Col:
+        return ast.Col(int(items[0][1:]), self._loc(items[0]))
+
+    @v_args(meta=True)
+    def acc(self, meta: object, items: list[Token | None]) -> ast.AccRef:
+        lo = int(items[0][3:])
+        hi = int(items[1]) if items[1] is not None else None
+        if hi is not None and hi <= lo:
+            raise _LocatedError(f"empty accumulator range acc{lo}:{hi}", items[0].line, items[0].column)
+        return ast.AccRef(lo, hi, self._loc(items[0]))
+
+    def tensor(self, items: list[Token | None]) -> ast.TensorRef:
+        idx = items[1]
+        index: str | int | None = None
+        if idx is not None:
+            index = int(idx) if idx.type == "INT" else str(idx)
+        return ast.TensorRef(str(items[0])[1:], index, self._loc(items[0]))
+
+    def const(self, items: list[Token]) -> ast.ConstRef:
+        return ast.ConstRef(str(items[0])[1:], self._loc(items[0]))
+
+    def expr(self, items: list[Token | None]) -> ast.Expr:
+        name, sign, off = items
+        offset = 0 if off is None else int(off) * (-1 if sign == "-" else 1)
+        return ast.Expr(str(name), offset, self._loc(name))
+
+    def number(self, items: list[Token]) -> ast.Num:
+        return ast.Num(_num(str(items[0])), str(items[0]), self._loc(items[0]))
+
+    def range(self, items: list[Token]) -> ast.Range:
+        lo, hi = _num(str(items[0])), _num(str(items[1]))
+        if not isinstance(lo, int) or not isinstance(hi, int) or lo < 0:
+            raise _LocatedError("a range needs non-negative integers lo:hi", items[0].line, items[0].column)
+        if hi <= lo:
+            raise _LocatedError(f"empty range {lo}:{hi}", items[0].line, items[0].column)
+        return ast.Range(lo, hi, self._loc(items[0]))
+
+    def list(self, items: list[Token | None]) -> ast.ListVal:
+        vals = tuple(_num(str(t)) for t in items if t is not None)
+        tok = next((t for t in items if t is not None), None)
+        return ast.ListVal(vals, self._loc(tok))
+
+    def attr(self, items: list[object]) -> ast.AttrVal:
+        name = items[0]
+        return ast.AttrVal(str(name), items[1], self._loc(name))  # type: ignore[arg-type]
+
+    def type(self, items: list[Token | None]) -> ast.TensorType:
+        dtype = str(items[0])
+        if dtype not in tdata.DTYPES:
+            raise _LocatedError(
+                f"unknown element type '{dtype}' (expected one of {', '.join(tdata.DTYPES)})",
+                items[0].line,
+                items[0].column,
+            )
+        return ast.TensorType(dtype, tuple(int(t) for t in items[1:] if t is not None))
+
+    def list_payload(self, items: list[Token | None]) -> tuple[str, object, Token | None]:
+        toks = [t for t in items if t is not None]
+        return ("list", [_num(str(t)) for t in toks], toks[0] if toks else None)
+
+    def encoded_payload(self, items: list[Token]) -> tuple[str, object, Token]:
+        text = str(items[0])
+        enc, _, rest = text.partition('"')
+        return (enc, rest[:-1], items[0])
+
+    # ---- statements: (kind, value, comment placeholder)
+    def machine(self, items: list[ast.AttrVal]) -> tuple[str, object]:
+        return ("machine", tuple(items))
+
+    def io_decl(self, items: list[object]) -> tuple[str, object]:
+        return ("io", (str(items[0])[1:], str(items[1]), items[2]))
+
+    def data_decl(self, items: list[object]) -> tuple[str, object]:
+        name, typ, (enc, payload, tok) = items  # type: ignore[misc]
+        try:
+            if enc == "list":
+                values = tdata.from_list(payload, typ.dtype, typ.shape)  # type: ignore[arg-type]
+            else:
+                values = tdata.decode(enc, payload, typ.dtype, typ.shape)  # type: ignore[arg-type]
+        except ValueError as e:
+            anchor = tok if tok is not None else name
+            raise _LocatedError(f"data {name}: {e}", anchor.line, anchor.column) from None  # type: ignore[union-attr]
+        return ("data", (str(name)[1:], typ, values, enc))
+
+    def expect(self, items: list[ast.AttrVal]) -> tuple[str, object]:
+        return ("expect", tuple(items))
+
+    def param(self, items: list[Token]) -> ast.Param:
+        return ast.Param(str(items[0]), str(items[1]), self._loc(items[1]))
+
+    def micro_open(self, items: list[object]) -> tuple[str, object]:
+        return ("micro", (str(items[0]), tuple(p for p in items[1:] if p is not None)))
+
+    def section_open(self, items: list[Token]) -> tuple[str, object]:
+        return ("section", str(items[0])[1:])
+
+    def repeat_open(self, items: list[Token]) -> tuple[str, object]:
+        return ("repeat", (str(items[0]), int(items[1])))
+
+    def close(self, items: list[object]) -> tuple[str, object]:
+        return ("close", None)
+
+    def instr(self, items: list[object]) -> tuple[str, object]:
+        name = items[0]
+        arrays_tok = items[1]
+        arrays = None
+        if arrays_tok is not None:
+            text = str(arrays_tok)[1:]
+            lo, _, hi = text.partition(":")
+            a_lo = int(lo)
+            a_hi = int(hi) if hi else a_lo + 1
+            if a_hi <= a_lo:
+                raise _LocatedError(f"empty array set @{text}", arrays_tok.line, arrays_tok.column)  # type: ignore[union-attr]
+            arrays = ast.ArraySet(a_lo, a_hi, self._loc(arrays_tok))  # type: ignore[arg-type]
+        rest = [i for i in items[2:] if i is not None]
+        operands = tuple(i for i in rest if not isinstance(i, ast.AttrVal))
+        attrs = tuple(i for i in rest if isinstance(i, ast.AttrVal))
+        return ("instr", (str(name), arrays, operands, attrs))
+
+    @v_args(meta=True)
+    def line(self, meta: object, items: list[object]) -> tuple[str, object, str | None, Loc]:
+        stmt = next((i for i in items if isinstance(i, tuple)), None)
+        comment = next((str(i) for i in items if isinstance(i, Token) and i.type == "COMMENT"), None)
+        loc = self._mloc(meta) or Loc(self.file, 0, 1)
+        if stmt is None:
+            return ("comment" if comment else "blank", None, comment, loc)
+        return (stmt[0], stmt[1], comment, loc)
+
+
+def _describe_expected(expected: set[str]) -> str:
+    names = {
+        "_NL": "end of line",
+        "COMMA": "','",
+        "NAME": "a name",
+        "COL": "a column (c<N>)",
+        "ACC": "an accumulator (acc<N>)",
+        "TENSOR": "a tensor (%name)",
+        "CONST": "a data constant ($name)",
+        "NUMBER": "a number",
+        "INT": "an integer",
+        "ARRAYS": "an array set (@lo:hi)",
+        "EQUAL": "'='",
+        "LBRACE": "'{'",
+        "RBRACE": "'}'",
+        "COLON": "':'",
+        "LSQB": "'['",
+        "RSQB": "']'",
+        "LPAR": "'('",
+        "RPAR": "')'",
+        "PKIND": "a parameter kind (col, acc, int)",
+        "ENCODED": 'an encoded payload (b64z"...")',
+        "COMMENT": "a comment",
+    }
+    shown = sorted({names.get(e, e.lower().strip("_")) for e in expected})
+    return ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
+
+
+def parse(text: str, file: str = "<input>") -> ast.Program:
+    """Parse program text; raise UserError with a location on any problem."""
+    source = text if text.endswith("\n") else text + "\n"
+    try:
+        tree = _lark().parse(source)
+        lines = _ToAst(file).transform(tree)
+    except UnexpectedCharacters as e:
+        raise UserError(f"unexpected character {source[e.pos_in_stream]!r}", Loc(file, e.line, e.column), source) from None
+    except UnexpectedToken as e:
+        tok = e.token
+        what = "end of line" if tok.type == "_NL" else f"'{tok}'"
+        msg = f"unexpected {what}; expected {_describe_expected(set(e.expected))}"
+        raise UserError(msg, Loc(file, e.line, e.column), source) from None
+    except UnexpectedEOF as e:
+        raise UserError("unexpected end of file", Loc(file, e.line, e.column), source) from None
+    except UnexpectedInput as e:  # pragma: no cover - other lark input errors
+        raise UserError(str(e).splitlines()[0], Loc(file, e.line, e.column), source) from None
+    except VisitError as e:
+        inner = e.orig_exc
+        if isinstance(inner, _LocatedError):
+            raise UserError(inner.message, Loc(file, inner.line, inner.column), source) from None
+        raise
+    return _assemble(lines.children, file, source)
+
+
+_BLOCK_KINDS = ("micro", "section", "repeat")
+
+
+def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, source: str) -> ast.Program:
+    """Nest the flat lines into blocks and build the Program."""
+    # stack entries: (kind, header, comment, loc, collected items)
+    top: list[object] = []
+    stack: list[tuple[str, object, str | None, Loc, list[object]]] = []
+
+    def err(msg: str, loc: Loc) -> UserError:
+        return UserError(msg, loc, source)
+
+    for kind, val, comment, loc in lines:
+        where = stack[-1][4] if stack else top
+        inside = stack[-1][0] if stack else None
+        if kind == "blank":
+            where.append(ast.Blank(loc))
+        elif kind == "comment":
+            where.append(ast.Comment(comment or "", loc))
+        elif kind in _BLOCK_KINDS:
+            if kind in ("micro", "section") and stack:
+                raise err(f"a {'.micro' if kind == 'micro' else '.' + str(val)} block must be at top level", loc)
+            if kind == "repeat" and not stack:
+                raise err("repeat must be inside .init, .main or a micro-program", loc)
+            stack.append((kind, val, comment, loc, []))
+        elif kind == "close":
+            if not stack:
+                raise err("'}' without an open block", loc)
+            bkind, header, bcomment, bloc, body = stack.pop()
+            if comment is not None:
+                body.append(ast.Comment(comment, loc))
+            node: object
+            if bkind == "micro":
+                name, params = header  # type: ignore[misc]
+                node = ast.Micro(name, params, tuple(body), bcomment, bloc)
+            elif bkind == "section":
+                node = ast.Section(str(header), tuple(body), bcomment, bloc)
+            else:
+                var, count = header  # type: ignore[misc]
+                if count < 1:
+                    raise err("repeat count must be at least 1", bloc)
+                node = ast.Repeat(var, count, tuple(body), bcomment, bloc)
+            (stack[-1][4] if stack else top).append(node)
+        elif kind == "instr":
+            if inside is None:
+                raise err("instructions must be inside .init { }, .main { } or a .micro", loc)
+            name, arrays, operands, attrs = val  # type: ignore[misc]
+            where.append(ast.Instr(name, arrays, operands, attrs, comment, loc))
+        else:
+            if stack:
+                raise err(f".{kind if kind != 'io' else 'input/.output'} must be at top level", loc)
+            if kind == "machine":
+                top.append(ast.Machine(val, comment, loc))  # type: ignore[arg-type]
+            elif kind == "io":
+                direction, name, typ = val  # type: ignore[misc]
+                top.append(ast.IODecl(direction, name, typ, comment, loc))
+            elif kind == "data":
+                name, typ, values, enc = val  # type: ignore[misc]
+                top.append(ast.DataDecl(name, typ, values, enc, comment, loc))
+            elif kind == "expect":
+                top.append(ast.Expect(val, comment, loc))  # type: ignore[arg-type]
+    if stack:
+        raise err("block is never closed with '}'", stack[-1][3])
+    return ast.Program(tuple(top), file, source)  # type: ignore[arg-type]
+
+
+def parse_file(path: str) -> ast.Program:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text") from None
+    return parse(text, path)

@@ -1,0 +1,651 @@
+"""Verify a parsed program and link it into an executable form.
+
+Checks, all reported as located `UserError`s:
+- the machine header (known keys, sizes that can be allocated: checked before
+  anything is allocated);
+- every instruction against the opcode table: operand count and kinds,
+  attributes, array set / column / accumulator / row ranges against the header;
+- names: micro-programs, parameters, tensors, data constants, loop variables;
+- dataflow, by walking `.init` then `.main` once (loops once, calls inlined):
+  columns read before they are written, tensors used before they are defined,
+  CMOS shapes (computed by the reference semantics on one zero sample).
+
+The result, a `Linked` program, has every micro-program call inlined with its
+parameters bound and every constant resolved, so the interpreter only executes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cramc.errors import Loc, UserError
+from cramc.isa import ast
+from cramc.isa import data as tdata
+from cramc.isa.opcodes import OPCODES, AKind, Kind, Opcode, Unit
+
+#: Limits that keep a header from asking for absurd allocations.
+MAX_ARRAYS = 1 << 22
+MAX_ROWS = 1 << 16
+MAX_COLS = 1 << 16
+MAX_ACCS = 1 << 16
+MAX_CELLS = 1 << 38  # 32 GiB of state per sample, bit-packed
+MACHINE_KEYS = {"arrays": True, "rows": True, "cols": True, "accs": False}
+DEFAULT_ACCS = 64
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    arrays: int
+    rows: int
+    cols: int
+    accs: int
+
+    @property
+    def words(self) -> int:
+        return (self.rows + 63) // 64
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of bit-packed array state per sample."""
+        return self.arrays * self.cols * self.words * 8
+
+
+@dataclass(frozen=True)
+class TRef:
+    """A resolved tensor operand: name and first-axis index (int, loop variable, or None)."""
+
+    name: str
+    index: int | str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class BoundOp:
+    """One instruction with every parameter bound and constant resolved."""
+
+    op: Opcode
+    arrays: tuple[int, int] | None  # [lo, hi)
+    rows: tuple[int, int] | None  # [lo, hi)
+    operands: tuple[Any, ...]  # int (col/acc/int), (lo, hi) accs, TRef, np.ndarray (const)
+    attrs: dict[str, Any]
+    loc: Loc | None
+    site: tuple[Loc, ...] = ()  # call sites, outermost first
+    text: str = ""  # the source text of the instruction (for traces and errors)
+
+
+@dataclass(frozen=True, eq=False)
+class Loop:
+    var: str
+    count: int
+    body: tuple[BoundOp | Loop, ...]
+    loc: Loc | None = None
+
+
+Node = BoundOp | Loop
+
+
+@dataclass(frozen=True, eq=False)
+class IOSpec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Expectation:
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    tol: float
+
+
+@dataclass(frozen=True, eq=False)
+class Linked:
+    machine: MachineSpec
+    inputs: tuple[IOSpec, ...]
+    outputs: tuple[IOSpec, ...]
+    init: tuple[Node, ...]
+    main: tuple[Node, ...]
+    expect: Expectation | None
+    program: ast.Program
+    tensor_shapes: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # name -> (shape, is_int)
+
+
+class _Checker:
+    def __init__(self, program: ast.Program):
+        self.p = program
+        self.src = program.source
+        self.file = program.file
+
+    def err(self, msg: str, loc: Loc | None, site: tuple[Loc, ...] = ()) -> UserError:
+        if site:
+            msg += " (in a micro-program called at " + ", ".join(f"line {s.line}" for s in site) + ")"
+        return UserError(msg, loc or Loc(self.file, 1, 1), self.src)
+
+    # ------------------------------------------------------------------ header
+    def machine(self) -> MachineSpec:
+        ms = [i for i in self.p.items if isinstance(i, ast.Machine)]
+        if not ms:
+            raise self.err("missing .machine header (e.g. .machine arrays=4 rows=256 cols=256)", None)
+        if len(ms) > 1:
+            raise self.err("more than one .machine header", ms[1].loc)
+        m = ms[0]
+        vals: dict[str, int] = {}
+        for a in m.attrs:
+            if a.name not in MACHINE_KEYS:
+                raise self.err(f"unknown machine parameter '{a.name}' (expected {', '.join(MACHINE_KEYS)})", a.loc)
+            if a.name in vals:
+                raise self.err(f"machine parameter '{a.name}' given twice", a.loc)
+            if not isinstance(a.value, ast.Num) or not isinstance(a.value.value, int) or a.value.value < 1:
+                raise self.err(f"machine parameter '{a.name}' must be a positive integer", a.loc)
+            vals[a.name] = int(a.value.value)
+        for k, req in MACHINE_KEYS.items():
+            if req and k not in vals:
+                raise self.err(f".machine needs {k}=N", m.loc)
+        limits = {"arrays": MAX_ARRAYS, "rows": MAX_ROWS, "cols": MAX_COLS, "accs": MAX_ACCS}
+        for k, v in vals.items():
+            if v > limits[k]:
+                loc = next(a.loc for a in m.attrs if a.name == k)
+                raise self.err(f"{k}={v} exceeds the simulator limit of {limits[k]}", loc)
+        spec = MachineSpec(vals["arrays"], vals["rows"], vals["cols"], vals.get("accs", DEFAULT_ACCS))
+        if spec.arrays * spec.cols * spec.words * 64 > MAX_CELLS:
+            raise self.err(
+                f"chip of {spec.arrays} x {spec.rows} x {spec.cols} cells exceeds the simulator limit of "
+                f"{MAX_CELLS} cells",
+                m.loc,
+            )
+        return spec
+
+
+def _value_desc(v: ast.Value) -> str:
+    return {
+        ast.Col: "a column",
+        ast.AccRef: "an accumulator",
+        ast.Expr: "a name",
+        ast.TensorRef: "a tensor",
+        ast.ConstRef: "a data constant",
+        ast.Num: "a number",
+        ast.Range: "a range",
+        ast.ListVal: "a list",
+    }[type(v)]
+
+
+@dataclass
+class _Env:
+    """Bindings while walking: micro parameters, loop variables, call sites, inherited rows."""
+
+    params: dict[str, tuple[str, int | tuple[int, int]]]  # name -> (kind, value)
+    loops: dict[str, int]  # loop var -> count
+    arrays: tuple[int, int] | None
+    rows: tuple[int, int] | None
+    site: tuple[Loc, ...] = ()
+    micro_stack: tuple[str, ...] = ()
+
+
+class Verifier(_Checker):
+    def __init__(self, program: ast.Program):
+        super().__init__(program)
+        self.spec = self.machine()
+        self.data = self._data()
+        self.micros = self._micros()
+        self.written = np.zeros((self.spec.arrays, self.spec.cols), dtype=bool)
+        self.tensors: dict[str, tuple[tuple[int, ...], bool]] = {}
+
+    # ------------------------------------------------------------ declarations
+    def _data(self) -> dict[str, ast.DataDecl]:
+        out: dict[str, ast.DataDecl] = {}
+        for d in self.p.items:
+            if isinstance(d, ast.DataDecl):
+                if d.name in out:
+                    raise self.err(f"data constant ${d.name} defined twice", d.loc)
+                out[d.name] = d
+        return out
+
+    def _micros(self) -> dict[str, ast.Micro]:
+        out: dict[str, ast.Micro] = {}
+        for m in self.p.items:
+            if isinstance(m, ast.Micro):
+                if m.name in out:
+                    raise self.err(f"micro-program '{m.name}' defined twice", m.loc)
+                seen: set[str] = set()
+                for q in m.params:
+                    if q.name in seen:
+                        raise self.err(f"parameter '{q.name}' declared twice", q.loc)
+                    seen.add(q.name)
+                out[m.name] = m
+        return out
+
+    def _ios(self, direction: str) -> tuple[IOSpec, ...]:
+        out: list[IOSpec] = []
+        names: set[str] = set()
+        for d in self.p.ios(direction):
+            if d.name in names:
+                raise self.err(f"{direction} '{d.name}' declared twice", d.loc)
+            names.add(d.name)
+            out.append(IOSpec(d.name, d.type.dtype, d.type.shape))
+        return tuple(out)
+
+    # ------------------------------------------------------------------ values
+    def _int(self, v: ast.Value, env: _Env, what: str, kinds: tuple[str, ...] = ("int",)) -> int:
+        if isinstance(v, ast.Num) and isinstance(v.value, int):
+            return int(v.value)
+        if isinstance(v, ast.Expr):
+            b = env.params.get(v.name)
+            if b is None:
+                raise self.err(f"unknown name '{v.name}' (expected {what})", v.loc, env.site)
+            if b[0] not in kinds:
+                raise self.err(f"parameter '{v.name}' is a {b[0]} parameter, expected {what}", v.loc, env.site)
+            return int(b[1]) + v.offset  # type: ignore[arg-type]
+        raise self.err(f"expected {what}, got {_value_desc(v)}", v.loc, env.site)
+
+    def _col(self, v: ast.Value, env: _Env) -> int:
+        if isinstance(v, ast.Col):
+            c = v.index
+        elif isinstance(v, ast.Expr):
+            c = self._int(v, env, "a column", ("col",))
+        else:
+            raise self.err(f"expected a column (c<N>), got {_value_desc(v)}", v.loc, env.site)
+        if not 0 <= c < self.spec.cols:
+            raise self.err(f"column {c} outside the array (cols={self.spec.cols})", v.loc, env.site)
+        return c
+
+    def _acc(self, v: ast.Value, env: _Env, allow_range: bool) -> int | tuple[int, int]:
+        if isinstance(v, ast.AccRef):
+            lo, hi = v.lo, v.hi
+            if hi is not None and not allow_range:
+                raise self.err("expected one accumulator slot, got a range", v.loc, env.site)
+        elif isinstance(v, ast.Expr):
+            lo, hi = self._int(v, env, "an accumulator", ("acc",)), None
+        else:
+            raise self.err(f"expected an accumulator (acc<N>), got {_value_desc(v)}", v.loc, env.site)
+        top = hi if hi is not None else lo + 1
+        if lo < 0 or top > self.spec.accs:
+            raise self.err(f"accumulator slot {top - 1} outside the file (accs={self.spec.accs})", v.loc, env.site)
+        if allow_range:
+            return (lo, top)
+        return lo
+
+    def _tref(self, v: ast.Value, env: _Env) -> TRef:
+        if not isinstance(v, ast.TensorRef):
+            raise self.err(f"expected a tensor (%name), got {_value_desc(v)}", v.loc, env.site)
+        if isinstance(v.index, str) and v.index not in env.loops:
+            raise self.err(f"index '{v.index}' is not a loop variable in scope", v.loc, env.site)
+        return TRef(v.name, v.index)
+
+    def _attr(self, op: Opcode, a: ast.AttrVal, env: _Env) -> Any:
+        spec = op.attr_map[a.name]
+        v = a.value
+        k = spec.kind
+        if k is AKind.INT:
+            return self._int(v, env, f"an integer for {a.name}")
+        if k is AKind.FLOAT:
+            if isinstance(v, ast.Num):
+                return float(v.value)
+            raise self.err(f"{a.name} must be a number", v.loc, env.site)
+        if k is AKind.SCALAR_OR_DATA:
+            if isinstance(v, ast.Num):
+                return v.value
+            if isinstance(v, ast.ConstRef):
+                return self._const(v, env).astype(np.float64 if a.name != "zp" else np.int64)
+            raise self.err(f"{a.name} must be a number or a data constant", v.loc, env.site)
+        if k is AKind.INTS:
+            if isinstance(v, ast.ListVal) and all(isinstance(x, int) for x in v.items):
+                return [int(x) for x in v.items]
+            raise self.err(f"{a.name} must be a list of integers like [1, 2]", v.loc, env.site)
+        if k is AKind.RANGE:
+            if isinstance(v, ast.Range):
+                return (v.lo, v.hi)
+            raise self.err(f"{a.name} must be a range lo:hi", v.loc, env.site)
+        if k is AKind.DTYPE:
+            if isinstance(v, ast.Expr) and v.offset == 0 and v.name in tdata.DTYPES:
+                return v.name
+            raise self.err(f"{a.name} must be an element type ({', '.join(tdata.DTYPES)})", v.loc, env.site)
+        raise AssertionError(k)
+
+    def _const(self, v: ast.ConstRef, env: _Env) -> np.ndarray:
+        d = self.data.get(v.name)
+        if d is None:
+            raise self.err(f"undefined data constant ${v.name}{self._suggest(v.name, self.data)}", v.loc, env.site)
+        return d.values
+
+    @staticmethod
+    def _suggest(name: str, known: Any) -> str:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        return f" (did you mean '{close[0]}'?)" if close else ""
+
+    # --------------------------------------------------------------- the walk
+    def link(self) -> Linked:
+        inputs = self._ios("input")
+        outputs = self._ios("output")
+        sections: dict[str, ast.Section] = {}
+        for s in self.p.items:
+            if isinstance(s, ast.Section):
+                if s.name in sections:
+                    raise self.err(f".{s.name} appears twice", s.loc)
+                sections[s.name] = s
+        if "main" not in sections:
+            raise self.err("missing .main { ... } section", None)
+        for m in self.micros.values():
+            self._static_body(m.body, m)
+        for d in inputs:
+            self.tensors[d.name] = (d.shape, not tdata.is_float(d.dtype))
+        env = _Env({}, {}, None, None)
+        init = self._walk(sections["init"].body, env) if "init" in sections else ()
+        main = self._walk(sections["main"].body, env)
+        for d in self.p.ios("output"):
+            got = self.tensors.get(d.name)
+            if got is None:
+                raise self.err(f"output %{d.name} is never computed by .main", d.loc)
+            if got[0] != d.type.shape:
+                raise self.err(f"output %{d.name} is declared {list(d.type.shape)} but computed as {list(got[0])}", d.loc)
+        expect = self._expect(inputs, outputs)
+        return Linked(self.spec, inputs, outputs, init, main, expect, self.p, dict(self.tensors))
+
+    def _expect(self, inputs: tuple[IOSpec, ...], outputs: tuple[IOSpec, ...]) -> Expectation | None:
+        exps = self.p.expects
+        if not exps:
+            return None
+        if len(exps) > 1:
+            raise self.err("more than one .expect line", exps[1].loc)
+        e = exps[0]
+        ins: dict[str, np.ndarray] = {}
+        outs: dict[str, np.ndarray] = {}
+        tol = 0.0
+        known = {d.name: d for d in (*inputs, *outputs)}
+        env = _Env({}, {}, None, None)
+        for a in e.attrs:
+            if a.name == "tol":
+                if not isinstance(a.value, ast.Num) or a.value.value < 0:
+                    raise self.err("tol must be a non-negative number", a.loc)
+                tol = float(a.value.value)
+                continue
+            io = known.get(a.name)
+            if io is None:
+                raise self.err(f"'{a.name}' is not a declared input or output{self._suggest(a.name, known)}", a.loc)
+            if not isinstance(a.value, ast.ConstRef):
+                raise self.err(f"{a.name}= must name a data constant", a.loc)
+            arr = self._const(a.value, env)
+            if arr.ndim < 1 or tuple(arr.shape[1:]) != io.shape:
+                raise self.err(
+                    f"validation data ${a.value.name} has shape {list(arr.shape)}, expected [N, "
+                    f"{', '.join(map(str, io.shape))}]",
+                    a.loc,
+                )
+            (ins if io in inputs else outs)[a.name] = arr
+        missing = [d.name for d in (*inputs, *outputs) if d.name not in ins and d.name not in outs]
+        if missing:
+            raise self.err(f".expect gives no data for {', '.join(missing)}", e.loc)
+        ns = {v.shape[0] for v in (*ins.values(), *outs.values())}
+        if len(ns) != 1:
+            raise self.err(".expect data have different numbers of samples", e.loc)
+        return Expectation(ins, outs, tol)
+
+    def _static_body(self, body: tuple[ast.Stmt, ...], micro: ast.Micro) -> None:
+        """Checks that need no bindings: names of params used in the body exist."""
+        names = {q.name for q in micro.params}
+        for s in body:
+            if isinstance(s, ast.Repeat):
+                self._static_body(s.body, micro)
+            elif isinstance(s, ast.Instr):
+                self._opcode(s, ())
+                if s.arrays is not None:
+                    raise self.err(
+                        "instructions inside a micro-program take no array set: the call supplies it", s.arrays.loc
+                    )
+                vals = [*s.operands, *(a.value for a in s.attrs if s.mnemonic != "call")]
+                for v in vals:
+                    if isinstance(v, ast.Expr) and v.name not in names and v.name not in tdata.DTYPES:
+                        if s.mnemonic == "call" and v is s.operands[0]:
+                            continue
+                        raise self.err(
+                            f"unknown name '{v.name}' in micro-program '{micro.name}'{self._suggest(v.name, names)}",
+                            v.loc,
+                        )
+
+    def _opcode(self, ins: ast.Instr, site: tuple[Loc, ...]) -> Opcode:
+        op = OPCODES.get(ins.mnemonic)
+        if op is None:
+            raise self.err(f"unknown instruction '{ins.mnemonic}'{self._suggest(ins.mnemonic, OPCODES)}", ins.loc, site)
+        n = len(op.operands)
+        got = len(ins.operands)
+        if (got != n and not op.variadic) or (op.variadic and got < n):
+            need = f"at least {n}" if op.variadic else str(n)
+            names = ", ".join(o.name for o in op.operands)
+            raise self.err(f"'{op.mnemonic}' takes {need} operands ({names}), got {got}", ins.loc, site)
+        if op.mnemonic != "call":
+            seen: set[str] = set()
+            for a in ins.attrs:
+                if a.name not in op.attr_map:
+                    allowed = ", ".join(op.attr_map) or "none"
+                    raise self.err(f"'{op.mnemonic}' has no attribute '{a.name}' (allowed: {allowed})", a.loc, site)
+                if a.name in seen:
+                    raise self.err(f"attribute '{a.name}' given twice", a.loc, site)
+                seen.add(a.name)
+            for spec in op.attrs:
+                if spec.required and spec.name not in seen:
+                    raise self.err(f"'{op.mnemonic}' needs the attribute {spec.name}=", ins.loc, site)
+        if not op.on_arrays and ins.arrays is not None:
+            raise self.err(f"'{op.mnemonic}' runs in the CMOS unit and takes no array set", ins.arrays.loc, site)
+        return op
+
+    def _walk(self, body: tuple[ast.Stmt, ...], env: _Env) -> tuple[Node, ...]:
+        out: list[Node] = []
+        for s in body:
+            if isinstance(s, ast.Repeat):
+                if s.var in env.loops or s.var in env.params:
+                    raise self.err(f"loop variable '{s.var}' shadows another name", s.loc, env.site)
+                inner = _Env(env.params, {**env.loops, s.var: s.count}, env.arrays, env.rows, env.site, env.micro_stack)
+                out.append(Loop(s.var, s.count, self._walk(s.body, inner), s.loc))
+            elif isinstance(s, ast.Instr):
+                out.extend(self._instr(s, env))
+        return tuple(out)
+
+    def _instr(self, ins: ast.Instr, env: _Env) -> list[Node]:
+        op = self._opcode(ins, env.site)
+        in_micro = bool(env.micro_stack)
+        arrays = env.arrays
+        if op.on_arrays:
+            if in_micro:
+                if ins.arrays is not None:
+                    raise self.err("instructions inside a micro-program take no array set", ins.arrays.loc, env.site)
+            else:
+                if ins.arrays is None:
+                    raise self.err(f"'{op.mnemonic}' needs an array set, e.g. {op.mnemonic} @0:4 ...", ins.loc)
+                a = ins.arrays
+                if a.hi > self.spec.arrays:
+                    raise self.err(f"array {a.hi - 1} outside the chip (arrays={self.spec.arrays})", a.loc)
+                arrays = (a.lo, a.hi)
+        rows = env.rows
+        rows_v = ins.attr("rows")
+        if rows_v is not None and op.on_arrays:
+            if not isinstance(rows_v, ast.Range):
+                raise self.err("rows must be a range lo:hi", rows_v.loc, env.site)
+            if rows_v.hi > self.spec.rows:
+                raise self.err(f"row {rows_v.hi - 1} outside the array (rows={self.spec.rows})", rows_v.loc, env.site)
+            rows = (rows_v.lo, rows_v.hi)
+        if op.mnemonic == "call":
+            return self._call(ins, env, arrays, rows)
+        operands: list[Any] = []
+        for spec, v in zip(op.operands + (op.operands[-1],) * (len(ins.operands) - len(op.operands)), ins.operands):
+            operands.append(self._operand(spec.kind, v, env))
+        attrs = {a.name: self._attr(op, a, env) for a in ins.attrs if a.name != "rows"}
+        bop = BoundOp(op, arrays if op.on_arrays else None, rows if op.on_arrays else None, tuple(operands),
+                      attrs, ins.loc, env.site, self._line_text(ins.loc))
+        self._dataflow(bop, ins, env)
+        return [bop]
+
+    def _line_text(self, loc: Loc | None) -> str:
+        if loc is None:
+            return ""
+        lines = self.src.splitlines()
+        return lines[loc.line - 1].strip() if 0 < loc.line <= len(lines) else ""
+
+    def _operand(self, kind: Kind, v: ast.Value, env: _Env) -> Any:
+        if kind is Kind.COL:
+            return self._col(v, env)
+        if kind is Kind.ACC:
+            return self._acc(v, env, False)
+        if kind is Kind.ACCS:
+            return self._acc(v, env, True)
+        if kind is Kind.INT:
+            return self._int(v, env, "an integer")
+        if kind is Kind.TENSOR:
+            return self._tref(v, env)
+        if kind is Kind.SOURCE:
+            if isinstance(v, ast.ConstRef):
+                return self._const(v, env)
+            return self._tref(v, env)
+        raise self.err(f"unexpected operand {_value_desc(v)}", v.loc, env.site)
+
+    def _call(self, ins: ast.Instr, env: _Env, arrays: tuple[int, int] | None, rows: tuple[int, int] | None) -> list[Node]:
+        target = ins.operands[0]
+        if not isinstance(target, ast.Expr) or target.offset:
+            raise self.err("call needs the name of a micro-program", target.loc, env.site)
+        m = self.micros.get(target.name)
+        if m is None:
+            raise self.err(
+                f"undefined micro-program '{target.name}'{self._suggest(target.name, self.micros)}", target.loc, env.site
+            )
+        if m.name in env.micro_stack:
+            raise self.err(f"micro-program '{m.name}' calls itself (recursion is not allowed)", ins.loc, env.site)
+        params: dict[str, tuple[str, int | tuple[int, int]]] = {}
+        given = {a.name: a for a in ins.attrs if a.name != "rows"}
+        for q in m.params:
+            a = given.pop(q.name, None)
+            if a is None:
+                raise self.err(f"call of '{m.name}' is missing argument {q.name}= ({q.kind})", ins.loc, env.site)
+            if q.kind == "col":
+                params[q.name] = ("col", self._col(a.value, env))
+            elif q.kind == "acc":
+                params[q.name] = ("acc", self._acc(a.value, env, False))
+            else:
+                params[q.name] = ("int", self._int(a.value, env, f"an integer for {q.name}"))
+        if given:
+            extra = next(iter(given.values()))
+            raise self.err(f"'{m.name}' has no parameter '{extra.name}'", extra.loc, env.site)
+        inner = _Env(params, env.loops, arrays, rows, (*env.site, ins.loc) if ins.loc else env.site,
+                     (*env.micro_stack, m.name))
+        return list(self._walk(m.body, inner))
+
+    # --------------------------------------------------------------- dataflow
+    def _read_cols(self, bop: BoundOp, cols: range, ins: ast.Instr, env: _Env, pos: int) -> None:
+        lo, hi = bop.arrays  # type: ignore[misc]
+        for c in cols:
+            if c >= self.spec.cols:
+                raise self.err(f"column {c} outside the array (cols={self.spec.cols})", ins.loc, env.site)
+            w = self.written[lo:hi, c]
+            if not w.all():
+                bad = lo + int(np.argmin(w))
+                loc = ins.operands[pos].loc if pos < len(ins.operands) else ins.loc
+                raise self.err(f"column c{c} of array {bad} is read before anything is written to it", loc, env.site)
+
+    def _write_cols(self, bop: BoundOp, cols: range, ins: ast.Instr, env: _Env) -> None:
+        if cols.stop > self.spec.cols:
+            raise self.err(f"columns up to c{cols.stop - 1} needed, outside the array (cols={self.spec.cols})",
+                           ins.loc, env.site)
+        lo, hi = bop.arrays  # type: ignore[misc]
+        self.written[lo:hi, cols.start:cols.stop] = True
+
+    def _shape_of(self, t: TRef, ins: ast.Instr, env: _Env, pos: int) -> tuple[tuple[int, ...], bool]:
+        got = self.tensors.get(t.name)
+        loc = ins.operands[pos].loc
+        if got is None:
+            raise self.err(f"tensor %{t.name} is used before it is defined{self._suggest(t.name, self.tensors)}",
+                           loc, env.site)
+        shape, is_int = got
+        if t.index is None:
+            return shape, is_int
+        bound = env.loops[t.index] if isinstance(t.index, str) else t.index + 1
+        if not shape or bound > shape[0]:
+            raise self.err(f"index {t.index} of %{t.name} runs past its first axis ({list(shape)})", loc, env.site)
+        return shape[1:], is_int
+
+    def _define(self, t: TRef, shape: tuple[int, ...], is_int: bool, ins: ast.Instr, env: _Env) -> None:
+        loc = ins.operands[0].loc
+        if t.index is None:
+            self.tensors[t.name] = (shape, is_int)
+            return
+        lead = env.loops[t.index] if isinstance(t.index, str) else None
+        cur = self.tensors.get(t.name)
+        if cur is None:
+            if lead is None:
+                raise self.err(f"%{t.name}[{t.index}] writes into a tensor that does not exist yet", loc, env.site)
+            self.tensors[t.name] = ((lead, *shape), is_int)
+            return
+        cshape, cint = cur
+        bound = lead if lead is not None else int(t.index) + 1
+        if not cshape or cshape[1:] != shape or cint != is_int or bound > cshape[0]:
+            raise self.err(f"%{t.name}[{t.index}] does not fit %{t.name} of shape {list(cshape)}", loc, env.site)
+
+    def _dataflow(self, bop: BoundOp, ins: ast.Instr, env: _Env) -> None:
+        op = bop.op
+        ops = bop.operands
+        nrows = (bop.rows[1] - bop.rows[0]) if bop.rows else self.spec.rows
+        if op.unit is Unit.GATE:
+            for i, c in enumerate(ops[1:], start=1):
+                self._read_cols(bop, range(c, c + 1), ins, env, i)
+            self._write_cols(bop, range(ops[0], ops[0] + 1), ins, env)
+        elif op.mnemonic == "fill":
+            if ops[1] not in (0, 1):
+                raise self.err("fill writes 0 or 1", ins.operands[1].loc, env.site)
+            self._write_cols(bop, range(ops[0], ops[0] + 1), ins, env)
+        elif op.mnemonic == "wr":
+            bits = bop.attrs["bits"]
+            if not 1 <= bits <= 64:
+                raise self.err("bits must be between 1 and 64", ins.loc, env.site)
+            src = ops[1]
+            if isinstance(src, TRef):
+                shape, is_int = self._shape_of(src, ins, env, 1)
+                if not is_int:
+                    raise self.err(f"wr needs an integer tensor; %{src.name} holds floats (quantise it first)",
+                                   ins.operands[1].loc, env.site)
+            else:
+                shape = tuple(src.shape)
+                if not np.issubdtype(src.dtype, np.integer):
+                    raise self.err("wr needs integer data", ins.operands[1].loc, env.site)
+            n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
+            if len(shape) not in (2, 3) or shape[0] not in (1, n) or shape[1] != nrows:
+                raise self.err(
+                    f"wr source has shape {list(shape)}; expected [{n} or 1, {nrows}] or [{n} or 1, {nrows}, F] "
+                    f"for {n} arrays and {nrows} active rows",
+                    ins.operands[1].loc,
+                    env.site,
+                )
+            fields = shape[2] if len(shape) == 3 else 1
+            self._write_cols(bop, range(ops[0], ops[0] + fields * bits), ins, env)
+        elif op.mnemonic == "rd":
+            bits = bop.attrs["bits"]
+            fields = bop.attrs.get("fields", 0)
+            if not 1 <= bits <= 63 or fields < 0:
+                raise self.err("rd needs 1 <= bits <= 63 and fields >= 1", ins.loc, env.site)
+            self._read_cols(bop, range(ops[1], ops[1] + max(fields, 1) * bits), ins, env, 1)
+            n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
+            self._define(ops[0], (n, nrows, fields) if fields else (n, nrows), True, ins, env)
+        elif op.unit is Unit.TREE:
+            self._read_cols(bop, range(ops[1], ops[1] + 1), ins, env, 1)
+            if not 0 <= ops[2] < 63:
+                raise self.err("shift must be between 0 and 62", ins.operands[2].loc, env.site)
+        elif op.mnemonic == "ard":
+            n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
+            lo, hi = ops[1]
+            self._define(ops[0], (n, hi - lo), True, ins, env)
+        elif op.unit is Unit.CMOS:
+            args: list[np.ndarray] = []
+            for i, s in enumerate(ops[1:], start=1):
+                if isinstance(s, TRef):
+                    shape, is_int = self._shape_of(s, ins, env, i)
+                    args.append(np.zeros((1, *shape), dtype=np.int64 if is_int else np.float32))
+                else:
+                    args.append(s[None])
+            try:
+                res = op.cmos(args, bop.attrs)  # type: ignore[misc]
+            except (ValueError, IndexError, KeyError, TypeError) as e:
+                raise self.err(f"{op.mnemonic}: {e}", ins.loc, env.site) from None
+            self._define(ops[0], tuple(res.shape[1:]), bool(np.issubdtype(res.dtype, np.integer)), ins, env)
+
+
+def verify(program: ast.Program) -> Linked:
+    """Check a program and return its linked, executable form (raises UserError)."""
+    return Verifier(program).link()
