@@ -240,7 +240,7 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
     except VisitError as e:
         inner = e.orig_exc
         if isinstance(inner, _LocatedError):
-            raise UserError(inner.message, Loc(file, inner.line, inner.column), source) from None
+            raise UserError(inner.message, Loc(file, inner.line, inner.col), source) from None
         raise
     return _assemble(lines.children, file, source)
 

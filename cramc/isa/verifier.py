@@ -607,9 +607,10 @@ class Verifier(_Checker):
                     raise self.err("wr needs integer data", ins.operands[1].loc, env.site)
             n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
             if len(shape) not in (2, 3) or shape[0] not in (1, n) or shape[1] != nrows:
+                lead = f"{n} or 1" if n > 1 else "1"
                 raise self.err(
-                    f"wr source has shape {list(shape)}; expected [{n} or 1, {nrows}] or [{n} or 1, {nrows}, F] "
-                    f"for {n} arrays and {nrows} active rows",
+                    f"wr source has shape {list(shape)}; expected [{lead}, {nrows}] or [{lead}, {nrows}, F] "
+                    f"for {n} array{'s' if n > 1 else ''} and {nrows} active rows",
                     ins.operands[1].loc,
                     env.site,
                 )

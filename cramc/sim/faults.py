@@ -7,10 +7,14 @@ array.  Writes of host data and sensed reads (rd, and the adder tree's sensing
 of a column) have their own optional rates; the adder tree itself and the CMOS
 vector unit are exact unless a tree rate is configured.
 
-Sampling costs O(faults), not O(bits): draw how many candidate positions fail
-(binomial at the larger of the two rates), draw those positions, then thin
-each by the rate that applies to its correct value.  This is exact: each bit
-fails independently with the rate for its value.
+Sampling costs O(faults), not O(bits).  The bits an operation produces are
+trials of a Bernoulli process at the larger of the two rates, pmax; the gaps
+between its successes are i.i.d. geometric, so the positions of the candidate
+faults are cumulative sums of geometric draws (`FaultStream`), and an operation
+that gets none costs one comparison.  Each candidate is then kept with
+probability p(value)/pmax, where value is the bit's correct value (thinning).
+This is exact: every bit fails independently with the rate for its value.
+docs/error-model.md gives the argument in full.
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 GATE_NAMES = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE)
-#: Above this rate a dense Bernoulli draw is cheaper than sampling positions.
-DENSE_RATE = 0.02
+#: Geometric gaps drawn per refill of a `FaultStream` (amortises the RNG call).
+STREAM_BATCH = 4096
+#: At most about this many candidate faults are materialised at once.
+CHUNK_CANDIDATES = 1 << 22
+_ONE = np.uint64(1)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,14 @@ class Rate:
     @property
     def zero(self) -> bool:
         return self.p01 == 0.0 and self.p10 == 0.0
+
+    @property
+    def pmax(self) -> float:
+        return max(self.p01, self.p10)
+
+    @property
+    def symmetric(self) -> bool:
+        return self.p01 == self.p10
 
 
 @dataclass(frozen=True)
@@ -154,42 +169,131 @@ def load_error_model(path: str) -> FaultModel:
     return parse_error_model(doc, path)
 
 
+class FaultStream:
+    """The successes of an endless sequence of independent Bernoulli(p) trials.
+
+    Trials are consumed 64 at a time (one uint64 word of rows); `take(n)` hands
+    out the successes among the next ``64 * n`` trials as word indices relative
+    to the start of that region and one-bit masks.  Successes are found by
+    summing geometric gaps, drawn `batch` at a time, so the cost is
+    proportional to the number of successes plus one comparison per call.
+    Trials a caller does not use (rows outside the active range) are simply
+    discarded, which leaves the others independent.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator, batch: int = STREAM_BATCH):
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"a fault stream needs 0 < p <= 1, got {p}")
+        self.p = p
+        self.rng = rng
+        self.batch = batch
+        self.t = 0  # words consumed so far
+        self._last = -1  # absolute trial index of the last success drawn
+        self._w = np.empty(0, dtype=np.int64)  # word of each drawn success (absolute)
+        self._m = np.empty(0, dtype=np.uint64)  # its bit within the word
+        self._i = 0  # first success not handed out yet
+        self._next = 0  # its word, as a Python int (the common-case test)
+        self._refill(batch)
+
+    def _refill(self, want: int) -> None:
+        gaps = self.rng.geometric(self.p, size=max(self.batch, want))
+        pos = gaps.cumsum()
+        pos += self._last
+        self._last = int(pos[-1])
+        self._w = pos >> 6
+        self._m = np.left_shift(_ONE, (pos & 63).astype(np.uint64))
+        self._i = 0
+
+    def take(self, nwords: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Successes among the next 64*nwords trials: (word index in [0, nwords), bit mask), or None."""
+        t0 = self.t
+        end = t0 + nwords
+        self.t = end
+        if self._next >= end:
+            return None
+        ws: list[np.ndarray] = []
+        ms: list[np.ndarray] = []
+        while True:
+            j = int(self._w.searchsorted(end))
+            ws.append(self._w[self._i : j])
+            ms.append(self._m[self._i : j])
+            if j < self._w.size:
+                self._i = j
+                break
+            self._refill(int((end * 64 - self._last) * self.p * 1.1) + 16)
+        self._next = int(self._w[self._i])
+        if len(ws) == 1:
+            return ws[0] - t0, ms[0]
+        return np.concatenate(ws) - t0, np.concatenate(ms)
+
+
+def inject(
+    flat: np.ndarray,
+    stream: FaultStream,
+    rate: Rate,
+    rng: np.random.Generator,
+    block: int = 0,
+    active: np.ndarray | None = None,
+) -> int:
+    """Flip bits of the 1-D uint64 array `flat` in place at `rate`; return how many flipped.
+
+    `flat` is the region the stream covers, word by word.  With `active` (a
+    uint64 row mask of `block` words), only bits set in ``active[i % block]``
+    of word i are trials; the others are left alone.  The correct value of a
+    bit is its value in `flat` before the call.
+    """
+    pmax = rate.pmax
+    total = flat.size
+    step = max(block, 1, int(CHUNK_CANDIDATES / (64.0 * pmax)))
+    if block and step % block:
+        step -= step % block
+    flipped = 0
+    for s in range(0, total, step):
+        sub = flat[s : s + step] if step < total else flat
+        got = stream.take(sub.size)
+        if got is None:
+            continue
+        w, mk = got
+        if active is not None:
+            keep = (active[w % block] & mk) != 0
+            w, mk = w[keep], mk[keep]
+        if not rate.symmetric:
+            one = (sub[w] & mk) != 0
+            keep = rng.random(w.size) * pmax < np.where(one, rate.p10, rate.p01)
+            w, mk = w[keep], mk[keep]
+        np.bitwise_xor.at(sub, w, mk)
+        flipped += int(w.size)
+    return flipped
+
+
+def row_mask_words(r0: int, r1: int, words: int) -> np.ndarray:
+    """uint64 [words] with bits r0 .. r1-1 set (row r is bit r % 64 of word r // 64)."""
+    full = np.zeros(words * 64, dtype=bool)
+    full[r0:r1] = True
+    return np.packbits(full, bitorder="little").view(np.uint64)
+
+
 def flip_bits(words: np.ndarray, r0: int, r1: int, rate: Rate, rng: np.random.Generator) -> int:
     """Flip bits of rows [r0, r1) in a [M, W] uint64 array in place; return the number flipped.
 
-    Row r of lane m is bit (r % 64) of words[m, r // 64].
+    Row r of lane m is bit (r % 64) of words[m, r // 64].  Each of those bits
+    flips independently with p01 if it is 0 and p10 if it is 1.  Cost is
+    proportional to the number of faults (one short geometric draw when there
+    are none), whatever the size of the array.
     """
-    if rate.zero:
+    if rate.zero or r1 <= r0 or words.size == 0:
         return 0
-    m_lanes, _ = words.shape
-    nrows = r1 - r0
-    total = m_lanes * nrows
-    pmax = max(rate.p01, rate.p10)
-    if pmax >= DENSE_RATE:
-        return _flip_dense(words, r0, r1, rate, rng)
-    k = int(rng.binomial(total, pmax))
-    if k == 0:
-        return 0
-    idx = rng.choice(total, size=k, replace=False) if k > 1 else rng.integers(0, total, size=1)
-    lane = idx // nrows
-    row = r0 + idx % nrows
-    w = row >> 6
-    bit = (row & 63).astype(np.uint64)
-    if rate.p01 != rate.p10:
-        val = (words[lane, w] >> bit) & np.uint64(1)
-        keep_p = np.where(val == 1, rate.p10, rate.p01) / pmax
-        keep = rng.random(k) < keep_p
-        lane, w, bit = lane[keep], w[keep], bit[keep]
-    np.bitwise_xor.at(words, (lane, w), np.left_shift(np.uint64(1), bit))
-    return int(lane.size)
-
-
-def _flip_dense(words: np.ndarray, r0: int, r1: int, rate: Rate, rng: np.random.Generator) -> int:
     m_lanes, n_words = words.shape
-    bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, r0:r1]
-    u = rng.random(bits.shape)
-    flip = np.where(bits == 1, u < rate.p10, u < rate.p01)
-    full = np.zeros((m_lanes, n_words * 64), dtype=bool)
-    full[:, r0:r1] = flip
-    words ^= np.packbits(full, axis=1, bitorder="little").view(np.uint64)
-    return int(flip.sum())
+    w0, w1 = r0 >> 6, (r1 + 63) >> 6
+    nw = w1 - w0
+    region = words[:, w0:w1]
+    contiguous = region.flags.c_contiguous
+    flat = region.reshape(-1) if contiguous else np.ascontiguousarray(region).reshape(-1)
+    expected = flat.size * 64 * rate.pmax
+    stream = FaultStream(rate.pmax, rng, batch=int(expected + 4 * math.sqrt(expected)) + 4)
+    whole_words = r0 & 63 == 0 and r1 & 63 == 0
+    active = None if whole_words else row_mask_words(r0 - 64 * w0, r1 - 64 * w0, nw)
+    n = inject(flat, stream, rate, rng, nw, active)
+    if not contiguous:
+        words[:, w0:w1] = flat.reshape(m_lanes, nw)
+    return n

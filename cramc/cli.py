@@ -1,0 +1,141 @@
+"""The `cramc` command line: compile, check, fmt, run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from cramc.errors import UserError
+from cramc.fileio import load_npy, load_npz, write_json, write_npz, write_text
+from cramc.isa.parser import parse_file
+from cramc.isa.printer import print_program
+from cramc.isa.verifier import verify
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    linked = verify(parse_file(args.program))
+    m = linked.machine
+    print(f"{args.program}: ok ({m.arrays} arrays of {m.rows} x {m.cols}, {m.accs} accumulators per array)")
+    return 0
+
+
+def _cmd_fmt(args: argparse.Namespace) -> int:
+    prog = parse_file(args.program)
+    text = print_program(prog)
+    if args.check:
+        if text != prog.source:
+            print(f"{args.program}: not canonical (run cramc fmt -i)", file=sys.stderr)
+            return 1
+        return 0
+    if args.in_place:
+        verify(prog)
+        write_text(args.program, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _fault_model(args: argparse.Namespace):  # noqa: ANN202 - FaultModel, imported lazily
+    from cramc.sim.faults import FaultModel, load_error_model
+
+    fm = load_error_model(args.error_model) if args.error_model else FaultModel()
+    if args.gate_error is not None:
+        fm = fm.with_gate_error(args.gate_error) if args.error_model else FaultModel.uniform(args.gate_error)
+    return fm
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cramc.sim.interp import run
+    from cramc.sim.report import accuracy, build_report, compare, format_table
+
+    if args.seed < 0:
+        raise UserError("--seed must be non-negative")
+    linked = verify(parse_file(args.program))
+    faults = _fault_model(args)
+    validating = args.input is None
+    if validating:
+        if linked.expect is None:
+            raise UserError(f"{args.program} embeds no validation vectors (.expect); give --input DATA.npz")
+        inputs = dict(linked.expect.inputs)
+    else:
+        inputs = load_npz(args.input)
+    labels = load_npy(args.labels) if args.labels else None
+    t0 = time.perf_counter()
+    result = run(linked, inputs, faults, seed=args.seed, max_memory=int(args.max_memory * 2**30))
+    wall = time.perf_counter() - t0
+    extra: dict[str, object] = {"program": args.program, "wall_s": wall}
+    status = 0
+    print(f"ran {result.samples} sample(s) in {wall:.2f} s; error model: {faults.name}; "
+          f"{result.counts.gate_evals} gate evaluations, {result.counts.faults_injected} faults injected")
+    if validating:
+        rows = [compare(o.name, result.outputs[o.name], linked.expect.outputs[o.name], linked.expect.tol)  # type: ignore[union-attr]
+                for o in linked.outputs]
+        print(format_table(rows))
+        extra["validation"] = [r.to_dict() for r in rows]
+        if faults.fault_free and not all(r.ok for r in rows):
+            print("error: outputs differ from the embedded expected outputs at zero faults", file=sys.stderr)
+            status = 1
+    if labels is not None:
+        first = linked.outputs[0].name
+        if labels.shape[0] != result.samples:
+            raise UserError(f"{args.labels}: {labels.shape[0]} labels for {result.samples} samples")
+        acc = accuracy(result.outputs[first], labels)
+        print(f"accuracy ({first} argmax vs labels): {acc:.4f} over {result.samples} samples")
+        extra["accuracy"] = acc
+    if args.output:
+        write_npz(args.output, result.outputs)
+    if args.report:
+        write_json(args.report, build_report(result.counts, result.samples, args.seed, faults, extra))
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cramc", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="parse and verify a .cram program")
+    c.add_argument("program")
+    c.set_defaults(fn=_cmd_check)
+
+    f = sub.add_parser("fmt", help="print a .cram program in canonical form")
+    f.add_argument("program")
+    f.add_argument("-i", "--in-place", action="store_true", help="rewrite the file")
+    f.add_argument("--check", action="store_true", help="exit 1 if the file is not canonical")
+    f.set_defaults(fn=_cmd_fmt)
+
+    r = sub.add_parser("run", help="run a program on the fault-injecting simulator")
+    r.add_argument("program")
+    r.add_argument("--input", help="DATA.npz: one array per program input, leading axis = samples")
+    r.add_argument("--output", help="write outputs to OUT.npz")
+    r.add_argument("--gate-error", type=float, help="flip probability of every gate output (symmetric)")
+    r.add_argument("--error-model", help="FILE.toml with per-gate, write and read fault rates")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--report", help="write REPORT.json with counts, faults and results")
+    r.add_argument("--labels", help="LABELS.npy: class labels; report argmax accuracy of the first output")
+    r.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
+    r.set_defaults(fn=_cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except UserError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; lower --max-memory or use a smaller chip", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Reference semantics of the IR: exact numpy evaluation, shape inference and the IR verifier.
+
+CMOS operations reuse the ISA's reference functions (cramc.isa.cmos), so the
+IR and the emitted program cannot disagree about what, say, `im2col` means.
+MVMs are exact int64 matrix products.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cramc.errors import InternalError
+from cramc.ir.graph import Graph, Op
+from cramc.isa.cmos import CMOS_OPS
+
+MVM_KINDS = ("mvm", "conv")
+
+
+def _attrs(g: Graph, op: Op) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in op.attrs.items():
+        out[k] = g.consts[v[1:]] if isinstance(v, str) and v.startswith("$") else v
+    return out
+
+
+def mvm(x: np.ndarray, w: np.ndarray, groups: int = 1) -> np.ndarray:
+    """x [S, P, K] int, w [N, K/groups] int (block-diagonal over groups) -> [S, P, N] int64."""
+    x = x.astype(np.int64)
+    w = w.astype(np.int64)
+    n, kg = w.shape
+    s, p, k = x.shape
+    if k != kg * groups or n % groups:
+        raise InternalError(f"mvm shapes: x K={k}, w {list(w.shape)}, groups={groups}")
+    ng = n // groups
+    out = np.empty((s, p, n), dtype=np.int64)
+    for gi in range(groups):
+        out[..., gi * ng : (gi + 1) * ng] = x[..., gi * kg : (gi + 1) * kg] @ w[gi * ng : (gi + 1) * ng].T
+    return out
+
+
+def conv(x: np.ndarray, w: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    """Integer 2-D convolution via im2col + mvm; x [S,1,C,H,W], w [M, C/g, kh, kw] -> [S,1,M,OH,OW]."""
+    cols = CMOS_OPS["im2col"]([x], {**a, "value": a.get("xzp", 0)})  # [S, OH*OW, C*kh*kw]
+    s = x.shape[0]
+    _, _, _, h, wd = x.shape
+    kh, kw = a["kernel"]
+    sh, sw = a.get("strides", [1, 1])
+    dh, dw = a.get("dilations", [1, 1])
+    pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    m = w.shape[0]
+    acc = mvm(cols, w.reshape(m, -1), a.get("group", 1))  # [S, P, M]
+    return acc.reshape(s, oh, ow, m).transpose(0, 3, 1, 2).reshape(s, 1, m, oh, ow)
+
+
+def eval_op(g: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
+    a = _attrs(g, op)
+    if op.kind == "mvm":
+        return mvm(args[0], a["w"], a.get("groups", 1))
+    if op.kind == "conv":
+        return conv(args[0], a["w"], a)
+    fn = CMOS_OPS.get(op.kind)
+    if fn is None:
+        raise InternalError(f"IR op '{op.kind}' has no semantics")
+    return fn(args, a)
+
+
+def evaluate(g: Graph, inputs: dict[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
+    """Run the graph on inputs (name -> [S, *shape]); return outputs (or every value if keep)."""
+    env: dict[str, np.ndarray] = {}
+    for i in g.inputs:
+        x = inputs[i.name]
+        env["%" + i.name] = x.astype(np.float32) if i.dtype.startswith("f") else x.astype(np.int64)
+    for op in g.ops:
+        args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
+        env["%" + op.out] = eval_op(g, op, args)
+    if keep:
+        return {k[1:]: v for k, v in env.items()}
+    return {o.name: env["%" + o.name] for o in g.outputs}
+
+
+def infer_shapes(g: Graph) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """Value name -> (per-inference shape, is integer); checks the graph is well formed."""
+    env: dict[str, np.ndarray] = {}
+    for i in g.inputs:
+        env["%" + i.name] = np.zeros((1, *i.shape), dtype=np.float32 if i.dtype.startswith("f") else np.int64)
+    for op in g.ops:
+        for n in op.ins:
+            if n.startswith("%") and n not in env:
+                raise InternalError(f"IR: {op.kind} {op.out} uses undefined value {n}")
+            if n.startswith("$") and n[1:] not in g.consts:
+                raise InternalError(f"IR: {op.kind} {op.out} uses undefined constant {n}")
+        for v in op.attrs.values():
+            if isinstance(v, str) and v.startswith("$") and v[1:] not in g.consts:
+                raise InternalError(f"IR: {op.kind} {op.out} uses undefined constant {v}")
+        if "%" + op.out in env:
+            raise InternalError(f"IR: value %{op.out} defined twice")
+        args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
+        if op.kind in MVM_KINDS and not np.issubdtype(args[0].dtype, np.integer):
+            raise InternalError(f"IR: {op.kind} %{op.out} needs an integer input")
+        env["%" + op.out] = eval_op(g, op, args)
+    for o in g.outputs:
+        if "%" + o.name not in env:
+            raise InternalError(f"IR: output %{o.name} is never defined")
+    return {k[1:]: (tuple(v.shape[1:]), bool(np.issubdtype(v.dtype, np.integer))) for k, v in env.items()}
+
+
+def verify_graph(g: Graph) -> None:
+    """The IR verifier: well-formedness, shapes, and tiling annotations (when present)."""
+    shapes = infer_shapes(g)
+    for op in g.ops:
+        if op.kind == "mvm" and "tile" in op.attrs:
+            from cramc.ir.tiling import check_tiling
+
+            check_tiling(op, shapes, g)
