@@ -1,1 +1,1 @@
-"""backend"""
+"""Backend: column allocation, scheduling and emission of CRAM assembly."""

@@ -135,7 +135,7 @@ class Importer:
             else:
                 args.append(self.g.consts[r[1:]][None])
         try:
-            res = eval_op(self.g, op, args)
+            res = eval_op(self.g, op, args, shape_only=True)
         except (ValueError, IndexError, KeyError) as e:
             raise UserError(f"node '{origin}': cannot lower {kind}: {e}") from None
         self.g.ops.append(op)
@@ -262,6 +262,34 @@ class Importer:
             dt = "f32" if not is_int else ONNX_QTYPES.get(tt.elem_type, "i64")
             self.g.outputs.append(IOValue(want, dt, self.shapes["%" + want][0]))
         return self.g
+
+    def trace_map(self) -> dict[str, str]:
+        """IR value name -> the ONNX tensor it equals (quantised values and float layer outputs)."""
+        out: dict[str, str] = {}
+        node_outputs = {o for n in self.model.graph.node for o in n.output}
+        for onnx_name, e in self.env.items():
+            if onnx_name in node_outputs and isinstance(e, Val):
+                out.setdefault(e.ref[1:], onnx_name)
+        return out
+
+    def output_tol(self) -> float:
+        """One quantisation step of the (dequantised) outputs; 0 when outputs are integers."""
+        prod = self.g.producers()
+        tol = 0.0
+        for o in self.g.outputs:
+            ref = o.name
+            for _ in range(64):
+                op = prod.get(ref)
+                if op is None:
+                    break
+                if op.kind == "dequant":
+                    s = op.attrs["scale"]
+                    tol = max(tol, float(np.max(self.g.consts[s[1:]])) if isinstance(s, str) else float(s))
+                    break
+                if not op.ins or not op.ins[0].startswith("%"):
+                    break
+                ref = op.ins[0][1:]
+        return tol
 
     def alias(self, node: onnx.NodeProto, e: Entry) -> None:
         self.env[node.output[0]] = e

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from cramc.frontend import fold_batchnorm, fold_constants, quantize
-from cramc.frontend.importer import import_model
+from cramc.frontend.importer import Importer
 from cramc.frontend.load import load_model
 from cramc.ir.graph import Graph
 
@@ -17,6 +17,8 @@ from cramc.ir.graph import Graph
 @dataclass
 class Frontend:
     graph: Graph
+    trace_map: dict[str, str]  # IR value -> ONNX tensor of the quantised model
+    output_tol: float  # one quantisation step of the outputs (0 for integer outputs)
     qmodel: onnx.ModelProto  # the quantised model onnxruntime runs as the reference
     calibration: dict[str, np.ndarray]
     synthetic: bool
@@ -49,7 +51,9 @@ def run_frontend(
                   "data may suffer", file=log)  # type: ignore[arg-type]
         qmodel = quantize.quantise(model, calibration, weight_bits, act_bits)
         qmodel = fold_constants.run(qmodel)
-    return Frontend(import_model(qmodel), qmodel, calibration, synthetic)
+    imp = Importer(qmodel)
+    graph = imp.run()
+    return Frontend(graph, imp.trace_map(), imp.output_tol(), qmodel, calibration, synthetic)
 
 
 def _synthetic_int(model: onnx.ModelProto) -> dict[str, np.ndarray]:

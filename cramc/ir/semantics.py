@@ -56,8 +56,32 @@ def conv(x: np.ndarray, w: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     return acc.reshape(s, oh, ow, m).transpose(0, 3, 1, 2).reshape(s, 1, m, oh, ow)
 
 
-def eval_op(g: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
+def _conv_out(x: np.ndarray, w: np.ndarray, a: dict[str, Any]) -> tuple[int, ...]:
+    _, _, _, h, wd = x.shape
+    kh, kw = a["kernel"]
+    sh, sw = a.get("strides", [1, 1])
+    dh, dw = a.get("dilations", [1, 1])
+    pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError("convolution window larger than the padded input")
+    if x.shape[2] != w.shape[1] * a.get("group", 1):
+        raise ValueError(f"input has {x.shape[2]} channels, weights expect {w.shape[1] * a.get('group', 1)}")
+    return (x.shape[0], 1, w.shape[0], oh, ow)
+
+
+def eval_op(g: Graph, op: Op, args: list[np.ndarray], shape_only: bool = False) -> np.ndarray:
+    """Evaluate one op; with shape_only, MVMs return zeros of the right shape without multiplying."""
     a = _attrs(g, op)
+    if shape_only and op.kind == "mvm":
+        x, w = args[0], a["w"]
+        groups = a.get("groups", 1)
+        if x.ndim != 3 or x.shape[2] != w.shape[1] * groups or w.shape[0] % groups:
+            raise ValueError(f"mvm of x {list(x.shape[1:])} with w {list(w.shape)} (groups={groups})")
+        return np.zeros((x.shape[0], x.shape[1], w.shape[0]), dtype=np.int64)
+    if shape_only and op.kind == "conv":
+        return np.zeros(_conv_out(args[0], a["w"], a), dtype=np.int64)
     if op.kind == "mvm":
         return mvm(args[0], a["w"], a.get("groups", 1))
     if op.kind == "conv":
@@ -101,7 +125,7 @@ def infer_shapes(g: Graph) -> dict[str, tuple[tuple[int, ...], bool]]:
         args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
         if op.kind in MVM_KINDS and not np.issubdtype(args[0].dtype, np.integer):
             raise InternalError(f"IR: {op.kind} %{op.out} needs an integer input")
-        env["%" + op.out] = eval_op(g, op, args)
+        env["%" + op.out] = eval_op(g, op, args, shape_only=True)
     for o in g.outputs:
         if "%" + o.name not in env:
             raise InternalError(f"IR: output %{o.name} is never defined")

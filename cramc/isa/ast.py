@@ -209,7 +209,16 @@ class Expect:
     loc: Loc | None = field(default=None, compare=False)
 
 
-TopItem = Union[Machine, IODecl, DataDecl, Expect, Micro, Section, Comment, Blank]
+@dataclass(frozen=True)
+class Trace:
+    """Reference values of intermediate tensors for sample 0 of the validation vectors (cramc run --trace)."""
+
+    attrs: tuple[AttrVal, ...]
+    comment: str | None = None
+    loc: Loc | None = field(default=None, compare=False)
+
+
+TopItem = Union[Machine, IODecl, DataDecl, Expect, Trace, Micro, Section, Comment, Blank]
 
 
 @dataclass(frozen=True, eq=False)

@@ -150,6 +150,9 @@ class _ToAst(Transformer):
     def expect(self, items: list[ast.AttrVal]) -> tuple[str, object]:
         return ("expect", tuple(items))
 
+    def trace(self, items: list[ast.AttrVal]) -> tuple[str, object]:
+        return ("trace", tuple(items))
+
     def param(self, items: list[Token]) -> ast.Param:
         return ast.Param(str(items[0]), str(items[1]), self._loc(items[1]))
 
@@ -306,6 +309,8 @@ def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, sourc
                 top.append(ast.DataDecl(name, typ, values, enc, comment, loc))
             elif kind == "expect":
                 top.append(ast.Expect(val, comment, loc))  # type: ignore[arg-type]
+            elif kind == "trace":
+                top.append(ast.Trace(val, comment, loc))  # type: ignore[arg-type]
     if stack:
         raise err("block is never closed with '}'", stack[-1][3])
     return ast.Program(tuple(top), file, source)  # type: ignore[arg-type]

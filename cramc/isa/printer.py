@@ -111,6 +111,8 @@ def print_program(p: ast.Program) -> str:
             out.append(_with_comment(fmt_data(item), item.comment))
         elif isinstance(item, ast.Expect):
             out.append(_with_comment(".expect " + fmt_attrs(item.attrs), item.comment))
+        elif isinstance(item, ast.Trace):
+            out.append(_with_comment(".trace " + fmt_attrs(item.attrs), item.comment))
         elif isinstance(item, ast.Micro):
             params = ", ".join(f"{q.kind} {q.name}" for q in item.params)
             out.append(_with_comment(f".micro {item.name}({params}) {{", item.comment))

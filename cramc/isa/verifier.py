@@ -110,6 +110,7 @@ class Linked:
     main: tuple[Node, ...]
     expect: Expectation | None
     program: ast.Program
+    trace: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> reference value for validation sample 0
     tensor_shapes: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # name -> (shape, is_int)
 
 
@@ -341,7 +342,25 @@ class Verifier(_Checker):
             if got[0] != d.type.shape:
                 raise self.err(f"output %{d.name} is declared {list(d.type.shape)} but computed as {list(got[0])}", d.loc)
         expect = self._expect(inputs, outputs)
-        return Linked(self.spec, inputs, outputs, init, main, expect, self.p, dict(self.tensors))
+        trace = self._trace()
+        return Linked(self.spec, inputs, outputs, init, main, expect, self.p, trace=trace, tensor_shapes=dict(self.tensors))
+
+    def _trace(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        env = _Env({}, {}, None, None)
+        for t in (i for i in self.p.items if isinstance(i, ast.Trace)):
+            for a in t.attrs:
+                if not isinstance(a.value, ast.ConstRef):
+                    raise self.err(f"{a.name}= must name a data constant", a.loc)
+                got = self.tensors.get(a.name)
+                if got is None:
+                    raise self.err(f"trace names tensor %{a.name}, which the program never defines", a.loc)
+                arr = self._const(a.value, env)
+                if tuple(arr.shape) != (1, *got[0]):
+                    raise self.err(f"trace data ${a.value.name} has shape {list(arr.shape)}, expected "
+                                   f"[1, {', '.join(map(str, got[0]))}]", a.loc)
+                out[a.name] = arr
+        return out
 
     def _expect(self, inputs: tuple[IOSpec, ...], outputs: tuple[IOSpec, ...]) -> Expectation | None:
         exps = self.p.expects

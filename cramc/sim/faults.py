@@ -20,6 +20,7 @@ docs/error-model.md gives the argument in full.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,9 @@ STREAM_BATCH = 4096
 #: At most about this many candidate faults are materialised at once.
 CHUNK_CANDIDATES = 1 << 22
 _ONE = np.uint64(1)
+GAP_CAP = float(2**52)
+#: Words of flip mask a `FaultStream` renders at once for `take_dense`.
+WINDOW_WORDS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -163,46 +167,78 @@ def load_error_model(path: str) -> FaultModel:
     except OSError as e:
         raise UserError(f"cannot read error model {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
-        line = getattr(e, "lineno", 1) or 1
-        col = getattr(e, "colno", 1) or 1
-        raise UserError(f"invalid TOML: {e.args[0] if e.args else e}", Loc(path, line, col)) from None
+        msg = str(e.args[0] if e.args else e)
+        # Python < 3.14 has no lineno/colno; the position is only in the message
+        at = re.search(r" \(at line (\d+), column (\d+)\)$", msg)
+        line = getattr(e, "lineno", None) or (int(at.group(1)) if at else 1)
+        col = getattr(e, "colno", None) or (int(at.group(2)) if at else 1)
+        if at:
+            msg = msg[: at.start()]
+        raise UserError(f"invalid TOML: {msg}", Loc(path, line, col)) from None
     return parse_error_model(doc, path)
 
 
 class FaultStream:
     """The successes of an endless sequence of independent Bernoulli(p) trials.
 
-    Trials are consumed 64 at a time (one uint64 word of rows); `take(n)` hands
-    out the successes among the next ``64 * n`` trials as word indices relative
-    to the start of that region and one-bit masks.  Successes are found by
-    summing geometric gaps, drawn `batch` at a time, so the cost is
-    proportional to the number of successes plus one comparison per call.
-    Trials a caller does not use (rows outside the active range) are simply
+    Trials are consumed 64 at a time, one uint64 word of rows, in order; no
+    trial is ever used twice.  Successes are found by summing geometric gaps,
+    drawn in batches, so the cost is proportional to the number of successes
+    plus one comparison per call.  Two ways to consume the next n words:
+
+    - `take(n)`: the successes as (word index relative to the region, one-bit
+      mask) pairs, for callers that filter or thin them;
+    - `take_dense(n)`: the same successes rendered as n words of flip mask
+      (a view of a window rendered in bulk), plus their number.
+
+    Both read the same successes, so which one a caller uses never changes a
+    result.  Trials a caller does not use (rows outside the active range) are
     discarded, which leaves the others independent.
     """
 
-    def __init__(self, p: float, rng: np.random.Generator, batch: int = STREAM_BATCH):
+    def __init__(self, p: float, rng: np.random.Generator, batch: int = STREAM_BATCH, window: int = WINDOW_WORDS):
         if not 0.0 < p <= 1.0:
             raise ValueError(f"a fault stream needs 0 < p <= 1, got {p}")
         self.p = p
         self.rng = rng
         self.batch = batch
+        self.window = window
         self.t = 0  # words consumed so far
+        # Geometric(p) gaps by inversion of an exponential: floor(E / -ln(1-p)) + 1 has
+        # P(gap > k) = (1-p)^k, the same transform numpy's own geometric sampler uses.
+        self._inv_lambda = 0.0 if p == 1.0 else -1.0 / math.log1p(-p)
         self._last = -1  # absolute trial index of the last success drawn
-        self._w = np.empty(0, dtype=np.int64)  # word of each drawn success (absolute)
-        self._m = np.empty(0, dtype=np.uint64)  # its bit within the word
-        self._i = 0  # first success not handed out yet
-        self._next = 0  # its word, as a Python int (the common-case test)
-        self._refill(batch)
+        self._w = np.empty(0, dtype=np.int64)  # absolute word of each drawn success not yet consumed ...
+        self._m = np.empty(0, dtype=np.uint64)  # ... and its bit within the word
+        self._i = 0  # index of the first success not consumed yet (its word is >= t)
+        self._next = 0  # its word, as a Python int: the common-case test
+        self._pool = np.zeros(0, dtype=np.uint64)  # rendered flip masks of words [_base, _base + size)
+        self._base = 0
+        self._extend(batch)
 
-    def _refill(self, want: int) -> None:
-        gaps = self.rng.geometric(self.p, size=max(self.batch, want))
-        pos = gaps.cumsum()
+    def _extend(self, want: int) -> None:
+        """Draw at least `want` more successes after the last one."""
+        e = self.rng.standard_exponential(max(self.batch, want))
+        e *= self._inv_lambda
+        # Gaps are capped at 2**52 trials: a stream reaches that only after ~4.5e15 trials.
+        np.minimum(e, GAP_CAP, out=e)
+        pos = e.astype(np.int64)
+        pos += 1
+        pos.cumsum(out=pos)
         pos += self._last
         self._last = int(pos[-1])
-        self._w = pos >> 6
-        self._m = np.left_shift(_ONE, (pos & 63).astype(np.uint64))
-        self._i = 0
+        w = pos >> 6
+        m = np.left_shift(_ONE, (pos & 63).astype(np.uint64))
+        if self._i < self._w.size:
+            w = np.concatenate((self._w[self._i :], w))
+            m = np.concatenate((self._m[self._i :], m))
+        self._w, self._m, self._i = w, m, 0
+        self._next = int(w[0])
+
+    def _cover(self, end: int) -> None:
+        """Make sure some drawn success lies at or after word `end` (so searches stop inside the buffer)."""
+        while (self._last >> 6) < end:
+            self._extend(int((end * 64 - self._last) * self.p * 1.1) + 16)
 
     def take(self, nwords: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Successes among the next 64*nwords trials: (word index in [0, nwords), bit mask), or None."""
@@ -211,59 +247,88 @@ class FaultStream:
         self.t = end
         if self._next >= end:
             return None
-        ws: list[np.ndarray] = []
-        ms: list[np.ndarray] = []
-        while True:
-            j = int(self._w.searchsorted(end))
-            ws.append(self._w[self._i : j])
-            ms.append(self._m[self._i : j])
-            if j < self._w.size:
-                self._i = j
-                break
-            self._refill(int((end * 64 - self._last) * self.p * 1.1) + 16)
-        self._next = int(self._w[self._i])
-        if len(ws) == 1:
-            return ws[0] - t0, ms[0]
-        return np.concatenate(ws) - t0, np.concatenate(ms)
+        if (self._last >> 6) < end:
+            self._cover(end)
+        i, w = self._i, self._w
+        j = int(w.searchsorted(end))
+        self._i = j
+        self._next = int(w[j])
+        return w[i:j] - t0, self._m[i:j]
+
+    def take_dense(self, nwords: int) -> tuple[np.ndarray, int]:
+        """The next 64*nwords trials as nwords words of flip mask (read-only view) and the number of successes."""
+        t0 = self.t
+        end = t0 + nwords
+        self.t = end
+        o = t0 - self._base
+        if o + nwords > self._pool.size:
+            self._render(t0, max(self.window, nwords))
+            o = 0
+        if self._next >= end:
+            return self._pool[o : o + nwords], 0
+        w = self._w
+        j = int(w.searchsorted(end))
+        k = j - self._i
+        self._i = j
+        self._next = int(w[j])
+        return self._pool[o : o + nwords], k
+
+    def _render(self, t0: int, size: int) -> None:
+        """Render the successes of words [t0, t0 + size) into the pool (bulk scatter)."""
+        self._cover(t0 + size)
+        if self._pool.size != size:
+            self._pool = np.zeros(size, dtype=np.uint64)
+        else:
+            self._pool.fill(0)
+        i, w = self._i, self._w
+        j = int(w.searchsorted(t0 + size))
+        np.bitwise_or.at(self._pool, w[i:j] - t0, self._m[i:j])
+        self._base = t0
 
 
-def inject(
-    flat: np.ndarray,
-    stream: FaultStream,
-    rate: Rate,
-    rng: np.random.Generator,
-    block: int = 0,
-    active: np.ndarray | None = None,
-) -> int:
-    """Flip bits of the 1-D uint64 array `flat` in place at `rate`; return how many flipped.
+class Injector:
+    """Flips bits of regions of words at one rate, drawing from one stream.
 
-    `flat` is the region the stream covers, word by word.  With `active` (a
-    uint64 row mask of `block` words), only bits set in ``active[i % block]``
-    of word i are trials; the others are left alone.  The correct value of a
-    bit is its value in `flat` before the call.
+    A region is a 1-D uint64 array, `block` words per lane and array, in which
+    only the bits set in ``active[i % block]`` of word i are trials (all bits
+    when `active` is None).  Calling it flips the region in place and returns
+    how many bits flipped; a bit's correct value is its value before the call.
     """
-    pmax = rate.pmax
-    total = flat.size
-    step = max(block, 1, int(CHUNK_CANDIDATES / (64.0 * pmax)))
-    if block and step % block:
-        step -= step % block
-    flipped = 0
-    for s in range(0, total, step):
-        sub = flat[s : s + step] if step < total else flat
-        got = stream.take(sub.size)
+
+    def __init__(
+        self, stream: FaultStream, rate: Rate, rng: np.random.Generator, block: int, active: np.ndarray | None
+    ):
+        self.stream, self.rate, self.rng = stream, rate, rng
+        self.block, self.active = block, active
+        self.pmax = rate.pmax
+        self.symmetric = rate.symmetric
+        step = max(block, int(CHUNK_CANDIDATES / (64.0 * self.pmax)))
+        self.step = step - step % block
+
+    def plain(self, size: int) -> bool:
+        """True when a region of `size` words needs no row filter, no thinning and no chunking."""
+        return self.active is None and self.symmetric and size <= self.step
+
+    def dense(self, size: int) -> bool:
+        """True when a plain region of `size` words expects a fault or more: XOR a rendered mask."""
+        return self.plain(size) and 64 * size * self.pmax >= 1.0
+
+    def __call__(self, flat: np.ndarray) -> int:
+        if flat.size > self.step:
+            return sum(self(flat[s : s + self.step]) for s in range(0, flat.size, self.step))
+        got = self.stream.take(flat.size)
         if got is None:
-            continue
+            return 0
         w, mk = got
-        if active is not None:
-            keep = (active[w % block] & mk) != 0
+        if self.active is not None:
+            keep = (self.active[w % self.block] & mk) != 0
             w, mk = w[keep], mk[keep]
-        if not rate.symmetric:
-            one = (sub[w] & mk) != 0
-            keep = rng.random(w.size) * pmax < np.where(one, rate.p10, rate.p01)
+        if not self.symmetric:
+            one = (flat[w] & mk) != 0
+            keep = self.rng.random(w.size) * self.pmax < np.where(one, self.rate.p10, self.rate.p01)
             w, mk = w[keep], mk[keep]
-        np.bitwise_xor.at(sub, w, mk)
-        flipped += int(w.size)
-    return flipped
+        np.bitwise_xor.at(flat, w, mk)
+        return w.size
 
 
 def row_mask_words(r0: int, r1: int, words: int) -> np.ndarray:
@@ -283,7 +348,7 @@ def flip_bits(words: np.ndarray, r0: int, r1: int, rate: Rate, rng: np.random.Ge
     """
     if rate.zero or r1 <= r0 or words.size == 0:
         return 0
-    m_lanes, n_words = words.shape
+    m_lanes = words.shape[0]
     w0, w1 = r0 >> 6, (r1 + 63) >> 6
     nw = w1 - w0
     region = words[:, w0:w1]
@@ -293,7 +358,7 @@ def flip_bits(words: np.ndarray, r0: int, r1: int, rate: Rate, rng: np.random.Ge
     stream = FaultStream(rate.pmax, rng, batch=int(expected + 4 * math.sqrt(expected)) + 4)
     whole_words = r0 & 63 == 0 and r1 & 63 == 0
     active = None if whole_words else row_mask_words(r0 - 64 * w0, r1 - 64 * w0, nw)
-    n = inject(flat, stream, rate, rng, nw, active)
+    n = Injector(stream, rate, rng, nw, active)(flat)
     if not contiguous:
         words[:, w0:w1] = flat.reshape(m_lanes, nw)
     return n

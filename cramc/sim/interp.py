@@ -16,14 +16,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from cramc.errors import UserError
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
-from cramc.sim.faults import FaultModel, flip_bits
+from cramc.sim.faults import FaultModel, FaultStream, Injector, Rate, flip_bits, row_mask_words
 
 ImplFn = Callable[["Machine", BoundOp], None]
 IMPLS: dict[str, ImplFn] = {}
@@ -53,7 +52,9 @@ class Counts:
     faults: dict[str, int] = field(default_factory=lambda: {"gate": 0, "write": 0, "read": 0, "tree": 0})
 
     def op(self, mnemonic: str, instrs: int, rows: int) -> None:
-        d = self.per_opcode.setdefault(mnemonic, {"instructions": 0, "row_ops": 0})
+        d = self.per_opcode.get(mnemonic)
+        if d is None:
+            d = self.per_opcode[mnemonic] = {"instructions": 0, "row_ops": 0}
         d["instructions"] += instrs
         d["row_ops"] += rows
 
@@ -77,23 +78,40 @@ class Counts:
 
 @functools.lru_cache(maxsize=4096)
 def row_mask(r0: int, r1: int, words: int) -> np.ndarray:
-    full = np.zeros(words * 64, dtype=bool)
-    full[r0:r1] = True
-    m = np.packbits(full, bitorder="little").view(np.uint64)
+    """uint64 [words] with the bits of rows r0 .. r1-1 set (read-only, cached)."""
+    m = row_mask_words(r0, r1, words)
     m.flags.writeable = False
     return m
 
 
-class Machine:
-    """The state of one batch of sample lanes running one linked program."""
+def word_range(r0: int, r1: int) -> tuple[int, int]:
+    """The words [w0, w1) that hold rows [r0, r1)."""
+    return r0 >> 6, (r1 + 63) >> 6
 
-    def __init__(self, linked: Linked, lanes: int, faults: FaultModel, rng: np.random.Generator):
+
+class Machine:
+    """The state of one batch of sample lanes running one linked program.
+
+    ``cells[c, a, s, w]`` holds column c of array a for lane s, rows bit-packed
+    along w; a column across a range of arrays is therefore one contiguous
+    block, which is what a row-parallel gate reads and writes.  ``bits`` is the
+    same memory seen as ``[a, c, s, w]``.
+
+    With ``reference=True`` every gate runs the plain path (the opcode table's
+    logic into a fresh array, faults, masked store) instead of the prepared
+    in-place kernels; both give the same state and the same faults for the same
+    seed, which the tests check.
+    """
+
+    def __init__(
+        self, linked: Linked, lanes: int, faults: FaultModel, rng: np.random.Generator, *, reference: bool = False
+    ):
         spec = linked.machine
         self.linked = linked
         self.spec = spec
         self.lanes = lanes
         self.words = spec.words
-        self.bits = np.zeros((spec.arrays, spec.cols, lanes, spec.words), dtype=np.uint64)
+        self.cells = np.zeros((spec.cols, spec.arrays, lanes, spec.words), dtype=np.uint64)
         self.acc = np.zeros((spec.arrays, spec.accs, lanes), dtype=np.int64)
         self.tensors: dict[str, np.ndarray] = {}
         self.faults = faults
@@ -101,10 +119,44 @@ class Machine:
         self.counts = Counts()
         self.loopvars: dict[str, int] = {}
         self.trace: Callable[[BoundOp, Machine], None] | None = None
+        self.reference = reference
+        # Per-instruction runners, built on first execution: views, masks and kernels resolved once.
+        self._runners: dict[BoundOp, Callable[[], None]] = {}
+        self._streams: dict[float, FaultStream] = {}
+        self._scratch: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._injectors: dict[tuple[Rate, int, int], Injector] = {}
+
+    @property
+    def bits(self) -> np.ndarray:
+        """The cells as ``[array, column, lane, word]`` (a writable view)."""
+        return self.cells.transpose(1, 0, 2, 3)
 
     # ---- helpers shared by the opcode functions
     def rows(self, b: BoundOp) -> tuple[int, int]:
         return b.rows if b.rows is not None else (0, self.spec.rows)
+
+    def runner(self, b: BoundOp) -> Callable[[], None]:
+        """A zero-argument callable that executes b on this machine (built once, then cached)."""
+        fn = self._runners.get(b)
+        if fn is None:
+            prep = None if self.reference else PREPARE.get(b.op.mnemonic)
+            fn = prep(self, b) if prep is not None else functools.partial(IMPLS[b.op.mnemonic], self, b)
+            self._runners[b] = fn
+        return fn
+
+    def stream(self, p: float) -> FaultStream:
+        """The Bernoulli(p) fault stream of this machine (one per distinct rate)."""
+        st = self._streams.get(p)
+        if st is None:
+            st = self._streams[p] = FaultStream(p, self.rng)
+        return st
+
+    def scratch(self, shape: tuple[int, ...], k: int) -> list[np.ndarray]:
+        """k distinct uint64 buffers of the given shape, reused between instructions."""
+        pool = self._scratch.setdefault(shape, [])
+        while len(pool) < k:
+            pool.append(np.empty(shape, dtype=np.uint64))
+        return pool[:k]
 
     def store(self, b: BoundOp, ref: TRef, value: np.ndarray) -> None:
         if ref.index is None:
@@ -128,37 +180,268 @@ class Machine:
         return t[:, i]
 
     def put_column(self, b: BoundOp, cols: slice, new: np.ndarray) -> None:
-        """Write words [nA, ncols, lanes, W] into the active rows of the given columns."""
+        """Write words [ncols, nA, lanes, W] into the active rows of the given columns."""
         lo, hi = b.arrays  # type: ignore[misc]
         r0, r1 = self.rows(b)
-        dst = self.bits[lo:hi, cols]
+        dst = self.cells[cols, lo:hi]
         if r0 == 0 and r1 >= self.spec.rows:
             dst[...] = new
         else:
             m = row_mask(r0, r1, self.words)
             dst[...] = (new & m) | (dst & ~m)
 
-    def flip(self, words: np.ndarray, b: BoundOp, rate: Any, kind: str) -> None:
-        """Inject faults into freshly computed words [..., W] (active rows only)."""
+    def injector(self, rate: Rate, r0: int, r1: int) -> Injector:
+        """Fault injection at `rate` into regions of the words that hold rows [r0, r1) (see `flip`)."""
+        key = (rate, r0, r1)
+        inj = self._injectors.get(key)
+        if inj is None:
+            w0, w1 = word_range(r0, r1)
+            active = None if (r0 | r1) & 63 == 0 else row_mask(r0 - 64 * w0, r1 - 64 * w0, w1 - w0)
+            inj = self._injectors[key] = Injector(self.stream(rate.pmax), rate, self.rng, w1 - w0, active)
+        return inj
+
+    def flip(self, words: np.ndarray, b: BoundOp, rate: Rate, kind: str) -> None:
+        """Inject faults into freshly computed words [..., W] (active rows only), in place."""
         if rate.zero:
             return
         r0, r1 = self.rows(b)
-        flat = words.reshape(-1, self.words)
-        self.counts.faults[kind] += flip_bits(flat, r0, r1, rate, self.rng)
+        w0, w1 = word_range(r0, r1)
+        inj = self.injector(rate, r0, r1)
+        if w0 == 0 and w1 == self.words and words.flags.c_contiguous:
+            n = inj(words.reshape(-1))
+        else:
+            sub = np.ascontiguousarray(words[..., w0:w1])
+            n = inj(sub.reshape(-1))
+            words[..., w0:w1] = sub
+        if n:
+            self.counts.faults[kind] += n
+
+
+PrepareFn = Callable[[Machine, BoundOp], Callable[[], None]]
+#: Opcodes with a specialised runner: built once per instruction, then called directly.
+PREPARE: dict[str, PrepareFn] = {}
+
+
+def prepare(*mnemonics: str) -> Callable[[PrepareFn], PrepareFn]:
+    def register(fn: PrepareFn) -> PrepareFn:
+        for mn in mnemonics:
+            if mn not in OPCODES:
+                raise AssertionError(f"@prepare for unknown opcode {mn}")
+            PREPARE[mn] = fn
+        return fn
+
+    return register
 
 
 # ---------------------------------------------------------------- CRAM gates
-@impl(*(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE))
+# In-place kernels: (inputs, out, temporaries).  Each writes `out` only after it
+# has read every input for the last time, so out may be one of the inputs
+# (`and c3, c3, c4`).  tests/test_sim_perf_semantics.py checks each against the
+# opcode table's logic, aliased and not.
+Kernel = Callable[[list[np.ndarray], np.ndarray, list[np.ndarray]], None]
+_and, _or, _inv = np.bitwise_and, np.bitwise_or, np.invert
+
+
+def _k_not(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    _inv(i[0], out=d)
+
+
+def _k_copy(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    np.copyto(d, i[0])
+
+
+def _k_and(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    _and(i[0], i[1], out=d)
+
+
+def _k_nand(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    _and(i[0], i[1], out=d)
+    _inv(d, out=d)
+
+
+def _k_or(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    _or(i[0], i[1], out=d)
+
+
+def _k_nor(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    _or(i[0], i[1], out=d)
+    _inv(d, out=d)
+
+
+def _k_maj3(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    a, b, c = i
+    t0 = t[0]
+    _or(a, b, out=t0)
+    _and(t0, c, out=t0)  # c & (a | b)
+    _and(a, b, out=d)
+    _or(d, t0, out=d)
+
+
+def _k_min3(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    _k_maj3(i, d, t)
+    _inv(d, out=d)
+
+
+def _k_maj5(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    a, b, c, q, e = i
+    ab, a_b, cq, c_q, x = t
+    _and(a, b, out=ab)
+    _or(a, b, out=a_b)
+    _and(c, q, out=cq)
+    _or(c, q, out=c_q)
+    _and(ab, c_q, out=x)
+    _and(a_b, c_q, out=c_q)
+    _or(c_q, ab, out=c_q)
+    _and(cq, a_b, out=a_b)
+    _or(c_q, cq, out=c_q)  # at least two among a..q: ab | cq | (a_b & c_q)
+    _or(x, a_b, out=x)  # at least three among a..q: (ab & c_q) | (cq & a_b)
+    _and(c_q, e, out=c_q)
+    _or(x, c_q, out=d)
+
+
+def _k_min5(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
+    _k_maj5(i, d, t)
+    _inv(d, out=d)
+
+
+#: mnemonic -> (kernel, temporaries it needs).  A gate without one runs the table's logic.
+KERNELS: dict[str, tuple[Kernel, int]] = {
+    "not": (_k_not, 0),
+    "copy": (_k_copy, 0),
+    "and": (_k_and, 0),
+    "nand": (_k_nand, 0),
+    "or": (_k_or, 0),
+    "nor": (_k_nor, 0),
+    "maj3": (_k_maj3, 1),
+    "min3": (_k_min3, 1),
+    "maj5": (_k_maj5, 5),
+    "min5": (_k_min5, 5),
+}
+
+GATE_MNEMONICS = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE)
+
+
+def _count_gate(m: Machine, mnemonic: str, n: int) -> None:
+    c = m.counts
+    c.gate_evals += n
+    c.op(mnemonic, m.lanes, n)
+
+
+@impl(*GATE_MNEMONICS)
 def gate(m: Machine, b: BoundOp) -> None:
+    if not m.reference:
+        m.runner(b)()
+        return
+    # The plain path: the table's logic into a fresh array, faults, masked store.
     lo, hi = b.arrays  # type: ignore[misc]
     dst, *srcs = b.operands
-    res = b.op.logic(*(m.bits[lo:hi, c] for c in srcs))  # type: ignore[misc]
+    res = b.op.logic(*(m.cells[c, lo:hi] for c in srcs))  # type: ignore[misc]
     m.flip(res, b, m.faults.gate(b.op.mnemonic), "gate")
-    m.put_column(b, slice(dst, dst + 1), res[:, None])
+    m.put_column(b, slice(dst, dst + 1), res[None])
+    r0, r1 = m.rows(b)
+    _count_gate(m, b.op.mnemonic, (hi - lo) * (r1 - r0) * m.lanes)
+
+
+@prepare(*GATE_MNEMONICS)
+def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
+    """A gate as a few ufunc calls writing straight into the destination column.
+
+    All rows active: the kernel writes into the column's block of words, faults
+    are injected there.  A row range: the kernel works on the words that hold
+    the range, in a scratch buffer, and the active rows are merged in.
+    """
+    mn = b.op.mnemonic
+    lo, hi = b.arrays  # type: ignore[misc]
+    dst, *srcs = b.operands
     r0, r1 = m.rows(b)
     n = (hi - lo) * (r1 - r0) * m.lanes
-    m.counts.gate_evals += n
-    m.counts.op(b.op.mnemonic, m.lanes, n)
+    rate = m.faults.gate(mn)
+    if mn not in KERNELS:
+        return functools.partial(_gate_generic, m, b)
+    kern, ntemp = KERNELS[mn]
+    cells = m.cells
+    if r0 == 0 and r1 == m.spec.rows:
+        ins = [cells[c, lo:hi] for c in srcs]
+        d = cells[dst, lo:hi]
+        temps = m.scratch(d.shape, ntemp)
+        if rate.zero:
+
+            def run_full() -> None:
+                kern(ins, d, temps)
+                _count_gate(m, mn, n)
+
+            return run_full
+        flat = d.reshape(-1)  # a view: the column block is contiguous
+        inj = m.injector(rate, r0, r1)
+        if inj.dense(flat.size):
+            # Faults expected in most instructions: XOR a flip mask rendered in bulk.
+            take_dense, xor = inj.stream.take_dense, np.bitwise_xor
+
+            def run_full_dense() -> None:
+                kern(ins, d, temps)
+                mask, k = take_dense(n_words)
+                if k:
+                    xor(flat, mask, out=flat)
+                    m.counts.faults["gate"] += k
+                _count_gate(m, mn, n)
+
+            n_words = flat.size
+            return run_full_dense
+        if inj.plain(flat.size):
+            # The common case, inlined: every bit of the block is a trial at one symmetric rate.
+            take, xor_at = inj.stream.take, np.bitwise_xor.at
+
+            def run_full_plain() -> None:
+                kern(ins, d, temps)
+                got = take(n_words)
+                if got is not None:
+                    xor_at(flat, got[0], got[1])
+                    m.counts.faults["gate"] += got[0].size
+                _count_gate(m, mn, n)
+
+            n_words = flat.size
+            return run_full_plain
+
+        def run_full_faulty() -> None:
+            kern(ins, d, temps)
+            k = inj(flat)
+            if k:
+                m.counts.faults["gate"] += k
+            _count_gate(m, mn, n)
+
+        return run_full_faulty
+    w0, w1 = word_range(r0, r1)
+    ins = [cells[c, lo:hi, :, w0:w1] for c in srcs]
+    d = cells[dst, lo:hi, :, w0:w1]
+    out, *temps = m.scratch(d.shape, 1 + ntemp)
+    out_flat = out.reshape(-1)
+    mask = np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
+    inj = None if rate.zero else m.injector(rate, r0, r1)
+
+    def run_rows() -> None:
+        kern(ins, out, temps)
+        if inj is not None:
+            k = inj(out_flat)
+            if k:
+                m.counts.faults["gate"] += k
+        # d = out on active rows, d elsewhere: d ^= (out ^ d) & mask
+        np.bitwise_xor(out, d, out=out)
+        np.bitwise_and(out, mask, out=out)
+        np.bitwise_xor(d, out, out=d)
+        _count_gate(m, mn, n)
+
+    return run_rows
+
+
+def _gate_generic(m: Machine, b: BoundOp) -> None:
+    """A gate with no in-place kernel: the table's logic, then the plain store."""
+    lo, hi = b.arrays  # type: ignore[misc]
+    dst, *srcs = b.operands
+    res = b.op.logic(*(m.cells[c, lo:hi] for c in srcs))  # type: ignore[misc]
+    m.flip(res, b, m.faults.gate(b.op.mnemonic), "gate")
+    m.put_column(b, slice(dst, dst + 1), res[None])
+    r0, r1 = m.rows(b)
+    _count_gate(m, b.op.mnemonic, (hi - lo) * (r1 - r0) * m.lanes)
 
 
 # ---------------------------------------------------------------- data movement
@@ -179,11 +462,16 @@ def _unpack_rows(words: np.ndarray, r0: int, r1: int) -> np.ndarray:
 def fill(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     dst, value = b.operands
-    res = np.full((hi - lo, 1, m.lanes, m.words), np.uint64(0xFFFFFFFFFFFFFFFF if value else 0), dtype=np.uint64)
-    m.flip(res, b, m.faults.write, "write")
-    m.put_column(b, slice(dst, dst + 1), res)
+    word = np.uint64(0xFFFFFFFFFFFFFFFF if value else 0)
     r0, r1 = m.rows(b)
     n = (hi - lo) * (r1 - r0) * m.lanes
+    rate = m.faults.write
+    if rate.zero and r0 == 0 and r1 == m.spec.rows:
+        m.cells[dst, lo:hi] = word
+    else:
+        res = np.full((1, hi - lo, m.lanes, m.words), word, dtype=np.uint64)
+        m.flip(res, b, rate, "write")
+        m.put_column(b, slice(dst, dst + 1), res)
     m.counts.writes += n
     m.counts.op("fill", m.lanes, n)
 
@@ -199,10 +487,10 @@ def wr(m: Machine, b: BoundOp) -> None:
     nrows, nf = val.shape[2], val.shape[3]
     shifts = np.arange(bits, dtype=np.int64)
     planes = ((val[..., None] >> shifts) & 1).astype(bool)  # [S, n, nrows, F, bits]
-    planes = planes.reshape(*planes.shape[:3], nf * bits).transpose(1, 3, 0, 2)  # [n, F*bits, S, nrows]
+    planes = planes.reshape(*planes.shape[:3], nf * bits).transpose(3, 1, 0, 2)  # [F*bits, n, S, nrows]
     r0, r1 = m.rows(b)
     words = _pack_rows(planes, r0, m.words)
-    words = np.ascontiguousarray(np.broadcast_to(words, (hi - lo, nf * bits, m.lanes, m.words)))
+    words = np.ascontiguousarray(np.broadcast_to(words, (nf * bits, hi - lo, m.lanes, m.words)))
     m.flip(words, b, m.faults.write, "write")
     m.put_column(b, slice(dst, dst + nf * bits), words)
     n = (hi - lo) * nrows * nf * bits * m.lanes
@@ -218,15 +506,15 @@ def rd(m: Machine, b: BoundOp) -> None:
     fields = b.attrs.get("fields", 0)
     nf = max(fields, 1)
     r0, r1 = m.rows(b)
-    words = m.bits[lo:hi, src : src + nf * bits].copy()  # [nA, F*bits, S, W]
+    words = m.cells[src : src + nf * bits, lo:hi].copy()  # [F*bits, nA, S, W]
     m.flip(words, b, m.faults.read, "read")
-    planes = _unpack_rows(words, r0, r1).astype(np.int64)  # [nA, F*bits, S, nrows]
-    planes = planes.reshape(hi - lo, nf, bits, m.lanes, r1 - r0)
+    planes = _unpack_rows(words, r0, r1).astype(np.int64)  # [F*bits, nA, S, nrows]
+    planes = planes.reshape(nf, bits, hi - lo, m.lanes, r1 - r0)
     weights = np.left_shift(np.int64(1), np.arange(bits, dtype=np.int64))
     if b.attrs.get("signed", 1):
         weights[-1] = -weights[-1]
-    vals = np.tensordot(planes, weights, axes=([2], [0]))  # [nA, F, S, nrows]
-    vals = vals.transpose(2, 0, 3, 1)  # [S, nA, nrows, F]
+    vals = np.tensordot(planes, weights, axes=([1], [0]))  # [F, nA, S, nrows]
+    vals = vals.transpose(2, 1, 3, 0)  # [S, nA, nrows, F]
     if not fields:
         vals = vals[..., 0]
     m.store(b, dst, np.ascontiguousarray(vals))
@@ -238,30 +526,53 @@ def rd(m: Machine, b: BoundOp) -> None:
 # ---------------------------------------------------------------- adder tree
 @impl("tadd", "tsub")
 def tree(m: Machine, b: BoundOp) -> None:
+    m.runner(b)() if not m.reference else _prepare_tree(m, b)()
+
+
+@prepare("tadd", "tsub")
+def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
+    """popcount of the active rows of one column per array (and lane), shifted into an accumulator."""
     lo, hi = b.arrays  # type: ignore[misc]
     slot, col, shift = b.operands
     r0, r1 = m.rows(b)
-    words = m.bits[lo:hi, col]  # [nA, S, W]
-    if not m.faults.read.zero:
-        words = words.copy()
-        m.flip(words, b, m.faults.read, "read")
-    masked = words & row_mask(r0, r1, m.words)
-    count = np.bitwise_count(masked).sum(axis=-1, dtype=np.int64)  # [nA, S]
-    if m.faults.tree:
-        width = max(int(r1 - r0).bit_length(), 1)
-        from cramc.sim.faults import Rate
-
-        cw = count.astype(np.uint64).reshape(-1, 1)
-        m.counts.faults["tree"] += flip_bits(cw, 0, width, Rate(m.faults.tree, m.faults.tree), m.rng)
-        count = cw.reshape(count.shape).astype(np.int64)
-    if b.op.mnemonic == "tadd":
-        m.acc[lo:hi, slot] += count << shift
-    else:
-        m.acc[lo:hi, slot] -= count << shift
+    w0, w1 = word_range(r0, r1)
+    src = m.cells[col, lo:hi, :, w0:w1]  # [nA, S, nw]
+    whole = (r0 | r1) & 63 == 0
+    mask = None if whole else np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
+    read = None if m.faults.read.zero else m.injector(m.faults.read, r0, r1)
+    tree_p = m.faults.tree
+    width = max(int(r1 - r0).bit_length(), 1)
+    sign = 1 if b.op.mnemonic == "tadd" else -1
+    acc = m.acc[lo:hi, slot]  # [nA, S], a view
     n = (hi - lo) * m.lanes
-    m.counts.reduces += n
-    m.counts.tree_sensed += n * (r1 - r0)
-    m.counts.op(b.op.mnemonic, m.lanes, n * (r1 - r0))
+    mn = b.op.mnemonic
+
+    def run_tree() -> None:
+        words = src
+        if read is not None:
+            words = np.ascontiguousarray(src)
+            k = read(words.reshape(-1))
+            if k:
+                m.counts.faults["read"] += k
+        if mask is not None:
+            words = words & mask
+        count = np.bitwise_count(words).sum(axis=-1, dtype=np.int64)  # [nA, S]
+        if tree_p:
+            cw = count.astype(np.uint64).reshape(-1, 1)
+            m.counts.faults["tree"] += flip_bits(cw, 0, width, Rate(tree_p, tree_p), m.rng)
+            count = cw.reshape(count.shape).astype(np.int64)
+        if shift:
+            np.left_shift(count, shift, out=count)
+        if sign > 0:
+            np.add(acc, count, out=acc)
+        else:
+            np.subtract(acc, count, out=acc)
+        c = m.counts
+        c.reduces += n
+        c.tree_sensed += n * (r1 - r0)
+        c.op(mn, m.lanes, n * (r1 - r0))
+
+    return run_tree
 
 
 @impl("aclr")
@@ -293,14 +604,19 @@ def cmos_op(m: Machine, b: BoundOp) -> None:
 
 # ---------------------------------------------------------------- execution
 def execute(m: Machine, nodes: tuple[Node, ...]) -> None:
+    runners = m._runners
     for node in nodes:
-        if isinstance(node, Loop):
+        if type(node) is Loop:
+            var = node.var
             for i in range(node.count):
-                m.loopvars[node.var] = i
+                m.loopvars[var] = i
                 execute(m, node.body)
-            del m.loopvars[node.var]
+            del m.loopvars[var]
         else:
-            IMPLS[node.op.mnemonic](m, node)
+            fn = runners.get(node)
+            if fn is None:
+                fn = m.runner(node)
+            fn()
             if m.trace is not None:
                 m.trace(node, m)
 

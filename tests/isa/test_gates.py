@@ -83,7 +83,7 @@ def test_truth_table(mn: str) -> None:
     assert len({tuple(r) for r in table}) == 2**n
 
 
-@pytest.mark.parametrize("mn", ["nor", "maj5"])
+@pytest.mark.parametrize("mn", GATES)
 def test_gate_writes_only_its_rows_and_arrays(mn: str) -> None:
     """rows=lo:hi and the array set limit the write; other cells keep their value."""
     n, fn = EXPECTED[mn]
@@ -122,3 +122,35 @@ def test_gate_counts() -> None:
     assert res.counts.per_opcode["and"] == {"instructions": 3, "row_ops": 600}
     assert res.counts.writes == 3 * 2 * 100 * 2
     assert res.counts.reads == 3 * 2 * 100
+
+
+@pytest.mark.parametrize("mn", GATES)
+def test_truth_table_aliased_operands(mn: str) -> None:
+    """Repeated inputs (maj5 s, a, b, c, t, t) and dst == an input (and c0, c0, c1).
+
+    The verifier accepts both; the result must be the gate's function of the
+    operand values as they were before the gate ran.
+    """
+    n, fn = EXPECTED[mn]
+    m = max(n - 1, 1)  # distinct input columns; the last operand repeats an earlier one
+    cols = [k % m for k in range(n)]
+    combos = list(itertools.product((0, 1), repeat=m))
+    rows = 70
+    table = np.array([combos[r % len(combos)] for r in range(rows)], dtype=np.uint8)
+    ins = ", ".join(f"c{c}" for c in cols)
+    text = "\n".join(
+        [
+            f".machine arrays=1 rows={rows} cols={m} accs=1",
+            f".input x : u8[1,{rows},{m}]",
+            f".output y : i64[1,{rows}]",
+            ".main {",
+            "  wr @0 c0, %x bits=1",
+            f"  {mn} @0 c0, {ins}",
+            "  rd @0 %y, c0 bits=1 signed=0",
+            "}",
+            "",
+        ]
+    )
+    want = np.array([fn(tuple(int(row[c]) for c in cols)) for row in table])
+    got = run_text(text, {"x": table[None, None]}).outputs["y"][0, 0]
+    np.testing.assert_array_equal(got, want)

@@ -1,0 +1,123 @@
+"""`cramc compile`: ONNX model -> CRAM-ER program text, with embedded validation vectors."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+import numpy as np
+import onnx
+
+from cramc.backend.allocate import Allocate
+from cramc.backend.emit import Emitter, header_lines
+from cramc.backend.schedule import Schedule
+from cramc.errors import UserError
+from cramc.frontend.pipeline import run_frontend
+from cramc.ir.graph import sanitize
+from cramc.ir.passes.conv_to_mvm import ConvToMvm
+from cramc.ir.passes.manager import run_passes
+from cramc.ir.passes.tile_mvm import TileMvm
+from cramc.isa import ast
+from cramc.isa.printer import print_program
+
+TRACE_BUDGET = 4_000_000  # elements of reference intermediates embedded for --trace
+
+
+@dataclass(frozen=True)
+class Options:
+    arrays: int = 1024
+    rows: int = 256
+    cols: int = 256
+    accs: int = 64
+    weight_bits: int = 8
+    act_bits: int = 8
+    n_validation: int = 4
+    print_ir_after_all: bool = False
+    trace: bool = True
+
+
+def _ort_session(model: onnx.ModelProto, extra_outputs: list[str] | None = None):  # noqa: ANN202
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if extra_outputs:
+        inferred = onnx.shape_inference.infer_shapes(m)
+        vis = {vi.name: vi for vi in inferred.graph.value_info}
+        have = {o.name for o in m.graph.output}
+        for name in extra_outputs:
+            if name in vis and name not in have:
+                m.graph.output.append(vis[name])
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]), m
+
+
+def run_onnxruntime(model: onnx.ModelProto, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Run the (quantised) model sample by sample (batch fixed to 1)."""
+    sess, m = _ort_session(model, outputs)
+    names = [o.name for o in sess.get_outputs()]
+    n = next(iter(inputs.values())).shape[0]
+    res: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    for i in range(n):
+        feed = {k: v[i : i + 1] for k, v in inputs.items()}
+        for k, v in zip(names, sess.run(None, feed)):
+            res[k].append(v)
+    return {k: np.concatenate(v) for k, v in res.items()}
+
+
+def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Options,
+                  log: TextIO = sys.stderr) -> str:
+    for k in ("arrays", "rows", "cols", "accs"):
+        if getattr(opts, k) < 1:
+            raise UserError(f"--{k} must be at least 1")
+    fe = run_frontend(path, calibration, opts.weight_bits, opts.act_bits, log)
+    g = run_passes(
+        fe.graph,
+        [ConvToMvm(), TileMvm(opts.rows, opts.cols, opts.accs), Allocate(opts.cols, opts.accs), Schedule(opts.arrays)],
+        opts.print_ir_after_all,
+        log,
+    )
+    em = Emitter(g, opts.arrays, opts.rows, opts.cols, opts.accs)
+    em.run()
+    # validation vectors: a few inputs and onnxruntime's outputs of the quantised model
+    nval = min(opts.n_validation, next(iter(fe.calibration.values())).shape[0])
+    vin = {k: v[:nval] for k, v in fe.calibration.items()}
+    onnx_in = {i.name: i for i in fe.qmodel.graph.input}
+    ir_names = {sanitize(k): k for k in onnx_in}
+    trace_names = list(fe.trace_map.values()) if opts.trace else []
+    ref = run_onnxruntime(fe.qmodel, vin, trace_names)
+    expect_attrs: list[ast.AttrVal] = []
+    for i in g.inputs:
+        x = vin[ir_names.get(i.name, i.name)]
+        expect_attrs.append(ast.AttrVal(i.name, ast.ConstRef(em.add_data(f"expect.{i.name}", x.reshape(nval, *i.shape),
+                                                                           i.dtype)[1:])))
+    onnx_out = [o.name for o in fe.qmodel.graph.output]
+    for o, oname in zip(g.outputs, onnx_out):
+        y = ref[oname].reshape(nval, *o.shape)
+        dt = "f32" if np.issubdtype(y.dtype, np.floating) else "i64"
+        expect_attrs.append(ast.AttrVal(o.name, ast.ConstRef(em.add_data(f"expect.{o.name}", y, dt)[1:])))
+    expect_attrs.append(ast.AttrVal("tol", ast.Num(float(fe.output_tol))))
+    top: list[object] = [ast.Expect(tuple(expect_attrs), "; validation: inputs and onnxruntime's outputs (QDQ model)")]
+    if trace_names:
+        budget = TRACE_BUDGET
+        tattrs: list[ast.AttrVal] = []
+        for ir_name, oname in fe.trace_map.items():
+            v = ref.get(oname)
+            if v is None or ir_name not in em.shapes:
+                continue
+            shape = em.shapes[ir_name][0]
+            if int(np.prod(shape)) != v[:1].size or budget < v[:1].size:
+                continue
+            budget -= v[:1].size
+            dt = "f32" if np.issubdtype(v.dtype, np.floating) else "i64"
+            ref_name = em.add_data(f"trace.{ir_name}", v[:1].reshape(1, *shape), dt)
+            tattrs.append(ast.AttrVal(ir_name, ast.ConstRef(ref_name[1:])))
+        if tattrs:
+            top.append(ast.Trace(tuple(tattrs), "; onnxruntime's intermediate tensors for validation sample 0"))
+    header = header_lines(path, opts.arrays, opts.rows, opts.cols)
+    if fe.synthetic:
+        header.append("; calibrated on synthetic inputs (no --calibration given)")
+    prog = em.program(header, top)  # type: ignore[arg-type]
+    return print_program(prog)
