@@ -11,6 +11,7 @@ import numpy as np
 
 from cramc.errors import UserError
 from cramc.fileio import load_npy, load_npz, write_json, write_npz, write_text
+from cramc.isa.parser import parse as parse_text
 from cramc.isa.parser import parse_file
 from cramc.isa.printer import print_program
 from cramc.isa.verifier import verify
@@ -93,9 +94,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from cramc.compiler import Options, compile_model
+
+    calib = load_npz(args.calibration) if args.calibration else None
+    opts = Options(
+        arrays=args.arrays,
+        rows=args.rows,
+        cols=args.cols,
+        accs=args.accs,
+        weight_bits=args.weight_bits,
+        act_bits=args.act_bits,
+        n_validation=args.validation,
+        print_ir_after_all=args.print_ir_after_all,
+        trace=not args.no_trace,
+    )
+    t0 = time.perf_counter()
+    text = compile_model(args.model, calib, opts)
+    prog = verify(parse_text(text, args.output))
+    write_text(args.output, text)
+    m = prog.machine
+    print(f"wrote {args.output}: {len(text) / 1e6:.2f} MB, {m.arrays} arrays of {m.rows} x {m.cols}, "
+          f"compiled in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cramc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("compile", help="compile an ONNX model to a .cram program")
+    k.add_argument("model", help="MODEL.onnx (float, QDQ or QOperator)")
+    k.add_argument("-o", "--output", required=True, help="PROG.cram to write")
+    k.add_argument("--calibration", help="DATA.npz: one array per model input, leading axis = samples")
+    k.add_argument("--weight-bits", type=int, default=8, help="weight precision for float models (8 or 4)")
+    k.add_argument("--act-bits", type=int, default=8, help="activation precision for float models (8 or 16)")
+    k.add_argument("--arrays", type=int, default=1024, help="CRAM arrays on the chip (default 1024)")
+    k.add_argument("--rows", type=int, default=256, help="rows per array (default 256)")
+    k.add_argument("--cols", type=int, default=256, help="columns per array (default 256)")
+    k.add_argument("--accs", type=int, default=64, help="accumulators beside each array (default 64)")
+    k.add_argument("--validation", type=int, default=4, help="validation vectors to embed (default 4)")
+    k.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass to stderr")
+    k.add_argument("--no-trace", action="store_true", help="do not embed intermediate tensors for run --trace")
+    k.set_defaults(fn=_cmd_compile)
 
     c = sub.add_parser("check", help="parse and verify a .cram program")
     c.add_argument("program")
