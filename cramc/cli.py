@@ -65,6 +65,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         inputs = load_npz(args.input)
     labels = load_npy(args.labels) if args.labels else None
+    if args.trace:
+        return _trace(linked, faults, args)
     t0 = time.perf_counter()
     result = run(linked, inputs, faults, seed=args.seed, max_memory=int(args.max_memory * 2**30))
     wall = time.perf_counter() - t0
@@ -119,6 +121,35 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(linked, faults, args: argparse.Namespace) -> int:  # noqa: ANN001 - Linked, FaultModel
+    """Compare every traced intermediate tensor with onnxruntime's, in program order."""
+    from cramc.sim.interp import run
+
+    if not linked.trace or linked.expect is None:
+        raise UserError(f"{args.program} embeds no trace data (.trace); compile it without --no-trace")
+    inputs = {k: v[:1] for k, v in linked.expect.inputs.items()}
+    res = run(linked, inputs, faults, seed=args.seed, keep_tensors=True)
+    print(f"trace of validation sample 0 against onnxruntime ({faults.name}):")
+    print(f"{'tensor':<48} {'elements':>9} {'differ':>7} {'max |diff|':>11}  verdict")
+    first = None
+    for name, ref in linked.trace.items():
+        got = res.tensors[name][:1].astype(np.float64)
+        want = ref.astype(np.float64)
+        diff = np.abs(got - want)
+        is_int = np.issubdtype(ref.dtype, np.integer)
+        tol = 1.0 if is_int else linked.expect.tol + 1e-4 * float(np.abs(want).max(initial=0.0))
+        bad = diff > tol + 1e-12
+        verdict = "ok" if not bad.any() else "DIVERGES"
+        if bad.any() and first is None:
+            first = name
+        print(f"{name:<48} {diff.size:>9} {int((diff > 0).sum()):>7} {float(diff.max(initial=0)):>11.4g}  {verdict}")
+    if first is None:
+        print("no layer diverges beyond one quantisation step")
+        return 0
+    print(f"first divergence: %{first}")
+    return 0 if not faults.fault_free else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cramc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -157,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--report", help="write REPORT.json with counts, faults and results")
     r.add_argument("--labels", help="LABELS.npy: class labels; report argmax accuracy of the first output")
+    r.add_argument("--trace", action="store_true",
+                   help="compare each layer with onnxruntime's intermediate tensors (embedded) and name the first that diverges")
     r.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
     r.set_defaults(fn=_cmd_run)
     return p

@@ -364,8 +364,8 @@ class Importer:
         requant: tuple[float, int, str] | None = None,
         scale_mul: float = 1.0,
         int_out: bool = False,
-    ) -> None:
-        """Bias, zero-point correction and requantisation after an integer MVM."""
+    ) -> Val:
+        """Bias, zero-point correction and requantisation after an integer MVM; returns the result."""
         origin = node.name or out_name
         rank = len(self.shape(acc.ref))
         n = wp.shape[0]
@@ -376,31 +376,29 @@ class Importer:
             bs = np.asarray(bias.scale, dtype=np.float32).reshape(-1)
             bz = np.asarray(bias.zp).reshape(-1)
             if np.all(bz == 0) and np.allclose(bs, sxw if bs.size > 1 else sxw[:1], rtol=1e-5) and (bs.size == sxw.size or bs.size == 1 == sxw.size) and scale_mul == 1.0:
-                corr = corr + bias.q.astype(np.int64).reshape(-1)
+                corr = corr + _vec(bias.q.astype(np.int64), n)
             else:
-                float_bias = bias.real().reshape(-1)
+                float_bias = _vec(bias.real(), n)
         elif isinstance(bias, Const) and not int_out:
             if np.issubdtype(bias.value.dtype, np.integer):
-                corr = corr + bias.value.astype(np.int64).reshape(-1)
+                corr = corr + _vec(bias.value.astype(np.int64), n)
             else:
-                float_bias = bias.value.astype(np.float32).reshape(-1)
+                float_bias = _vec(bias.value.astype(np.float32), n)
         elif isinstance(bias, Const) and int_out:
-            corr = corr + bias.value.astype(np.int64).reshape(-1)
+            corr = corr + _vec(bias.value.astype(np.int64), n)
         bshape = [1] * rank
         bshape[channel_axis] = n
         if np.any(corr != 0):
             cref = self.g.const(out_name + "_bias", corr.reshape(bshape), "i32" if np.abs(corr).max() < 2**31 else "i64")
             acc = self.emit("add", out_name + "_acc", [acc.ref, cref], {}, origin)
         if int_out:
-            self.env[out_name] = acc
-            return
+            return acc
         if requant is not None and float_bias is None:
             sy, zy, dt = requant
             mult = (sxw / np.float32(sy)).astype(np.float32)
             f = self.emit("dequant", out_name + "_rq", [acc.ref],
                           {"scale": self.const_attr(out_name + "_mult", mult), "axis": channel_axis}, origin)
-            q = self.emit("quant", out_name + "_q", [f.ref], {"scale": 1.0, "zp": zy, "dtype": dt}, origin)
-            return q  # type: ignore[return-value]
+            return self.emit("quant", out_name + "_q", [f.ref], {"scale": 1.0, "zp": zy, "dtype": dt}, origin)
         f = self.emit("dequant", out_name, [acc.ref],
                       {"scale": self.const_attr(out_name + "_scale", sxw), "axis": channel_axis}, origin)
         if float_bias is not None:
@@ -408,9 +406,8 @@ class Importer:
             f = self.emit("add", out_name + "_b", [f.ref, bref], {}, origin)
         if requant is not None:
             sy, zy, dt = requant
-            return self.emit("quant", out_name + "_q", [f.ref], {"scale": sy, "zp": zy, "dtype": dt}, origin)  # type: ignore[return-value]
-        self.env[out_name] = f
-        return None
+            return self.emit("quant", out_name + "_q", [f.ref], {"scale": sy, "zp": zy, "dtype": dt}, origin)
+        return f
 
     def _quant_params(self, q: onnx.NodeProto) -> tuple[float, int, str]:
         sy = float(_scalar(self.const_value(q.input[1], q), "y_scale", q))
@@ -462,32 +459,75 @@ class Importer:
         q = self._fused_quant(node.output[0])
         sw = _per_out(w.scale, wp.shape[0])
         if q is not None:
-            out = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0], self._quant_params(q))
-            self.env[q.output[0]] = out  # type: ignore[assignment]
+            self.env[q.output[0]] = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0],
+                                                     self._quant_params(q))
             self.skip.add(id(q))
         else:
-            self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0])
+            self.env[node.output[0]] = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0])
 
-    def _matmul(self, node: onnx.NodeProto, xq: Val, zx: int, xdt: str, wkn: np.ndarray, wzp: np.ndarray) -> tuple[Val, np.ndarray, tuple[int, ...]]:
-        """x [..., K] times constant w [K, N] -> integer [..., N] via one mvm over rows."""
+    def _matmul(self, node: onnx.NodeProto, xq: Val, zx: int, xdt: str, wq: np.ndarray,
+                wzp: np.ndarray) -> tuple[Val, np.ndarray, Any]:
+        """Activation x [..., K] (or [K]) times constant w [..., K, N] (or [K]) as one integer mvm.
+
+        Returns the accumulator [R, C] (outputs on axis 1), the zero-point-free weights [C, K] and a
+        function that restores ONNX's output layout.  Batched weights become a block-diagonal
+        (grouped) mvm with one group per batch entry.
+        """
+        origin = node.name or node.output[0]
+        out = node.output[0]
         xshape = self.shape(xq.ref)
-        k, n = wkn.shape
-        if xshape[-1] != k:
-            raise UserError(f"node '{node.name}': inner dimensions differ ({xshape[-1]} vs {k})")
-        wp = (wkn.astype(np.int64) - np.asarray(wzp, dtype=np.int64).reshape(1, -1)).T  # [N, K]
+        a1d, b1d = len(xshape) == 1, wq.ndim == 1
+        xs = (1, *xshape) if a1d else xshape
+        w = wq.reshape(-1, 1) if b1d else wq
+        k, n = w.shape[-2:]
+        if xs[-1] != k:
+            raise UserError(f"node '{origin}': inner dimensions differ ({xs[-1]} vs {k})")
+        zp = np.broadcast_to(np.asarray(wzp, dtype=np.int64).reshape(-1), (n,))
+        batch = np.broadcast_shapes(xs[:-2], w.shape[:-2])
+        ident = lambda v: v  # noqa: E731
+        if not w.shape[:-2]:
+            rows = int(np.prod(xs[:-1]))
+            wp = (w.astype(np.int64) - zp.reshape(1, -1)).T
+            x2 = xq if xshape == (rows, k) else self.emit("reshape", out + "_rows", [xq.ref], {"shape": [rows, k]}, origin)
+            final = [*xs[:-1], n]
+            groups = 1
+        else:
+            bt = int(np.prod(batch))
+            m = xs[-2]
+            x = xq
+            if xs[:-2] != batch:
+                lead = (1,) * (len(batch) - len(xs[:-2])) + tuple(xs[:-2])
+                x = self.emit("reshape", out + "_a", [x.ref], {"shape": [*lead, m, k]}, origin)
+                reps = [b if a == 1 else 1 for a, b in zip(lead, batch)]
+                x = self.emit("tile", out + "_ab", [x.ref], {"reps": [*reps, 1, 1]}, origin)
+            x = self.emit("reshape", out + "_a3", [x.ref], {"shape": [bt, m, k]}, origin)
+            x = self.emit("transpose", out + "_at", [x.ref], {"perm": [1, 0, 2]}, origin)
+            x2 = self.emit("reshape", out + "_rows", [x.ref], {"shape": [m, bt * k]}, origin)
+            wb = np.broadcast_to(w, (*batch, k, n)).reshape(bt, k, n).astype(np.int64) - zp.reshape(1, 1, -1)
+            wp = wb.transpose(0, 2, 1).reshape(bt * n, k)
+            groups = bt
+            final = [*batch, m, n]
         wbits, _ = bits_for(wp, signed=True)
-        rows = int(np.prod(xshape[:-1])) if len(xshape) > 1 else 1
-        x2 = xq
-        if xshape != (rows, k):
-            x2 = self.emit("reshape", node.output[0] + "_rows", [xq.ref], {"shape": [rows, k]}, node.name)
-        wref = self.g.const((node.name or node.output[0]) + "_w", wp, _int_type(wbits))
-        acc = self.emit("mvm", node.output[0] + "_mvm", [x2.ref],
-                        {"w": wref, "wbits": wbits, "xbits": _xbits(xdt), "xsigned": int(xdt.startswith("i"))},
-                        node.name or node.output[0])
-        out_shape = (*xshape[:-1], n) if len(xshape) > 1 else (n,)
-        if out_shape != (rows, n):
-            acc = self.emit("reshape", node.output[0] + "_acc2", [acc.ref], {"shape": list(out_shape)}, node.name)
-        return acc, wp, out_shape
+        wref = self.g.const(origin + "_w", wp, _int_type(wbits))
+        attrs: dict[str, Any] = {"w": wref, "wbits": wbits, "xbits": _xbits(xdt), "xsigned": int(xdt.startswith("i"))}
+        if groups > 1:
+            attrs["groups"] = groups
+        acc = self.emit("mvm", out + "_mvm", [x2.ref], attrs, origin)
+        if a1d:
+            final = final[:-2] + final[-1:]
+        if b1d:
+            final = final[:-1]
+
+        def post(v: Val) -> Val:
+            if groups > 1:
+                m_ = self.shape(v.ref)[0]
+                v = self.emit("reshape", out + "_o3", [v.ref], {"shape": [m_, groups, n]}, origin)
+                v = self.emit("transpose", out + "_ot", [v.ref], {"perm": [1, 0, 2]}, origin)
+            if list(self.shape(v.ref)) != list(final):
+                v = self.emit("reshape", out, [v.ref], {"shape": list(final)}, origin)
+            return v
+
+        return acc, wp, post if (groups > 1 or list(self.shape(acc.ref)) != list(final)) else ident
 
     def op_Gemm(self, node: onnx.NodeProto) -> None:
         a = _attrs(node)
@@ -501,41 +541,38 @@ class Importer:
         if np.asarray(w.scale).size > 1 and w.axis % 2 != n_axis:
             raise UserError(f"node '{node.name}': weight scales must be per output column")
         wkn = wq.T if trans_b else wq
-        zp = np.asarray(w.zp).reshape(-1) if np.asarray(w.zp).size > 1 else np.full(wkn.shape[1], int(np.asarray(w.zp).reshape(-1)[0]) if np.asarray(w.zp).size else 0)
-        acc, wp, _ = self._matmul(node, xq, zx, xdt, wkn, zp)
+        zp = np.asarray(w.zp) if np.asarray(w.zp).size else np.zeros((), np.int64)
+        acc, wp, post = self._matmul(node, xq, zx, xdt, wkn, zp)
         bias = self.get(node.input[2], node) if len(node.input) > 2 and node.input[2] else None
         beta = float(a.get("beta", 1.0))
         if bias is not None and beta != 1.0:
             bias = Const((self.const_value(node.input[2], node) * beta).astype(np.float32))
         alpha = float(a.get("alpha", 1.0))
         sw = _per_out(w.scale, wp.shape[0])
-        rank = len(self.shape(acc.ref))
         q = self._fused_quant(node.output[0])
         if q is not None:
-            out = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, rank - 1, node.output[0], self._quant_params(q), alpha)
-            self.env[q.output[0]] = out  # type: ignore[assignment]
+            out = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0], self._quant_params(q), alpha)
+            self.env[q.output[0]] = post(out)
             self.skip.add(id(q))
         else:
-            self._finish_mvm(node, acc, wp, sx, zx, sw, bias, rank - 1, node.output[0], scale_mul=alpha)
+            self.env[node.output[0]] = post(self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0],
+                                                             scale_mul=alpha))
 
     def op_MatMul(self, node: onnx.NodeProto) -> None:
         xq, sx, zx, xdt = self.activation(node.input[0], node)
         w = self.weights(node.input[1], node)
         wq = w.q.astype(np.int64)
-        if wq.ndim != 2:
-            raise UserError(f"node '{node.name}' (MatMul): weights must be a 2-D constant")
-        if np.asarray(w.scale).size > 1 and w.axis % 2 != 1:
+        if np.asarray(w.scale).size > 1 and w.axis % wq.ndim != wq.ndim - 1:
             raise UserError(f"node '{node.name}': weight scales must be per output column")
-        zp = np.asarray(w.zp).reshape(-1) if np.asarray(w.zp).size > 1 else np.full(wq.shape[1], int(np.asarray(w.zp).reshape(-1)[0]) if np.asarray(w.zp).size else 0)
-        acc, wp, shape = self._matmul(node, xq, zx, xdt, wq, zp)
-        sw = _per_out(w.scale, wp.shape[0])
+        acc, wp, post = self._matmul(node, xq, zx, xdt, wq, np.asarray(w.zp))
+        sw = _tile_out(w.scale, wp.shape[0])
         q = self._fused_quant(node.output[0])
         if q is not None:
-            out = self._finish_mvm(node, acc, wp, sx, zx, sw, None, len(shape) - 1, node.output[0], self._quant_params(q))
-            self.env[q.output[0]] = out  # type: ignore[assignment]
+            out = self._finish_mvm(node, acc, wp, sx, zx, sw, None, 1, node.output[0], self._quant_params(q))
+            self.env[q.output[0]] = post(out)
             self.skip.add(id(q))
         else:
-            self._finish_mvm(node, acc, wp, sx, zx, sw, None, len(shape) - 1, node.output[0])
+            self.env[node.output[0]] = post(self._finish_mvm(node, acc, wp, sx, zx, sw, None, 1, node.output[0]))
 
     # QOperator layers
     def _qact(self, name: str, node: onnx.NodeProto) -> tuple[Val, str]:
@@ -568,8 +605,7 @@ class Importer:
         acc, wp = self._emit_conv(node, x, zx, xdt, w)
         bias = Const(self.get_int_const(node.input[8], node)) if len(node.input) > 8 and node.input[8] else None
         sw = _per_out(w.scale, wp.shape[0])
-        out = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0], (sy, zy, ydt))
-        self.env[node.output[0]] = out  # type: ignore[assignment]
+        self.env[node.output[0]] = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0], (sy, zy, ydt))
 
     def get_int_const(self, name: str, node: onnx.NodeProto) -> np.ndarray:
         e = self.get(name, node)
@@ -588,25 +624,19 @@ class Importer:
         sy = float(_scalar(self.const_value(node.input[6], node), "y_scale", node))
         zy = int(_scalar(self._zp(node, 7), "y_zero_point", node))
         ydt = NP_QTYPES.get(np.asarray(self.get(node.input[7], node).value).dtype, "u8")  # type: ignore[union-attr]
-        if wq.ndim != 2:
-            raise UserError(f"node '{node.name}' (QLinearMatMul): b must be a 2-D constant")
-        zp = wzp if wzp.size > 1 else np.full(wq.shape[1], int(wzp[0]) if wzp.size else 0)
-        acc, wp, shape = self._matmul(node, x, zx, xdt, wq, zp)
-        out = self._finish_mvm(node, acc, wp, sx, zx, _per_out(sw, wp.shape[0]), None, len(shape) - 1,
-                               node.output[0], (sy, zy, ydt))
-        self.env[node.output[0]] = out  # type: ignore[assignment]
+        acc, wp, post = self._matmul(node, x, zx, xdt, wq, wzp)
+        out = self._finish_mvm(node, acc, wp, sx, zx, _tile_out(sw, wp.shape[0]), None, 1, node.output[0],
+                               (sy, zy, ydt))
+        self.env[node.output[0]] = post(out)
 
     def op_MatMulInteger(self, node: onnx.NodeProto) -> None:
         x, xdt = self._qact(node.input[0], node)
         wq = self.get_int_const(node.input[1], node)
         zx = int(_scalar(self._zp(node, 2), "a_zero_point", node))
         wzp = self._zp(node, 3).reshape(-1)
-        if wq.ndim != 2:
-            raise UserError(f"node '{node.name}' (MatMulInteger): B must be a 2-D constant")
-        zp = wzp if wzp.size > 1 else np.full(wq.shape[1], int(wzp[0]) if wzp.size else 0)
-        acc, wp, shape = self._matmul(node, x, zx, xdt, wq, zp)
-        self._finish_mvm(node, acc, wp, 1.0, zx, np.ones(wp.shape[0]), None, len(shape) - 1, node.output[0],
-                         int_out=True)
+        acc, wp, post = self._matmul(node, x, zx, xdt, wq, wzp)
+        self.env[node.output[0]] = post(self._finish_mvm(node, acc, wp, 1.0, zx, np.ones(wp.shape[0]), None, 1,
+                                                         node.output[0], int_out=True))
 
     def op_ConvInteger(self, node: onnx.NodeProto) -> None:
         x, xdt = self._qact(node.input[0], node)
@@ -614,7 +644,8 @@ class Importer:
         zx = int(_scalar(self._zp(node, 2), "x_zero_point", node))
         w = QConst(wq, np.ones(1), self._zp(node, 3), 0)
         acc, wp = self._emit_conv(node, x, zx, xdt, w)
-        self._finish_mvm(node, acc, wp, 1.0, zx, np.ones(wp.shape[0]), None, 1, node.output[0], int_out=True)
+        self.env[node.output[0]] = self._finish_mvm(node, acc, wp, 1.0, zx, np.ones(wp.shape[0]), None, 1,
+                                                    node.output[0], int_out=True)
 
     # com.microsoft QLinear element-wise ops: dequantise, operate, quantise
     def _dq_input(self, node: onnx.NodeProto, i: int) -> str:
@@ -782,7 +813,6 @@ class Importer:
         out = {"kernel": k, "strides": strides, "pads": pads, "dilations": dil}
         if node.op_type in ("AveragePool", "QLinearAveragePool"):
             out["count_include_pad"] = int(a.get("count_include_pad", 0))
-            out.pop("dilations")
         return out
 
     def op_MaxPool(self, node: onnx.NodeProto) -> None:
@@ -908,6 +938,17 @@ class Importer:
     def op_Cast(self, node: onnx.NodeProto) -> None:
         to = _attrs(node)["to"]
         self._unary(node, "cast", {"dtype": "f32" if to == onnx.TensorProto.FLOAT else "i64"}, keep_int=True)
+
+
+def _vec(v: np.ndarray, n: int) -> np.ndarray:
+    """A bias given as a scalar, [N] or [1, N] -> [N]."""
+    return np.broadcast_to(np.asarray(v).reshape(-1), (n,)).copy()
+
+
+def _tile_out(scale: Any, n: int) -> np.ndarray:
+    """Per-output scales [N] repeated over the groups of a batched mvm with n = groups * N outputs."""
+    s = np.asarray(scale, dtype=np.float32).reshape(-1)
+    return np.full(n, s[0], dtype=np.float32) if s.size == 1 else np.tile(s, n // s.size)
 
 
 def _per_out(scale: Any, n: int) -> np.ndarray:

@@ -63,9 +63,9 @@ def _synthetic_int(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         tt = vi.type.tensor_type
         shape = [d.dim_value for d in tt.shape.dim]
         if tt.elem_type == onnx.TensorProto.FLOAT:
-            out[vi.name] = rng.random((4, *shape[1:]), dtype=np.float32)
+            out[vi.name] = rng.random((4, *shape), dtype=np.float32)
         else:
             dt = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
             info = np.iinfo(dt)
-            out[vi.name] = rng.integers(info.min, int(info.max) + 1, size=(4, *shape[1:])).astype(dt)
+            out[vi.name] = rng.integers(info.min, int(info.max) + 1, size=(4, *shape)).astype(dt)
     return out

@@ -50,7 +50,93 @@ def legalise(model: onnx.ModelProto) -> onnx.ModelProto:
                 f"{', '.join(sorted(SUPPORTED))}"
             )
     _drop_noops(model)
+    _legal_gemm(model)
+    _legal_matmul(model)
     return model
+
+
+def _legal_matmul(model: onnx.ModelProto) -> None:
+    """A constant 1-D right operand [K] becomes [K, 1] and the result is reshaped back, so its
+    per-channel scales lie along the output axis."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in [*g.value_info, *g.output] if vi.type.tensor_type.HasField("shape")}
+    new_nodes: list[onnx.NodeProto] = []
+    for n in g.node:
+        new_nodes.append(n)
+        if n.op_type != "MatMul" or n.input[1] not in inits or len(inits[n.input[1]].dims) != 1:
+            continue
+        out = n.output[0]
+        if out not in shapes:
+            continue
+        b = numpy_helper.to_array(inits[n.input[1]])
+        g.initializer.append(numpy_helper.from_array(b.reshape(-1, 1), n.input[1] + "_col"))
+        g.initializer.append(numpy_helper.from_array(np.array(shapes[out], dtype=np.int64), out + "_shape"))
+        n.input[1] = n.input[1] + "_col"
+        n.output[0] = out + "_col"
+        new_nodes.append(helper.make_node("Reshape", [out + "_col", out + "_shape"], [out], name=(n.name or out) + "_squeeze"))
+    del g.node[:]
+    g.node.extend(new_nodes)
+
+
+def _legal_gemm(model: onnx.ModelProto) -> None:
+    """Give every Gemm the form onnxruntime's quantiser handles: A not transposed, bias 1-D [N].
+
+    transA becomes an explicit Transpose; a constant bias that broadcasts along the rows becomes
+    a vector, any other bias a separate Add after the Gemm.
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    new_nodes: list[onnx.NodeProto] = []
+    for n in g.node:
+        if n.op_type != "Gemm":
+            new_nodes.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+        if alpha != 1.0 and n.input[1] in inits:
+            name = n.input[1] + "_alpha"
+            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[n.input[1]]) * np.float32(alpha), name))
+            inits[name] = g.initializer[-1]
+            n.input[1] = name
+            _set_attr(n, "alpha", 1.0)
+        if beta != 1.0 and len(n.input) > 2 and n.input[2] in inits:
+            name = n.input[2] + "_beta"
+            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[n.input[2]]) * np.float32(beta), name))
+            inits[name] = g.initializer[-1]
+            n.input[2] = name
+            _set_attr(n, "beta", 1.0)
+        if attrs.get("transA", 0):
+            t_out = n.output[0] + "_transA"
+            new_nodes.append(helper.make_node("Transpose", [n.input[0]], [t_out], name=(n.name or t_out) + "_transA",
+                                              perm=[1, 0]))
+            n.input[0] = t_out
+            for a in n.attribute:
+                if a.name == "transA":
+                    a.i = 0
+        new_nodes.append(n)
+        if len(n.input) > 2 and n.input[2] in inits and n.input[1] in inits:
+            c = numpy_helper.to_array(inits[n.input[2]])
+            b = numpy_helper.to_array(inits[n.input[1]])
+            nout = b.shape[0] if attrs.get("transB", 0) else b.shape[1]
+            if c.size == 1 or c.shape in ((nout,), (1, nout)):
+                vec = np.broadcast_to(c.reshape(-1), (nout,)).astype(c.dtype)
+                name = n.input[2] + "_vec"
+                g.initializer.append(numpy_helper.from_array(vec, name))
+                n.input[2] = name
+            else:
+                cname = n.input[2]
+                out = n.output[0]
+                n.output[0] = out + "_nobias"
+                del n.input[2]
+                new_nodes.append(helper.make_node("Add", [n.output[0], cname], [out], name=(n.name or out) + "_bias"))
+    del g.node[:]
+    g.node.extend(new_nodes)
 
 
 def _drop_noops(model: onnx.ModelProto) -> None:
@@ -71,6 +157,12 @@ def _drop_noops(model: onnx.ModelProto) -> None:
     g.node.extend(keep)
 
 
+def _set_attr(node: onnx.NodeProto, name: str, value: float) -> None:
+    for a in node.attribute:
+        if a.name == name:
+            a.f = value
+
+
 def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
@@ -85,7 +177,11 @@ def _upgrade(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
 
 
 def check_calibration(model: onnx.ModelProto, data: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
-    """Calibration/validation arrays must match the model's inputs (leading axis = samples)."""
+    """Calibration/validation arrays must match the model's inputs (leading axis = samples).
+
+    A model input of shape [1, ...] (batch 1) takes data [N, ...] or [N, 1, ...]; any other shape S
+    takes [N, *S].  The result is always [N, *S].
+    """
     inputs = {i.name: i for i in model.graph.input}
     out: dict[str, np.ndarray] = {}
     for name, vi in inputs.items():
@@ -93,8 +189,10 @@ def check_calibration(model: onnx.ModelProto, data: dict[str, np.ndarray], what:
             raise UserError(f"{what}: no array named '{name}' (the model's inputs: {', '.join(inputs)})")
         shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
         x = data[name]
-        want = shape[1:] if shape and shape[0] == 1 else shape
-        if list(x.shape[1:]) != want:
+        if shape and shape[0] == 1 and list(x.shape[1:]) == shape[1:]:
+            x = x.reshape(x.shape[0], *shape)
+        if list(x.shape[1:]) != shape:
+            want = shape[1:] if shape and shape[0] == 1 else shape
             raise UserError(f"{what}: '{name}' has shape {list(x.shape)}; expected [N, {', '.join(map(str, want))}]")
         out[name] = x.astype(np.float32) if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT else x
     extra = set(data) - set(inputs)
@@ -108,7 +206,7 @@ def synthetic_calibration(model: onnx.ModelProto, n: int = 32, seed: int = 0) ->
     out = {}
     for vi in model.graph.input:
         shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        out[vi.name] = rng.random((n, *shape[1:]), dtype=np.float32)
+        out[vi.name] = rng.random((n, *shape), dtype=np.float32)
     return out
 
 
@@ -132,7 +230,7 @@ def quantise(
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             n = next(iter(calibration.values())).shape[0]
-            self.batches = iter([{k: v[i : i + 1] for k, v in calibration.items()} for i in range(n)])
+            self.batches = iter([{k: v[i] for k, v in calibration.items()} for i in range(n)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
@@ -152,6 +250,8 @@ def quantise(
                     per_channel=True,
                     weight_type=wtypes[weight_bits],
                     activation_type=atypes[act_bits],
+                    # per-channel scales must follow the output axis so they fold into requantisation
+                    extra_options={"QDQOpTypePerChannelSupportToAxis": {"MatMul": -1}},
                 )
             except Exception as e:  # noqa: BLE001 - surface onnxruntime's reason
                 raise UserError(f"onnxruntime could not quantise the model: {e}") from None

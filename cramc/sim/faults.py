@@ -184,16 +184,18 @@ class FaultStream:
     Trials are consumed 64 at a time, one uint64 word of rows, in order; no
     trial is ever used twice.  Successes are found by summing geometric gaps,
     drawn in batches, so the cost is proportional to the number of successes
-    plus one comparison per call.  Two ways to consume the next n words:
+    plus a constant per call.  Two ways to consume the next n words:
 
     - `take(n)`: the successes as (word index relative to the region, one-bit
       mask) pairs, for callers that filter or thin them;
-    - `take_dense(n)`: the same successes rendered as n words of flip mask
-      (a view of a window rendered in bulk), plus their number.
+    - `take_dense(n)`: the same successes as n words of flip mask, a view of a
+      window rendered in bulk (for callers that flip every success).
 
     Both read the same successes, so which one a caller uses never changes a
     result.  Trials a caller does not use (rows outside the active range) are
-    discarded, which leaves the others independent.
+    discarded, which leaves the others independent.  `handed_out()` is the
+    number of successes in the words consumed so far; callers that drop some
+    of what `take` gave them add those to `dropped`.
     """
 
     def __init__(self, p: float, rng: np.random.Generator, batch: int = STREAM_BATCH, window: int = WINDOW_WORDS):
@@ -204,34 +206,48 @@ class FaultStream:
         self.batch = batch
         self.window = window
         self.t = 0  # words consumed so far
+        self.dropped = 0  # successes handed out by take() that the caller did not flip
         # Geometric(p) gaps by inversion of an exponential: floor(E / -ln(1-p)) + 1 has
         # P(gap > k) = (1-p)^k, the same transform numpy's own geometric sampler uses.
         self._inv_lambda = 0.0 if p == 1.0 else -1.0 / math.log1p(-p)
         self._last = -1  # absolute trial index of the last success drawn
-        self._w = np.empty(0, dtype=np.int64)  # absolute word of each drawn success not yet consumed ...
+        self._w = np.empty(0, dtype=np.int64)  # absolute word of each drawn success ...
         self._m = np.empty(0, dtype=np.uint64)  # ... and its bit within the word
-        self._i = 0  # index of the first success not consumed yet (its word is >= t)
-        self._next = 0  # its word, as a Python int: the common-case test
+        self._gone = 0  # successes removed from the front of the buffer (all consumed)
+        self._i = 0  # index of the first success whose word is >= t, unless _lazy
+        self._lazy = False  # take_dense advanced t without moving _i
+        self._next = 0  # word of success _i, as a Python int: the common-case test of take()
         self._pool = np.zeros(0, dtype=np.uint64)  # rendered flip masks of words [_base, _base + size)
         self._base = 0
         self._extend(batch)
 
+    def _sync(self) -> None:
+        if self._lazy:
+            self._i = int(self._w.searchsorted(self.t))
+            self._next = int(self._w[self._i])
+            self._lazy = False
+
     def _extend(self, want: int) -> None:
-        """Draw at least `want` more successes after the last one."""
+        """Draw at least `want` more successes after the last one; forget the consumed ones."""
+        self._sync()
         e = self.rng.standard_exponential(max(self.batch, want))
         e *= self._inv_lambda
-        # Gaps are capped at 2**52 trials: a stream reaches that only after ~4.5e15 trials.
-        np.minimum(e, GAP_CAP, out=e)
+        if self._inv_lambda > GAP_CAP / 64:
+            # Gaps are capped at 2**52 trials: a stream reaches that only after ~4.5e15 trials.
+            np.minimum(e, GAP_CAP, out=e)
         pos = e.astype(np.int64)
         pos += 1
         pos.cumsum(out=pos)
         pos += self._last
         self._last = int(pos[-1])
         w = pos >> 6
-        m = np.left_shift(_ONE, (pos & 63).astype(np.uint64))
-        if self._i < self._w.size:
-            w = np.concatenate((self._w[self._i :], w))
-            m = np.concatenate((self._m[self._i :], m))
+        pos &= 63
+        m = np.left_shift(_ONE, pos.view(np.uint64))
+        i = self._i
+        if i < self._w.size:
+            w = np.concatenate((self._w[i:], w))
+            m = np.concatenate((self._m[i:], m))
+        self._gone += i
         self._w, self._m, self._i = w, m, 0
         self._next = int(w[0])
 
@@ -240,12 +256,19 @@ class FaultStream:
         while (self._last >> 6) < end:
             self._extend(int((end * 64 - self._last) * self.p * 1.1) + 16)
 
+    def handed_out(self) -> int:
+        """Successes in the words consumed so far."""
+        self._sync()
+        return self._gone + self._i
+
     def take(self, nwords: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Successes among the next 64*nwords trials: (word index in [0, nwords), bit mask), or None."""
+        if self._lazy:
+            self._sync()
         t0 = self.t
         end = t0 + nwords
-        self.t = end
         if self._next >= end:
+            self.t = end
             return None
         if (self._last >> 6) < end:
             self._cover(end)
@@ -253,36 +276,42 @@ class FaultStream:
         j = int(w.searchsorted(end))
         self._i = j
         self._next = int(w[j])
+        self.t = end
         return w[i:j] - t0, self._m[i:j]
 
-    def take_dense(self, nwords: int) -> tuple[np.ndarray, int]:
-        """The next 64*nwords trials as nwords words of flip mask (read-only view) and the number of successes."""
+    def take_dense(self, nwords: int) -> np.ndarray:
+        """The next 64*nwords trials as nwords words of flip mask (a read-only view; valid until the next call)."""
         t0 = self.t
-        end = t0 + nwords
-        self.t = end
         o = t0 - self._base
         if o + nwords > self._pool.size:
-            self._render(t0, max(self.window, nwords))
+            self._render(max(self.window, nwords))
             o = 0
-        if self._next >= end:
-            return self._pool[o : o + nwords], 0
-        w = self._w
-        j = int(w.searchsorted(end))
-        k = j - self._i
-        self._i = j
-        self._next = int(w[j])
-        return self._pool[o : o + nwords], k
+        self.t = t0 + nwords
+        self._lazy = True
+        return self._pool[o : o + nwords]
 
-    def _render(self, t0: int, size: int) -> None:
-        """Render the successes of words [t0, t0 + size) into the pool (bulk scatter)."""
+    def _render(self, size: int) -> None:
+        """Render the successes of words [t, t + size) into the pool (a bulk scatter)."""
+        t0 = self.t
         self._cover(t0 + size)
+        self._sync()
         if self._pool.size != size:
             self._pool = np.zeros(size, dtype=np.uint64)
         else:
             self._pool.fill(0)
         i, w = self._i, self._w
         j = int(w.searchsorted(t0 + size))
-        np.bitwise_or.at(self._pool, w[i:j] - t0, self._m[i:j])
+        if j > i:
+            # Bits are distinct, so OR-ing the masks of one word is their sum; the first
+            # success in each word is a plain store, the (rarer) others go through ufunc.at.
+            ws, ms = w[i:j] - t0, self._m[i:j]
+            first = np.empty(ws.size, dtype=bool)
+            first[0] = True
+            np.not_equal(ws[1:], ws[:-1], out=first[1:])
+            self._pool[ws[first]] = ms[first]
+            if not first.all():
+                np.invert(first, out=first)
+                np.bitwise_or.at(self._pool, ws[first], ms[first])
         self._base = t0
 
 
@@ -310,7 +339,7 @@ class Injector:
         return self.active is None and self.symmetric and size <= self.step
 
     def dense(self, size: int) -> bool:
-        """True when a plain region of `size` words expects a fault or more: XOR a rendered mask."""
+        """True when a plain region of `size` words expects a fault or more: XOR a rendered mask instead."""
         return self.plain(size) and 64 * size * self.pmax >= 1.0
 
     def __call__(self, flat: np.ndarray) -> int:
@@ -320,6 +349,7 @@ class Injector:
         if got is None:
             return 0
         w, mk = got
+        k = w.size
         if self.active is not None:
             keep = (self.active[w % self.block] & mk) != 0
             w, mk = w[keep], mk[keep]
@@ -328,6 +358,7 @@ class Injector:
             keep = self.rng.random(w.size) * self.pmax < np.where(one, self.rate.p10, self.rate.p01)
             w, mk = w[keep], mk[keep]
         np.bitwise_xor.at(flat, w, mk)
+        self.stream.dropped += k - w.size
         return w.size
 
 

@@ -1,14 +1,24 @@
 """The bit-level interpreter: executes a linked program with stochastic faults.
 
 State, per sample lane s (one inference each):
-- ``bits[a, c, s, w]``: cell rows bit-packed along the rows of array a,
-  column c (row r is bit r % 64 of word r // 64), uint64;
+- ``cells[c, a, s, w]``: cell rows bit-packed along the rows of array a,
+  column c (row r is bit r % 64 of word r // 64), uint64; ``bits`` is the
+  same memory as ``[a, c, s, w]``;
 - ``acc[a, k, s]``: the exact int64 accumulators beside each array;
 - ``tensors``: the CMOS buffers, each with a leading sample axis.
 
-Every row-parallel gate is one vector operation over all arrays of its set and
-all sample lanes.  Each opcode has one small function registered with
+Every row-parallel gate is a few vector operations over all arrays of its set
+and all sample lanes.  Each opcode has one small function registered with
 ``@impl``; gates share one function driven by the opcode table's logic.
+
+Speed: an instruction costs a few microseconds of Python plus its ufunc
+calls, so the per-instruction work is done once.  Opcodes registered with
+``@prepare`` build a runner per instruction on its first execution (views of
+the operand columns, row masks, the kernel, the fault injector), and
+`execute` calls runners directly.  Gates write into the destination column
+with ``out=`` (no temporaries) when every row is active.  Faults are drawn
+from per-kind Bernoulli streams (cramc.sim.faults) and counted lazily: read
+``Machine.counts``, which brings them up to date.
 """
 
 from __future__ import annotations
@@ -116,15 +126,28 @@ class Machine:
         self.tensors: dict[str, np.ndarray] = {}
         self.faults = faults
         self.rng = rng
-        self.counts = Counts()
+        self._counts = Counts()
         self.loopvars: dict[str, int] = {}
         self.trace: Callable[[BoundOp, Machine], None] | None = None
         self.reference = reference
         # Per-instruction runners, built on first execution: views, masks and kernels resolved once.
         self._runners: dict[BoundOp, Callable[[], None]] = {}
-        self._streams: dict[float, FaultStream] = {}
+        self._streams: dict[tuple[str, float], FaultStream] = {}
         self._scratch: dict[tuple[int, ...], list[np.ndarray]] = {}
-        self._injectors: dict[tuple[Rate, int, int], Injector] = {}
+        self._injectors: dict[tuple[str, Rate, int, int], Injector] = {}
+        self._reported: dict[tuple[str, float], int] = {}
+
+    @property
+    def counts(self) -> Counts:
+        """Event counts so far (fault counts brought up to date on every access)."""
+        self.sync_counts()
+        return self._counts
+
+    @counts.setter
+    def counts(self, value: Counts) -> None:
+        self._counts = value
+        for key, st in self._streams.items():
+            self._reported[key] = st.handed_out() - st.dropped
 
     @property
     def bits(self) -> np.ndarray:
@@ -139,17 +162,27 @@ class Machine:
         """A zero-argument callable that executes b on this machine (built once, then cached)."""
         fn = self._runners.get(b)
         if fn is None:
-            prep = None if self.reference else PREPARE.get(b.op.mnemonic)
+            prep = None if self.reference and b.op.unit is Unit.GATE else PREPARE.get(b.op.mnemonic)
             fn = prep(self, b) if prep is not None else functools.partial(IMPLS[b.op.mnemonic], self, b)
             self._runners[b] = fn
         return fn
 
-    def stream(self, p: float) -> FaultStream:
-        """The Bernoulli(p) fault stream of this machine (one per distinct rate)."""
-        st = self._streams.get(p)
+    def stream(self, kind: str, p: float) -> FaultStream:
+        """The Bernoulli(p) fault stream for faults of `kind` (one per kind and distinct rate)."""
+        st = self._streams.get((kind, p))
         if st is None:
-            st = self._streams[p] = FaultStream(p, self.rng)
+            st = self._streams[(kind, p)] = FaultStream(p, self.rng)
+            self._reported[(kind, p)] = 0
         return st
+
+    def sync_counts(self) -> None:
+        """Bring counts.faults up to date with the fault streams (flips are counted lazily, per stream)."""
+        for key, st in self._streams.items():
+            flipped = st.handed_out() - st.dropped
+            new = flipped - self._reported[key]
+            if new:
+                self._counts.faults[key[0]] += new
+                self._reported[key] = flipped
 
     def scratch(self, shape: tuple[int, ...], k: int) -> list[np.ndarray]:
         """k distinct uint64 buffers of the given shape, reused between instructions."""
@@ -190,31 +223,37 @@ class Machine:
             m = row_mask(r0, r1, self.words)
             dst[...] = (new & m) | (dst & ~m)
 
-    def injector(self, rate: Rate, r0: int, r1: int) -> Injector:
-        """Fault injection at `rate` into regions of the words that hold rows [r0, r1) (see `flip`)."""
-        key = (rate, r0, r1)
+    def injector(self, kind: str, rate: Rate, r0: int, r1: int) -> Injector:
+        """Fault injection of `kind` at `rate` into regions of the words that hold rows [r0, r1) (see `flip`).
+
+        Its flips are counted in counts.faults[kind] by `sync_counts`, not by the caller.
+        """
+        key = (kind, rate, r0, r1)
         inj = self._injectors.get(key)
         if inj is None:
             w0, w1 = word_range(r0, r1)
             active = None if (r0 | r1) & 63 == 0 else row_mask(r0 - 64 * w0, r1 - 64 * w0, w1 - w0)
-            inj = self._injectors[key] = Injector(self.stream(rate.pmax), rate, self.rng, w1 - w0, active)
+            inj = self._injectors[key] = Injector(self.stream(kind, rate.pmax), rate, self.rng, w1 - w0, active)
         return inj
 
     def flip(self, words: np.ndarray, b: BoundOp, rate: Rate, kind: str) -> None:
-        """Inject faults into freshly computed words [..., W] (active rows only), in place."""
+        """Inject faults of `kind` into freshly computed words [..., W] (active rows only), in place.
+
+        The region is the words that hold the active rows, in the C order of the
+        leading axes: the fast paths of the gates use the same regions, so they
+        draw the same faults.
+        """
         if rate.zero:
             return
         r0, r1 = self.rows(b)
         w0, w1 = word_range(r0, r1)
-        inj = self.injector(rate, r0, r1)
+        inj = self.injector(kind, rate, r0, r1)
         if w0 == 0 and w1 == self.words and words.flags.c_contiguous:
-            n = inj(words.reshape(-1))
+            inj(words.reshape(-1))
         else:
             sub = np.ascontiguousarray(words[..., w0:w1])
-            n = inj(sub.reshape(-1))
+            inj(sub.reshape(-1))
             words[..., w0:w1] = sub
-        if n:
-            self.counts.faults[kind] += n
 
 
 PrepareFn = Callable[[Machine, BoundOp], Callable[[], None]]
@@ -322,24 +361,17 @@ GATE_MNEMONICS = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit
 
 
 def _count_gate(m: Machine, mnemonic: str, n: int) -> None:
-    c = m.counts
+    c = m._counts
     c.gate_evals += n
     c.op(mnemonic, m.lanes, n)
 
 
 @impl(*GATE_MNEMONICS)
 def gate(m: Machine, b: BoundOp) -> None:
-    if not m.reference:
+    if m.reference:
+        _gate_plain(m, b)
+    else:
         m.runner(b)()
-        return
-    # The plain path: the table's logic into a fresh array, faults, masked store.
-    lo, hi = b.arrays  # type: ignore[misc]
-    dst, *srcs = b.operands
-    res = b.op.logic(*(m.cells[c, lo:hi] for c in srcs))  # type: ignore[misc]
-    m.flip(res, b, m.faults.gate(b.op.mnemonic), "gate")
-    m.put_column(b, slice(dst, dst + 1), res[None])
-    r0, r1 = m.rows(b)
-    _count_gate(m, b.op.mnemonic, (hi - lo) * (r1 - r0) * m.lanes)
 
 
 @prepare(*GATE_MNEMONICS)
@@ -357,7 +389,7 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     n = (hi - lo) * (r1 - r0) * m.lanes
     rate = m.faults.gate(mn)
     if mn not in KERNELS:
-        return functools.partial(_gate_generic, m, b)
+        return functools.partial(_gate_plain, m, b)
     kern, ntemp = KERNELS[mn]
     cells = m.cells
     if r0 == 0 and r1 == m.spec.rows:
@@ -372,41 +404,22 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
 
             return run_full
         flat = d.reshape(-1)  # a view: the column block is contiguous
-        inj = m.injector(rate, r0, r1)
-        if inj.dense(flat.size):
+        inj = m.injector("gate", rate, r0, r1)
+        n_words = flat.size
+        if inj.dense(n_words):
             # Faults expected in most instructions: XOR a flip mask rendered in bulk.
             take_dense, xor = inj.stream.take_dense, np.bitwise_xor
 
             def run_full_dense() -> None:
                 kern(ins, d, temps)
-                mask, k = take_dense(n_words)
-                if k:
-                    xor(flat, mask, out=flat)
-                    m.counts.faults["gate"] += k
+                xor(flat, take_dense(n_words), out=flat)
                 _count_gate(m, mn, n)
 
-            n_words = flat.size
             return run_full_dense
-        if inj.plain(flat.size):
-            # The common case, inlined: every bit of the block is a trial at one symmetric rate.
-            take, xor_at = inj.stream.take, np.bitwise_xor.at
-
-            def run_full_plain() -> None:
-                kern(ins, d, temps)
-                got = take(n_words)
-                if got is not None:
-                    xor_at(flat, got[0], got[1])
-                    m.counts.faults["gate"] += got[0].size
-                _count_gate(m, mn, n)
-
-            n_words = flat.size
-            return run_full_plain
 
         def run_full_faulty() -> None:
             kern(ins, d, temps)
-            k = inj(flat)
-            if k:
-                m.counts.faults["gate"] += k
+            inj(flat)
             _count_gate(m, mn, n)
 
         return run_full_faulty
@@ -416,14 +429,12 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     out, *temps = m.scratch(d.shape, 1 + ntemp)
     out_flat = out.reshape(-1)
     mask = np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
-    inj = None if rate.zero else m.injector(rate, r0, r1)
+    inj = None if rate.zero else m.injector("gate", rate, r0, r1)
 
     def run_rows() -> None:
         kern(ins, out, temps)
         if inj is not None:
-            k = inj(out_flat)
-            if k:
-                m.counts.faults["gate"] += k
+            inj(out_flat)
         # d = out on active rows, d elsewhere: d ^= (out ^ d) & mask
         np.bitwise_xor(out, d, out=out)
         np.bitwise_and(out, mask, out=out)
@@ -433,8 +444,8 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     return run_rows
 
 
-def _gate_generic(m: Machine, b: BoundOp) -> None:
-    """A gate with no in-place kernel: the table's logic, then the plain store."""
+def _gate_plain(m: Machine, b: BoundOp) -> None:
+    """The plain path: the table's logic into a fresh array, faults, masked store."""
     lo, hi = b.arrays  # type: ignore[misc]
     dst, *srcs = b.operands
     res = b.op.logic(*(m.cells[c, lo:hi] for c in srcs))  # type: ignore[misc]
@@ -472,8 +483,8 @@ def fill(m: Machine, b: BoundOp) -> None:
         res = np.full((1, hi - lo, m.lanes, m.words), word, dtype=np.uint64)
         m.flip(res, b, rate, "write")
         m.put_column(b, slice(dst, dst + 1), res)
-    m.counts.writes += n
-    m.counts.op("fill", m.lanes, n)
+    m._counts.writes += n
+    m._counts.op("fill", m.lanes, n)
 
 
 @impl("wr")
@@ -494,8 +505,8 @@ def wr(m: Machine, b: BoundOp) -> None:
     m.flip(words, b, m.faults.write, "write")
     m.put_column(b, slice(dst, dst + nf * bits), words)
     n = (hi - lo) * nrows * nf * bits * m.lanes
-    m.counts.writes += n
-    m.counts.op("wr", m.lanes, n)
+    m._counts.writes += n
+    m._counts.op("wr", m.lanes, n)
 
 
 @impl("rd")
@@ -519,14 +530,14 @@ def rd(m: Machine, b: BoundOp) -> None:
         vals = vals[..., 0]
     m.store(b, dst, np.ascontiguousarray(vals))
     n = (hi - lo) * (r1 - r0) * nf * bits * m.lanes
-    m.counts.reads += n
-    m.counts.op("rd", m.lanes, n)
+    m._counts.reads += n
+    m._counts.op("rd", m.lanes, n)
 
 
 # ---------------------------------------------------------------- adder tree
 @impl("tadd", "tsub")
 def tree(m: Machine, b: BoundOp) -> None:
-    m.runner(b)() if not m.reference else _prepare_tree(m, b)()
+    m.runner(b)()
 
 
 @prepare("tadd", "tsub")
@@ -539,7 +550,7 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     src = m.cells[col, lo:hi, :, w0:w1]  # [nA, S, nw]
     whole = (r0 | r1) & 63 == 0
     mask = None if whole else np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
-    read = None if m.faults.read.zero else m.injector(m.faults.read, r0, r1)
+    read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
     tree_p = m.faults.tree
     width = max(int(r1 - r0).bit_length(), 1)
     sign = 1 if b.op.mnemonic == "tadd" else -1
@@ -551,15 +562,13 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
         words = src
         if read is not None:
             words = np.ascontiguousarray(src)
-            k = read(words.reshape(-1))
-            if k:
-                m.counts.faults["read"] += k
+            read(words.reshape(-1))
         if mask is not None:
             words = words & mask
         count = np.bitwise_count(words).sum(axis=-1, dtype=np.int64)  # [nA, S]
         if tree_p:
             cw = count.astype(np.uint64).reshape(-1, 1)
-            m.counts.faults["tree"] += flip_bits(cw, 0, width, Rate(tree_p, tree_p), m.rng)
+            m._counts.faults["tree"] += flip_bits(cw, 0, width, Rate(tree_p, tree_p), m.rng)
             count = cw.reshape(count.shape).astype(np.int64)
         if shift:
             np.left_shift(count, shift, out=count)
@@ -567,7 +576,7 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
             np.add(acc, count, out=acc)
         else:
             np.subtract(acc, count, out=acc)
-        c = m.counts
+        c = m._counts
         c.reduces += n
         c.tree_sensed += n * (r1 - r0)
         c.op(mn, m.lanes, n * (r1 - r0))
@@ -580,7 +589,7 @@ def aclr(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     s0, s1 = b.operands[0]
     m.acc[lo:hi, s0:s1] = 0
-    m.counts.op("aclr", m.lanes, (hi - lo) * (s1 - s0) * m.lanes)
+    m._counts.op("aclr", m.lanes, (hi - lo) * (s1 - s0) * m.lanes)
 
 
 @impl("ard")
@@ -588,7 +597,7 @@ def ard(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     dst, (s0, s1) = b.operands
     m.store(b, dst, np.ascontiguousarray(m.acc[lo:hi, s0:s1].transpose(2, 0, 1)))
-    m.counts.op("ard", m.lanes, (hi - lo) * (s1 - s0) * m.lanes)
+    m._counts.op("ard", m.lanes, (hi - lo) * (s1 - s0) * m.lanes)
 
 
 # ---------------------------------------------------------------- CMOS vector unit
@@ -599,7 +608,7 @@ def cmos_op(m: Machine, b: BoundOp) -> None:
     if res.shape[0] != m.lanes:
         res = np.ascontiguousarray(np.broadcast_to(res, (m.lanes, *res.shape[1:])))
     m.store(b, dst, res)
-    m.counts.op(b.op.mnemonic, m.lanes, int(res.size))
+    m._counts.op(b.op.mnemonic, m.lanes, int(res.size))
 
 
 # ---------------------------------------------------------------- execution
@@ -654,8 +663,15 @@ def run(
     keep_tensors: bool = False,
     trace: Callable[[BoundOp, Machine], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    reference: bool = False,
 ) -> RunResult:
-    """Run every sample of `inputs` (name -> [N, *shape]) through the program."""
+    """Run every sample of `inputs` (name -> [N, *shape]) through the program.
+
+    Samples run `lanes` at a time (default: as many as `max_memory` allows); the
+    faults of each batch come from its own generator spawned from `seed`, so the
+    same seed, inputs and lanes give the same outputs, counts and faults.
+    `reference=True` runs gates on the plain path (see `Machine`).
+    """
     faults = faults or FaultModel()
     n = _check_inputs(linked, inputs)
     lanes = lanes or lanes_for(linked, n, max_memory)
@@ -667,7 +683,7 @@ def run(
     for start in range(0, n, lanes):
         stop = min(n, start + lanes)
         rng = np.random.default_rng(seeds.spawn(1)[0])
-        m = Machine(linked, stop - start, faults, rng)
+        m = Machine(linked, stop - start, faults, rng, reference=reference)
         m.trace = trace
         for spec in linked.inputs:
             m.tensors[spec.name] = _as_lane_input(inputs[spec.name][start:stop], spec.dtype)
