@@ -150,6 +150,17 @@ def _trace(linked, faults, args: argparse.Namespace) -> int:  # noqa: ANN001 - L
     return 0 if not faults.fault_free else 1
 
 
+def _cmd_isa_doc(args: argparse.Namespace) -> int:
+    from cramc.isa.docgen import render_isa_reference
+
+    text = render_isa_reference()
+    if args.output:
+        write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cramc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -184,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", help="DATA.npz: one array per program input, leading axis = samples")
     r.add_argument("--output", help="write outputs to OUT.npz")
     r.add_argument("--gate-error", type=float, help="flip probability of every gate output (symmetric)")
-    r.add_argument("--error-model", help="FILE.toml with per-gate, write and read fault rates")
+    r.add_argument("--error-model", help="FILE.toml with per-gate, write and read fault rates, or a shipped "
+                   "preset: early, near_term, projected (docs/error-model.md)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--report", help="write REPORT.json with counts, faults and results")
     r.add_argument("--labels", help="LABELS.npy: class labels; report argmax accuracy of the first output")
@@ -192,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare each layer with onnxruntime's intermediate tensors (embedded) and name the first that diverges")
     r.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
     r.set_defaults(fn=_cmd_run)
+
+    d = sub.add_parser("isa-doc", help="print the ISA reference (docs/isa.md), generated from the opcode table")
+    d.add_argument("-o", "--output", help="write it to FILE instead of standard output")
+    d.set_defaults(fn=_cmd_isa_doc)
     return p
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from cramtest import EXAMPLES, REPO
+from cramtest import REPO
 
 from cramc.cli import main
 
@@ -37,8 +37,3 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 @pytest.fixture
 def repo() -> object:
     return REPO
-
-
-@pytest.fixture
-def examples_dir() -> object:
-    return EXAMPLES

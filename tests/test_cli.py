@@ -35,8 +35,12 @@ def test_check_and_fmt_check_every_example(cli, path: Path) -> None:
 
 def test_run_reports_mismatch_only_without_faults(cli, tmp_path: Path) -> None:
     # a wrong expected value: exit 1 at zero faults
-    text = Path(FULL_ADDER).read_text(encoding="utf-8").replace(
-        ".data $cout : i64[1,1,8] = [0, 0, 0, 1, 0, 1, 1, 1]", ".data $cout : i64[1,1,8] = [0, 0, 0, 1, 0, 1, 1, 0]"
+    text = (
+        Path(FULL_ADDER)
+        .read_text(encoding="utf-8")
+        .replace(
+            ".data $cout : i64[1,1,8] = [0, 0, 0, 1, 0, 1, 1, 1]", ".data $cout : i64[1,1,8] = [0, 0, 0, 1, 0, 1, 1, 0]"
+        )
     )
     bad = tmp_path / "bad.cram"
     bad.write_text(text, encoding="utf-8")

@@ -25,10 +25,11 @@ from cramc.isa.verifier import verify
 from cramc.sim.interp import run
 
 SOURCES = {p.name: p.read_text(encoding="utf-8") for p in example_paths()}
-INTERESTING = ["0", "1", "2", "3", "7", "8", "9", "15", "16", "63", "64", "65", "255", "256", "257", "1000",
-               "65536", "4194305", "99999999999999999999", "-1", "0.5", "1e3", "nan", "inf"]
+INTERESTING = "0 1 2 3 7 8 9 15 16 63 64 65 255 256 257 1000 65536 4194305 99999999999999999999 -1 0.5 1e3 nan inf"
+INTERESTING_NUMBERS = INTERESTING.split()
 MNEMONICS = sorted(OPCODES) + ["xor", "fooz", "call", "repeat", ".main", ".micro"]
-STRAY = list("{}()[]:,=;%$@+-.\"'!#\\ \t\x00é") + ["\n", "c", "acc", "b64\"", "b64z\"AA==\""]
+STRAY = list("{}()[]:,=;%$@+-.\"'!#\\ \t\x00é") + ["\n", "c", "acc", 'b64"', 'b64z"AA=="']
+ATTR_NAMES = "rows bits signed fields a t cin scale arrays cols accs x y tol zz".split()
 TOKEN = re.compile(r"\S+")
 
 
@@ -67,7 +68,7 @@ def _mutate(text: str, kind: str, data: st.DataObject) -> str:
             if hits:
                 h = hits[data.draw(st.integers(0, len(hits) - 1), label="hit")]
                 if kind == "number":
-                    rep = data.draw(st.sampled_from(INTERESTING), label="number")
+                    rep = data.draw(st.sampled_from(INTERESTING_NUMBERS), label="number")
                 elif kind == "column":
                     rep = f"c{data.draw(st.integers(0, 300), label='col')}"
                 elif kind == "opcode":
@@ -75,8 +76,7 @@ def _mutate(text: str, kind: str, data: st.DataObject) -> str:
                         st.sampled_from(MNEMONICS), label="opcode"
                     )
                 else:
-                    rep = data.draw(st.sampled_from(["rows", "bits", "signed", "fields", "a", "t", "cin", "scale",
-                                                     "arrays", "cols", "accs", "x", "y", "tol", "zz"]), label="attr")
+                    rep = data.draw(st.sampled_from(ATTR_NAMES), label="attr")
                 lines[i] = line[: h.start()] + rep + line[h.end() :]
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ def static_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     real = [i for i in model.graph.input if i.name not in inits]
     del model.graph.input[:]
     model.graph.input.extend(real)
+    model.ir_version = max(model.ir_version, 4)  # initializers need not be graph inputs from IR 4 on
     for inp in model.graph.input:
         dims = inp.type.tensor_type.shape.dim
         for k, d in enumerate(dims):

@@ -218,8 +218,26 @@ def _describe_expected(expected: set[str]) -> str:
         "PKIND": "a parameter kind (col, acc, int)",
         "ENCODED": 'an encoded payload (b64z"...")',
         "COMMENT": "a comment",
+        "IODIR": "'.input', '.output'",
+        "SECTION": "'.init', '.main'",
+        "SIGN": "'+', '-'",
+        "REPEAT": "'repeat'",
     }
-    shown = sorted({names.get(e, e.lower().strip("_")) for e in expected})
+    if "NAME" in expected and "SECTION" in expected:  # the start of a line: anything goes
+        return "an instruction, a directive (.machine, .input, .data, .main, ...), '}' or a comment"
+
+    def describe(e: str) -> str:
+        if e in names:
+            return names[e]
+        if e.startswith("__ANON"):  # an unnamed keyword of the grammar, e.g. '.machine'
+            try:
+                return f"'{_lark().get_terminal(e).pattern.value}'"
+            except KeyError:
+                pass
+        return e.lower().strip("_")
+
+    # descriptions first, then literal tokens
+    shown = sorted({describe(e) for e in expected}, key=lambda d: (d.startswith("'"), d))
     return ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
 
 

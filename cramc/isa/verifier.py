@@ -33,6 +33,9 @@ MAX_ROWS = 1 << 16
 MAX_COLS = 1 << 16
 MAX_ACCS = 1 << 16
 MAX_CELLS = 1 << 38  # 32 GiB of state per sample, bit-packed
+#: Elements of one CMOS tensor per sample (declared or inferred): shapes are inferred by running
+#: the reference semantics on zeros, so this bounds the verifier's own memory too.
+MAX_TENSOR_ELEMENTS = 1 << 26
 MACHINE_KEYS = {"arrays": True, "rows": True, "cols": True, "accs": False}
 DEFAULT_ACCS = 64
 
@@ -191,7 +194,9 @@ class Verifier(_Checker):
         self.spec = self.machine()
         self.data = self._data()
         self.micros = self._micros()
-        self.written = np.zeros((self.spec.arrays, self.spec.cols), dtype=bool)
+        # [column, array]: a column over a range of arrays is contiguous, so only the pages of the
+        # columns a program touches are ever committed (a legal chip can have 2^32 array-columns)
+        self.written = np.zeros((self.spec.cols, self.spec.arrays), dtype=bool)
         self.tensors: dict[str, tuple[tuple[int, ...], bool]] = {}
 
     # ------------------------------------------------------------ declarations
@@ -225,6 +230,13 @@ class Verifier(_Checker):
             if d.name in names:
                 raise self.err(f"{direction} '{d.name}' declared twice", d.loc)
             names.add(d.name)
+            size = int(np.prod(d.type.shape, dtype=object)) if d.type.shape else 1
+            if size > MAX_TENSOR_ELEMENTS:
+                raise self.err(
+                    f"{direction} '{d.name}' has {size} elements per sample, more than the simulator limit of "
+                    f"{MAX_TENSOR_ELEMENTS}",
+                    d.loc,
+                )
             out.append(IOSpec(d.name, d.type.dtype, d.type.shape))
         return tuple(out)
 
@@ -554,7 +566,7 @@ class Verifier(_Checker):
         for c in cols:
             if c >= self.spec.cols:
                 raise self.err(f"column {c} outside the array (cols={self.spec.cols})", ins.loc, env.site)
-            w = self.written[lo:hi, c]
+            w = self.written[c, lo:hi]
             if not w.all():
                 bad = lo + int(np.argmin(w))
                 loc = ins.operands[pos].loc if pos < len(ins.operands) else ins.loc
@@ -565,7 +577,7 @@ class Verifier(_Checker):
             raise self.err(f"columns up to c{cols.stop - 1} needed, outside the array (cols={self.spec.cols})",
                            ins.loc, env.site)
         lo, hi = bop.arrays  # type: ignore[misc]
-        self.written[lo:hi, cols.start:cols.stop] = True
+        self.written[cols.start:cols.stop, lo:hi] = True
 
     def _shape_of(self, t: TRef, ins: ast.Instr, env: _Env, pos: int) -> tuple[tuple[int, ...], bool]:
         got = self.tensors.get(t.name)
@@ -663,6 +675,15 @@ class Verifier(_Checker):
                 res = op.cmos(args, bop.attrs)  # type: ignore[misc]
             except (ValueError, IndexError, KeyError, TypeError) as e:
                 raise self.err(f"{op.mnemonic}: {e}", ins.loc, env.site) from None
+            except MemoryError:
+                raise self.err(f"{op.mnemonic}: the result is too large to simulate", ins.loc, env.site) from None
+            if res.size > MAX_TENSOR_ELEMENTS:
+                raise self.err(
+                    f"{op.mnemonic}: the result has {res.size} elements per sample, more than the simulator "
+                    f"limit of {MAX_TENSOR_ELEMENTS}",
+                    ins.loc,
+                    env.site,
+                )
             self._define(ops[0], tuple(res.shape[1:]), bool(np.issubdtype(res.dtype, np.integer)), ins, env)
 
 

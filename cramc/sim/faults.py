@@ -14,12 +14,15 @@ faults are cumulative sums of geometric draws (`FaultStream`), and an operation
 that gets none costs one comparison.  Each candidate is then kept with
 probability p(value)/pmax, where value is the bit's correct value (thinning).
 This is exact: every bit fails independently with the rate for its value.
-docs/error-model.md gives the argument in full.
+docs/error-model.md gives the argument in full, the TOML format of
+``--error-model`` and the shipped presets (isa/error_models/*.toml).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field, replace
@@ -160,12 +163,21 @@ def parse_error_model(doc: dict[str, Any], file: str = "<error model>") -> Fault
     )
 
 
-def load_error_model(path: str) -> FaultModel:
+#: Named error models shipped with cramc: isa/error_models/NAME.toml, installed in the package cramc.lang.
+PRESET_DIR = "error_models"
+
+
+def preset_names() -> list[str]:
+    """The names of the shipped error-model presets (docs/error-model.md)."""
+    folder = importlib.resources.files("cramc.lang").joinpath(PRESET_DIR)
+    return sorted(e.name[: -len(".toml")] for e in folder.iterdir() if e.name.endswith(".toml"))
+
+
+def _load_toml(data: bytes, where: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except OSError as e:
-        raise UserError(f"cannot read error model {path}: {e.strerror}") from None
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"error model {where} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         msg = str(e.args[0] if e.args else e)
         # Python < 3.14 has no lineno/colno; the position is only in the message
@@ -174,8 +186,30 @@ def load_error_model(path: str) -> FaultModel:
         col = getattr(e, "colno", None) or (int(at.group(2)) if at else 1)
         if at:
             msg = msg[: at.start()]
-        raise UserError(f"invalid TOML: {msg}", Loc(path, line, col)) from None
-    return parse_error_model(doc, path)
+        raise UserError(f"invalid TOML: {msg}", Loc(where, line, col)) from None
+
+
+def load_preset(name: str) -> FaultModel:
+    """A shipped error-model preset by name (early, near_term, projected, ...)."""
+    names = preset_names()
+    if name not in names:
+        raise UserError(f"no error-model preset named '{name}' (presets: {', '.join(names)})")
+    res = importlib.resources.files("cramc.lang").joinpath(PRESET_DIR, f"{name}.toml")
+    label = f"preset {name} ({PRESET_DIR}/{name}.toml)"
+    return parse_error_model(_load_toml(res.read_bytes(), label), label)
+
+
+def load_error_model(path: str) -> FaultModel:
+    """An error model from FILE.toml, or, when no such file exists, the shipped preset of that name."""
+    if not os.path.exists(path) and os.sep not in path and "/" not in path and not path.endswith(".toml"):
+        return load_preset(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        hint = f" (or a preset: {', '.join(preset_names())})" if not os.path.exists(path) else ""
+        raise UserError(f"cannot read error model {path}: {e.strerror}{hint}") from None
+    return parse_error_model(_load_toml(data, path), path)
 
 
 class FaultStream:
@@ -219,6 +253,7 @@ class FaultStream:
         self._next = 0  # word of success _i, as a Python int: the common-case test of take()
         self._pool = np.zeros(0, dtype=np.uint64)  # rendered flip masks of words [_base, _base + size)
         self._base = 0
+        self._touched: np.ndarray | None = None  # the pool words the last render set
         self._extend(batch)
 
     def _sync(self) -> None:
@@ -295,23 +330,25 @@ class FaultStream:
         t0 = self.t
         self._cover(t0 + size)
         self._sync()
-        if self._pool.size != size:
-            self._pool = np.zeros(size, dtype=np.uint64)
-        else:
-            self._pool.fill(0)
+        pool = self._pool
+        if pool.size != size:
+            pool = self._pool = np.zeros(size, dtype=np.uint64)
+        elif self._touched is not None:
+            pool[self._touched] = 0  # clear what the last window set: O(faults), not O(words)
         i, w = self._i, self._w
         j = int(w.searchsorted(t0 + size))
+        self._touched = None
         if j > i:
-            # Bits are distinct, so OR-ing the masks of one word is their sum; the first
-            # success in each word is a plain store, the (rarer) others go through ufunc.at.
             ws, ms = w[i:j] - t0, self._m[i:j]
-            first = np.empty(ws.size, dtype=bool)
-            first[0] = True
-            np.not_equal(ws[1:], ws[:-1], out=first[1:])
-            self._pool[ws[first]] = ms[first]
-            if not first.all():
-                np.invert(first, out=first)
-                np.bitwise_or.at(self._pool, ws[first], ms[first])
+            # One store per success; when several fall in one word, the store keeps one of
+            # their masks, so OR all the masks of those words in again (OR is idempotent).
+            pool[ws] = ms
+            same = ws[1:] == ws[:-1]
+            if same.any():
+                k = np.flatnonzero(same)
+                k = np.concatenate((k, k + 1))
+                np.bitwise_or.at(pool, ws[k], ms[k])
+            self._touched = ws
         self._base = t0
 
 

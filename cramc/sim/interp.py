@@ -107,6 +107,10 @@ class Machine:
     block, which is what a row-parallel gate reads and writes.  ``bits`` is the
     same memory seen as ``[a, c, s, w]``.
 
+    Runners are built on an instruction's first execution and keep views of
+    ``cells`` and the fault model's rates: replace neither afterwards (``counts``
+    may be replaced; it is looked up on every instruction).
+
     With ``reference=True`` every gate runs the plain path (the opcode table's
     logic into a fresh array, faults, masked store) instead of the prepared
     in-place kernels; both give the same state and the same faults for the same
@@ -125,7 +129,8 @@ class Machine:
         self.acc = np.zeros((spec.arrays, spec.accs, lanes), dtype=np.int64)
         self.tensors: dict[str, np.ndarray] = {}
         self.faults = faults
-        self.rng = rng
+        self.rng = rng  # thinning of asymmetric rates and adder-tree faults draw from it, in program order
+        self._entropy = int(rng.integers(0, 2**63))
         self._counts = Counts()
         self.loopvars: dict[str, int] = {}
         self.trace: Callable[[BoundOp, Machine], None] | None = None
@@ -171,7 +176,11 @@ class Machine:
         """The Bernoulli(p) fault stream for faults of `kind` (one per kind and distinct rate)."""
         st = self._streams.get((kind, p))
         if st is None:
-            st = self._streams[(kind, p)] = FaultStream(p, self.rng)
+            # Each stream has its own generator, seeded from the machine's generator and its key:
+            # when a stream draws its next batch then never moves any other random number, so the
+            # fast paths (which render ahead) and the plain path draw the same faults.
+            key = [self._entropy, _FAULT_KINDS.index(kind), int(np.float64(p).view(np.uint64))]
+            st = self._streams[(kind, p)] = FaultStream(p, np.random.default_rng(key))
             self._reported[(kind, p)] = 0
         return st
 
@@ -255,6 +264,8 @@ class Machine:
             inj(sub.reshape(-1))
             words[..., w0:w1] = sub
 
+
+_FAULT_KINDS = ("gate", "write", "read", "tree")
 
 PrepareFn = Callable[[Machine, BoundOp], Callable[[], None]]
 #: Opcodes with a specialised runner: built once per instruction, then called directly.

@@ -23,7 +23,8 @@ def _edit(name: str, old: str, new: str) -> str:
 @pytest.mark.parametrize(("b", "c"), [(3, 5), (7, 2), (7, 7), (0, 0)])
 def test_dot256_one_and_becomes_or(b: int, c: int) -> None:
     """Plane (b, c) computes w_b OR x_c instead of w_b AND x_c: y moves by sign * popcount(w_b XOR x_c) << (b + c)."""
-    text = _edit("dot256.cram", f"  and @0 c16, c{b}, c{8 + c}  ; w{b} x{c}\n", f"  or @0 c16, c{b}, c{8 + c}  ; w{b} x{c}\n")
+    line = f"  and @0 c16, c{b}, c{8 + c}  ; w{b} x{c}\n"
+    text = _edit("dot256.cram", line, line.replace("and", "or", 1))
     linked = link(text)
     w = linked.program.data["w"].values.reshape(-1).astype(np.int64)
     rng = np.random.default_rng(b * 8 + c)

@@ -114,7 +114,7 @@ def test_dot256_structure() -> None:
     tree = [o for o in ops if o[0] in ("tadd", "tsub")]
     assert len(ands) == len(tree) == 64
     seen = set()
-    for (_, (_, wcol, xcol)), (mn, (_, _, shift)) in zip(ands, tree):
+    for (_, (_, wcol, xcol)), (mn, (_, _, shift)) in zip(ands, tree, strict=True):
         b, c = wcol, xcol - 8
         seen.add((b, c))
         assert shift == b + c

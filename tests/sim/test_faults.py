@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cramtest import example, link_file, run_text
+from cramtest import example, link, link_file, run_text
 
 from cramc.errors import UserError
 from cramc.sim.faults import GATE_NAMES, FaultModel, Rate, flip_bits, load_error_model, parse_error_model
@@ -223,8 +223,9 @@ def test_read_faults_do_not_change_the_cells() -> None:
     # independent sensing errors: both reads wrong on the same bit with probability p^2
     # (if a read fault were stored in the cell this would be about p)
     assert_binomial(int((e1 & e2).sum()), x.size, p * p, "both reads")
-    assert res.counts.faults["read"] == int(sum((res.outputs[k] != v).sum() for k, v in
-                                                (("z", 0), ("o", 1), ("d", x), ("d2", x))))
+    assert res.counts.faults["read"] == int(
+        sum((res.outputs[k] != v).sum() for k, v in (("z", 0), ("o", 1), ("d", x), ("d2", x)))
+    )
     assert res.counts.faults["write"] == 0
 
 
@@ -242,7 +243,7 @@ def test_adder_tree_senses_with_read_faults() -> None:
             "",
         ]
     )
-    linked = link_file_text(text)
+    linked = link(text)
     res = run(linked, {}, FaultModel(read=Rate(0.0, 0.01)), seed=4)
     assert res.samples == 1
     missing = 4 * 256 - int(res.outputs["y"].sum())
@@ -253,12 +254,6 @@ def test_adder_tree_senses_with_read_faults() -> None:
         for s in range(5, 200)
     )
     assert_binomial(total, 196 * 1024, 0.01, "tree sensing 1->0")
-
-
-def link_file_text(text: str):  # noqa: ANN201 - small local helper
-    from cramtest import link
-
-    return link(text)
 
 
 # ---------------------------------------------------------------------------- TMR, per-gate TOML model
@@ -412,8 +407,9 @@ def test_cli_seed_reproducible(cli, tmp_path: Path) -> None:
     outs = []
     for i, seed in enumerate(("5", "5", "6")):
         out = tmp_path / f"o{i}.npz"
-        res = cli("run", str(example("ripple_adder8.cram")), "--gate-error", "0.01", "--seed", seed,
-                  "--output", str(out))
+        res = cli(
+            "run", str(example("ripple_adder8.cram")), "--gate-error", "0.01", "--seed", seed, "--output", str(out)
+        )
         assert res.rc == 0
         with np.load(out) as z:
             outs.append((z["y"].copy(), res.out.splitlines()[0]))

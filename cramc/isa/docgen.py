@@ -1,0 +1,334 @@
+"""Generate the ISA reference (docs/isa.md) from the opcode table.
+
+Everything a user needs to read or write a .cram program comes from the code
+that implements it: opcodes, operands and attributes from `opcodes.OPCODES`,
+header keys, defaults and limits from the verifier, element types from
+`data.DTYPES`, gate truth tables by evaluating each gate's logic.  The prose
+here only explains what those tables mean, keyed by the enums of the table so
+that a new unit, operand kind or attribute kind without an explanation fails
+loudly instead of going undocumented.
+
+`cramc isa-doc -o docs/isa.md` rewrites the file; tests/test_isa_doc.py fails
+when the file and `render_isa_reference()` differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cramc.isa import data as tdata
+from cramc.isa import verifier
+from cramc.isa.opcodes import OPCODES, AKind, Attr, Kind, Opcode, Operand, Unit
+
+#: How each operand kind is written.
+OPERAND_SYNTAX: dict[Kind, tuple[str, str]] = {
+    Kind.COL: ("`c12`, `w+3`", "a column of every array of the set; in a micro-program also a `col` parameter, "
+               "optionally plus or minus a constant"),
+    Kind.ACC: ("`acc3`, `s+1`", "one accumulator slot of every array of the set; in a micro-program also an `acc` "
+               "parameter plus or minus a constant"),
+    Kind.ACCS: ("`acc0:16`, `acc3`", "a range of accumulator slots, end exclusive, or a single slot"),
+    Kind.INT: ("`5`, `k-1`", "an integer; in a micro-program also an `int` parameter plus or minus a constant"),
+    Kind.TENSOR: ("`%h`, `%h[i]`, `%h[2]`", "a CMOS tensor; `[i]` selects along its first axis by a `repeat` "
+                  "variable or a constant (writing `%h[i]` builds the tensor slice by slice)"),
+    Kind.SOURCE: ("`%h`, `$w`", "a CMOS tensor (as above) or a data constant"),
+    Kind.MICRO: ("`fa`", "the name of a micro-program"),
+}
+
+#: How each attribute kind is written.
+ATTR_SYNTAX: dict[AKind, str] = {
+    AKind.INT: "an integer (or an `int` parameter)",
+    AKind.FLOAT: "a number: `0.5`, `-3`, `1e-3`, `inf`",
+    AKind.SCALAR_OR_DATA: "a number, or a data constant `$c` holding one value per channel along `axis`",
+    AKind.INTS: "a list of integers: `[1, 2]`",
+    AKind.RANGE: "`lo:hi`, end exclusive",
+    AKind.DTYPE: "an element type name (see the element types)",
+}
+
+@dataclass(frozen=True)
+class UnitDoc:
+    """What a unit is, what the simulator counts for it (REPORT.json keys) and which faults apply."""
+
+    title: str
+    about: str
+    counts: str
+    faults: str
+    counts_cell: str  # the same, short, for each opcode's row ({mn} = the mnemonic)
+    faults_cell: str
+
+
+UNIT_DOC: dict[Unit, UnitDoc] = {
+    Unit.GATE: UnitDoc(
+        "CRAM logic gates",
+        "A row-parallel gate in the array itself: the output cell is preset, then a pulse across the input "
+        "cells switches it or not. All operands are columns of the same arrays; every active row of every "
+        "array of the set computes at once. The destination may be one of the inputs (the inputs are read "
+        "before the output is written). **Each gate includes the preset write of its output cell and is "
+        "counted as such**: one gate evaluation is one preset write plus one switching pulse.",
+        "`gate_evals` (reported again as `preset_writes`): active rows x arrays, per sample",
+        "`[gates] <mnemonic>` (or `default`) in the error model: each output bit flips 0->1 with p01 and "
+        "1->0 with p10, judged on its correct value; counted in `faults.gate`",
+        "`gate_evals` += active rows x arrays (one preset write + one pulse each)",
+        "`[gates] {mn}`: p01 / p10 on each dst bit",
+    ),
+    Unit.WRITE: UnitDoc(
+        "Writes through the periphery",
+        "Host data written into array columns through the normal memory path.",
+        "`writes`: bits written (active rows x arrays x columns), per sample",
+        "`[write]`: each written bit is stored flipped with p01 / p10; counted in `faults.write`",
+        "`writes` += bits written",
+        "`[write]`: p01 / p10 on each stored bit",
+    ),
+    Unit.READ: UnitDoc(
+        "Reads through the periphery",
+        "Columns sensed and handed to the CMOS side as integers.",
+        "`reads`: bits sensed (active rows x arrays x columns), per sample",
+        "`[read]`: each sensed bit is misread with p01 / p10, the cell keeps its value; counted in `faults.read`",
+        "`reads` += bits sensed",
+        "`[read]`: p01 / p10 on each sensed bit",
+    ),
+    Unit.TREE: UnitDoc(
+        "Adder tree (CMOS, beside each array)",
+        "Counts the ones of a sensed column over the active rows of each array and adds the count, shifted, "
+        "into an exact int64 accumulator: the accumulation of an MVM without sequential MRAM writes.",
+        "`reduces`: one per array, per sample; `tree_sensed_bits`: active rows x arrays, per sample",
+        "`[read]` on every sensed bit (counted in `faults.read`); `tree`: each of the bit_length(active rows) "
+        "low bits of the count flips with that probability (counted in `faults.tree`); exact by default",
+        "`reduces` += arrays; `tree_sensed_bits` += active rows x arrays",
+        "`[read]` on each sensed bit; `tree` on each bit of the count",
+    ),
+    Unit.ACC: UnitDoc(
+        "Accumulator file (CMOS, beside each array)",
+        "The int64 accumulator slots of each array.",
+        "the instruction counts only",
+        "none: exact",
+        "-",
+        "none",
+    ),
+    Unit.CMOS: UnitDoc(
+        "CMOS vector unit",
+        "Everything between MVMs: quantisation, activations, pooling, reshapes. Tensors carry one inference "
+        "(the simulator adds the sample axis); integer tensors are int64, float tensors float32. The "
+        "semantics are the reference implementations in cramc/isa/cmos.py (ONNX semantics where named).",
+        "the instruction counts only (`row_ops` = elements produced)",
+        "none: exact",
+        "-",
+        "none",
+    ),
+    Unit.CONTROL: UnitDoc(
+        "Control",
+        "Micro-program calls. The verifier inlines every call when it links the program, so a call costs "
+        "nothing by itself: its body's instructions are counted.",
+        "nothing (the body is counted)",
+        "none (the body's apply)",
+        "the body's",
+        "the body's",
+    ),
+}
+
+
+def _check_complete() -> None:
+    missing = (
+        [f"unit {u.name}" for u in Unit if u not in UNIT_DOC]
+        + [f"operand kind {k.name}" for k in Kind if k not in OPERAND_SYNTAX]
+        + [f"attribute kind {k.name}" for k in AKind if k not in ATTR_SYNTAX]
+    )
+    if missing:
+        raise AssertionError("cramc.isa.docgen has no documentation for " + ", ".join(missing))
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _operand(o: Operand, variadic_last: bool) -> str:
+    s = f"`{o.name}`: {o.kind.value}"
+    if o.writes:
+        s += " (written)"
+    if variadic_last:
+        s += ", repeatable"
+    return s
+
+
+def _attr(a: Attr) -> str:
+    s = f"`{a.name}=` {_cell(a.kind.value)}" + (" **required**" if a.required else "")
+    if a.doc:
+        s += f": {_cell(a.doc)}"
+    return s
+
+
+def _syntax(op: Opcode) -> str:
+    parts = [op.mnemonic]
+    if op.on_arrays:
+        parts.append("@lo:hi")
+    ops = ", ".join(o.name for o in op.operands) + (", ..." if op.variadic else "")
+    text = " ".join(parts) + (" " + ops if ops else "")
+    if op.mnemonic == "call":
+        text += " name=value ..."
+    attrs = " ".join(f"{a.name}=.." if a.required else f"[{a.name}=..]" for a in op.attrs)
+    return f"`{text}{' ' + attrs if attrs else ''}`"
+
+
+def truth_table(op: Opcode) -> str:
+    """Outputs of a gate for input patterns 0 .. 2^n - 1 (bit i of the pattern is in<i>), pattern 0 first."""
+    n = len(op.operands) - 1
+    k = np.arange(1 << n, dtype=np.uint64)
+    ins = [np.array([np.bitwise_or.reduce(((k >> np.uint64(i)) & np.uint64(1)) << k)], dtype=np.uint64)
+           for i in range(n)]
+    out = int(op.logic(*ins)[0])  # type: ignore[misc]
+    return "".join(str((out >> j) & 1) for j in range(1 << n))
+
+
+def _machine_section() -> list[str]:
+    limits = {"arrays": verifier.MAX_ARRAYS, "rows": verifier.MAX_ROWS, "cols": verifier.MAX_COLS,
+              "accs": verifier.MAX_ACCS}
+    defaults = {"accs": str(verifier.DEFAULT_ACCS)}
+    what = {
+        "arrays": "CRAM arrays on the chip (each with its own adder tree and accumulators)",
+        "rows": "rows per array: the SIMD width of a gate",
+        "cols": "columns (bit cells) per row",
+        "accs": "int64 accumulator slots beside each array",
+    }
+    out = [
+        "## Machine model",
+        "",
+        "A chip is `arrays` CRAM arrays of `rows` x `cols` one-bit cells. A gate names columns; every active "
+        "row of every array of its array set computes at once. Operands of a gate sit in the same row: moving "
+        "a bit to another row or array goes through the periphery (`rd`, CMOS, `wr`). Beside each array a CMOS "
+        "adder tree counts ones of a column into exact int64 accumulators; a CMOS vector unit holds tensors "
+        "and does everything between matrix-vector products.",
+        "",
+        "Each sample (inference) runs on a freshly zeroed chip: `.init`, then `.main`. Samples run side by "
+        "side in sample lanes; their faults are independent.",
+        "",
+        "The header `.machine key=value ...` sizes the chip:",
+        "",
+        "| key | required | default | limit | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for k, req in verifier.MACHINE_KEYS.items():
+        out.append(f"| `{k}` | {'yes' if req else 'no'} | {defaults.get(k, '-')} | {limits[k]} | {what.get(k, '')} |")
+    out += [
+        "",
+        f"The chip may hold at most {verifier.MAX_CELLS} cells (arrays x cols x rows rounded up to 64) per "
+        "sample, checked before anything is allocated.",
+        "",
+    ]
+    return out
+
+
+def _structure_section() -> list[str]:
+    types = ", ".join(f"`{k}`" for k in tdata.DTYPES)
+    narrow = "; ".join(f"`{k}` holds {lo}..{hi}" for k, (lo, hi) in tdata.NARROW.items())
+    return [
+        "## Program structure",
+        "",
+        "A program is line oriented: one statement per line, `;` starts a comment to the end of the line, "
+        "blocks open with `{` at the end of a line and close with `}` on a line of its own. `cramc fmt` prints "
+        "the canonical form.",
+        "",
+        "| statement | where | meaning |",
+        "|---|---|---|",
+        "| `.machine arrays=N rows=N cols=N [accs=N]` | top, once | the chip (see the machine model) |",
+        "| `.input NAME : TYPE` | top | a program input, one tensor per sample, e.g. `.input x : u8[4,256,2]` |",
+        "| `.output NAME : TYPE` | top | a program output; `.main` must define tensor `%NAME` with this shape |",
+        "| `.data $NAME : TYPE = PAYLOAD` | top | a constant: an inline list `[1, -2, 3]` or the little-endian "
+        "bytes in base64, `b64\"...\"`, or zlib-compressed base64, `b64z\"...\"` |",
+        "| `.expect NAME=$DATA ... [tol=X]` | top, at most once | validation vectors: for every input and output "
+        "a data constant with a leading sample axis; `cramc run` without `--input` runs the inputs and compares "
+        "the outputs within `tol` (default 0) |",
+        "| `.trace NAME=$DATA ...` | top | reference values of intermediate tensors for sample 0 of the "
+        "validation vectors, shape `[1, *shape]` (`cramc run --trace`) |",
+        "| `.micro NAME(col a, acc s, int k) {` ... `}` | top | a micro-program: instructions without array sets, "
+        "run on the array set of each `call`; parameters are columns, accumulator slots or integers |",
+        "| `.init {` ... `}` | top, optional | runs before `.main` (e.g. writes the weights) |",
+        "| `.main {` ... `}` | top, required | the computation |",
+        "| `repeat VAR N {` ... `}` | inside a block | runs its body N times with VAR = 0 .. N-1; VAR indexes "
+        "tensors, `%h[VAR]` |",
+        "| `MNEMONIC [@lo:hi] OPERANDS [ATTR=VALUE ...]` | inside a block | an instruction (below) |",
+        "",
+        f"Element types: {types}. {narrow} (stored one per byte). A TYPE is `dtype[d0,d1,...]`, the shape of "
+        "one sample's tensor.",
+        "",
+        "### Instructions",
+        "",
+        "`@lo:hi` is the array set, arrays lo .. hi-1 (`@3` is array 3 alone). Instructions that act on arrays "
+        "need one outside micro-programs and take none inside (the call gives it). `rows=lo:hi` restricts an "
+        "array instruction to rows lo .. hi-1; instructions inside a micro-program without `rows=` inherit the "
+        "call's. The verifier checks operand kinds and counts, ranges against the header, and dataflow: no "
+        "column read before it is written, no tensor used before it is defined, CMOS shapes.",
+        "",
+        "| operand kind | written as | meaning |",
+        "|---|---|---|",
+        *(f"| {k.value} | {syntax} | {meaning} |" for k, (syntax, meaning) in OPERAND_SYNTAX.items()),
+        "",
+        "| attribute kind | written as |",
+        "|---|---|",
+        *(f"| {_cell(k.value)} | {syntax} |" for k, syntax in ATTR_SYNTAX.items()),
+        "",
+    ]
+
+
+def _unit_section(unit: Unit, ops: list[Opcode]) -> list[str]:
+    doc = UNIT_DOC[unit]
+    out = [
+        f"## {doc.title} (unit `{unit.value}`)",
+        "",
+        doc.about,
+        "",
+        f"- **Counts:** {doc.counts}; every instruction also adds to `opcodes.<mnemonic>` "
+        "(`instructions`: executions x samples; `row_ops`).",
+        f"- **Faults:** {doc.faults}.",
+        "",
+    ]
+    gate = unit is Unit.GATE
+    if gate:
+        out += [
+            "The truth table lists the output for input patterns 0, 1, 2, ... where bit i of the pattern is "
+            "`in<i>`: `and` is `0001`, 1 only when in0 = in1 = 1.",
+            "",
+        ]
+    cols = ["mnemonic", "syntax", "operands", "attributes", "semantics", "counts", "faults"]
+    if gate:
+        cols.insert(5, "truth table")
+    out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for op in ops:
+        operands = "<br>".join(
+            _operand(o, op.variadic and i == len(op.operands) - 1) for i, o in enumerate(op.operands)
+        )
+        attrs = "<br>".join(_attr(a) for a in op.attrs) or "-"
+        cells = [f"`{op.mnemonic}`", _syntax(op), operands, attrs, _cell(op.semantics or op.summary)]
+        if gate:
+            cells.append(f"`{truth_table(op)}`")
+        cells += [doc.counts_cell.format(mn=op.mnemonic), doc.faults_cell.format(mn=op.mnemonic)]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+def render_isa_reference() -> str:
+    """The full ISA reference as Markdown (the content of docs/isa.md)."""
+    _check_complete()
+    out = [
+        "# CRAM-ER instruction set reference",
+        "",
+        "<!-- Generated from cramc/isa/opcodes.py by `cramc isa-doc -o docs/isa.md`; do not edit by hand. -->",
+        "",
+        "CRAM-ER is the assembly language of cramc: the compiler emits it, `cramc check` verifies it, "
+        "`cramc run` executes it on the bit-level, fault-injecting simulator. This reference is generated "
+        "from the single opcode table (cramc/isa/opcodes.py) and the verifier's limits; "
+        "docs/error-model.md describes the fault model and its parameters.",
+        "",
+        "Contents: machine model; program structure; one section per unit: "
+        + ", ".join(UNIT_DOC[u].title for u in Unit if any(op.unit is u for op in OPCODES.values()))
+        + ".",
+        "",
+    ]
+    out += _machine_section()
+    out += _structure_section()
+    for unit in Unit:
+        ops = [op for op in OPCODES.values() if op.unit is unit]
+        if ops:
+            out += _unit_section(unit, ops)
+    return "\n".join(out).rstrip("\n") + "\n"
