@@ -198,6 +198,7 @@ class DataDecl:
     encoding: str
     comment: str | None = None
     loc: Loc | None = field(default=None, compare=False)
+    raw: str | None = field(default=None, compare=False)  # the payload as parsed, printed verbatim
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def encode(arr: np.ndarray, dtype: str, encoding: str) -> str:
         return "[" + ", ".join(str(int(v)) for v in flat) + "]"
     raw = flat.tobytes()
     if encoding == "b64z":
-        raw = zlib.compress(raw, 9)
+        raw = zlib.compress(raw, 6)
     return f'{encoding}"{base64.b64encode(raw).decode("ascii")}"'
 
 

@@ -145,7 +145,7 @@ class _ToAst(Transformer):
         except ValueError as e:
             anchor = tok if tok is not None else name
             raise _LocatedError(f"data {name}: {e}", anchor.line, anchor.column) from None  # type: ignore[union-attr]
-        return ("data", (str(name)[1:], typ, values, enc))
+        return ("data", (str(name)[1:], typ, values, enc, payload if enc != "list" else None))
 
     def expect(self, items: list[ast.AttrVal]) -> tuple[str, object]:
         return ("expect", tuple(items))
@@ -323,8 +323,8 @@ def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, sourc
                 direction, name, typ = val  # type: ignore[misc]
                 top.append(ast.IODecl(direction, name, typ, comment, loc))
             elif kind == "data":
-                name, typ, values, enc = val  # type: ignore[misc]
-                top.append(ast.DataDecl(name, typ, values, enc, comment, loc))
+                name, typ, values, enc, raw = val  # type: ignore[misc]
+                top.append(ast.DataDecl(name, typ, values, enc, comment, loc, raw))
             elif kind == "expect":
                 top.append(ast.Expect(val, comment, loc))  # type: ignore[arg-type]
             elif kind == "trace":

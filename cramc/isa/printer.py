@@ -93,7 +93,9 @@ def _stmt_lines(s: ast.Stmt, depth: int, out: list[str]) -> None:
 
 
 def fmt_data(d: ast.DataDecl) -> str:
-    return f".data ${d.name} : {fmt_type(d.type)} = {tdata.encode(d.values, d.type.dtype, d.encoding)}"
+    """Parsed payloads print verbatim (their bytes do not depend on this machine's zlib)."""
+    payload = f'{d.encoding}"{d.raw}"' if d.raw is not None else tdata.encode(d.values, d.type.dtype, d.encoding)
+    return f".data ${d.name} : {fmt_type(d.type)} = {payload}"
 
 
 def print_program(p: ast.Program) -> str:

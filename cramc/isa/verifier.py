@@ -194,6 +194,7 @@ class Verifier(_Checker):
         self.spec = self.machine()
         self.data = self._data()
         self.micros = self._micros()
+        self._lines: list[str] | None = None
         # [column, array]: a column over a range of arrays is contiguous, so only the pages of the
         # columns a program touches are ever committed (a legal chip can have 2^32 array-columns)
         self.written = np.zeros((self.spec.cols, self.spec.arrays), dtype=bool)
@@ -510,7 +511,9 @@ class Verifier(_Checker):
     def _line_text(self, loc: Loc | None) -> str:
         if loc is None:
             return ""
-        lines = self.src.splitlines()
+        if self._lines is None:
+            self._lines = self.src.splitlines()
+        lines = self._lines
         return lines[loc.line - 1].strip() if 0 < loc.line <= len(lines) else ""
 
     def _operand(self, kind: Kind, v: ast.Value, env: _Env) -> Any:
