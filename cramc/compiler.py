@@ -35,6 +35,8 @@ class Options:
     n_validation: int = 4
     print_ir_after_all: bool = False
     trace: bool = True
+    reduce: str = "tree"  # "tree": CRAM-ER hybrid (CMOS adder tree); "cram": CRAM-only baseline
+    ecc: str = ""  # error-correction spec (see cramc.ir.passes.insert_ecc)
 
 
 def _ort_session(model: onnx.ModelProto, extra_outputs: list[str] | None = None):  # noqa: ANN202
@@ -86,13 +88,16 @@ def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Op
         if getattr(opts, k) < 1:
             raise UserError(f"--{k} must be at least 1")
     fe = run_frontend(path, calibration, opts.weight_bits, opts.act_bits, log)
-    g = run_passes(
-        fe.graph,
-        [ConvToMvm(), TileMvm(opts.rows, opts.cols, opts.accs), Allocate(opts.cols, opts.accs), Schedule(opts.arrays)],
-        opts.print_ir_after_all,
-        log,
-    )
-    em = Emitter(g, opts.arrays, opts.rows, opts.cols, opts.accs)
+    if opts.reduce not in ("tree", "cram"):
+        raise UserError(f"--reduce {opts.reduce}: expected tree (CRAM-ER hybrid) or cram (CRAM-only baseline)")
+    if opts.reduce == "cram":
+        from cramc.backend.cram_only import TileCramOnly
+
+        tiling: list = [TileCramOnly(opts.rows, opts.cols, opts.accs)]
+    else:
+        tiling = [TileMvm(opts.rows, opts.cols, opts.accs), Allocate(opts.cols, opts.accs)]
+    g = run_passes(fe.graph, [ConvToMvm(), *tiling, Schedule(opts.arrays)], opts.print_ir_after_all, log)
+    em = Emitter(g, opts.arrays, opts.rows, opts.cols, opts.accs, reduce=opts.reduce)
     em.run()
     # validation vectors: a few inputs and onnxruntime's outputs of the quantised model
     nval = min(opts.n_validation, next(iter(fe.calibration.values())).shape[0])

@@ -68,8 +68,9 @@ def _dtype_for(arr: np.ndarray) -> str:
 
 
 class Emitter:
-    def __init__(self, g: Graph, arrays: int, rows: int, cols: int, accs: int):
+    def __init__(self, g: Graph, arrays: int, rows: int, cols: int, accs: int, reduce: str = "tree"):
         self.g, self.arrays, self.rows, self.cols, self.accs = g, arrays, rows, cols, accs
+        self.reduce = reduce
         self.shapes = infer_shapes(g)
         self.data: list[ast.DataDecl] = []
         self.data_names: set[str] = set()
@@ -103,7 +104,11 @@ class Emitter:
             if op.origin != last_origin:
                 self.main.append(ast.Comment(f"; {op.origin}"))
                 last_origin = op.origin
-            if op.kind == "mvm":
+            if op.kind == "mvm" and self.reduce == "cram":
+                from cramc.backend.cram_only import emit_mvm_cram_only
+
+                emit_mvm_cram_only(self, op)
+            elif op.kind == "mvm":
                 self.mvm(op)
             else:
                 attrs = {k: v for k, v in op.attrs.items()}
