@@ -111,6 +111,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         print_ir_after_all=args.print_ir_after_all,
         trace=not args.no_trace,
         reduce=args.reduce,
+        ecc=args.ecc or "",
     )
     t0 = time.perf_counter()
     text = compile_model(args.model, calib, opts)
@@ -179,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--validation", type=int, default=4, help="validation vectors to embed (default 4)")
     k.add_argument("--reduce", choices=["tree", "cram"], default="tree",
                    help="tree: CRAM-ER hybrid with a CMOS adder tree (default); cram: CRAM-only baseline")
+    k.add_argument("--ecc", help="error correction, e.g. 'tmr', 'vote:sig>=8', 'dup:layer=conv1;vote:sig>=10' "
+                   "(docs/error-correction.md)")
     k.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass to stderr")
     k.add_argument("--no-trace", action="store_true", help="do not embed intermediate tensors for run --trace")
     k.set_defaults(fn=_cmd_compile)

@@ -16,6 +16,7 @@ from cramc.errors import UserError
 from cramc.frontend.pipeline import run_frontend
 from cramc.ir.graph import sanitize
 from cramc.ir.passes.conv_to_mvm import ConvToMvm
+from cramc.ir.passes.insert_ecc import InsertEcc
 from cramc.ir.passes.manager import run_passes
 from cramc.ir.passes.tile_mvm import TileMvm
 from cramc.isa import ast
@@ -96,7 +97,8 @@ def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Op
         tiling: list = [TileCramOnly(opts.rows, opts.cols, opts.accs)]
     else:
         tiling = [TileMvm(opts.rows, opts.cols, opts.accs), Allocate(opts.cols, opts.accs)]
-    g = run_passes(fe.graph, [ConvToMvm(), *tiling, Schedule(opts.arrays)], opts.print_ir_after_all, log)
+    ecc = [InsertEcc(opts.ecc)] if opts.ecc else []
+    g = run_passes(fe.graph, [ConvToMvm(), *ecc, *tiling, Schedule(opts.arrays)], opts.print_ir_after_all, log)
     em = Emitter(g, opts.arrays, opts.rows, opts.cols, opts.accs, reduce=opts.reduce)
     em.run()
     # validation vectors: a few inputs and onnxruntime's outputs of the quantised model

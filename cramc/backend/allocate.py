@@ -1,7 +1,7 @@
 """Pass allocate: place each tiled MVM's bit-planes in columns and its outputs in accumulators.
 
 Adds ``cols=[x, t, w]``: input bit-planes in columns x..x+xbits-1, the scratch
-column t, then the weight bit-planes of output j of an array in columns
+column(s) from t (one, or up to four under error correction), then the weight bit-planes of output j of an array in columns
 w + j*wbits .. w + (j+1)*wbits - 1; output j accumulates in slot j.  The layout
 is the same in every array of a layer, so one micro-program call drives all of
 them at once.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from cramc.errors import UserError
 from cramc.ir.graph import Graph
-from cramc.ir.tiling import Tile
+from cramc.ir.tiling import Tile, scratch_columns
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Allocate:
                 continue
             t = Tile.from_attr(op.attrs["tile"])
             xb, wb = op.attrs["xbits"], op.attrs["wbits"]
-            x_col, t_col, w_col = 0, xb, xb + 1
+            x_col, t_col, w_col = 0, xb, xb + scratch_columns(op)
             if w_col + t.per * wb > self.cols or t.per > self.accs:
                 raise UserError(f"layer {op.origin}: {t.per} outputs of {wb} bits do not fit {self.cols} columns")
             op.attrs["cols"] = [x_col, t_col, w_col]

@@ -120,8 +120,9 @@ class Emitter:
         xcol, tcol, wcol = a["cols"]
         base, rep, passes, resident = a["place"]
         wb, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
-        micro = mac_name(wb, xb, xs)
-        self.micros.setdefault(micro, mac_micro(wb, xb, xs))
+        plan = a.get("ecc")
+        micro = mac_name(wb, xb, xs, plan)
+        self.micros.setdefault(micro, mac_micro(wb, xb, xs, plan))
         w = self.g.consts[a["w"][1:]].astype(np.int64)
         n, kg = w.shape
         p, k = self.shapes[op.ins[0][1:]][0]

@@ -306,6 +306,38 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         on_arrays=True,
         semantics="As tadd, but subtracts: used for partial products that involve exactly one sign bit.",
     ),
+    *(
+        Opcode(
+            mn,
+            Unit.TREE,
+            f"adder tree behind a CMOS majority voter: acc {sign}= popcount(MAJ(c0, c1, c2)) << shift",
+            (Operand("acc", Kind.ACC, writes=True), Operand("c0", Kind.COL), Operand("c1", Kind.COL),
+             Operand("c2", Kind.COL), Operand("shift", Kind.INT)),
+            (ROWS_ATTR,),
+            on_arrays=True,
+            semantics="Triple redundancy voted in the CMOS periphery: the tree senses the three copies c0, c1, c2 "
+            "of a partial-product column, a CMOS majority voter (exact: it does not fail the way a CRAM gate "
+            "does) combines them row by row, and the tree counts the voted ones, shifts and "
+            f"{'adds' if sign == '+' else 'subtracts'}. Read faults apply to each sensed bit.",
+        )
+        for mn, sign in (("tvadd", "+"), ("tvsub", "-"))
+    ),
+    *(
+        Opcode(
+            mn,
+            Unit.TREE,
+            f"adder tree with duplicate-and-compare: acc {sign}= popcount(c0 if c0 == c1 else w AND x) << shift",
+            (Operand("acc", Kind.ACC, writes=True), Operand("c0", Kind.COL), Operand("c1", Kind.COL),
+             Operand("w", Kind.COL), Operand("x", Kind.COL), Operand("shift", Kind.INT)),
+            (ROWS_ATTR,),
+            on_arrays=True,
+            semantics="Detect and recompute: the tree senses two copies c0, c1 of a partial-product column; in "
+            "rows where they differ, the periphery senses the operand cells w and x and recomputes the product "
+            "bit in CMOS (counted as extra sensed bits and as recomputes). Cheaper than triple redundancy; "
+            "a fault that hits both copies the same way goes undetected. Read faults apply to each sensed bit.",
+        )
+        for mn, sign in (("tdadd", "+"), ("tdsub", "-"))
+    ),
     Opcode(
         "aclr",
         Unit.ACC,

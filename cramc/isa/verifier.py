@@ -659,9 +659,11 @@ class Verifier(_Checker):
             n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
             self._define(ops[0], (n, nrows, fields) if fields else (n, nrows), True, ins, env)
         elif op.unit is Unit.TREE:
-            self._read_cols(bop, range(ops[1], ops[1] + 1), ins, env, 1)
-            if not 0 <= ops[2] < 63:
-                raise self.err("shift must be between 0 and 62", ins.operands[2].loc, env.site)
+            for i, (spec, c) in enumerate(zip(op.operands, ops)):
+                if spec.kind is Kind.COL:
+                    self._read_cols(bop, range(c, c + 1), ins, env, i)
+            if not 0 <= ops[-1] < 63:
+                raise self.err("shift must be between 0 and 62", ins.operands[-1].loc, env.site)
         elif op.mnemonic == "ard":
             n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
             lo, hi = ops[1]

@@ -59,6 +59,7 @@ class Counts:
     reads: int = 0  # bits sensed by rd
     tree_sensed: int = 0  # bits sensed by the adder trees
     reduces: int = 0  # adder-tree operations (one per array per tadd/tsub)
+    recomputes: int = 0  # rows whose duplicated partial products disagreed and were recomputed in CMOS (td*)
     faults: dict[str, int] = field(default_factory=lambda: {"gate": 0, "write": 0, "read": 0, "tree": 0})
 
     def op(self, mnemonic: str, instrs: int, rows: int) -> None:
@@ -78,6 +79,7 @@ class Counts:
         self.reads += other.reads
         self.tree_sensed += other.tree_sensed
         self.reduces += other.reduces
+        self.recomputes += other.recomputes
         for k, v in other.faults.items():
             self.faults[k] += v
 
@@ -593,6 +595,68 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
         c.op(mn, m.lanes, n * (r1 - r0))
 
     return run_tree
+
+
+@impl("tvadd", "tvsub", "tdadd", "tdsub")
+def tree_protected(m: Machine, b: BoundOp) -> None:
+    m.runner(b)()
+
+
+@prepare("tvadd", "tvsub", "tdadd", "tdsub")
+def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
+    """Adder tree behind a CMOS voter (tv*) or a duplicate-and-compare with CMOS recompute (td*)."""
+    lo, hi = b.arrays  # type: ignore[misc]
+    slot, *cols, shift = b.operands
+    r0, r1 = m.rows(b)
+    w0, w1 = word_range(r0, r1)
+    srcs = [m.cells[c, lo:hi, :, w0:w1] for c in cols]
+    whole = (r0 | r1) & 63 == 0
+    mask = None if whole else np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
+    read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
+    vote = b.op.mnemonic.startswith("tv")
+    sign = 1 if b.op.mnemonic.endswith("add") else -1
+    acc = m.acc[lo:hi, slot]
+    n = (hi - lo) * m.lanes
+    mn = b.op.mnemonic
+
+    def sensed(i: int) -> np.ndarray:
+        words = np.array(srcs[i])
+        if read is not None:
+            read(words.reshape(-1))
+        return words
+
+    def run() -> None:
+        a, c = sensed(0), sensed(1)
+        extra = 0
+        if vote:
+            d = sensed(2)
+            words = (a & c) | (a & d) | (c & d)
+        else:
+            diff = a ^ c
+            if mask is not None:
+                diff &= mask
+            nd = int(np.bitwise_count(diff).sum())
+            words = a
+            if nd:
+                prod = sensed(2) & sensed(3)
+                words = (a & ~diff) | (prod & diff)
+                extra = 2 * nd
+                m._counts.recomputes += nd
+        if mask is not None:
+            words = words & mask
+        count = np.bitwise_count(words).sum(axis=-1, dtype=np.int64)
+        if shift:
+            np.left_shift(count, shift, out=count)
+        if sign > 0:
+            np.add(acc, count, out=acc)
+        else:
+            np.subtract(acc, count, out=acc)
+        cnt = m._counts
+        cnt.reduces += n
+        cnt.tree_sensed += n * (r1 - r0) * (3 if vote else 2) + extra
+        cnt.op(mn, m.lanes, n * (r1 - r0))
+
+    return run
 
 
 @impl("aclr")

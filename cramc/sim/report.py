@@ -83,6 +83,7 @@ def build_report(
         "reads": counts.reads,
         "tree_sensed_bits": counts.tree_sensed,
         "reduces": counts.reduces,
+        "recomputes": counts.recomputes,
         "faults_injected": counts.faults_injected,
         "faults": dict(counts.faults),
         "opcodes": {k: dict(v) for k, v in sorted(counts.per_opcode.items())},

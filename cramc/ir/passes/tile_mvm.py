@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cramc.ir.graph import Graph
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import plan_tile
+from cramc.ir.tiling import plan_tile, scratch_columns
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,6 @@ class TileMvm:
             _, k = shapes[op.ins[0][1:]][0]
             n = g.consts[op.attrs["w"][1:]].shape[0]
             t = plan_tile(k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"],
-                          self.rows, self.cols, self.accs)
+                          self.rows, self.cols, self.accs, scratch_columns(op))
             op.attrs["tile"] = t.as_attr()
         return g

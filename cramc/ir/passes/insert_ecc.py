@@ -1,0 +1,119 @@
+"""Pass insert-ecc: choose the error protection of every partial-product bit of every MVM.
+
+The spec (``cramc compile --ecc SPEC``) is a ';'-separated list of rules; for
+each MVM layer and each partial-product significance s = b + c (weight bit b,
+input bit c) the first rule that matches applies:
+
+    RULE  := SCHEME [':' COND]...
+    SCHEME:= none | tmr | vote | dup
+    COND  := sig>=N | sig<=N | sig=N | layer=PATTERN[|PATTERN...]   (fnmatch on the ONNX node name)
+
+Schemes (see docs/error-correction.md for what each costs and buys):
+- ``tmr``  triple redundancy voted in the array: three AND gates and a MAJ3 gate,
+           which is a CRAM gate and fails like one;
+- ``vote`` triple redundancy voted in the CMOS periphery before the adder tree
+           (tvadd/tvsub): three AND gates, an exact voter;
+- ``dup``  duplicate and compare: two AND gates; rows where the copies differ
+           are recomputed in CMOS from the sensed operands (tdadd/tdsub).
+The pass records the choice as ``ecc=[...]`` (one code per (b, c), b major:
+0 none, 1 tmr, 2 vote, 3 dup); tiling reserves the scratch columns it needs and
+lowering emits the protected micro-program.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from cramc.errors import UserError
+from cramc.ir.graph import Graph, Op
+
+SCHEMES = {"none": 0, "tmr": 1, "vote": 2, "dup": 3}
+NAMES = {v: k for k, v in SCHEMES.items()}
+#: Scratch columns each scheme needs (copies of the partial product, plus the in-array vote).
+SCRATCH = {0: 1, 1: 4, 2: 3, 3: 2}
+
+
+@dataclass(frozen=True)
+class Rule:
+    scheme: int
+    sig_lo: int = 0
+    sig_hi: int = 1 << 30
+    layers: tuple[str, ...] = ()
+
+    def matches(self, op: Op, sig: int) -> bool:
+        if not self.sig_lo <= sig <= self.sig_hi:
+            return False
+        if self.layers and not any(fnmatch.fnmatchcase(op.origin, p) or fnmatch.fnmatchcase(op.out, p)
+                                   for p in self.layers):
+            return False
+        return True
+
+
+def parse_spec(spec: str) -> list[Rule]:
+    rules: list[Rule] = []
+    for text in (r.strip() for r in spec.split(";")):
+        if not text:
+            continue
+        head, *conds = text.split(":")
+        if head not in SCHEMES:
+            raise UserError(f"--ecc: unknown scheme '{head}' in rule '{text}' (schemes: {', '.join(SCHEMES)})")
+        r = Rule(SCHEMES[head])
+        for c in conds:
+            c = c.strip()
+            try:
+                if c.startswith("sig>="):
+                    r = Rule(r.scheme, int(c[5:]), r.sig_hi, r.layers)
+                elif c.startswith("sig<="):
+                    r = Rule(r.scheme, r.sig_lo, int(c[5:]), r.layers)
+                elif c.startswith("sig="):
+                    r = Rule(r.scheme, int(c[4:]), int(c[4:]), r.layers)
+                elif c.startswith("layer="):
+                    r = Rule(r.scheme, r.sig_lo, r.sig_hi, tuple(p for p in c[6:].split("|") if p))
+                else:
+                    raise ValueError
+            except ValueError:
+                raise UserError(f"--ecc: cannot read condition '{c}' in rule '{text}' "
+                                "(use sig>=N, sig<=N, sig=N or layer=NAME|NAME)") from None
+        rules.append(r)
+    return rules
+
+
+def plan_for(op: Op, rules: list[Rule]) -> list[int]:
+    wb, xb = op.attrs["wbits"], op.attrs["xbits"]
+    out = []
+    for b in range(wb):
+        for c in range(xb):
+            out.append(next((r.scheme for r in rules if r.matches(op, b + c)), 0))
+    return out
+
+
+def describe(plan: list[int], wbits: int, xbits: int) -> str:
+    """'tmr for b+c >= 10, none otherwise'-style summary of a plan."""
+    by_sig: dict[int, set[int]] = {}
+    for i, code in enumerate(plan):
+        by_sig.setdefault(i // xbits + i % xbits, set()).add(code)
+    parts = []
+    for s in sorted(by_sig):
+        names = "/".join(NAMES[c] for c in sorted(by_sig[s]))
+        if parts and parts[-1][1] == names:
+            parts[-1] = (parts[-1][0], names, s)
+        else:
+            parts.append((s, names, s))
+    return ", ".join(f"b+c {a}..{z}: {n}" if a != z else f"b+c {a}: {n}" for a, n, z in parts)
+
+
+@dataclass(frozen=True)
+class InsertEcc:
+    spec: str = ""
+    name: str = "insert-ecc"
+
+    def run(self, g: Graph) -> Graph:
+        rules = parse_spec(self.spec)
+        for op in g.ops:
+            if op.kind != "mvm":
+                continue
+            plan = plan_for(op, rules)
+            if any(plan):
+                op.attrs["ecc"] = plan
+        return g
