@@ -112,6 +112,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         trace=not args.no_trace,
         reduce=args.reduce,
         ecc=args.ecc or "",
+        ecc_budget=args.ecc_budget,
+        gate_error=args.gate_error,
+        error_model=args.error_model,
     )
     t0 = time.perf_counter()
     text = compile_model(args.model, calib, opts)
@@ -182,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tree: CRAM-ER hybrid with a CMOS adder tree (default); cram: CRAM-only baseline")
     k.add_argument("--ecc", help="error correction, e.g. 'tmr', 'vote:sig>=8', 'dup:layer=conv1;vote:sig>=10' "
                    "(docs/error-correction.md)")
+    k.add_argument("--ecc-budget", type=float, default=0.2,
+                   help="--ecc auto: allowed extra in-array operations as a fraction (default 0.2)")
+    k.add_argument("--gate-error", type=float, help="--ecc auto: the gate error rate to tune the protection for")
+    k.add_argument("--error-model", help="--ecc auto: tune for this error model (TOML file or preset name)")
     k.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass to stderr")
     k.add_argument("--no-trace", action="store_true", help="do not embed intermediate tensors for run --trace")
     k.set_defaults(fn=_cmd_compile)

@@ -37,7 +37,10 @@ class Options:
     print_ir_after_all: bool = False
     trace: bool = True
     reduce: str = "tree"  # "tree": CRAM-ER hybrid (CMOS adder tree); "cram": CRAM-only baseline
-    ecc: str = ""  # error-correction spec (see cramc.ir.passes.insert_ecc)
+    ecc: str = ""  # error-correction spec (see cramc.ir.passes.insert_ecc), or "auto"
+    ecc_budget: float = 0.2  # auto: allowed extra in-array operations, as a fraction
+    gate_error: float | None = None  # auto: the gate error rate to tune for
+    error_model: str | None = None  # auto: or a full error model (file or preset name)
 
 
 def _ort_session(model: onnx.ModelProto, extra_outputs: list[str] | None = None):  # noqa: ANN202
@@ -97,7 +100,23 @@ def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Op
         tiling: list = [TileCramOnly(opts.rows, opts.cols, opts.accs)]
     else:
         tiling = [TileMvm(opts.rows, opts.cols, opts.accs), Allocate(opts.cols, opts.accs)]
-    ecc = [InsertEcc(opts.ecc)] if opts.ecc else []
+    ecc: list = []
+    if opts.ecc == "auto":
+        from cramc.ir.passes.auto_ecc import AutoEcc
+        from cramc.sim.faults import FaultModel, load_error_model
+
+        if opts.gate_error is None and not opts.error_model:
+            raise UserError("--ecc auto needs the fault rate to tune for: --gate-error P or --error-model FILE")
+        fm = load_error_model(opts.error_model) if opts.error_model else FaultModel()
+        if opts.gate_error is not None:
+            fm = fm.with_gate_error(opts.gate_error)
+        if not 0 < opts.ecc_budget:
+            raise UserError("--ecc-budget must be positive (a fraction, e.g. 0.2 for 20% more operations)")
+        names = {sanitize(k): v for k, v in fe.calibration.items()}
+        ecc = [AutoEcc(fm, opts.ecc_budget, {i.name: names[i.name].reshape(-1, *i.shape) for i in fe.graph.inputs},
+                       log=log)]
+    elif opts.ecc:
+        ecc = [InsertEcc(opts.ecc)]
     g = run_passes(fe.graph, [ConvToMvm(), *ecc, *tiling, Schedule(opts.arrays)], opts.print_ir_after_all, log)
     em = Emitter(g, opts.arrays, opts.rows, opts.cols, opts.accs, reduce=opts.reduce)
     em.run()

@@ -1,0 +1,125 @@
+"""Pass auto-ecc: measure where faults hurt, then protect the most sensitive bits within a budget.
+
+For a gate error rate (or a full fault model) the pass
+1. measures, on the calibration inputs and with the statistical fault model of
+   cramc.ir.noisy, how often the network's top-1 output changes when faults hit
+   only one layer at one partial-product significance (b + c), unprotected and
+   under each scheme (tmr, vote, dup);
+2. greedily picks the (layer, significance, scheme) choices with the best
+   damage reduction per unit of overhead until the overhead reaches the budget
+   (a fraction of the unprotected in-array operation count: every AND and every
+   adder-tree operation of every MVM, which is what serialises in the arrays);
+3. writes the plan as ``ecc=[...]`` exactly as insert-ecc does, and reports the
+   damage predicted with and without it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import numpy as np
+
+from cramc.ir.graph import Graph, Op
+from cramc.ir.noisy import layer_rates, noisy_evaluate
+from cramc.ir.passes.insert_ecc import NAMES, describe
+from cramc.ir.semantics import evaluate, infer_shapes
+from cramc.sim.faults import FaultModel
+
+#: In-array operations per partial-product bit: ANDs (+ MAJ3) and one adder-tree operation.
+OPS_PER_TERM = {0: 2, 1: 5, 2: 4, 3: 3}
+
+
+@dataclass(eq=False)
+class AutoEcc:
+    faults: FaultModel
+    budget: float
+    calibration: dict[str, np.ndarray]
+    seeds: int = 2
+    max_samples: int = 64
+    log: TextIO = field(default=sys.stderr)
+    name: str = "auto-ecc"
+
+    def run(self, g: Graph) -> Graph:
+        shapes = infer_shapes(g)
+        inputs = {k: v[: self.max_samples] for k, v in self.calibration.items()}
+        ref_out = next(iter(evaluate(g, inputs).values()))
+        ref = ref_out.reshape(ref_out.shape[0], -1).astype(np.float64)
+        self._spread = float(((ref - ref.mean(axis=0)) ** 2).sum(axis=1).mean()) or 1.0
+        mvms = [op for op in g.ops if op.kind == "mvm"]
+        work = {op.out: shapes[op.ins[0][1:]][0][0] * g.consts[op.attrs["w"][1:]].shape[0] for op in mvms}
+        base = sum(work[op.out] * op.attrs["wbits"] * op.attrs["xbits"] * OPS_PER_TERM[0] for op in mvms)
+        cands: list[tuple[float, float, Op, int, int]] = []
+        for op in mvms:
+            terms = self._terms(op)
+            for sig, n in terms.items():
+                d_none = self._damage(g, inputs, ref, op, sig, 0)
+                if d_none <= 0:
+                    continue
+                best = None
+                for scheme in (3, 2, 1):
+                    gain = d_none - self._damage(g, inputs, ref, op, sig, scheme)
+                    cost = work[op.out] * n * (OPS_PER_TERM[scheme] - OPS_PER_TERM[0])
+                    if gain > 0 and (best is None or gain / cost > best[0] / best[1]):
+                        best = (gain, cost, op, sig, scheme)
+                if best:
+                    cands.append(best)
+        cands.sort(key=lambda c: -c[0] / c[1])
+        spent = 0.0
+        plans = {op.out: [0] * (op.attrs["wbits"] * op.attrs["xbits"]) for op in mvms}
+        chosen = []
+        for gain, cost, op, sig, scheme in cands:
+            if spent + cost > self.budget * base:
+                continue
+            spent += cost
+            xb = op.attrs["xbits"]
+            for i in range(len(plans[op.out])):
+                if i // xb + i % xb == sig:
+                    plans[op.out][i] = scheme
+            chosen.append((op.origin or op.out, sig, NAMES[scheme], gain))
+        before = self._top1_all(g, inputs, ref)
+        for op in mvms:
+            if any(plans[op.out]):
+                op.attrs["ecc"] = plans[op.out]
+        after = self._top1_all(g, inputs, ref)
+        self.log.write(
+            f"auto-ecc: budget {self.budget:.0%} of {base} in-array operations, used {spent / base:.1%}; "
+            f"predicted top-1 changes on calibration data: {before:.1%} unprotected -> {after:.1%}\n")
+        for op in mvms:
+            if any(plans[op.out]):
+                self.log.write(f"auto-ecc:   {op.origin or op.out}: {describe(plans[op.out], op.attrs['wbits'], op.attrs['xbits'])}\n")
+        return g
+
+    @staticmethod
+    def _terms(op: Op) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for b in range(op.attrs["wbits"]):
+            for c in range(op.attrs["xbits"]):
+                out[b + c] = out.get(b + c, 0) + 1
+        return out
+
+    def _score(self, out: dict[str, np.ndarray], ref: np.ndarray) -> tuple[float, float]:
+        """(top-1 changes, output error energy relative to the outputs' spread) on the calibration set."""
+        first = next(iter(out.values()))
+        y = first.reshape(first.shape[0], -1).astype(np.float64)
+        top1 = float((y.argmax(axis=1) != ref.argmax(axis=1)).mean())
+        return top1, float(((y - ref) ** 2).sum(axis=1).mean()) / self._spread
+
+    def _damage(self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray, op: Op, sig: int, scheme: int) -> float:
+        rates = {op.out: layer_rates(self.faults, op, only_sig=sig, scheme_override=scheme)}
+        return self._mean_damage(g, inputs, ref, rates)
+
+    def _top1_all(self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray) -> float:
+        rates = {op.out: layer_rates(self.faults, op) for op in g.ops if op.kind == "mvm"}
+        return sum(self._score(noisy_evaluate(g, inputs, rates, np.random.default_rng(s)), ref)[0]
+                   for s in range(self.seeds)) / self.seeds
+
+    def _mean_damage(self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray,
+                     rates: dict[str, np.ndarray]) -> float:
+        """Top-1 changes plus the relative output error (so that bits too small to flip a class alone still rank)."""
+        d = 0.0
+        for s in range(self.seeds):
+            top1, energy = self._score(noisy_evaluate(g, inputs, rates, np.random.default_rng(s)), ref)
+            d += top1 + energy
+        return d / self.seeds
