@@ -1,4 +1,4 @@
-"""The `cramc` command line: compile, check, fmt, run."""
+"""The `cramc` command line: compile, check, fmt, run, stats."""
 
 from __future__ import annotations
 
@@ -91,9 +91,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         extra["accuracy"] = acc
     if args.output:
         write_npz(args.output, result.outputs)
+    cost = None
+    if args.report or args.tech:
+        from cramc.cost.model import dynamic_estimate
+        from cramc.cost.params import Tech
+        from cramc.cost.report import one_line
+
+        est = dynamic_estimate(result.counts, result.samples, linked, Tech.load(args.tech))
+        print(one_line(est))
+        cost = est.as_dict()
     if args.report:
-        write_json(args.report, build_report(result.counts, result.samples, args.seed, faults, extra))
+        write_json(args.report, build_report(result.counts, result.samples, args.seed, faults, extra, cost=cost))
     return status
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from cramc.cost.model import static_estimate
+    from cramc.cost.params import Tech
+    from cramc.cost.report import format_stats
+
+    linked = verify(parse_file(args.program))
+    est = static_estimate(linked, Tech.load(args.tech))
+    print(format_stats(est, args.program))
+    if args.json:
+        write_json(args.json, {"program": args.program, **est.as_dict()})
+    return 0
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -216,7 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true",
                    help="compare each layer with onnxruntime's intermediate tensors (embedded) and name the first that diverges")
     r.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
+    r.add_argument("--tech", help="FILE.toml: technology parameters for the latency/energy in the report "
+                   "(merged over the defaults; docs/cost-model.md)")
     r.set_defaults(fn=_cmd_run)
+
+    s = sub.add_parser("stats", help="static latency, energy and area of a program, per layer and in total")
+    s.add_argument("program")
+    s.add_argument("--tech", help="FILE.toml: technology parameters merged over the defaults (docs/cost-model.md)")
+    s.add_argument("--json", help="write the estimate to OUT.json")
+    s.set_defaults(fn=_cmd_stats)
 
     d = sub.add_parser("isa-doc", help="print the ISA reference (docs/isa.md), generated from the opcode table")
     d.add_argument("-o", "--output", help="write it to FILE instead of standard output")

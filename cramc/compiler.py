@@ -156,6 +156,10 @@ def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Op
         if tattrs:
             top.append(ast.Trace(tuple(tattrs), "; onnxruntime's intermediate tensors for validation sample 0"))
     header = header_lines(path, opts.arrays, opts.rows, opts.cols)
+    if opts.reduce == "cram":
+        from cramc.backend.cram_only import chip_line
+
+        header[1] = chip_line(opts.arrays, opts.rows, opts.cols)
     if fe.synthetic:
         header.append("; calibrated on synthetic inputs (no --calibration given)")
     prog = em.program(header, top)  # type: ignore[arg-type]

@@ -145,10 +145,17 @@ class Emitter:
         if pp != p or c * rows != kg:
             cur = self._cmos("pad", f"{o}.xp", cur, pads=[0, 0, 0, pp - p, 0, c * rows - kg])
         cur = self._cmos("reshape", f"{o}.x5", cur, shape=[pp, g_, c, 1, rows])
-        if og > 1:
+        # the `og` output groups of a K chunk share its input: one entry, written to og arrays (wr repeat=og);
+        # only when a pass must cut through the output groups of one chunk is the input copied per group
+        bcast = og if passes == 1 or og <= self.arrays else 1
+        if bcast != og:
             cur = self._cmos("tile", f"{o}.xt", cur, reps=[1, 1, 1, og, 1])
-        xa = self._cmos("reshape", f"{o}.xa", cur, shape=[rounds, rep * la, rows])
-        span = math.ceil(la / passes)
+        xa = self._cmos("reshape", f"{o}.xa", cur, shape=[rounds, rep * la // bcast, rows])
+        if passes > 1:
+            span = (self.arrays // bcast) * bcast  # with bcast > 1, passes cut between K chunks only
+            passes = math.ceil(la / span)
+        else:
+            span = la
         accs: list[str] = []
         for pi in range(passes):
             a0, a1 = pi * span, min(la, (pi + 1) * span)
@@ -157,7 +164,7 @@ class Emitter:
                 xs_ref = xa
             else:
                 wref = self.add_data(f"{o}.w.p{pi}", wt[a0:a1], "i8" if wb <= 8 else ("i16" if wb <= 16 else "i32"))
-                xs_ref = self._cmos("slice", f"{o}.xa.p{pi}", xa, axis=1, start=a0, end=a1)
+                xs_ref = self._cmos("slice", f"{o}.xa.p{pi}", xa, axis=1, start=a0 // bcast, end=a1 // bcast)
             nset = (a1 - a0) * rep
             region = (base, base + nset)
             loads = [instr("wr", (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)), f"c{wcol}", wref, bits=wb,
@@ -172,7 +179,9 @@ class Emitter:
             acc = f"{o}.acc" if passes == 1 else f"{o}.acc.p{pi}"
             body: list[ast.Stmt] = [
                 ast.Instr("wr", ast.ArraySet(*region), (ast.Col(xcol), ast.TensorRef(xs_ref[1:], "r")),
-                          (ast.AttrVal("bits", ast.Num(xb)), ast.AttrVal("rows", ast.Range(0, rows)))),
+                          (ast.AttrVal("bits", ast.Num(xb)),
+                           *((ast.AttrVal("repeat", ast.Num(bcast)),) if bcast > 1 else ()),
+                           ast.AttrVal("rows", ast.Range(0, rows)))),
                 ast.Instr("aclr", ast.ArraySet(*region), (ast.AccRef(0, per),)),
             ]
             for j in range(per):

@@ -262,13 +262,15 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         (Operand("dst", Kind.COL, writes=True), Operand("src", Kind.SOURCE)),
         (
             Attr("bits", AKind.INT, required=True, doc="bits per value (two's complement, LSB first)"),
+            Attr("repeat", AKind.INT, doc="each source entry feeds this many consecutive arrays (default 1)"),
             ROWS_ATTR,
         ),
         on_arrays=True,
-        semantics="src has shape [n, rows] or [n, rows, F], n = the number of arrays in the set (or 1, "
-        "broadcast to every array), rows = the active row count. Bit b of field f of row r of array i "
-        "goes to column dst + f*bits + b, row r, of the i-th array. Counts one write per bit written; "
-        "write faults apply.",
+        semantics="src has shape [n, rows] or [n, rows, F], n = the number of arrays in the set divided by "
+        "`repeat` (or 1, broadcast to every array), rows = the active row count. Bit b of field f of row r of "
+        "entry i goes to column dst + f*bits + b, row r, of arrays i*repeat .. i*repeat+repeat-1 of the set "
+        "(the periphery drives the same data into several arrays). Counts one write per bit written into "
+        "each array; write faults apply per array.",
     ),
     Opcode(
         "rd",

@@ -640,6 +640,10 @@ class Verifier(_Checker):
                 if not np.issubdtype(src.dtype, np.integer):
                     raise self.err("wr needs integer data", ins.operands[1].loc, env.site)
             n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
+            rep = bop.attrs.get("repeat", 1)
+            if rep < 1 or n % rep:
+                raise self.err(f"repeat={rep} must divide the {n} arrays of the set", ins.loc, env.site)
+            n //= rep
             if len(shape) not in (2, 3) or shape[0] not in (1, n) or shape[1] != nrows:
                 lead = f"{n} or 1" if n > 1 else "1"
                 raise self.err(

@@ -514,6 +514,9 @@ def wr(m: Machine, b: BoundOp) -> None:
     planes = planes.reshape(*planes.shape[:3], nf * bits).transpose(3, 1, 0, 2)  # [F*bits, n, S, nrows]
     r0, r1 = m.rows(b)
     words = _pack_rows(planes, r0, m.words)
+    rep = b.attrs.get("repeat", 1)
+    if rep > 1 and words.shape[1] > 1:
+        words = np.repeat(words, rep, axis=1)
     words = np.ascontiguousarray(np.broadcast_to(words, (nf * bits, hi - lo, m.lanes, m.words)))
     m.flip(words, b, m.faults.write, "write")
     m.put_column(b, slice(dst, dst + nf * bits), words)

@@ -70,8 +70,15 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def build_report(
-    counts: Counts, samples: int, seed: int, faults: FaultModel, extra: dict[str, Any] | None = None
+    counts: Counts,
+    samples: int,
+    seed: int,
+    faults: FaultModel,
+    extra: dict[str, Any] | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """REPORT.json.  `cost`: a cost estimate (cramc.cost.model.Estimate.as_dict()) whose latency_s,
+    energy_j and edp_js per inference go to the top level and the rest under "cost"."""
     per = max(samples, 1)
     rep: dict[str, Any] = {
         "samples": samples,
@@ -95,6 +102,11 @@ def build_report(
             "faults_injected": counts.faults_injected / per,
         },
     }
+    if cost is not None:
+        rep["latency_s"] = cost["latency_s"]
+        rep["energy_j"] = cost["energy_j"]
+        rep["edp_js"] = cost["edp_js"]
+        rep["cost"] = cost
     if extra:
         rep.update(extra)
     return rep

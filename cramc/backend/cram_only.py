@@ -1,0 +1,454 @@
+"""The CRAM-only lowering of `mvm` (``cramc compile --reduce cram``): multiply and accumulate in the arrays.
+
+This is the baseline that the CRAM-ER claims are measured against: CRAM
+without a CMOS adder tree.  Every product and every addition of the K
+reduction is a chain of majority-gate full adders inside the arrays
+(Cout = MAJ3(a, b, c), Sum = MAJ5(a, b, c, NOT Cout, NOT Cout)), and partial
+sums move between rows the only way CRAM can move them: through the
+periphery (``rd`` into a CMOS tensor, CMOS layout, ``wr`` into other rows).
+No adder-tree (``tadd``/``tsub``) or accumulator instruction is emitted.
+
+Mapping, the same in every array of a layer (weight-stationary, as the
+hybrid): row k of an array holds x[k] (xbits columns, written every round)
+and the weights w[n, k] of `per` outputs (wbits columns each, resident).
+Per output, one after another, every round:
+
+1. multiply: every active row runs a shift-and-add multiplier
+   (`mul_micro`): AND partial products, NAND where exactly one factor is a
+   sign bit, and the Baugh-Wooley constants injected as carry-ins, one
+   preset bit and a flipped top bit, so p[k] = w[n, k] * x[k] exactly, in
+   wbits + xbits two's-complement bits.  The multiplier steps over the wider
+   operand, which is what makes every constant placeable.
+2. reduce: ceil(log2(rows)) levels.  With n rows active and h = ceil(n / 2),
+   rows h..n-1 are read (``rd``), padded with zeros to h rows in CMOS when n
+   is odd, and written sign-extended by one bit (``wr``) into the spare
+   area of rows 0..h-1; a ripple-carry adder (`add_micro`) adds them to the
+   partial sums already there.  The sum grows by one bit per level.
+3. read row 0 (``rd``): the output's sum over the chunk's rows.
+
+The K chunks of an output sit in different arrays; their sums are added in
+CMOS, exactly as the hybrid adds its per-chunk accumulators.
+
+Columns (the pass records them as ``cram_cols=[x, bank, f, u, v, w]``):
+x the input bit-planes; bank the multiplier's running sum (min(wbits, xbits)
+columns); f six scratch columns (partial-product bit, two carries, NOT
+carry, constant 0, constant 1); u and v two sum areas of wbits + xbits +
+levels + 1 columns each (an adder writes bit i of its result where bit i-1
+of its incoming operand was, one column down, so that no gate writes a cell
+it reads; the areas swap roles every level); then the weights.  Everything
+but the weights is shared by the outputs of an array, so the column budget
+decides `per` through the weights alone.
+
+Gate evaluations per output and row (R = min, S = max of wbits, xbits):
+multiply R + (S - 1) * 4R - 1; reduce 3W + 2 per level of width W, on the
+level's h rows.  The hybrid spends wbits * xbits per output and row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cramc.errors import InternalError, UserError
+from cramc.ir.graph import Graph, Op
+from cramc.ir.semantics import infer_shapes
+from cramc.ir.tiling import Tile
+from cramc.isa import ast
+
+if TYPE_CHECKING:
+    from cramc.backend.emit import Emitter
+
+#: Scratch columns beside the multiplier's running sum: partial-product bit, carry (two, alternating),
+#: NOT carry, constant 0, constant 1 (offsets from the `f` column).
+P_OFF, C_OFF, T_OFF, ZERO_OFF, ONE_OFF = 0, 1, 3, 4, 5
+F_COLS = 6
+
+
+def eff_wbits(wbits: int) -> int:
+    """Weights are stored with at least two bits: a one-bit multiplier has no adder step to take constants."""
+    return max(wbits, 2)
+
+
+def levels(rows: int) -> int:
+    """Reduction levels (row halvings) from `rows` rows to one."""
+    return max(0, math.ceil(math.log2(rows))) if rows > 1 else 0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Column layout of one CRAM-only MVM (see the module docstring)."""
+
+    x: int
+    bank: int
+    f: int
+    u: int
+    v: int
+    w: int
+
+    def as_attr(self) -> list[int]:
+        return [self.x, self.bank, self.f, self.u, self.v, self.w]
+
+    @staticmethod
+    def from_attr(v: Any) -> Layout:
+        return Layout(*[int(c) for c in v])
+
+
+def fixed_columns(wbits: int, xbits: int, rows: int) -> tuple[int, Layout]:
+    """Columns an array needs besides the weights, and the layout with the weights at the end."""
+    wb = eff_wbits(wbits)
+    area = wb + xbits + levels(rows) + 1
+    x, bank = 0, xbits
+    f = bank + min(wb, xbits)
+    u = f + F_COLS
+    v = u + area
+    w = v + area
+    return w, Layout(x, bank, f, u, v, w)
+
+
+def plan_cram_tile(k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, cols: int) -> tuple[Tile, Layout]:
+    """The tile and column layout of one MVM [P, K] x [N, K]^T for the CRAM-only lowering."""
+    kg, ng = k // groups, n // groups
+    chunks = math.ceil(kg / rows)
+    rows_used = math.ceil(kg / chunks)
+    fixed, lay = fixed_columns(wbits, xbits, rows_used)
+    wb = eff_wbits(wbits)
+    per = min((cols - fixed) // wb, ng)
+    if per < 1:
+        raise UserError(f"CRAM-only MVM (--reduce cram): arrays of {cols} columns cannot hold {xbits} input "
+                        f"bit-planes, the multiplier's and adders' {fixed - xbits} columns of running and partial "
+                        f"sums and one {wb}-bit weight; use --cols {fixed + wb} or more")
+    return Tile(groups, chunks, rows_used, per, math.ceil(ng / per)), lay
+
+
+@dataclass(frozen=True)
+class TileCramOnly:
+    """Pass tile-cram-only: annotate every `mvm` with its tile and columns for the CRAM-only lowering.
+
+    Adds ``tile=[groups, chunks, rows, per, ogroups]`` (cramc.ir.tiling.Tile,
+    so the schedule pass places it like a hybrid tile) and
+    ``cram_cols=[x, bank, f, u, v, w]`` (see this module's docstring).  K is
+    split into chunks of at most `rows` rows; `per` is bounded by the columns
+    left for weights only: the CRAM-only MVM uses no accumulators, so `accs`
+    is accepted for a uniform signature and not used.
+    """
+
+    rows: int = 256
+    cols: int = 256
+    accs: int = 64
+    name: str = "tile-cram-only"
+
+    def run(self, g: Graph) -> Graph:
+        shapes = infer_shapes(g)
+        for op in g.ops:
+            if op.kind != "mvm":
+                continue
+            if op.attrs.get("ecc"):
+                raise UserError(f"layer {op.origin or op.out}: error correction (--ecc) is implemented for the "
+                                f"hybrid lowering only, not with --reduce cram")
+            _, k = shapes[op.ins[0][1:]][0]
+            n = g.consts[op.attrs["w"][1:]].shape[0]
+            t, lay = plan_cram_tile(k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"],
+                                    self.rows, self.cols)
+            op.attrs["tile"] = t.as_attr()
+            op.attrs["cram_cols"] = lay.as_attr()
+        return g
+
+
+# ----------------------------------------------------------------------------- micro-programs
+def _e(name: str, off: int = 0) -> ast.Expr:
+    return ast.Expr(name, off)
+
+
+def _g(mn: str, *operands: ast.Value, comment: str | None = None) -> ast.Instr:
+    return ast.Instr(mn, None, tuple(operands), (), comment)
+
+
+@dataclass(frozen=True)
+class MulPlan:
+    """How a wbits x xbits multiplier is laid out: which operand steps, and where its constants go.
+
+    The row operand `a` (R bits) is ANDed with one bit of the stepping
+    operand `b` (S bits) per step.  A partial product a_i b_j is negated
+    (NAND) when exactly one of the two is a sign bit; each negation adds the
+    constant -2^(i+j), whose sum K (mod 2^(R+S)) enters as: the carry-in of
+    step p (1 <= p < S), the preset bit at position R of the running sum
+    after step 0, and a flip of the top bit.
+    """
+
+    a: str
+    r: int
+    a_signed: int
+    b: str
+    s: int
+    b_signed: int
+    carry_in: frozenset[int]
+    preset: int
+    flip: int
+
+    def negated(self, i: int, j: int) -> bool:
+        return bool(self.a_signed and i == self.r - 1) != bool(self.b_signed and j == self.s - 1)
+
+
+def mul_plan(wbits: int, xbits: int, xsigned: int) -> MulPlan:
+    wb = eff_wbits(wbits)
+    if xbits < 2:
+        raise UserError(f"CRAM-only MVM (--reduce cram) needs inputs of at least 2 bits, got {xbits}")
+    if xbits >= wb:
+        a, r, sa, b, s, sb = "w", wb, 1, "x", xbits, int(bool(xsigned))
+    else:
+        a, r, sa, b, s, sb = "x", xbits, int(bool(xsigned)), "w", wb, 1
+    probe = MulPlan(a, r, sa, b, s, sb, frozenset(), 0, 0)
+    width = r + s
+    k = 0
+    for i in range(r):
+        for j in range(s):
+            if probe.negated(i, j):
+                k -= 1 << (i + j)
+    k %= 1 << width
+    carry_in: set[int] = set()
+    preset = flip = 0
+    for p in range(width):
+        if not (k >> p) & 1:
+            continue
+        if p == width - 1:
+            flip = 1
+        elif p == r:
+            preset = 1
+        elif 1 <= p <= s - 1:
+            carry_in.add(p)
+        else:
+            raise InternalError(f"multiplier w{wbits} x{xbits}: constant 2^{p} has no place")
+    return MulPlan(a, r, sa, b, s, sb, frozenset(carry_in), preset, flip)
+
+
+def mul_name(wbits: int, xbits: int, xsigned: int) -> str:
+    return f"mul_w{eff_wbits(wbits)}x{xbits}{'s' if xsigned else 'u'}"
+
+
+def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
+    """y = w * x in every active row: wbits-bit signed w, xbits-bit x, wbits + xbits bits of product.
+
+    Parameters: w, x (the operands' lowest bit-planes), bank (min(wbits,
+    xbits) columns of running sum), f (the six scratch columns), y (the
+    product, wbits + xbits columns).  Step 0 writes the first partial product
+    as the running sum; step j >= 1 adds partial product j with a
+    ripple-carry adder whose lowest sum bit is final (to y) and whose other
+    sum bits go one column down in the bank (the cell the previous adder bit
+    has finished reading), so the bank always holds positions j .. j+R-1.
+    """
+    pl = mul_plan(wbits, xbits, xsigned)
+    r, s = pl.r, pl.s
+    P, T, Z, O = _e("f", P_OFF), _e("f", T_OFF), _e("f", ZERO_OFF), _e("f", ONE_OFF)
+    C = (_e("f", C_OFF), _e("f", C_OFF + 1))
+
+    def bank(i: int) -> ast.Expr:
+        return _e("bank", i)
+
+    def y(i: int) -> ast.Expr:
+        return _e("y", i)
+
+    def pp(i: int, j: int) -> tuple[str, ast.Expr, ast.Expr]:
+        return ("nand" if pl.negated(i, j) else "and"), _e(pl.a, i), _e(pl.b, j)
+
+    body: list[ast.Stmt] = []
+    for i in range(r):
+        mn, ai, bj = pp(i, 0)
+        body.append(_g(mn, y(0) if i == 0 else bank(i - 1), ai, bj,
+                       comment="; step 0: the first partial product is the running sum" if i == 0 else None))
+    body.append(ast.Instr("fill", None, (bank(r - 1), ast.Num(pl.preset)), (), f"; bit {r} of the running sum"
+                          + (": the Baugh-Wooley constant" if pl.preset else "")))
+    for j in range(1, s):
+        last = j == s - 1
+        for i in range(r):
+            mn, ai, bj = pp(i, j)
+            body.append(_g(mn, P, ai, bj, comment=f"; step {j}: add {pl.a} * {pl.b}{j} at 2^{j}" if i == 0 else None))
+            cin = (O if j in pl.carry_in else Z) if i == 0 else C[(i - 1) % 2]
+            dst = y(j) if i == 0 else (y(j + i) if last else bank(i - 1))
+            if i < r - 1:
+                cout = C[i % 2]
+                body += [_g("maj3", cout, bank(i), P, cin), _g("not", T, cout), _g("maj5", dst, bank(i), P, cin, T, T)]
+            elif last and pl.flip:
+                top = y(r + s - 1)
+                body += [_g("min3", top, bank(i), P, cin, comment="; top bit = NOT carry: adds the constant 2^top"),
+                         _g("maj5", dst, bank(i), P, cin, top, top)]
+            else:
+                # min3 gives NOT carry directly: the carry lands in the cell the two gates have just read
+                body += [_g("min3", T, bank(i), P, cin), _g("maj5", dst, bank(i), P, cin, T, T),
+                         _g("not", y(r + s - 1) if last else bank(i), T)]
+    params = tuple(ast.Param("col", n) for n in ("w", "x", "bank", "f", "y"))
+    sign = "signed" if xsigned else "unsigned"
+    return ast.Micro(mul_name(wbits, xbits, xsigned), params, tuple(body),
+                     f"; y = w * x in every active row ({eff_wbits(wbits)}-bit signed w, {xbits}-bit {sign} x, "
+                     f"Baugh-Wooley, majority-gate full adders)")
+
+
+def add_name(width: int) -> str:
+    return f"add{width}"
+
+
+def add_micro(width: int) -> ast.Micro:
+    """b-1 .. b+width-1 = a + b in every active row: a has `width` bits, b has width+1 (sign-extended).
+
+    A ripple-carry adder of majority-gate full adders; a's sign bit is read
+    twice (sign extension), the carry out of the top bit is dropped.  Sum bit
+    i goes where b's bit i-1 was (already read), so the result starts one
+    column below b and no gate writes a cell it reads.
+    """
+    C = (_e("f", C_OFF), _e("f", C_OFF + 1))
+    T, Z = _e("f", T_OFF), _e("f", ZERO_OFF)
+    body: list[ast.Stmt] = []
+    for i in range(width):
+        cin = Z if i == 0 else C[(i - 1) % 2]
+        cout = C[i % 2]
+        a, b = _e("a", i), _e("b", i)
+        body += [_g("maj3", cout, a, b, cin), _g("not", T, cout), _g("maj5", _e("b", i - 1), a, b, cin, T, T)]
+    a, b, cin = _e("a", width - 1), _e("b", width), C[(width - 1) % 2]
+    body += [_g("min3", T, a, b, cin, comment="; sign bit: a's sign extended, carry out dropped"),
+             _g("maj5", _e("b", width - 1), a, b, cin, T, T)]
+    params = tuple(ast.Param("col", n) for n in ("a", "b", "f"))
+    return ast.Micro(add_name(width), params, tuple(body),
+                     f"; b-1.. = a + b: {width}-bit + {width + 1}-bit two's complement, ripple carry")
+
+
+# ----------------------------------------------------------------------------- emission
+def _ins(mn: str, arrays: tuple[int, int] | None, *operands: ast.Value, **attrs: ast.Value) -> ast.Instr:
+    arr = ast.ArraySet(*arrays) if arrays else None
+    return ast.Instr(mn, arr, tuple(operands), tuple(ast.AttrVal(k, v) for k, v in attrs.items()))
+
+
+def _num(v: int) -> ast.Num:
+    return ast.Num(int(v))
+
+
+def _ints(v: list[int]) -> ast.ListVal:
+    return ast.ListVal(tuple(int(x) for x in v))
+
+
+class _Cmos:
+    """Appends CMOS instructions to a statement list; returns the '%name' each defines."""
+
+    def __init__(self, out: list[ast.Stmt]):
+        self.out = out
+
+    def __call__(self, mn: str, dst: str, *srcs: str, **attrs: Any) -> str:
+        vals: dict[str, ast.Value] = {}
+        for k, v in attrs.items():
+            vals[k] = _ints(v) if isinstance(v, list) else _num(v)
+        ops = tuple(ast.TensorRef(s[1:]) for s in srcs)
+        self.out.append(ast.Instr(mn, None, (ast.TensorRef(dst), *ops), tuple(ast.AttrVal(k, v) for k, v in vals.items())))
+        return "%" + dst
+
+
+def _reduce_output(body: list[ast.Stmt], region: tuple[int, int], lay: Layout, rows: int, wp: int,
+                   tmp: str, result: ast.TensorRef, micros: dict[str, ast.Micro]) -> None:
+    """The log2 reduction of one output's products over rows 0..rows-1, then the read of row 0."""
+    cmos = _Cmos(body)
+    own, width, n = lay.u, wp, rows
+    areas = (lay.u, lay.v)
+    side = 0
+    while n > 1:
+        h = (n + 1) // 2
+        moved = n - h
+        body.append(_ins("rd", region, ast.TensorRef(tmp), ast.Col(own), bits=_num(width), rows=ast.Range(h, n)))
+        src = "%" + tmp
+        if moved < h:
+            src = cmos("pad", f"{tmp}.z", src, pads=[0, 0, 0, h - moved])
+        inc = areas[1 - side] + 1
+        body.append(_ins("wr", region, ast.Col(inc), ast.TensorRef(src[1:]), bits=_num(width + 1),
+                         rows=ast.Range(0, h)))
+        micros.setdefault(add_name(width), add_micro(width))
+        body.append(_ins("call", region, ast.Expr(add_name(width)), a=ast.Col(own), b=ast.Col(inc),
+                         f=ast.Col(lay.f), rows=ast.Range(0, h)))
+        own, width, n, side = inc - 1, width + 1, h, 1 - side
+    body.append(_ins("rd", region, result, ast.Col(own), bits=_num(width), rows=ast.Range(0, 1)))
+
+
+def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
+    """Lower one tiled, placed `mvm` to the CRAM-only instruction sequence (see the module docstring)."""
+    a = op.attrs
+    if a.get("ecc"):
+        raise UserError(f"layer {op.origin or op.out}: error correction is not implemented with --reduce cram")
+    t = Tile.from_attr(a["tile"])
+    lay = Layout.from_attr(a["cram_cols"])
+    base, rep, passes, resident = a["place"]
+    wbits, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
+    wb = eff_wbits(wbits)
+    mul = mul_name(wbits, xb, xs)
+    em.micros.setdefault(mul, mul_micro(wbits, xb, xs))
+    w = em.g.consts[a["w"][1:]].astype(np.int64)
+    n, kg = w.shape
+    p, k = em.shapes[op.ins[0][1:]][0]
+    g_, c, rows, per, og = t.groups, t.chunks, t.rows, t.per, t.ogroups
+    ng = n // g_
+    la = t.arrays
+    rounds = math.ceil(p / rep)
+    pp = rounds * rep
+    o = op.out
+    wp = wb + xb
+    lv = levels(rows)
+    main = em.main
+    cmos = _Cmos(main)
+    wpad = np.zeros((g_, og * per, c * rows), dtype=np.int64)
+    wpad[:, :ng, :kg] = w.reshape(g_, ng, kg)
+    wt = wpad.reshape(g_, og, per, c, rows).transpose(0, 3, 1, 4, 2).reshape(la, rows, per)
+    main.append(ast.Comment(
+        f"; mvm %{o}, CRAM-only: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, {per} output(s) x "
+        f"{og} group(s) per array, {la} arrays x {rep} replica(s), {rounds} round(s), {passes} pass(es); per output: "
+        f"{wb}x{xb}-bit in-array multiply, {lv} in-array adder level(s) to {wp + lv} bits"))
+    x = op.ins[0]
+    cur = cmos("reshape", f"{o}.x3", x, shape=[p, g_, kg])
+    if pp != p or c * rows != kg:
+        cur = cmos("pad", f"{o}.xp", cur, pads=[0, 0, 0, pp - p, 0, c * rows - kg])
+    cur = cmos("reshape", f"{o}.x5", cur, shape=[pp, g_, c, 1, rows])
+    if og > 1:
+        cur = cmos("tile", f"{o}.xt", cur, reps=[1, 1, 1, og, 1])
+    xa = cmos("reshape", f"{o}.xa", cur, shape=[rounds, rep * la, rows])
+    span = math.ceil(la / passes)
+    wdt = "i8" if wb <= 8 else ("i16" if wb <= 16 else "i32")
+    results: list[str] = []
+    for pi in range(passes):
+        a0, a1 = pi * span, min(la, (pi + 1) * span)
+        sfx = "" if passes == 1 else f".p{pi}"
+        wref = em.add_data(f"{o}.w{sfx}", wt if passes == 1 else wt[a0:a1], wdt)
+        xs_ref = xa if passes == 1 else cmos("slice", f"{o}.xa{sfx}", xa, axis=1, start=a0, end=a1)
+        region = (base, base + (a1 - a0) * rep)
+        loads = [_ins("wr", (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)), ast.Col(lay.w),
+                      ast.ConstRef(wref[1:]), bits=_num(wb), rows=ast.Range(0, rows)) for r in range(rep)]
+        if resident:
+            em.init.append(ast.Comment(f"; weights of %{o} ({op.origin})"))
+            em.init.extend(loads)
+        else:
+            main.append(ast.Comment(f"; reload the weights of %{o}{f' (pass {pi + 1} of {passes})' if passes > 1 else ''}: "
+                                    f"the arrays are shared"))
+            main.extend(loads)
+        main.append(_ins("fill", region, ast.Col(lay.f + ZERO_OFF), _num(0), rows=ast.Range(0, rows)))
+        main.append(_ins("fill", region, ast.Col(lay.f + ONE_OFF), _num(1), rows=ast.Range(0, rows)))
+        body: list[ast.Stmt] = [_ins("wr", region, ast.Col(lay.x), ast.TensorRef(xs_ref[1:], "r"), bits=_num(xb),
+                                     rows=ast.Range(0, rows))]
+        outs = []
+        for j in range(per):
+            body.append(ast.Comment(f"; output {j} of each array: products, then {lv} adder level(s)"))
+            body.append(_ins("call", region, ast.Expr(mul), w=ast.Col(lay.w + j * wb), x=ast.Col(lay.x),
+                             bank=ast.Col(lay.bank), f=ast.Col(lay.f), y=ast.Col(lay.u), rows=ast.Range(0, rows)))
+            name = f"{o}{sfx}.y{j}"
+            _reduce_output(body, region, lay, rows, wp, f"{o}.mv", ast.TensorRef(name, "r"), em.micros)
+            outs.append("%" + name)
+        main.append(ast.Repeat("r", rounds, tuple(body)))
+        results.append(outs[0] if per == 1 else cmos("concat", f"{o}{sfx}.acc", *outs, axis=2))
+    cur = results[0] if passes == 1 else cmos("concat", f"{o}.acc", *results, axis=1)
+    cur = cmos("reshape", f"{o}.a4", cur, shape=[pp, g_, c, og * per])
+    cur = cmos("sum", f"{o}.s", cur, axis=2)
+    if og * per != ng:
+        cur = cmos("slice", f"{o}.sn", cur, axis=2, start=0, end=ng)
+    if pp != p:
+        cur = cmos("slice", f"{o}.sp", cur, axis=0, start=0, end=p)
+    cmos("reshape", o, cur, shape=[p, n])
+
+
+def chip_line(arrays: int, rows: int, cols: int) -> str:
+    """The program header's chip line for a CRAM-only program (replaces the hybrid's)."""
+    return (f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs CRAM-only: in-array multipliers and "
+            f"majority-gate adders, partial sums moved through the periphery (baseline, no adder tree)")

@@ -1,0 +1,193 @@
+"""Latency, energy and area of a CRAM-ER program: static (from the program) and dynamic (from a run's counts).
+
+Every opcode is costed through its unit in the opcode table (see
+cramc/cost/params.py); the cost of one instruction is affine in what the
+simulator counts for it:
+
+    time   = latency_s                       all arrays of the set and all active rows at once
+           + row_ops x cycle_s / ops_per_cycle   work serialised through a shared port
+                                             (periphery writes and reads; CMOS lanes)
+           + drain                           an accumulator read waits for the adder-tree
+                                             pipeline to empty (depth x stage delay)
+    energy = row_ops x energy_j + instr_energy_j
+
+The adder tree is pipelined: a tree instruction occupies it for one initiation
+interval (its latency_s); the pipeline depth is paid once per accumulator read.
+Instructions run one after another in program order: each one already uses
+every array it names at once, and the compiler's stream is a dependence chain
+at this granularity (a round's gates read the inputs its writes just stored,
+the next round reuses the same columns), so overlapping independent
+instructions is not modelled; the latency is an upper bound for a machine
+that could.
+
+Because the cost is affine in (instructions, row_ops) per opcode, the dynamic
+estimate (from the counts of a run) and the static one (from the linked
+program) agree exactly whenever the counts do, at any fault rate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from cramc.cost.params import OpCost, Tech
+from cramc.cost.static import ProgramCounts, Tally, count_init, count_program
+from cramc.isa.opcodes import OPCODES
+from cramc.isa.verifier import Linked, MachineSpec
+from cramc.sim.interp import Counts
+
+
+@dataclass
+class Part:
+    """Latency and energy of a part of a program (a layer, a unit, an opcode)."""
+
+    latency_s: float = 0.0
+    energy_j: float = 0.0
+    instructions: int = 0
+    row_ops: int = 0
+
+    def add(self, cost: OpCost, instructions: int, row_ops: int) -> None:
+        self.latency_s += cost.time(instructions, row_ops)
+        self.energy_j += cost.energy(instructions, row_ops)
+        self.instructions += instructions
+        self.row_ops += row_ops
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"latency_s": self.latency_s, "energy_j": self.energy_j, "instructions": self.instructions,
+                "row_ops": self.row_ops}
+
+
+@dataclass
+class Estimate:
+    """The cost of one inference (`.main`), the one-time setup (`.init`), and the chip's area."""
+
+    method: str
+    tech: str
+    total: Part
+    by_unit: dict[str, Part]
+    by_opcode: dict[str, Part]
+    setup: Part
+    area_mm2: dict[str, float]
+    layers: dict[str, Part] = field(default_factory=dict)
+
+    @property
+    def latency_s(self) -> float:
+        return self.total.latency_s
+
+    @property
+    def energy_j(self) -> float:
+        return self.total.energy_j
+
+    @property
+    def edp_js(self) -> float:
+        return self.total.latency_s * self.total.energy_j
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "method": self.method,
+            "tech": self.tech,
+            "latency_s": self.latency_s,
+            "energy_j": self.energy_j,
+            "edp_js": self.edp_js,
+            "by_unit": {k: v.as_dict() for k, v in self.by_unit.items()},
+            "by_opcode": {k: v.as_dict() for k, v in sorted(self.by_opcode.items())},
+            "setup": self.setup.as_dict(),
+            "area_mm2": self.area_mm2,
+        }
+        if self.layers:
+            d["layers"] = [{"layer": k, **v.as_dict()} for k, v in self.layers.items()]
+        return d
+
+
+def area_mm2(spec: MachineSpec, tech: Tech) -> dict[str, float]:
+    """Chip area: CRAM cells and their periphery, one adder tree and accumulator file per array, the CMOS unit.
+
+    The adder tree of an array of R rows: R sense amplifiers, then stages s = 1 ..
+    ceil(log2 R) of ceil(R / 2^s) adders of s bits with (s + 1)-bit pipeline
+    registers, then a 64-bit accumulate stage.
+    """
+    um2 = 1e-6
+    cells = spec.arrays * spec.rows * spec.cols * tech.num("array", "cell_area_um2") * um2
+    periphery = cells * tech.num("array", "periphery_fraction")
+    fa, reg, sense = (tech.num("tree", k) for k in ("fa_area_um2", "reg_area_um2", "sense_area_um2"))
+    tree = spec.rows * sense + 64 * (fa + reg)
+    for s in range(1, max(1, math.ceil(math.log2(max(spec.rows, 2)))) + 1):
+        adders = math.ceil(spec.rows / 2**s)
+        tree += adders * (s * fa + (s + 1) * reg)
+    trees = spec.arrays * tree * um2
+    accs = spec.arrays * spec.accs * 64 * tech.num("acc", "bit_area_um2") * um2
+    cmos = tech.num("cmos", "area_mm2")
+    total = cells + periphery + trees + accs + cmos
+    return {"cells": cells, "periphery": periphery, "adder_trees": trees, "accumulators": accs, "cmos": cmos,
+            "total": total}
+
+
+def _cost(tally: Tally, costs: dict[str, OpCost]) -> tuple[Part, dict[str, Part], dict[str, Part]]:
+    total = Part()
+    by_unit: dict[str, Part] = {}
+    by_op: dict[str, Part] = {}
+    for mn, (instrs, rows) in sorted(tally.ops.items()):  # a fixed order: equal counts, equal sums
+        if not instrs and not rows:
+            continue
+        c = costs.get(mn)
+        if c is None:
+            raise KeyError(f"opcode '{mn}' is not in the opcode table")
+        total.add(c, instrs, rows)
+        by_unit.setdefault(c.unit, Part()).add(c, instrs, rows)
+        by_op.setdefault(mn, Part()).add(c, instrs, rows)
+    return total, by_unit, by_op
+
+
+def estimate_counts(main: Tally, init: Tally, spec: MachineSpec, tech: Tech, method: str,
+                    layers: dict[str, Tally] | None = None) -> Estimate:
+    costs = tech.op_costs(spec.rows)
+    total, by_unit, by_op = _cost(main, costs)
+    setup, _, _ = _cost(init, costs)
+    lay = {k: _cost(v, costs)[0] for k, v in (layers or {}).items()}
+    return Estimate(method, tech.name, total, by_unit, by_op, setup, area_mm2(spec, tech), lay)
+
+
+def static_estimate(linked: Linked, tech: Tech, counts: ProgramCounts | None = None) -> Estimate:
+    """From the program alone: every instruction of `.main` (loops multiplied) costed by its unit."""
+    pc = counts or count_program(linked)
+    return estimate_counts(pc.main_total, pc.init_total, linked.machine, tech, "static", pc.main)
+
+
+def tally_of_run(counts: Counts, samples: int) -> Tally:
+    """The per-opcode counts of a run, per inference (the simulator sums them over samples)."""
+    t = Tally()
+    n = max(samples, 1)
+    for mn, d in counts.per_opcode.items():
+        i, r = d["instructions"], d["row_ops"]
+        if i % n or r % n:
+            raise ValueError(f"counts of '{mn}' are not a multiple of the {n} samples")
+        t.add(mn, i // n, r // n)
+    return t
+
+
+def dynamic_estimate(counts: Counts, samples: int, linked: Linked, tech: Tech,
+                     init: Tally | None = None) -> Estimate:
+    """From the counts of a run.
+
+    The simulator starts every sample on a fresh chip and runs `.init` (the
+    weight writes) for each; the hardware runs it once.  Counts do not depend on
+    data, so the `.init` part is known exactly from the program and is taken off
+    to leave the cost of one inference; it is reported as the setup.
+    """
+    per = tally_of_run(counts, samples)
+    init = init if init is not None else count_init(linked)
+    main = per.minus(init)
+    bad = [mn for mn, (i, r) in main.ops.items() if i < 0 or r < 0]
+    if bad:
+        raise ValueError(f"run counts are smaller than the program's .init counts for {', '.join(bad)}")
+    return estimate_counts(main, init, linked.machine, tech, "dynamic")
+
+
+def every_opcode_costed(tech: Tech, rows: int = 256) -> dict[str, OpCost]:
+    """The cost of every opcode of the table (raises if one cannot be costed)."""
+    costs = tech.op_costs(rows)
+    missing = set(OPCODES) - set(costs)
+    if missing:
+        raise KeyError(f"no cost for {', '.join(sorted(missing))}")
+    return costs
