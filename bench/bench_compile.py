@@ -64,7 +64,11 @@ class Proc:
 
 
 def run_measured(cmd: list[str], timeout: float) -> Proc:
-    """Run cmd; wall time and the child's own peak RSS (os.wait4), killing it at the timeout."""
+    """Run cmd; wall time and the child's own peak RSS (os.wait4), killing it at the timeout.
+
+    Linux carries a process's peak RSS across exec, so the child's figure is at least this
+    process's RSS when it forks: keep this process small (models are randomised in a subprocess).
+    """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, start_new_session=True)
@@ -121,14 +125,24 @@ def randomise_weights(src: Path, dst: Path, seed: int = 0) -> None:
     del g.node[:]
     g.node.extend(keep)
     g.initializer.extend(new_inits)
+    m.ir_version = max(m.ir_version, 4)  # from IR 4 on, initializers need not be listed as graph inputs
     onnx.save(m, str(dst))
 
 
-def program_stats(path: Path) -> dict[str, int]:
+def program_stats(path: Path) -> dict[str, float]:
+    """MVM layers and weight reloads (from the emitter's comments); MB of weight data and of
+    validation + trace data (the `.data $expect.*` / `$trace.*` vectors)."""
     mvms = reloads = multipass = 0
+    wdata = vdata = 0
     with open(path) as f:
         for line in f:
             s = line.lstrip()
+            if s.startswith(".data $expect.") or s.startswith(".data $trace."):
+                vdata += len(line)
+                continue
+            if s.startswith(".data $") and re.match(r"\.data \$\S+\.w(\.p\d+)? ", s):
+                wdata += len(line)
+                continue
             if not s.startswith(";"):
                 continue
             m = MVM_COMMENT.match(s)
@@ -137,7 +151,8 @@ def program_stats(path: Path) -> dict[str, int]:
                 multipass += int(m.group(7)) > 1
             elif s.startswith("; reload the weights"):
                 reloads += 1
-    return {"mvms": mvms, "reload_blocks": reloads, "multipass": multipass}
+    return {"mvms": mvms, "reload_blocks": reloads, "multipass": multipass, "weights_mb": wdata / 1e6,
+            "vectors_mb": vdata / 1e6}
 
 
 def bench_one(name: str, model: Path, out: Path, timeout: float) -> dict[str, object]:
@@ -167,7 +182,11 @@ def main() -> None:
     ap.add_argument("--random-weights", action="store_true",
                     help="replace Conv/Gemm weights by seeded random values (realistic program size)")
     ap.add_argument("--keep", help="write the programs to this folder and keep them (default: a temporary folder)")
+    ap.add_argument("--randomise", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.randomise:
+        randomise_weights(Path(args.randomise[0]), Path(args.randomise[1]))
+        return
 
     import onnxruntime
 
@@ -179,8 +198,8 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="bench_compile_")
     outdir = Path(args.keep) if args.keep else Path(tmp.name)
     outdir.mkdir(parents=True, exist_ok=True)
-    head = (f"{'model':<14} {'compile s':>9} {'peak RSS MB':>11} {'program MB':>10} {'MVMs':>5} "
-            f"{'reloaded':>8} {'check':>6} {'check s':>7}")
+    head = (f"{'model':<14} {'compile s':>9} {'peak RSS MB':>11} {'program MB':>10} {'weights':>7} "
+            f"{'vectors':>7} {'MVMs':>5} {'reloaded':>8} {'check':>6} {'check s':>7}")
     print(head)
     print("-" * len(head))
     results = []
@@ -188,20 +207,22 @@ def main() -> None:
         model = src / f"light_{name}.onnx"
         if args.random_weights:
             rnd = Path(tmp.name) / f"light_{name}_random.onnx"
-            randomise_weights(model, rnd)
+            subprocess.run([sys.executable, __file__, "--randomise", str(model), str(rnd)], check=True)
             model = rnd
         r = bench_one(name, model, outdir / f"{name}.cram", args.timeout)
         results.append(r)
         if "error" in r:
             print(f"{name:<14} {r['wall_s']:>9.1f} {r['rss_mb']:>11.0f}  FAILED: {r['error']}", flush=True)
             continue
-        print(f"{name:<14} {r['wall_s']:>9.1f} {r['rss_mb']:>11.0f} {r['size_mb']:>10.2f} {r['mvms']:>5} "
+        print(f"{name:<14} {r['wall_s']:>9.1f} {r['rss_mb']:>11.0f} {r['size_mb']:>10.2f} {r['weights_mb']:>7.2f} "
+              f"{r['vectors_mb']:>7.2f} {r['mvms']:>5} "
               f"{r['reload_blocks']:>8} {r['check'] if r['check'] == 'ok' else 'FAIL':>6} {r['check_s']:>7.1f}",
               flush=True)
         if r["check"] != "ok":
             print(f"{'':<14} check: {r['check']}")
-    print("\n'reloaded': weight-load blocks in .main (time-multiplexed layers write their weights on every "
-          "inference)")
+    print("\nweights / vectors: MB of the program that are weight data / validation + trace vectors (.expect, "
+          ".trace;\n  cramc compile --no-trace drops the trace part). reloaded: weight-load blocks in .main "
+          "(time-multiplexed\n  layers write their weights on every inference).")
     r50 = next((r for r in results if r["model"] == "resnet50"), None)
     if r50 is not None:
         if "error" in r50:

@@ -148,6 +148,32 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from cramc.sweep import SweepOptions, format_table, main_sweep, parse_protections, parse_rates
+
+    opts = SweepOptions(
+        model=args.model,
+        rates=parse_rates(args.gate_error),
+        protections=parse_protections(args.protection),
+        seeds=args.seeds,
+        ecc=args.ecc,
+        ecc_budget=args.ecc_budget,
+        finetuned=args.finetuned,
+        error_model=args.error_model,
+        mode=args.mode,
+        samples=args.samples,
+        max_memory=int(args.max_memory * 2**30),
+    )
+    t0 = time.perf_counter()
+    res = main_sweep(opts, args.data, args.labels, args.calibration, args.output, args.plot,
+                     progress=lambda: not args.no_progress and sys.stderr.isatty())
+    print(format_table(res))
+    wrote = [p for p in (args.output, args.plot) if p]
+    print(f"swept {len(res.rows)} points x {opts.seeds} seed(s) on {res.config['samples']} samples in "
+          f"{time.perf_counter() - t0:.1f} s" + (f"; wrote {', '.join(wrote)}" if wrote else ""))
+    return 0
+
+
 def _trace(linked, faults, args: argparse.Namespace) -> int:  # noqa: ANN001 - Linked, FaultModel
     """Compare every traced intermediate tensor with onnxruntime's, in program order."""
     from cramc.sim.interp import run
@@ -247,6 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tech", help="FILE.toml: technology parameters merged over the defaults (docs/cost-model.md)")
     s.add_argument("--json", help="write the estimate to OUT.json")
     s.set_defaults(fn=_cmd_stats)
+
+    s = sub.add_parser("sweep", help="accuracy under gate faults: error rates x protections x seeds")
+    s.add_argument("model", help="MODEL.onnx")
+    s.add_argument("--data", required=True, help="DATA.npz: the labelled inputs (leading axis = samples)")
+    s.add_argument("--labels", required=True, help="LABELS.npy: class labels, one per sample")
+    s.add_argument("--calibration", help="DATA.npz for quantisation and auto-ecc (as for compile)")
+    s.add_argument("--gate-error", default="1e-4,1e-3,3e-3,1e-2",
+                   help="comma-separated gate error rates (default 1e-4,1e-3,3e-3,1e-2)")
+    s.add_argument("--protection", default="none,ecc",
+                   help="comma-separated: none, ecc, finetuned, both (default none,ecc)")
+    s.add_argument("--seeds", type=int, default=5, help="simulator seeds 0..N-1 per point (default 5)")
+    s.add_argument("--ecc", default="auto", help="error correction of ecc/both: a spec as for compile, or auto "
+                   "(tuned per gate error rate; default)")
+    s.add_argument("--ecc-budget", type=float, default=0.2,
+                   help="--ecc auto: allowed extra in-array operations as a fraction (default 0.2)")
+    s.add_argument("--finetuned", help="TUNED.onnx from cramc finetune (for finetuned, both)")
+    s.add_argument("--error-model", help="base error model (TOML or preset) whose gate rates are swept")
+    s.add_argument("--mode", choices=["gate", "statistical"], default="gate",
+                   help="gate: bit-level simulator (default); statistical: binomial MVM fault model on the IR")
+    s.add_argument("--samples", type=int, help="use only the first N samples of --data")
+    s.add_argument("-o", "--output", help="write results to FILE.csv or FILE.json")
+    s.add_argument("--plot", help="write accuracy vs gate error to PLOT.png")
+    s.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(fn=_cmd_sweep)
 
     d = sub.add_parser("isa-doc", help="print the ISA reference (docs/isa.md), generated from the opcode table")
     d.add_argument("-o", "--output", help="write it to FILE instead of standard output")

@@ -87,7 +87,8 @@ def _run_ort(model: onnx.ModelProto, inputs: dict[str, np.ndarray], outputs: lis
 
 
 def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Options,
-                  log: TextIO = sys.stderr) -> str:
+                  log: TextIO | None = None) -> str:
+    log = sys.stderr if log is None else log  # resolved per call, so redirected stderr is honoured
     for k in ("arrays", "rows", "cols", "accs"):
         if getattr(opts, k) < 1:
             raise UserError(f"--{k} must be at least 1")

@@ -145,7 +145,7 @@ class TileCramOnly:
         for op in g.ops:
             if op.kind != "mvm":
                 continue
-            if op.attrs.get("ecc"):
+            if any(op.attrs.get("ecc", [])):
                 raise UserError(f"layer {op.origin or op.out}: error correction (--ecc) is implemented for the "
                                 f"hybrid lowering only, not with --reduce cram")
             _, k = shapes[op.ins[0][1:]][0]
@@ -369,7 +369,7 @@ def _reduce_output(body: list[ast.Stmt], region: tuple[int, int], lay: Layout, r
 def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
     """Lower one tiled, placed `mvm` to the CRAM-only instruction sequence (see the module docstring)."""
     a = op.attrs
-    if a.get("ecc"):
+    if any(a.get("ecc", [])):
         raise UserError(f"layer {op.origin or op.out}: error correction is not implemented with --reduce cram")
     t = Tile.from_attr(a["tile"])
     lay = Layout.from_attr(a["cram_cols"])
@@ -403,17 +403,24 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
     if pp != p or c * rows != kg:
         cur = cmos("pad", f"{o}.xp", cur, pads=[0, 0, 0, pp - p, 0, c * rows - kg])
     cur = cmos("reshape", f"{o}.x5", cur, shape=[pp, g_, c, 1, rows])
-    if og > 1:
+    # as the hybrid: the `og` output groups of a K chunk share its input, one entry written to og arrays
+    # (wr repeat=og), unless a pass must cut through the output groups of one chunk
+    bcast = og if passes == 1 or og <= em.arrays else 1
+    if bcast != og:
         cur = cmos("tile", f"{o}.xt", cur, reps=[1, 1, 1, og, 1])
-    xa = cmos("reshape", f"{o}.xa", cur, shape=[rounds, rep * la, rows])
-    span = math.ceil(la / passes)
+    xa = cmos("reshape", f"{o}.xa", cur, shape=[rounds, rep * la // bcast, rows])
+    if passes > 1:
+        span = (em.arrays // bcast) * bcast  # with bcast > 1, passes cut between K chunks only
+        passes = math.ceil(la / span)
+    else:
+        span = la
     wdt = "i8" if wb <= 8 else ("i16" if wb <= 16 else "i32")
     results: list[str] = []
     for pi in range(passes):
         a0, a1 = pi * span, min(la, (pi + 1) * span)
         sfx = "" if passes == 1 else f".p{pi}"
         wref = em.add_data(f"{o}.w{sfx}", wt if passes == 1 else wt[a0:a1], wdt)
-        xs_ref = xa if passes == 1 else cmos("slice", f"{o}.xa{sfx}", xa, axis=1, start=a0, end=a1)
+        xs_ref = xa if passes == 1 else cmos("slice", f"{o}.xa{sfx}", xa, axis=1, start=a0 // bcast, end=a1 // bcast)
         region = (base, base + (a1 - a0) * rep)
         loads = [_ins("wr", (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)), ast.Col(lay.w),
                       ast.ConstRef(wref[1:]), bits=_num(wb), rows=ast.Range(0, rows)) for r in range(rep)]
@@ -426,7 +433,10 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
             main.extend(loads)
         main.append(_ins("fill", region, ast.Col(lay.f + ZERO_OFF), _num(0), rows=ast.Range(0, rows)))
         main.append(_ins("fill", region, ast.Col(lay.f + ONE_OFF), _num(1), rows=ast.Range(0, rows)))
-        body: list[ast.Stmt] = [_ins("wr", region, ast.Col(lay.x), ast.TensorRef(xs_ref[1:], "r"), bits=_num(xb),
+        xattrs: dict[str, ast.Value] = {"bits": _num(xb)}
+        if bcast > 1:
+            xattrs["repeat"] = _num(bcast)
+        body: list[ast.Stmt] = [_ins("wr", region, ast.Col(lay.x), ast.TensorRef(xs_ref[1:], "r"), **xattrs,
                                      rows=ast.Range(0, rows))]
         outs = []
         for j in range(per):

@@ -100,8 +100,12 @@ class Estimate:
         return d
 
 
-def area_mm2(spec: MachineSpec, tech: Tech) -> dict[str, float]:
+def area_mm2(spec: MachineSpec, tech: Tech, units: set[str] | None = None) -> dict[str, float]:
     """Chip area: CRAM cells and their periphery, one adder tree and accumulator file per array, the CMOS unit.
+
+    `units`: the units the program uses; a chip whose program uses no adder
+    tree (or no accumulators), such as the CRAM-only baseline, is built without
+    them.  None: all of them.
 
     The adder tree of an array of R rows: R sense amplifiers, then stages s = 1 ..
     ceil(log2 R) of ceil(R / 2^s) adders of s bits with (s + 1)-bit pipeline
@@ -115,8 +119,8 @@ def area_mm2(spec: MachineSpec, tech: Tech) -> dict[str, float]:
     for s in range(1, max(1, math.ceil(math.log2(max(spec.rows, 2)))) + 1):
         adders = math.ceil(spec.rows / 2**s)
         tree += adders * (s * fa + (s + 1) * reg)
-    trees = spec.arrays * tree * um2
-    accs = spec.arrays * spec.accs * 64 * tech.num("acc", "bit_area_um2") * um2
+    trees = spec.arrays * tree * um2 if units is None or "tree" in units else 0.0
+    accs = spec.arrays * spec.accs * 64 * tech.num("acc", "bit_area_um2") * um2 if units is None or "acc" in units else 0.0
     cmos = tech.num("cmos", "area_mm2")
     total = cells + periphery + trees + accs + cmos
     return {"cells": cells, "periphery": periphery, "adder_trees": trees, "accumulators": accs, "cmos": cmos,
@@ -145,7 +149,8 @@ def estimate_counts(main: Tally, init: Tally, spec: MachineSpec, tech: Tech, met
     total, by_unit, by_op = _cost(main, costs)
     setup, _, _ = _cost(init, costs)
     lay = {k: _cost(v, costs)[0] for k, v in (layers or {}).items()}
-    return Estimate(method, tech.name, total, by_unit, by_op, setup, area_mm2(spec, tech), lay)
+    units = {costs[mn].unit for t in (main, init) for mn, (i, r) in t.ops.items() if i or r}
+    return Estimate(method, tech.name, total, by_unit, by_op, setup, area_mm2(spec, tech, units), lay)
 
 
 def static_estimate(linked: Linked, tech: Tech, counts: ProgramCounts | None = None) -> Estimate:

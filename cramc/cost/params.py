@@ -67,6 +67,30 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+UNIT_SECTIONS = tuple(u.value for u in Unit)
+
+
+def merge_tech(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base` key by key; the most specific figure of the later file wins.
+
+    A unit-level figure in `over` ([gate] energy_j) replaces that figure in every
+    opcode sub-table of `base` ([gate.maj5] energy_j) too: setting a unit's energy
+    sets it for all its opcodes, except those `over` itself gives one for.
+    """
+    out = _merge(base, over)
+    for unit in UNIT_SECTIONS:
+        o, b = over.get(unit), base.get(unit)
+        if not isinstance(o, dict) or not isinstance(b, dict):
+            continue
+        for key, v in o.items():
+            if isinstance(v, dict):
+                continue
+            for mn, sub in b.items():
+                if isinstance(sub, dict) and key in sub and not (isinstance(o.get(mn), dict) and key in o[mn]):
+                    out[unit][mn] = {k: x for k, x in out[unit][mn].items() if k != key}
+    return out
+
+
 def default_path() -> Path:
     return Path(str(resources.files("cramc.cost") / "tech" / "default.toml"))
 
@@ -97,11 +121,11 @@ class Tech:
             return cls(base, sources=(str(default_path()),))
         shipped = Path(str(resources.files("cramc.cost") / "tech" / f"{path}.toml"))
         p = shipped if not Path(path).exists() and shipped.exists() else Path(path)
-        return cls(_merge(base, _read(p)), sources=(str(default_path()), str(p)))
+        return cls(merge_tech(base, _read(p)), sources=(str(default_path()), str(p)))
 
     def with_overrides(self, over: dict[str, Any]) -> Tech:
-        """A copy with some figures replaced (nested dicts: {"gate": {"latency_s": 1e-9}})."""
-        return Tech(_merge(self.data, over), sources=(*self.sources, "<overrides>"))
+        """A copy with some figures replaced (nested dicts: {"gate": {"latency_s": 1e-9}}), merged as a file is."""
+        return Tech(merge_tech(self.data, over), sources=(*self.sources, "<overrides>"))
 
     # ------------------------------------------------------------ lookups
     def section(self, name: str) -> dict[str, Any]:
@@ -185,6 +209,15 @@ class Tech:
     def _check(self) -> None:
         for op in OPCODES.values():
             self.op_cost(op)
+        for unit in UNIT_SECTIONS:
+            sec = self.data.get(unit, {})
+            for where, table in [(f"[{unit}]", sec), *((f"[{unit}.{k}]", v) for k, v in sec.items()
+                                                      if isinstance(v, dict))]:
+                for key in OP_KEYS:
+                    v = table.get(key)
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                          or not math.isfinite(v) or v < 0):
+                        raise UserError(f"technology file: {where} {key} must be a non-negative number, got {v!r}")
         for name, d in self.devices().items():
             for k in ("peak_ops_per_s", "power_w", "memory_bandwidth_bytes_per_s"):
                 v = d.get(k)

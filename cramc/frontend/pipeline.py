@@ -29,8 +29,9 @@ def run_frontend(
     calibration: dict[str, np.ndarray] | None = None,
     weight_bits: int = 8,
     act_bits: int = 8,
-    log: object = sys.stderr,
+    log: object = None,
 ) -> Frontend:
+    log = sys.stderr if log is None else log  # resolved per call, so redirected stderr is honoured
     model = load_model(path)
     model = fold_constants.run(model)
     quantize.legalise(model)

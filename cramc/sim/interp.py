@@ -32,6 +32,7 @@ import numpy as np
 from cramc.errors import UserError
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
+from cramc.sim.fuse import FusedMac, fuse, prepare_fused
 from cramc.sim.faults import FaultModel, FaultStream, Injector, Rate, flip_bits, row_mask_words
 
 ImplFn = Callable[["Machine", BoundOp], None]
@@ -143,6 +144,23 @@ class Machine:
         self._scratch: dict[tuple[int, ...], list[np.ndarray]] = {}
         self._injectors: dict[tuple[str, Rate, int, int], Injector] = {}
         self._reported: dict[tuple[str, float], int] = {}
+        self._fused: dict[int, tuple[tuple[Node, ...], tuple[object, ...]]] = {}
+
+    @property
+    def fusable(self) -> bool:
+        """Whether multiply-accumulate runs may execute vectorised (see cramc.sim.fuse)."""
+        f = self.faults
+        return not self.reference and self.trace is None and f.read.zero and f.tree == 0.0 and self.fuse_mac
+
+    fuse_mac: bool = True
+
+    def flip_region(self, words: np.ndarray, r0: int, r1: int, rate: Rate, kind: str) -> None:
+        """Inject faults into words [..., nw] that hold exactly the word range of rows [r0, r1)."""
+        inj = self.injector(kind, rate, r0, r1)
+        flat = np.ascontiguousarray(words)
+        inj(flat.reshape(-1))
+        if flat is not words:
+            words[...] = flat
 
     @property
     def counts(self) -> Counts:
@@ -692,8 +710,18 @@ def cmos_op(m: Machine, b: BoundOp) -> None:
 # ---------------------------------------------------------------- execution
 def execute(m: Machine, nodes: tuple[Node, ...]) -> None:
     runners = m._runners
+    if m.fusable:
+        fused = m._fused.get(id(nodes))
+        if fused is None:
+            fused = m._fused[id(nodes)] = (nodes, fuse(nodes))
+        nodes = fused[1]  # type: ignore[assignment]
     for node in nodes:
-        if type(node) is Loop:
+        if type(node) is FusedMac:
+            fn = runners.get(node)  # type: ignore[arg-type]
+            if fn is None:
+                fn = runners[node] = prepare_fused(m, node)  # type: ignore[index,arg-type]
+            fn()
+        elif type(node) is Loop:
             var = node.var
             for i in range(node.count):
                 m.loopvars[var] = i

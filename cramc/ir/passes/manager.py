@@ -21,9 +21,10 @@ def run_passes(
     g: Graph,
     passes: Sequence[Pass],
     print_after_all: bool = False,
-    out: TextIO = sys.stderr,
+    out: TextIO | None = None,
     verify: bool = True,
 ) -> Graph:
+    out = sys.stderr if out is None else out  # resolved per call, so redirected stderr is honoured
     if print_after_all:
         out.write("; IR after import\n" + _brief(print_graph(g)))
     for p in passes:

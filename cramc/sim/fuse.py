@@ -1,0 +1,141 @@
+"""Vectorised execution of multiply-accumulate runs: gate into a scratch column, then count it.
+
+A compiled MVM spends nearly all its instructions in pairs
+    <gate> t, a_i, b_i        ; one partial-product bit per row
+    tadd|tsub y_i, t, s_i     ; the adder tree counts it
+on the same arrays and rows.  Executing such a run one instruction at a time
+costs a Python dispatch per micro-op; here the whole run is evaluated in a few
+numpy operations: every gate of the run on a stacked [n, arrays, lanes, words]
+block (each output bit gets its own Bernoulli fault draw, as it would one at a
+time), every tree operation as a popcount of its slice, and the scratch column
+is left holding the last gate's output, as sequential execution would.  Every
+gate and tree operation is still evaluated and counted; only the interleaving
+of Python calls changes.  The fault stream walks the stacked block in the same
+order as it would walk the gates one after another, so a fused run injects the
+very same faults as an unfused one (a test checks this).
+
+Runs are fused only when nothing can observe the difference: no read or
+adder-tree faults configured, no instruction tracing, gate inputs distinct from
+the scratch column, one gate type, one array set and one row range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cramc.isa.opcodes import Unit
+from cramc.isa.verifier import BoundOp, Loop, Node
+
+if TYPE_CHECKING:
+    from cramc.sim.interp import Machine
+
+MIN_PAIRS = 4
+
+
+@dataclass(frozen=True, eq=False)
+class FusedMac:
+    pairs: tuple[tuple[BoundOp, BoundOp], ...]
+
+    @property
+    def first(self) -> BoundOp:
+        return self.pairs[0][0]
+
+
+def _pairable(g: BoundOp, t: BoundOp) -> bool:
+    if g.op.unit is not Unit.GATE or t.op.mnemonic not in ("tadd", "tsub"):
+        return False
+    dst, *srcs = g.operands
+    return (len(srcs) == 2 and dst not in srcs and t.operands[1] == dst
+            and g.arrays == t.arrays and g.rows == t.rows)
+
+
+def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
+    out: list[Node | FusedMac] = []
+    i = 0
+    while i < len(nodes):
+        n = nodes[i]
+        if isinstance(n, Loop):
+            out.append(Loop(n.var, n.count, fuse(n.body), n.loc))  # type: ignore[arg-type]
+            i += 1
+            continue
+        run: list[tuple[BoundOp, BoundOp]] = []
+        j = i
+        while j + 1 < len(nodes) and isinstance(nodes[j], BoundOp) and isinstance(nodes[j + 1], BoundOp):
+            g, t = nodes[j], nodes[j + 1]
+            if not _pairable(g, t):  # type: ignore[arg-type]
+                break
+            if run and (g.op is not run[0][0].op or g.operands[0] != run[0][0].operands[0]  # type: ignore[union-attr]
+                        or g.arrays != run[0][0].arrays or g.rows != run[0][0].rows):  # type: ignore[union-attr]
+                break
+            run.append((g, t))  # type: ignore[arg-type]
+            j += 2
+        if len(run) >= MIN_PAIRS:
+            out.append(FusedMac(tuple(run)))
+            i = j
+        else:
+            out.append(n)
+            i += 1
+    return tuple(out)
+
+
+def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
+    from cramc.sim.interp import row_mask, word_range
+
+    g0 = f.first
+    lo, hi = g0.arrays  # type: ignore[misc]
+    r0, r1 = m.rows(g0)
+    w0, w1 = word_range(r0, r1)
+    t_col = g0.operands[0]
+    a_idx = np.array([g.operands[1] for g, _ in f.pairs])
+    b_idx = np.array([g.operands[2] for g, _ in f.pairs])
+    logic = g0.op.logic
+    rate = m.faults.gate(g0.op.mnemonic)
+    whole = (r0 | r1) & 63 == 0
+    mask = None if whole else np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
+    slots = np.array([t.operands[0] for _, t in f.pairs])
+    weights = np.array([(1 if t.op.mnemonic == "tadd" else -1) << t.operands[2] for _, t in f.pairs], dtype=np.int64)
+    uniq = np.unique(slots)
+    n = len(f.pairs)
+    per_gate = (hi - lo) * (r1 - r0) * m.lanes
+    mn_gate = g0.op.mnemonic
+    tree_counts: dict[str, int] = {}
+    for _, t in f.pairs:
+        tree_counts[t.op.mnemonic] = tree_counts.get(t.op.mnemonic, 0) + 1
+    full_rows = r0 == 0 and r1 >= m.spec.rows
+
+    def run() -> None:
+        cells = m.cells
+        a = cells[a_idx, lo:hi, :, w0:w1]  # [n, nA, S, nw]
+        b = cells[b_idx, lo:hi, :, w0:w1]
+        res = np.ascontiguousarray(logic(a, b))
+        if not rate.zero:
+            m.flip_region(res, r0, r1, rate, "gate")
+        words = res & mask if mask is not None else res
+        cnt = np.bitwise_count(words).sum(axis=-1, dtype=np.int64)  # [n, nA, S]
+        if len(uniq) == 1:
+            contrib = np.tensordot(weights, cnt, axes=(0, 0))  # [nA, S]
+            m.acc[lo:hi, uniq[0]] += contrib
+        else:
+            for sl in uniq:
+                sel = slots == sl
+                m.acc[lo:hi, sl] += np.tensordot(weights[sel], cnt[sel], axes=(0, 0))
+        dst = cells[t_col, lo:hi, :, w0:w1]
+        last = res[-1]
+        if full_rows or mask is None:
+            dst[...] = last
+        else:
+            dst[...] = (last & mask) | (dst & ~mask)
+        c = m._counts
+        c.gate_evals += n * per_gate
+        c.op(mn_gate, m.lanes * n, n * per_gate)
+        nred = (hi - lo) * m.lanes
+        c.reduces += n * nred
+        c.tree_sensed += n * nred * (r1 - r0)
+        for mn, k in tree_counts.items():
+            c.op(mn, m.lanes * k, k * nred * (r1 - r0))
+
+    return run
