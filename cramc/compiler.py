@@ -157,6 +157,11 @@ def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Op
         if tattrs:
             top.append(ast.Trace(tuple(tattrs), "; onnxruntime's intermediate tensors for validation sample 0"))
     header = header_lines(path, opts.arrays, opts.rows, opts.cols)
+    if em.reload_layers:
+        header.append(f"; time-multiplexed: {len(em.reload_layers)} layer(s) reload their weights on every "
+                      f"inference ({em.reload_bits} bits written per inference)")
+        print(f"note: the model does not fit {opts.arrays} arrays at once; {len(em.reload_layers)} layer(s) reload "
+              f"{em.reload_bits} weight bits per inference", file=log)
     if opts.reduce == "cram":
         from cramc.backend.cram_only import chip_line
 

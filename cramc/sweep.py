@@ -233,6 +233,16 @@ def spec_from_plans(g: Any) -> str:
     return ";".join(rules)
 
 
+def _check_spec(g: Any, spec: str) -> None:
+    """The explicit spec must give every MVM exactly the plan auto-ecc chose."""
+    from cramc.ir.passes.insert_ecc import parse_spec, plan_for
+
+    rules = parse_spec(spec)
+    for op in g.ops:
+        if op.kind == "mvm" and plan_for(op, rules) != list(op.attrs.get("ecc") or plan_for(op, [])):
+            raise InternalError(f"spec '{spec}' does not reproduce the ecc plan of {op.out}")
+
+
 class _Builder:
     """Compiles and caches the variants of a sweep."""
 
@@ -281,6 +291,7 @@ class _Builder:
             self.log.write(f"sweep: auto-ecc for {protection} at gate error {rate:g}\n")
             g = self.ir(model, "auto", fault_model(rate, o.error_model))
             spec = spec_from_plans(g)
+            _check_spec(g, spec)
         else:
             spec = want
         self.specs[(protection, rate)] = spec
@@ -379,12 +390,12 @@ def run_sweep(
         for p, prot in plan:
             v = variants[(p, prot)]
             fm = fault_model(p, o.error_model)
-            accs, cnts = [], []
+            correct, cnts = [], []
             for seed in range(o.seeds):
-                acc, c = _run_one(v, o, fm, inputs, labels, seed, bar)
-                accs.append(acc)
+                k, c = _run_one(v, o, fm, inputs, labels, seed, bar)
+                correct.append(k)
                 cnts.append(c)
-            rows.append(_row(o, p, prot, b.specs[(prot, p)], v, accs, cnts, n))
+            rows.append(_row(o, p, prot, b.specs[(prot, p)], v, correct, cnts, n))
     finally:
         bar.close()
     _relative(rows)
@@ -428,15 +439,13 @@ def _progress(total: int, show: bool) -> Any:
 
 
 def _run_one(v: Variant, o: SweepOptions, fm: FaultModel, inputs: dict[str, np.ndarray], labels: np.ndarray,
-             seed: int, bar: Any) -> tuple[float, dict[str, float]]:
-    from cramc.sim.report import accuracy
-
+             seed: int, bar: Any) -> tuple[int, dict[str, float]]:
     if o.mode == "gate":
         from cramc.sim.interp import run
 
         res = run(v.linked, dict(inputs), fm, seed=seed, max_memory=o.max_memory, progress=bar.update)
         first = v.linked.outputs[0].name
-        return accuracy(res.outputs[first], labels), _counts(res.counts, res.samples, fm)
+        return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm)
     from cramc.ir.graph import sanitize
     from cramc.ir.noisy import all_rates, noisy_evaluate, pp_error_rates
 
@@ -451,20 +460,25 @@ def _run_one(v: Variant, o: SweepOptions, fm: FaultModel, inputs: dict[str, np.n
     c = dict(v.counts)
     e = max(pp_error_rates(fm, 0))  # one copy's sensed-product error; exact for symmetric rates, else a bound
     c["recomputes"] = v.td_rows * 2 * e * (1 - e)
-    return accuracy(out[g.outputs[0].name], labels), c
+    return _correct(out[g.outputs[0].name], labels), c
 
 
-def _row(o: SweepOptions, p: float, prot: str, spec: str, v: Variant, accs: list[float],
+def _correct(logits: np.ndarray, labels: np.ndarray) -> int:
+    """How many samples the first output's argmax classifies right."""
+    return int((logits.reshape(logits.shape[0], -1).argmax(axis=1) == labels).sum())
+
+
+def _row(o: SweepOptions, p: float, prot: str, spec: str, v: Variant, correct: list[int],
          cnts: list[dict[str, float]], n: int) -> dict[str, Any]:
-    mean, lo, hi = t_interval(accs)
-    k = int(round(sum(a * n for a in accs)))
-    wl, wh = wilson(k, n * len(accs))
+    # statistics on the integer counts of correct samples, so equal seeds give an exactly zero spread
+    mean, lo, hi = (x / n for x in t_interval(correct))
+    wl, wh = wilson(sum(correct), n * len(correct))
     row: dict[str, Any] = {
         "gate_error": p, "protection": prot, "model": v.model, "ecc": spec if prot in ("ecc", "both") else "",
-        "mode": o.mode, "seeds": len(accs), "samples": n,
-        "acc_mean": mean, "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+        "mode": o.mode, "seeds": len(correct), "samples": n,
+        "acc_mean": mean, "acc_std": float(np.std(correct, ddof=1)) / n if len(correct) > 1 else 0.0,
         "ci_low": lo, "ci_high": hi, "wilson_low": wl, "wilson_high": wh,
-        "acc_min": min(accs), "acc_max": max(accs), "acc_seeds": [float(a) for a in accs],
+        "acc_min": min(correct) / n, "acc_max": max(correct) / n, "acc_seeds": [k / n for k in correct],
     }
     keys = [f for f in (*COUNT_FIELDS, *COST_FIELDS) if all(f in c for c in cnts)]
     for f in keys:
@@ -533,8 +547,13 @@ def plot(path: str, res: SweepResult, title: str | None = None) -> None:
         x = [r["gate_error"] for r in pos]
         y = [r["acc_mean"] for r in pos]
         lo, hi = zip(*(_band(r) for r in pos))
-        (line,) = ax.plot(x, y, marker="o", label=prot)
+        label = prot
+        if prot in ("ecc", "both"):
+            label += f" (--ecc {res.config['ecc']})" if len(res.config["ecc"]) <= 24 else " (--ecc ...)"
+        (line,) = ax.plot(x, y, marker="o", label=label)
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        yerr = np.array([[max(0.0, m - a) for m, a in zip(y, lo)], [max(0.0, b - m) for m, b in zip(y, hi)]])
+        ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=line.get_color(), capsize=3, linewidth=1)
         for r in rows:
             if r["gate_error"] == 0:
                 ax.axhline(r["acc_mean"], color=line.get_color(), linestyle=":", linewidth=1)
@@ -544,8 +563,8 @@ def plot(path: str, res: SweepResult, title: str | None = None) -> None:
     n = res.config.get("samples")
     seeds = len(res.config.get("seeds", []))
     band = "95% t-interval over seeds" if seeds > 1 else "95% Wilson interval"
-    ax.set_title(title or f"{Path(res.config['model']).name}: {n} samples x {seeds} seeds, {res.config['mode']} "
-                 f"mode; bands: {band}", fontsize=9)
+    ax.set_title(title or f"{Path(res.config['model']).name}: {n} samples x {seeds} seeds, {res.config['mode']}-level "
+                 f"faults\nbands: {band}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="protection")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=ext[1:], dpi=120))

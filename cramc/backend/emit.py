@@ -71,6 +71,8 @@ class Emitter:
     def __init__(self, g: Graph, arrays: int, rows: int, cols: int, accs: int, reduce: str = "tree"):
         self.g, self.arrays, self.rows, self.cols, self.accs = g, arrays, rows, cols, accs
         self.reduce = reduce
+        self.reload_bits = 0  # weight bits rewritten on every inference (time-multiplexed layers)
+        self.reload_layers: list[str] = []
         self.shapes = infer_shapes(g)
         self.data: list[ast.DataDecl] = []
         self.data_names: set[str] = set()
@@ -174,6 +176,9 @@ class Emitter:
                 self.init.append(ast.Comment(f"; weights of %{o} ({op.origin})"))
                 self.init.extend(loads)
             else:
+                self.reload_bits += (a1 - a0) * rep * rows * per * wb
+                if op.origin not in self.reload_layers:
+                    self.reload_layers.append(op.origin)
                 self.main.append(ast.Comment(f"; reload the weights of %{o}{f' (pass {pi + 1} of {passes})' if passes > 1 else ''}: the arrays are shared"))
                 self.main.extend(loads)
             acc = f"{o}.acc" if passes == 1 else f"{o}.acc.p{pi}"

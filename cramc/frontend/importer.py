@@ -332,7 +332,7 @@ class Importer:
             self.env[node.output[0]] = QConst(x.value, scale, zp, a.get("axis", 1))
             return
         if not isinstance(x, Val) or not x.is_int:
-            raise UserError(f"node '{node.name}': DequantizeLinear of a non-integer value")
+            raise UserError(f"node '{node.name or node.output[0]}': DequantizeLinear of a non-integer value")
         if scale.size > 1:
             attrs = {"scale": self.const_attr(node.output[0] + "_scale", scale),
                      "zp": self.const_attr(node.output[0] + "_zp", zp, "i64"), "axis": a.get("axis", 1)}
@@ -419,7 +419,7 @@ class Importer:
     def _conv_attrs(self, node: onnx.NodeProto, xshape: tuple[int, ...], wshape: tuple[int, ...]) -> dict[str, Any]:
         a = _attrs(node)
         if len(xshape) != 4:
-            raise UserError(f"node '{node.name}' ({node.op_type}): only 2-D convolutions are supported "
+            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): only 2-D convolutions are supported "
                             f"(input rank {len(xshape)})")
         kh, kw = a.get("kernel_shape", list(wshape[2:]))
         strides = list(a.get("strides", [1, 1]))
@@ -443,7 +443,7 @@ class Importer:
         wq = w.q.astype(np.int64)
         wp = wq - _bcast(np.asarray(w.zp).astype(np.int64), wq, 0) if np.asarray(w.zp).size else wq
         if np.asarray(w.zp).size > 1 and w.axis % wq.ndim != 0:
-            raise UserError(f"node '{node.name}': per-channel weight quantisation must be along the output axis")
+            raise UserError(f"node '{node.name or node.output[0]}': per-channel weight quantisation must be along the output axis")
         wbits, _ = bits_for(wp, signed=True)
         attrs = self._conv_attrs(node, self.shape(xq.ref), wq.shape)
         wref = self.g.const((node.name or node.output[0]) + "_w", wp, _int_type(wbits))
@@ -532,14 +532,14 @@ class Importer:
     def op_Gemm(self, node: onnx.NodeProto) -> None:
         a = _attrs(node)
         if a.get("transA", 0):
-            raise UserError(f"node '{node.name}' (Gemm): transA=1 is not supported")
+            raise UserError(f"node '{node.name or node.output[0]}' (Gemm): transA=1 is not supported")
         xq, sx, zx, xdt = self.activation(node.input[0], node)
         w = self.weights(node.input[1], node)
         wq = w.q.astype(np.int64)
         trans_b = a.get("transB", 0)
         n_axis = 0 if trans_b else 1
         if np.asarray(w.scale).size > 1 and w.axis % 2 != n_axis:
-            raise UserError(f"node '{node.name}': weight scales must be per output column")
+            raise UserError(f"node '{node.name or node.output[0]}': weight scales must be per output column")
         wkn = wq.T if trans_b else wq
         zp = np.asarray(w.zp) if np.asarray(w.zp).size else np.zeros((), np.int64)
         acc, wp, post = self._matmul(node, xq, zx, xdt, wkn, zp)
@@ -563,7 +563,7 @@ class Importer:
         w = self.weights(node.input[1], node)
         wq = w.q.astype(np.int64)
         if np.asarray(w.scale).size > 1 and w.axis % wq.ndim != wq.ndim - 1:
-            raise UserError(f"node '{node.name}': weight scales must be per output column")
+            raise UserError(f"node '{node.name or node.output[0]}': weight scales must be per output column")
         acc, wp, post = self._matmul(node, xq, zx, xdt, wq, np.asarray(w.zp))
         sw = _tile_out(w.scale, wp.shape[0])
         q = self._fused_quant(node.output[0])
@@ -578,7 +578,7 @@ class Importer:
     def _qact(self, name: str, node: onnx.NodeProto) -> tuple[Val, str]:
         e = self.get(name, node)
         if not isinstance(e, Val) or not e.is_int:
-            raise UserError(f"node '{node.name}' ({node.op_type}): input '{name}' must be a quantised tensor")
+            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): input '{name}' must be a quantised tensor")
         dt = next((d for d, t in ((i.type.tensor_type.elem_type, i) for i in self.model.graph.input) if False), None)
         return e, dt or self._int_dtype(name)
 
@@ -656,7 +656,7 @@ class Importer:
             val = QConst(x.value if isinstance(x, Const) else x.q, np.asarray(s), z, 1).real()
             return self.g.const(node.input[i], val, "f32")
         if not isinstance(x, Val) or not x.is_int:
-            raise UserError(f"node '{node.name}' ({node.op_type}): input '{node.input[i]}' must be quantised")
+            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): input '{node.input[i]}' must be quantised")
         return self.emit("dequant", node.input[i] + "_dq", [x.ref],
                          {"scale": self.const_attr(node.input[i] + "_s", s), "zp": self.const_attr(node.input[i] + "_z", z, "i64")},
                          node.name).ref
@@ -680,7 +680,7 @@ class Importer:
 
     def op_QLinearGlobalAveragePool(self, node: onnx.NodeProto) -> None:
         if _attrs(node).get("channels_last", 0):
-            raise UserError(f"node '{node.name}': channels_last QLinearGlobalAveragePool is not supported")
+            raise UserError(f"node '{node.name or node.output[0]}': channels_last QLinearGlobalAveragePool is not supported")
         x = self._dq_input(node, 0)
         self._requant(node, self.emit("gavgpool", node.output[0] + "_f", [x], {}, node.name), 3, 0)
 
@@ -785,7 +785,7 @@ class Importer:
         shape = self.shape(ref)
         k = list(a["kernel_shape"])
         if len(k) != 2:
-            raise UserError(f"node '{node.name}' ({node.op_type}): only 2-D pooling is supported")
+            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): only 2-D pooling is supported")
         strides = list(a.get("strides", [1, 1]))
         dil = list(a.get("dilations", [1, 1]))
         pads = list(a.get("pads", [0, 0, 0, 0]))
@@ -817,7 +817,7 @@ class Importer:
 
     def op_MaxPool(self, node: onnx.NodeProto) -> None:
         if len(node.output) > 1 and node.output[1]:
-            raise UserError(f"node '{node.name}': MaxPool with an Indices output is not supported")
+            raise UserError(f"node '{node.name or node.output[0]}': MaxPool with an Indices output is not supported")
         e = self.get(node.input[0], node)
         ref, _ = self.any_ref(node.input[0], node) if isinstance(e, Val) else (self.float_ref(node.input[0], node), False)
         self.env[node.output[0]] = self.emit("maxpool", node.output[0], [ref], self._pool_attrs(node, ref), node.name)
@@ -920,7 +920,7 @@ class Importer:
         mode = a.get("mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
         if mode != "constant":
-            raise UserError(f"node '{node.name}' (Pad): only constant padding is supported, not {mode}")
+            raise UserError(f"node '{node.name or node.output[0]}' (Pad): only constant padding is supported, not {mode}")
         pads = a.get("pads")
         if pads is None:
             pads = [int(v) for v in np.asarray(self.const_value(node.input[1], node)).reshape(-1)]

@@ -32,6 +32,7 @@ def run_frontend(
     log: object = None,
 ) -> Frontend:
     log = sys.stderr if log is None else log  # resolved per call, so redirected stderr is honoured
+    quantize.check_bits(weight_bits, act_bits)
     model = load_model(path)
     model = fold_constants.run(model)
     quantize.legalise(model)

@@ -210,6 +210,18 @@ def synthetic_calibration(model: onnx.ModelProto, n: int = 32, seed: int = 0) ->
     return out
 
 
+WEIGHT_BITS = (8, 4)  # onnxruntime's QInt8 / QInt4
+ACT_BITS = (8, 16)  # onnxruntime's QUInt8 / QUInt16
+
+
+def check_bits(weight_bits: int, act_bits: int) -> None:
+    """Reject precisions onnxruntime cannot quantise to, whether or not the model still needs quantising."""
+    if weight_bits not in WEIGHT_BITS:
+        raise UserError(f"--weight-bits {weight_bits}: onnxruntime quantises weights to 8 or 4 bits")
+    if act_bits not in ACT_BITS:
+        raise UserError(f"--act-bits {act_bits}: onnxruntime quantises activations to 8 or 16 bits")
+
+
 def quantise(
     model: onnx.ModelProto,
     calibration: dict[str, np.ndarray],
@@ -219,12 +231,9 @@ def quantise(
     """Quantise a float model to QDQ with onnxruntime.quantization.quantize_static."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+    check_bits(weight_bits, act_bits)
     wtypes = {8: QuantType.QInt8, 4: QuantType.QInt4}
     atypes = {8: QuantType.QUInt8, 16: QuantType.QUInt16}
-    if weight_bits not in wtypes:
-        raise UserError(f"--weight-bits {weight_bits}: onnxruntime quantises weights to 8 or 4 bits")
-    if act_bits not in atypes:
-        raise UserError(f"--act-bits {act_bits}: onnxruntime quantises activations to 8 or 16 bits")
     model = _upgrade(model, 21 if weight_bits == 4 or act_bits == 16 else 13)
 
     class Reader(CalibrationDataReader):
