@@ -135,5 +135,5 @@ def write_all(out_dir: str | Path) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    for k, p in write_all(sys.argv[1] if len(sys.argv) > 1 else "bench/out").items():
+    for p in write_all(sys.argv[1] if len(sys.argv) > 1 else "bench/out").values():
         print(f"wrote {p}")

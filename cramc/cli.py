@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cramc.errors import UserError
-from cramc.fileio import load_npy, load_npz, write_json, write_npz, write_text
+from cramc.fileio import atomic_write, load_npy, load_npz, write_json, write_npz, write_text
 from cramc.isa.parser import parse as parse_text
 from cramc.isa.parser import parse_file
 from cramc.isa.printer import print_program
@@ -163,6 +163,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         mode=args.mode,
         samples=args.samples,
         max_memory=int(args.max_memory * 2**30),
+        tech=args.tech,
     )
     t0 = time.perf_counter()
     res = main_sweep(opts, args.data, args.labels, args.calibration, args.output, args.plot,
@@ -171,6 +172,31 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     wrote = [p for p in (args.output, args.plot) if p]
     print(f"swept {len(res.rows)} points x {opts.seeds} seed(s) on {res.config['samples']} samples in "
           f"{time.perf_counter() - t0:.1f} s" + (f"; wrote {', '.join(wrote)}" if wrote else ""))
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    """Error-aware fine-tuning; PyTorch is imported by cramc.train.finetune only, and only here."""
+    from cramc.train.finetune import Options, finetune
+
+    if args.gate_error is None and not args.error_model:
+        raise UserError("cramc finetune needs the fault rate to train for: --gate-error P or --error-model FILE")
+    faults = _fault_model(args)
+    data = load_npz(args.data)
+    labels = load_npy(args.labels)
+    calib = load_npz(args.calibration) if args.calibration else None
+    opts = Options(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, rows=args.rows,
+                   noise=args.noise)
+    res = finetune(args.model, data, labels, faults, opts, calib, log=sys.stdout)
+    blob = res.model.SerializeToString()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+
+    atomic_write(args.output, write)
+    print(f"wrote {args.output}: fine-tuned for {faults.name} in {res.wall_s:.1f} s; compile it with the same "
+          f"calibration data ({args.calibration or f'the first samples of {args.data}'})")
     return 0
 
 
@@ -295,9 +321,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, help="use only the first N samples of --data")
     s.add_argument("-o", "--output", help="write results to FILE.csv or FILE.json")
     s.add_argument("--plot", help="write accuracy vs gate error to PLOT.png")
+    s.add_argument("--tech", help="FILE.toml: technology parameters of the latency/energy columns (docs/cost-model.md)")
     s.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_sweep)
+
+    t = sub.add_parser("finetune", help="error-aware fine-tuning of a float ONNX classifier (needs PyTorch: "
+                       "pip install 'cramc[train]')")
+    t.add_argument("model", help="MODEL.onnx (float)")
+    t.add_argument("--data", required=True, help="DATA.npz: training inputs, one array per model input")
+    t.add_argument("--labels", required=True, help="LABELS.npy: class labels of the training inputs")
+    t.add_argument("--gate-error", type=float, help="train for this gate flip probability (symmetric)")
+    t.add_argument("--error-model", help="train for this error model (TOML file or preset name)")
+    t.add_argument("-o", "--output", required=True, help="TUNED.onnx to write")
+    t.add_argument("--epochs", type=int, default=10, help="passes over the training data (default 10)")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the shuffling and the injected faults")
+    t.add_argument("--calibration", help="DATA.npz that cramc compile will quantise with (default: the first 64 "
+                   "training samples)")
+    t.add_argument("--rows", type=int, default=256, help="rows per CRAM array, as given to compile (default 256)")
+    t.add_argument("--noise", choices=["binomial", "normal"], default="binomial",
+                   help="binomial: exact draws of the gate-level error distribution (default); normal: a normal "
+                   "with its exact mean and variance (an approximation)")
+    t.set_defaults(fn=_cmd_finetune)
 
     d = sub.add_parser("isa-doc", help="print the ISA reference (docs/isa.md), generated from the opcode table")
     d.add_argument("-o", "--output", help="write it to FILE instead of standard output")

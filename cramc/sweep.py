@@ -121,6 +121,7 @@ class SweepOptions:
     mode: str = "gate"
     samples: int | None = None
     max_memory: int = 2 << 30
+    tech: str | None = None  # technology file of the cost model (None: its defaults)
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -201,6 +202,7 @@ class Variant:
     graph: Any = None  # cramc.ir.graph.Graph after tiling (statistical mode)
     counts: dict[str, float] = field(default_factory=dict)  # per inference, fault-free (statistical mode)
     td_rows: float = 0.0  # rows sensed by duplicate-and-compare per inference (statistical mode)
+    init: Any = None  # the cost model's tally of `.init` (computed once)
 
 
 def spec_from_plans(g: Any) -> str:
@@ -253,6 +255,7 @@ class _Builder:
         self._frontends: dict[str, Any] = {}
         self._variants: dict[tuple[str, str], Variant] = {}
         self.specs: dict[tuple[str, float], str] = {}  # (protection, rate) -> explicit spec
+        self.tech = _load_tech(o.tech)
 
     def frontend(self, model: str) -> Any:
         from cramc.frontend.pipeline import run_frontend
@@ -327,16 +330,35 @@ class _Builder:
         one = {s.name: np.zeros((1, *s.shape), dtype=np.float32 if s.dtype.startswith("f") else np.int64)
                for s in v.linked.inputs}
         res = run(v.linked, one, FaultModel(), seed=0, max_memory=self.o.max_memory)
-        v.counts = _counts(res.counts, 1, FaultModel())
+        v.counts = _counts(res.counts, 1, FaultModel(), v, self.tech)
         v.counts["faults_injected"] = math.nan
         v.td_rows = float(sum(res.counts.per_opcode.get(m, {}).get("row_ops", 0) for m in ("tdadd", "tdsub")))
 
 
-def _counts(counts: Any, samples: int, fm: FaultModel) -> dict[str, float]:
-    """Per-inference counts (and cost-model figures, where the report has them) from interpreter counts."""
+def _load_tech(path: str | None) -> Any:
+    """The cost model's technology parameters, or None where cramc has no cost model."""
+    try:
+        from cramc.cost.params import Tech
+    except ImportError:
+        if path:
+            raise UserError("--tech: this cramc has no cost model") from None
+        return None
+    return Tech.load(path)
+
+
+def _counts(counts: Any, samples: int, fm: FaultModel, v: Variant, tech: Any) -> dict[str, float]:
+    """Per-inference counts, and the cost model's latency and energy, as REPORT.json (cramc run --report) has them."""
     from cramc.sim.report import build_report
 
-    rep = build_report(counts, samples, 0, fm)
+    cost = None
+    if tech is not None:
+        from cramc.cost.model import dynamic_estimate
+        from cramc.cost.static import count_init
+
+        if v.init is None:
+            v.init = count_init(v.linked)
+        cost = dynamic_estimate(counts, samples, v.linked, tech, init=v.init).as_dict()
+    rep = build_report(counts, samples, 0, fm, cost=cost)
     per = max(samples, 1)
     out = {k: rep[k] / per for k in COUNT_FIELDS}
     for k in COST_FIELDS:
@@ -392,7 +414,7 @@ def run_sweep(
             fm = fault_model(p, o.error_model)
             correct, cnts = [], []
             for seed in range(o.seeds):
-                k, c = _run_one(v, o, fm, inputs, labels, seed, bar)
+                k, c = _run_one(v, o, fm, inputs, labels, seed, bar, b.tech)
                 correct.append(k)
                 cnts.append(c)
             rows.append(_row(o, p, prot, b.specs[(prot, p)], v, correct, cnts, n))
@@ -402,6 +424,7 @@ def run_sweep(
     config = {
         "model": o.model, "finetuned": o.finetuned, "mode": o.mode, "ecc": o.ecc,
         "ecc_budget": o.ecc_budget if o.ecc == "auto" else None, "error_model": o.error_model,
+        "tech": None if b.tech is None else b.tech.name,
         "gate_errors": list(o.rates), "protections": list(o.protections), "seeds": list(range(o.seeds)),
         "samples": n, "ci": "95% Student-t over per-seed accuracies (ci_low/ci_high); "
         "95% Wilson over pooled seed x sample trials (wilson_low/wilson_high)",
@@ -439,13 +462,13 @@ def _progress(total: int, show: bool) -> Any:
 
 
 def _run_one(v: Variant, o: SweepOptions, fm: FaultModel, inputs: dict[str, np.ndarray], labels: np.ndarray,
-             seed: int, bar: Any) -> tuple[int, dict[str, float]]:
+             seed: int, bar: Any, b_tech: Any) -> tuple[int, dict[str, float]]:
     if o.mode == "gate":
         from cramc.sim.interp import run
 
         res = run(v.linked, dict(inputs), fm, seed=seed, max_memory=o.max_memory, progress=bar.update)
         first = v.linked.outputs[0].name
-        return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm)
+        return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm, v, b_tech)
     from cramc.ir.graph import sanitize
     from cramc.ir.noisy import all_rates, noisy_evaluate, pp_error_rates
 
@@ -460,6 +483,7 @@ def _run_one(v: Variant, o: SweepOptions, fm: FaultModel, inputs: dict[str, np.n
     c = dict(v.counts)
     e = max(pp_error_rates(fm, 0))  # one copy's sensed-product error; exact for symmetric rates, else a bound
     c["recomputes"] = v.td_rows * 2 * e * (1 - e)
+    c["tree_sensed_bits"] += 2 * c["recomputes"]  # each recompute senses the two operand cells
     return _correct(out[g.outputs[0].name], labels), c
 
 
@@ -472,6 +496,8 @@ def _row(o: SweepOptions, p: float, prot: str, spec: str, v: Variant, correct: l
          cnts: list[dict[str, float]], n: int) -> dict[str, Any]:
     # statistics on the integer counts of correct samples, so equal seeds give an exactly zero spread
     mean, lo, hi = (x / n for x in t_interval(correct))
+    if not math.isnan(lo):  # an accuracy lies in [0, 1]
+        lo, hi = max(0.0, lo), min(1.0, hi)
     wl, wh = wilson(sum(correct), n * len(correct))
     row: dict[str, Any] = {
         "gate_error": p, "protection": prot, "model": v.model, "ecc": spec if prot in ("ecc", "both") else "",
@@ -544,15 +570,15 @@ def plot(path: str, res: SweepResult, title: str | None = None) -> None:
         pos = [r for r in rows if r["gate_error"] > 0]
         if not pos:
             continue
-        x = [r["gate_error"] for r in pos]
-        y = [r["acc_mean"] for r in pos]
-        lo, hi = zip(*(_band(r) for r in pos))
+        x = np.array([r["gate_error"] for r in pos])
+        y = np.array([r["acc_mean"] for r in pos])
+        lo, hi = np.array([_band(r) for r in pos]).T
         label = prot
         if prot in ("ecc", "both"):
             label += f" (--ecc {res.config['ecc']})" if len(res.config["ecc"]) <= 24 else " (--ecc ...)"
         (line,) = ax.plot(x, y, marker="o", label=label)
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        yerr = np.array([[max(0.0, m - a) for m, a in zip(y, lo)], [max(0.0, b - m) for m, b in zip(y, hi)]])
+        yerr = np.maximum(0.0, np.stack([y - lo, hi - y]))
         ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=line.get_color(), capsize=3, linewidth=1)
         for r in rows:
             if r["gate_error"] == 0:
@@ -563,11 +589,15 @@ def plot(path: str, res: SweepResult, title: str | None = None) -> None:
     n = res.config.get("samples")
     seeds = len(res.config.get("seeds", []))
     band = "95% t-interval over seeds" if seeds > 1 else "95% Wilson interval"
-    ax.set_title(title or f"{Path(res.config['model']).name}: {n} samples x {seeds} seeds, {res.config['mode']}-level "
-                 f"faults\nbands: {band}", fontsize=9)
+    mode = _MODE_TITLE[res.config["mode"]]
+    ax.set_title(title or f"{Path(res.config['model']).name}: {n} samples x {seeds} seeds, {mode}\nbands: {band}",
+                 fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="protection")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=ext[1:], dpi=120))
+
+
+_MODE_TITLE = {"gate": "gate-level simulation", "statistical": "statistical fault model"}
 
 
 def _band(r: dict[str, Any]) -> tuple[float, float]:

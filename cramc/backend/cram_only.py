@@ -74,7 +74,7 @@ def eff_wbits(wbits: int) -> int:
 
 def levels(rows: int) -> int:
     """Reduction levels (row halvings) from `rows` rows to one."""
-    return max(0, math.ceil(math.log2(rows))) if rows > 1 else 0
+    return max(rows - 1, 0).bit_length()  # ceil(log2(rows)), exactly
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,9 @@ def fixed_columns(wbits: int, xbits: int, rows: int) -> tuple[int, Layout]:
     return w, Layout(x, bank, f, u, v, w)
 
 
-def plan_cram_tile(k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, cols: int) -> tuple[Tile, Layout]:
-    """The tile and column layout of one MVM [P, K] x [N, K]^T for the CRAM-only lowering."""
+def plan_cram_tile(k: int, n: int, groups: int, wbits: int, xbits: int, rows: int,
+                   cols: int) -> tuple[Tile | None, Layout, int]:
+    """The tile (None when one output does not fit), column layout and minimum columns of one MVM [P, K] x [N, K]^T."""
     kg, ng = k // groups, n // groups
     chunks = math.ceil(kg / rows)
     rows_used = math.ceil(kg / chunks)
@@ -117,10 +118,8 @@ def plan_cram_tile(k: int, n: int, groups: int, wbits: int, xbits: int, rows: in
     wb = eff_wbits(wbits)
     per = min((cols - fixed) // wb, ng)
     if per < 1:
-        raise UserError(f"CRAM-only MVM (--reduce cram): arrays of {cols} columns cannot hold {xbits} input "
-                        f"bit-planes, the multiplier's and adders' {fixed - xbits} columns of running and partial "
-                        f"sums and one {wb}-bit weight; use --cols {fixed + wb} or more")
-    return Tile(groups, chunks, rows_used, per, math.ceil(ng / per)), lay
+        return None, lay, fixed + wb
+    return Tile(groups, chunks, rows_used, per, math.ceil(ng / per)), lay, fixed + wb
 
 
 @dataclass(frozen=True)
@@ -142,6 +141,7 @@ class TileCramOnly:
 
     def run(self, g: Graph) -> Graph:
         shapes = infer_shapes(g)
+        short: list[tuple[int, Op]] = []  # layers whose one output does not fit: (columns needed, op)
         for op in g.ops:
             if op.kind != "mvm":
                 continue
@@ -150,10 +150,21 @@ class TileCramOnly:
                                 f"hybrid lowering only, not with --reduce cram")
             _, k = shapes[op.ins[0][1:]][0]
             n = g.consts[op.attrs["w"][1:]].shape[0]
-            t, lay = plan_cram_tile(k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"],
-                                    self.rows, self.cols)
+            t, lay, need = plan_cram_tile(k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"],
+                                          self.rows, self.cols)
+            if t is None:
+                short.append((need, op))
+                continue
             op.attrs["tile"] = t.as_attr()
             op.attrs["cram_cols"] = lay.as_attr()
+        if short:
+            need, op = max(short, key=lambda s: s[0])
+            a = op.attrs
+            raise UserError(
+                f"CRAM-only MVM (--reduce cram) of layer {op.origin or op.out}: one output needs {need} columns "
+                f"({a['xbits']} input bit-planes, {need - a['xbits'] - eff_wbits(a['wbits'])} columns of multiplier "
+                f"and adder sums and scratch, one {eff_wbits(a['wbits'])}-bit weight), the arrays have {self.cols}; "
+                f"use --cols {need} or more")
         return g
 
 
@@ -241,7 +252,7 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
     """
     pl = mul_plan(wbits, xbits, xsigned)
     r, s = pl.r, pl.s
-    P, T, Z, O = _e("f", P_OFF), _e("f", T_OFF), _e("f", ZERO_OFF), _e("f", ONE_OFF)
+    P, T, ZERO, ONE = _e("f", P_OFF), _e("f", T_OFF), _e("f", ZERO_OFF), _e("f", ONE_OFF)
     C = (_e("f", C_OFF), _e("f", C_OFF + 1))
 
     def bank(i: int) -> ast.Expr:
@@ -265,7 +276,7 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
         for i in range(r):
             mn, ai, bj = pp(i, j)
             body.append(_g(mn, P, ai, bj, comment=f"; step {j}: add {pl.a} * {pl.b}{j} at 2^{j}" if i == 0 else None))
-            cin = (O if j in pl.carry_in else Z) if i == 0 else C[(i - 1) % 2]
+            cin = (ONE if j in pl.carry_in else ZERO) if i == 0 else C[(i - 1) % 2]
             dst = y(j) if i == 0 else (y(j + i) if last else bank(i - 1))
             if i < r - 1:
                 cout = C[i % 2]
@@ -338,7 +349,8 @@ class _Cmos:
         for k, v in attrs.items():
             vals[k] = _ints(v) if isinstance(v, list) else _num(v)
         ops = tuple(ast.TensorRef(s[1:]) for s in srcs)
-        self.out.append(ast.Instr(mn, None, (ast.TensorRef(dst), *ops), tuple(ast.AttrVal(k, v) for k, v in vals.items())))
+        at = tuple(ast.AttrVal(k, v) for k, v in vals.items())
+        self.out.append(ast.Instr(mn, None, (ast.TensorRef(dst), *ops), at))
         return "%" + dst
 
 
@@ -428,8 +440,8 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
             em.init.append(ast.Comment(f"; weights of %{o} ({op.origin})"))
             em.init.extend(loads)
         else:
-            main.append(ast.Comment(f"; reload the weights of %{o}{f' (pass {pi + 1} of {passes})' if passes > 1 else ''}: "
-                                    f"the arrays are shared"))
+            which = f" (pass {pi + 1} of {passes})" if passes > 1 else ""
+            main.append(ast.Comment(f"; reload the weights of %{o}{which}: the arrays are shared"))
             main.extend(loads)
         main.append(_ins("fill", region, ast.Col(lay.f + ZERO_OFF), _num(0), rows=ast.Range(0, rows)))
         main.append(_ins("fill", region, ast.Col(lay.f + ONE_OFF), _num(1), rows=ast.Range(0, rows)))

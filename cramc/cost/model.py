@@ -120,7 +120,8 @@ def area_mm2(spec: MachineSpec, tech: Tech, units: set[str] | None = None) -> di
         adders = math.ceil(spec.rows / 2**s)
         tree += adders * (s * fa + (s + 1) * reg)
     trees = spec.arrays * tree * um2 if units is None or "tree" in units else 0.0
-    accs = spec.arrays * spec.accs * 64 * tech.num("acc", "bit_area_um2") * um2 if units is None or "acc" in units else 0.0
+    with_accs = units is None or "acc" in units
+    accs = spec.arrays * spec.accs * 64 * tech.num("acc", "bit_area_um2") * um2 if with_accs else 0.0
     cmos = tech.num("cmos", "area_mm2")
     total = cells + periphery + trees + accs + cmos
     return {"cells": cells, "periphery": periphery, "adder_trees": trees, "accumulators": accs, "cmos": cmos,

@@ -40,7 +40,8 @@ def format_stats(est: Estimate, title: str) -> str:
     for k, p in sorted(est.by_unit.items(), key=lambda kv: -kv[1].latency_s):
         lines.append(
             f"{k:<10} {p.instructions:>10} {p.row_ops:>12} {si(p.latency_s, 's'):>10} {si(p.energy_j, 'J'):>10} "
-            f"{100 * p.latency_s / max(est.latency_s, 1e-300):>6.1f} {100 * p.energy_j / max(est.energy_j, 1e-300):>6.1f}"
+            f"{100 * p.latency_s / max(est.latency_s, 1e-300):>6.1f} "
+            f"{100 * p.energy_j / max(est.energy_j, 1e-300):>6.1f}"
         )
     lines += [
         "",

@@ -180,19 +180,19 @@ class _Counter:
             return arrays * rows
         if unit is Unit.ACC:
             n = 0
-            for spec, v in zip(op.operands, b.operands):
+            for spec, v in zip(op.operands, b.operands, strict=False):
                 if spec.kind is Kind.ACCS:
                     n = max(n, v[1] - v[0])
                 elif spec.kind is Kind.ACC:
                     n = max(n, 1)
-            for spec, v in zip(op.operands, b.operands):
+            for spec, v in zip(op.operands, b.operands, strict=False):
                 if spec.kind is Kind.TENSOR and spec.writes:
                     self._define(v, (arrays, n), True)
             return arrays * n
         bits = int(b.attrs.get("bits", 1))
         if unit is Unit.WRITE:
             fields = 1
-            src = next((v for spec, v in zip(op.operands, b.operands) if spec.kind is Kind.SOURCE), None)
+            src = next((v for spec, v in zip(op.operands, b.operands, strict=False) if spec.kind is Kind.SOURCE), None)
             if src is not None:
                 shape = self._shape(src)
                 fields = shape[2] if len(shape) == 3 else 1

@@ -419,8 +419,8 @@ class Importer:
     def _conv_attrs(self, node: onnx.NodeProto, xshape: tuple[int, ...], wshape: tuple[int, ...]) -> dict[str, Any]:
         a = _attrs(node)
         if len(xshape) != 4:
-            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): only 2-D convolutions are supported "
-                            f"(input rank {len(xshape)})")
+            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): only 2-D convolutions are "
+                            f"supported (input rank {len(xshape)})")
         kh, kw = a.get("kernel_shape", list(wshape[2:]))
         strides = list(a.get("strides", [1, 1]))
         dil = list(a.get("dilations", [1, 1]))
@@ -443,7 +443,8 @@ class Importer:
         wq = w.q.astype(np.int64)
         wp = wq - _bcast(np.asarray(w.zp).astype(np.int64), wq, 0) if np.asarray(w.zp).size else wq
         if np.asarray(w.zp).size > 1 and w.axis % wq.ndim != 0:
-            raise UserError(f"node '{node.name or node.output[0]}': per-channel weight quantisation must be along the output axis")
+            raise UserError(f"node '{node.name or node.output[0]}': per-channel weight quantisation must be along the "
+                            "output axis")
         wbits, _ = bits_for(wp, signed=True)
         attrs = self._conv_attrs(node, self.shape(xq.ref), wq.shape)
         wref = self.g.const((node.name or node.output[0]) + "_w", wp, _int_type(wbits))
@@ -578,7 +579,8 @@ class Importer:
     def _qact(self, name: str, node: onnx.NodeProto) -> tuple[Val, str]:
         e = self.get(name, node)
         if not isinstance(e, Val) or not e.is_int:
-            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): input '{name}' must be a quantised tensor")
+            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): input '{name}' must be a "
+                            "quantised tensor")
         dt = next((d for d, t in ((i.type.tensor_type.elem_type, i) for i in self.model.graph.input) if False), None)
         return e, dt or self._int_dtype(name)
 
@@ -656,7 +658,8 @@ class Importer:
             val = QConst(x.value if isinstance(x, Const) else x.q, np.asarray(s), z, 1).real()
             return self.g.const(node.input[i], val, "f32")
         if not isinstance(x, Val) or not x.is_int:
-            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): input '{node.input[i]}' must be quantised")
+            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): input '{node.input[i]}' "
+                            "must be quantised")
         return self.emit("dequant", node.input[i] + "_dq", [x.ref],
                          {"scale": self.const_attr(node.input[i] + "_s", s), "zp": self.const_attr(node.input[i] + "_z", z, "i64")},
                          node.name).ref
@@ -680,7 +683,8 @@ class Importer:
 
     def op_QLinearGlobalAveragePool(self, node: onnx.NodeProto) -> None:
         if _attrs(node).get("channels_last", 0):
-            raise UserError(f"node '{node.name or node.output[0]}': channels_last QLinearGlobalAveragePool is not supported")
+            raise UserError(f"node '{node.name or node.output[0]}': channels_last QLinearGlobalAveragePool is not "
+                            "supported")
         x = self._dq_input(node, 0)
         self._requant(node, self.emit("gavgpool", node.output[0] + "_f", [x], {}, node.name), 3, 0)
 
@@ -920,7 +924,8 @@ class Importer:
         mode = a.get("mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
         if mode != "constant":
-            raise UserError(f"node '{node.name or node.output[0]}' (Pad): only constant padding is supported, not {mode}")
+            raise UserError(f"node '{node.name or node.output[0]}' (Pad): only constant padding is supported, "
+                            f"not {mode}")
         pads = a.get("pads")
         if pads is None:
             pads = [int(v) for v in np.asarray(self.const_value(node.input[1], node)).reshape(-1)]

@@ -81,11 +81,17 @@ def default_passes(opts: Options) -> list:
     tests/compiler/test_digits.py checks that this list and the compiler agree, by comparing
     the IR both print after every pass.
     """
-    return [ConvToMvm(), TileMvm(opts.rows, opts.cols, opts.accs), Allocate(opts.cols, opts.accs), Schedule(opts.arrays)]
+    return [
+        ConvToMvm(),
+        TileMvm(opts.rows, opts.cols, opts.accs),
+        Allocate(opts.cols, opts.accs),
+        Schedule(opts.arrays),
+    ]
 
 
-def lower(model: Path, calibration: dict[str, np.ndarray] | None, opts: Options | None = None,
-          log: io.StringIO | None = None) -> tuple[Frontend, Graph]:
+def lower(
+    model: Path, calibration: dict[str, np.ndarray] | None, opts: Options | None = None, log: io.StringIO | None = None
+) -> tuple[Frontend, Graph]:
     """Frontend + the default passes: the IR graph that `compile_model` emits, and the frontend result."""
     opts = opts or Options()
     log = log if log is not None else io.StringIO()
@@ -115,7 +121,7 @@ def graph_differences(a: Graph, b: Graph) -> list[str]:
             diffs.append(f"${name}: values differ")
     if len(a.ops) != len(b.ops):
         diffs.append(f"{len(a.ops)} ops != {len(b.ops)} ops")
-    for p, q in zip(a.ops, b.ops):
+    for p, q in zip(a.ops, b.ops, strict=False):  # a length mismatch is reported above
         if (p.kind, p.out, tuple(p.ins), p.origin) != (q.kind, q.out, tuple(q.ins), q.origin):
             diffs.append(f"op %{p.out} ({p.kind} {p.ins} ; {p.origin}) != %{q.out} ({q.kind} {q.ins} ; {q.origin})")
         elif p.attrs != q.attrs:

@@ -21,10 +21,16 @@ from onnx import TensorProto, helper, numpy_helper
 CNN = DIGITS["cnn"]
 
 
-def _float_model(nodes: list[onnx.NodeProto], x_shape: list[int], y_shape: list[int],
-                 inits: list[onnx.TensorProto] = ()) -> onnx.ModelProto:  # type: ignore[assignment]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], list(inits))
+def _float_model(
+    nodes: list[onnx.NodeProto], x_shape: list[int], y_shape: list[int], inits: list[onnx.TensorProto] = ()
+) -> onnx.ModelProto:  # type: ignore[assignment]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        list(inits),
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -68,10 +74,14 @@ def compile_fails(cli, tmp_path: Path) -> Callable[..., str]:
     return check
 
 
-@pytest.mark.parametrize(("build", "op", "node"), [(sin_model, "Sin", "phase_sin"), (lstm_model, "LSTM", "encoder_lstm")],
-                         ids=["Sin", "LSTM"])
-def test_unsupported_operator(compile_fails, tmp_path: Path, build: Callable[[], onnx.ModelProto], op: str,
-                              node: str) -> None:
+@pytest.mark.parametrize(
+    ("build", "op", "node"),
+    [(sin_model, "Sin", "phase_sin"), (lstm_model, "LSTM", "encoder_lstm")],
+    ids=["Sin", "LSTM"],
+)
+def test_unsupported_operator(
+    compile_fails, tmp_path: Path, build: Callable[[], onnx.ModelProto], op: str, node: str
+) -> None:
     path = tmp_path / "model.onnx"
     onnx.save(build(), str(path))
     err = compile_fails(str(path))
@@ -103,8 +113,9 @@ def test_truncated_model(compile_fails, tmp_path: Path, keep: float) -> None:
 def test_empty_model_file(compile_fails, tmp_path: Path) -> None:
     path = tmp_path / "empty.onnx"
     path.write_bytes(b"")
-    assert compile_fails(str(path)) == (f"error: {path}: not a valid ONNX model "
-                                        "(empty graph; corrupt or truncated file?)")
+    assert compile_fails(str(path)) == (
+        f"error: {path}: not a valid ONNX model (empty graph; corrupt or truncated file?)"
+    )
 
 
 def test_missing_model_file(compile_fails, tmp_path: Path) -> None:
@@ -128,16 +139,24 @@ def test_calibration_with_wrong_name(compile_fails, tmp_path: Path) -> None:
 def test_calibration_with_extra_array(compile_fails, tmp_path: Path) -> None:
     calib = tmp_path / "calib.npz"
     np.savez(calib, input=np.zeros((4, 1, 8, 8), np.float32), labels=np.zeros(4))
-    assert compile_fails(str(CNN.model), "--calibration", str(calib)) == \
-        "error: calibration data: arrays labels match no model input"
+    assert (
+        compile_fails(str(CNN.model), "--calibration", str(calib))
+        == "error: calibration data: arrays labels match no model input"
+    )
 
 
 def _external(folder: Path) -> Path:
     """model.onnx whose initializer W lives in folder/w.bin."""
     folder.mkdir()
     path = folder / "model.onnx"
-    onnx.save_model(matmul_model(), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="w.bin", size_threshold=0)
+    onnx.save_model(
+        matmul_model(),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="w.bin",
+        size_threshold=0,
+    )
     return path
 
 
@@ -180,10 +199,13 @@ def test_external_data_missing(compile_fails, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("model", ["float", "qdq"])
-@pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--weight-bits", "3", "--weight-bits 3: onnxruntime quantises weights to 8 or 4 bits"),
-    ("--act-bits", "5", "--act-bits 5: onnxruntime quantises activations to 8 or 16 bits"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--weight-bits", "3", "--weight-bits 3: onnxruntime quantises weights to 8 or 4 bits"),
+        ("--act-bits", "5", "--act-bits 5: onnxruntime quantises activations to 8 or 16 bits"),
+    ],
+)
 def test_unsupported_bit_widths(compile_fails, model: str, flag: str, value: str, message: str) -> None:
     # rejected for already-quantised (QDQ) models too, where the flag would otherwise be ignored
     path = CNN.model if model == "float" else GOLDEN_IR / "qdq_mlp" / "model.onnx"

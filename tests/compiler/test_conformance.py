@@ -42,10 +42,20 @@ from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
 from cramc.sim.interp import run
 
-FAMILIES = frozenset({
-    "MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv",
-    "Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
-})
+FAMILIES = frozenset(
+    {
+        "MatMulInteger",
+        "ConvInteger",
+        "QLinearMatMul",
+        "QLinearConv",
+        "Gemm",
+        "MatMul",
+        "Conv",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+    }
+)
 
 SELECTED = [
     # integer operators: exact
@@ -116,11 +126,15 @@ SELECTED = [
 ]
 
 _REJECTS = "cramc rejects it: "
-_ONLY_2D = (f"cramc lowers 2-D (NCHW) pooling only, and a 1-D or 3-D window has no im2col/pool instruction; "
-            f"{_REJECTS}only 2-D pooling is supported")
-_INDICES = ("MaxPool with its optional second output Indices (the flattened int64 position of each maximum): "
-            "cramc's maxpool instruction yields the pooled values only and no CMOS instruction computes argmax "
-            f"positions; {_REJECTS}MaxPool with an Indices output is not supported")
+_ONLY_2D = (
+    f"cramc lowers 2-D (NCHW) pooling only, and a 1-D or 3-D window has no im2col/pool instruction; "
+    f"{_REJECTS}only 2-D pooling is supported"
+)
+_INDICES = (
+    "MaxPool with its optional second output Indices (the flattened int64 position of each maximum): "
+    "cramc's maxpool instruction yields the pooled values only and no CMOS instruction computes argmax "
+    f"positions; {_REJECTS}MaxPool with an Indices output is not supported"
+)
 EXCLUDED: dict[str, str] = {
     "test_averagepool_1d_default": "1-D pooling ([1, 3, 32] input): " + _ONLY_2D,
     "test_maxpool_1d_default": "1-D pooling ([1, 3, 32] input): " + _ONLY_2D,
@@ -169,7 +183,7 @@ def _freeze(model: onnx.ModelProto, inputs: list[np.ndarray], folder: Path) -> t
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    for vi, x in zip(list(g.input)[1:], inputs[1:]):
+    for vi, x in zip(list(g.input)[1:], inputs[1:], strict=True):
         g.initializer.append(numpy_helper.from_array(np.asarray(x), vi.name))
     first = g.input[0].name
     del g.input[1:]
@@ -239,3 +253,5 @@ def test_excluded_case_is_rejected_with_its_reason(name: str, cases: dict[str, o
     with pytest.raises(UserError) as info, open(os.devnull, "w") as devnull:
         compile_model(str(path), {first: x[None]}, Options(arrays=64), log=devnull)
     assert EXCLUDED[name].split(_REJECTS)[1] in info.value.message
+    node = case.model.graph.node[0]  # type: ignore[attr-defined]
+    assert f"node '{node.name or node.output[0]}'" in info.value.message  # where: unnamed nodes by their output

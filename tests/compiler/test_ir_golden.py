@@ -58,14 +58,17 @@ def _t(name: str, value: object) -> onnx.TensorProto:
 def _dq_weights(prefix: str, q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int | None = 0) -> tuple:
     inits = [_t(f"{prefix}_q", q), _t(f"{prefix}_s", scale), _t(f"{prefix}_z", zp)]
     kw = {"axis": axis} if axis is not None else {}
-    node = helper.make_node("DequantizeLinear", [f"{prefix}_q", f"{prefix}_s", f"{prefix}_z"], [prefix],
-                            name=f"{prefix}_dequant", **kw)
+    node = helper.make_node(
+        "DequantizeLinear", [f"{prefix}_q", f"{prefix}_s", f"{prefix}_z"], [prefix], name=f"{prefix}_dequant", **kw
+    )
     return inits, node
 
 
 def _qdq(x: str, scale: str, zp: str, name: str) -> list[onnx.NodeProto]:
-    return [helper.make_node("QuantizeLinear", [x, scale, zp], [f"{name}_q"], name=f"{name}_quant"),
-            helper.make_node("DequantizeLinear", [f"{name}_q", scale, zp], [f"{name}_dq"], name=f"{name}_dequant")]
+    return [
+        helper.make_node("QuantizeLinear", [x, scale, zp], [f"{name}_q"], name=f"{name}_quant"),
+        helper.make_node("DequantizeLinear", [f"{name}_q", scale, zp], [f"{name}_dq"], name=f"{name}_dequant"),
+    ]
 
 
 def qdq_mlp() -> onnx.ModelProto:
@@ -82,8 +85,14 @@ def qdq_mlp() -> onnx.ModelProto:
     w2 = rng.integers(-127, 128, (4, 6)).astype(np.int8)
     b1 = rng.integers(-500, 500, 6).astype(np.int32)
     b2 = rng.integers(-500, 500, 4).astype(np.int32)
-    inits = [_t("sx", sx), _t("zx", np.uint8(128)), _t("sh", sh), _t("zh", np.uint8(0)),
-             _t("sy", sy), _t("zy", np.int8(-3))]
+    inits = [
+        _t("sx", sx),
+        _t("zx", np.uint8(128)),
+        _t("sh", sh),
+        _t("zh", np.uint8(0)),
+        _t("sy", sy),
+        _t("zy", np.int8(-3)),
+    ]
     nodes = _qdq("x", "sx", "zx", "x")
     for name, w, s, b, bs in (("fc1", w1, s1, b1, sx * s1), ("fc2", w2, s2, b2, sh * s2)):
         i, n = _dq_weights(f"{name}_w", w, s, np.zeros(len(s), np.int8))
@@ -98,10 +107,16 @@ def qdq_mlp() -> onnx.ModelProto:
     nodes.append(helper.make_node("Gemm", ["h_dq", "fc2_w", "fc2_b"], ["y_f"], name="fc2", transB=1))
     nodes.append(helper.make_node("QuantizeLinear", ["y_f", "sy", "zy"], ["y_q"], name="y_quant"))
     nodes.append(helper.make_node("DequantizeLinear", ["y_q", "sy", "zy"], ["y"], name="y_dequant"))
-    g = helper.make_graph(nodes, "qdq_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8,
-                             producer_name="tests/compiler/test_ir_golden.py")
+    g = helper.make_graph(
+        nodes,
+        "qdq_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        inits,
+    )
+    return helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8, producer_name="tests/compiler/test_ir_golden.py"
+    )
 
 
 def qdq_conv() -> onnx.ModelProto:
@@ -116,8 +131,14 @@ def qdq_conv() -> onnx.ModelProto:
     w1 = rng.integers(-127, 128, (4, 2, 2, 2)).astype(np.int8)
     w2 = rng.integers(-7, 8, (4, 1, 3, 3)).astype(np.int8)
     b1 = rng.integers(-300, 300, 4).astype(np.int32)
-    inits = [_t("sx", sx), _t("zx", np.uint8(10)), _t("sh", sh), _t("zh", np.int8(-5)),
-             _t("sy", sy), _t("zy", np.uint8(128))]
+    inits = [
+        _t("sx", sx),
+        _t("zx", np.uint8(10)),
+        _t("sh", sh),
+        _t("zh", np.int8(-5)),
+        _t("sy", sy),
+        _t("zy", np.uint8(128)),
+    ]
     nodes = _qdq("x", "sx", "zx", "x")
     i, n = _dq_weights("c1_w", w1, s1, np.zeros(4, np.int8))
     inits += i
@@ -128,23 +149,43 @@ def qdq_conv() -> onnx.ModelProto:
     i, n = _dq_weights("dw_w", w2, np.float32(1 / 32), np.int8(0), axis=None)
     inits += i
     nodes.append(n)
-    nodes.append(helper.make_node("Conv", ["x_dq", "c1_w", "c1_b"], ["h"], name="conv_g2", group=2,
-                                  kernel_shape=[2, 2], pads=[1, 1, 0, 0]))
+    nodes.append(
+        helper.make_node(
+            "Conv", ["x_dq", "c1_w", "c1_b"], ["h"], name="conv_g2", group=2, kernel_shape=[2, 2], pads=[1, 1, 0, 0]
+        )
+    )
     nodes += _qdq("h", "sh", "zh", "h")
-    nodes.append(helper.make_node("Conv", ["h_dq", "dw_w"], ["y_f"], name="conv_dw", group=4, kernel_shape=[3, 3],
-                                  pads=[1, 1, 1, 1], strides=[2, 2]))
+    nodes.append(
+        helper.make_node(
+            "Conv",
+            ["h_dq", "dw_w"],
+            ["y_f"],
+            name="conv_dw",
+            group=4,
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            strides=[2, 2],
+        )
+    )
     nodes.append(helper.make_node("QuantizeLinear", ["y_f", "sy", "zy"], ["y_q"], name="y_quant"))
     nodes.append(helper.make_node("DequantizeLinear", ["y_q", "sy", "zy"], ["y"], name="y_dequant"))
-    g = helper.make_graph(nodes, "qdq_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8,
-                             producer_name="tests/compiler/test_ir_golden.py")
+    g = helper.make_graph(
+        nodes,
+        "qdq_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
+        inits,
+    )
+    return helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8, producer_name="tests/compiler/test_ir_golden.py"
+    )
 
 
 @dataclass(frozen=True)
 class GoldenCase:
     generator: Callable[[], onnx.ModelProto]
     geometry: dict[str, int]  # Options fields / `cramc compile` flags
+    multiplexed: bool  # the chip cannot hold every layer at once: weights reload per inference
 
     @property
     def options(self) -> Options:
@@ -158,9 +199,9 @@ class GoldenCase:
 CASES = {
     # 4 arrays of 4 x 32: fc1 needs 6 arrays (2 K-chunks x 3 output groups), so it runs in 2 passes
     # and fc2 reloads its weights into the same arrays (time-multiplexed)
-    "qdq_mlp": GoldenCase(qdq_mlp, {"rows": 4, "cols": 32, "arrays": 4}),
+    "qdq_mlp": GoldenCase(qdq_mlp, {"rows": 4, "cols": 32, "arrays": 4}, multiplexed=True),
     # 16 arrays of 8 x 32: both layers fit (2 + 8 arrays), the spare 6 replicate the grouped conv
-    "qdq_conv": GoldenCase(qdq_conv, {"rows": 8, "cols": 32, "arrays": 16}),
+    "qdq_conv": GoldenCase(qdq_conv, {"rows": 8, "cols": 32, "arrays": 16}, multiplexed=False),
 }
 
 
@@ -257,14 +298,17 @@ def test_print_ir_after_all(cli, case: str, tmp_path: Path) -> None:
     res = cli("compile", str(_model(case)), "-o", str(out), "--print-ir-after-all", *CASES[case].flags)
     assert res.rc == 0, res.err
     assert res.out.startswith(f"wrote {out}: ") and "; IR after" not in res.out
-    blocks = re.split(r"^; IR after (\S+)\n", res.err, flags=re.M)
+    notes = [line for line in res.err.splitlines() if line.startswith("note: ")]
+    assert bool(notes) == CASES[case].multiplexed and all("reload" in n for n in notes), notes
+    ir = "".join(line + "\n" for line in res.err.splitlines() if not line.startswith("note: "))
+    blocks = re.split(r"^; IR after (\S+)\n", ir, flags=re.M)
     assert blocks[0] == ""  # nothing before the first block: the model is already quantised
     assert blocks[1::2] == STAGES
     for i, printed in enumerate(blocks[2::2]):
         want = _golden(case, i).read_text(encoding="utf-8").splitlines()
         got = printed.splitlines()
         assert len(got) == len(want), STAGES[i]
-        for line, full in zip(got, want):
+        for line, full in zip(got, want, strict=True):
             if line != full:  # a long constant prints as its type and the payload's length
                 head, _, payload = full.partition(" = ")
                 assert full.startswith("const ") and line == f"{head} = <{len(payload)} chars>", (line, full)
@@ -272,16 +316,18 @@ def test_print_ir_after_all(cli, case: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_program_computes_the_ir(cli, case: str, tmp_path: Path) -> None:
+    """The program compiled on the case's chip holds, in every tensor, what the scheduled golden IR says."""
     c = CASES[case]
-    fe = run_frontend(str(_model(case)), None)
-    inputs = _sample_inputs(fe.graph, n=8, seed=1)
-    want = evaluate(fe.graph, inputs)
+    g = parse_graph(_golden(case, len(STAGES) - 1).read_text(encoding="utf-8"))
+    inputs = _sample_inputs(g, n=8, seed=1)
+    want = evaluate(g, inputs, keep=True)
     text = compile_model(str(_model(case)), {"x": inputs["x"]}, c.options, log=io.StringIO())
     prog = tmp_path / "prog.cram"
     prog.write_text(text, encoding="utf-8")
-    res = run(verify(parse(text, str(prog))), inputs)
-    for name, v in want.items():
-        np.testing.assert_array_equal(res.outputs[name].reshape(v.shape), v)
+    res = run(verify(parse(text, str(prog))), dict(inputs), keep_tensors=True)
+    for name, v in want.items():  # MVM accumulators included: exact integer products
+        np.testing.assert_array_equal(res.tensors[name].reshape(v.shape), v, err_msg=f"%{name}")
+    assert sum(op.kind == "mvm" for op in g.ops) == 2
     # and `cramc run` validates it against onnxruntime
     r = cli("run", str(prog))
     assert r.rc == 0 and " match (tol " in r.out, r.out + r.err
@@ -308,8 +354,15 @@ def _mvm(g: Graph, n: int = 0):  # noqa: ANN202 - an Op
         (lambda g: g.ops.append(g.ops[0]), "defined twice"),
         (lambda g: g.ops.insert(0, g.ops.pop(1)), "uses undefined value %x_q"),
     ],
-    ids=["column-overlap", "tile-short", "tile-groups", "undefined-value", "undefined-const", "redefined",
-         "use-before-def"],
+    ids=[
+        "column-overlap",
+        "tile-short",
+        "tile-groups",
+        "undefined-value",
+        "undefined-const",
+        "redefined",
+        "use-before-def",
+    ],
 )
 def test_verifier_rejects_broken_ir(edit: Callable[[Graph], None], message: str) -> None:
     verify_graph(_mutated("qdq_mlp", lambda g: None))

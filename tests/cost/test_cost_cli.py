@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cramtest import example
 
-from cramc.cost.roofline import model_work, roofline
 from cramc.cost.params import Tech
+from cramc.cost.roofline import model_work, roofline
 
 RIPPLE = str(example("ripple_adder8.cram"))
 REPO = Path(__file__).resolve().parents[2]

@@ -149,7 +149,8 @@ def test_adder_tree_pipelines() -> None:
     ii = TECH.num("tree", "latency_s")
     drain = TECH.tree_depth(256) * TECH.num("tree", "stage_delay_s")
     one = _main_latency(_prog("  aclr @0:64 acc0:1\n  tadd @0:64 acc0, c0, 0\n  ard @0:64 %y, acc0:1\n"))
-    eight = _main_latency(_prog("  aclr @0:64 acc0:1\n" + "  tadd @0:64 acc0, c0, 0\n" * 8 + "  ard @0:64 %y, acc0:1\n"))
+    body = "  aclr @0:64 acc0:1\n" + "  tadd @0:64 acc0, c0, 0\n" * 8 + "  ard @0:64 %y, acc0:1\n"
+    eight = _main_latency(_prog(body))
     assert eight - one == pytest.approx(7 * ii)  # each further column costs one initiation interval
     acc = TECH.num("acc", "latency_s")
     assert one == pytest.approx(acc + ii + acc + drain)  # the depth is paid once, at the read

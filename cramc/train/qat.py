@@ -1,0 +1,407 @@
+"""A float ONNX graph run in PyTorch with quantisation in the loop and CRAM faults injected at every MVM.
+
+The graph is the user's float model, node for node; the weights and biases of
+every Conv, Gemm and MatMul are the trainable parameters.  The forward pass
+computes what the compiled program computes:
+
+- every activation that onnxruntime's QDQ quantiser quantises (the
+  `QParams` read from its output, see `activation_qparams`) is fake-quantised
+  with the same scale and zero point: q = clamp(round(x / s) + z), x' = (q - z) s;
+- weights are fake-quantised per output channel, int8 symmetric (scale =
+  max |w| / 127, zero point 0), and biases to int32 with scale sx * sw, as the
+  quantiser does;
+- the output of every MVM gets the accumulator error of the gate-level fault
+  model (cramc.train.noise) for its actual integer operands, scaled by sx * sw
+  into the float domain.
+
+Backward is the straight-through estimator: rounding and clamping pass the
+gradient unchanged, and the injected error is a constant.  The error is
+sampled exactly (`binomial`: torch.binomial draws as cramc.ir.noisy makes them,
+one per group of terms with the same weight and rates) or, faster, from a normal distribution with the exact
+mean and variance (`normal`: an approximation; the real error is a sum of a
+few large, rare flips at high significance, far from normal per output).
+
+The batch axis is the first axis of every tensor: the model's inputs must have
+batch size 1 or a symbolic one, and layout operations must keep axis 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
+
+from cramc.errors import UserError
+from cramc.ir.graph import bits_for
+from cramc.sim.faults import FaultModel
+from cramc.train.noise import MvmNoise, counted_rows, rates_for, term_weights
+
+MVM_OPS = ("Conv", "Gemm", "MatMul")
+LAYOUT_OPS = ("Flatten", "Reshape", "Transpose", "Concat", "Identity", "Dropout")
+SUPPORTED = (*MVM_OPS, *LAYOUT_OPS, "Relu", "Clip", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
+             "Add", "Sub", "Mul", "Softmax", "Constant")
+NOISE_MODES = ("binomial", "normal")
+WEIGHT_BITS = 8
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Per-tensor affine quantisation of an activation: q = clamp(round(x / scale) + zp, qmin, qmax)."""
+
+    scale: float
+    zp: int
+    qmin: int
+    qmax: int
+
+    @property
+    def bits(self) -> int:
+        return int(self.qmax - self.qmin).bit_length()
+
+    @property
+    def signed(self) -> bool:
+        return self.qmin < 0
+
+
+def activation_qparams(qmodel: onnx.ModelProto) -> dict[str, QParams]:
+    """Float tensor name -> its quantisation, read from onnxruntime's QDQ model.
+
+    The quantiser inserts QuantizeLinear(T) for every activation T it
+    quantises; a graph output T is renamed T_QuantizeLinear_Input first.
+    """
+    inits = {t.name: numpy_helper.to_array(t) for t in qmodel.graph.initializer}
+    out: dict[str, QParams] = {}
+    for n in qmodel.graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in inits:
+            continue
+        scale = inits.get(n.input[1])
+        zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else np.uint8(0)
+        if scale is None or zp is None or np.asarray(scale).size != 1:
+            continue
+        info = np.iinfo(np.asarray(zp).dtype)
+        name = n.input[0].removesuffix("_QuantizeLinear_Input")
+        out[name] = QParams(float(np.asarray(scale).reshape(())), int(np.asarray(zp).reshape(())), int(info.min),
+                            int(info.max))
+    return out
+
+
+def fake_quant(x: torch.Tensor, qp: QParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dequantised value with a straight-through gradient, the integer q as float without gradient)."""
+    q = torch.clamp(torch.round(x.detach() / qp.scale) + qp.zp, qp.qmin, qp.qmax)
+    dq = (q - qp.zp) * qp.scale
+    return x + (dq - x).detach(), q
+
+
+def weight_scale(w: torch.Tensor, axis: int, bits: int = WEIGHT_BITS) -> torch.Tensor:
+    """Per-output-channel symmetric scale max |w| / (2^(bits-1) - 1), shaped to broadcast against w."""
+    dims = [d for d in range(w.dim()) if d != axis % w.dim()]
+    absmax = w.detach().abs().amax(dim=dims, keepdim=True) if dims else w.detach().abs()
+    s = absmax / float(2 ** (bits - 1) - 1)
+    return torch.where(s > 0, s, torch.ones_like(s))
+
+
+def fake_quant_weight(w: torch.Tensor, axis: int,
+                      bits: int = WEIGHT_BITS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dequantised weights with straight-through gradient, integer weights, per-channel scale [N])."""
+    s = weight_scale(w, axis, bits)
+    qmax = float(2 ** (bits - 1) - 1)
+    q = torch.clamp(torch.round(w.detach() / s), -qmax, qmax)
+    return w + (q * s - w).detach(), q, s.reshape(-1)
+
+
+def fake_quant_bias(b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Bias quantised to int32 with scale sx * sw per output channel (straight-through)."""
+    q = torch.clamp(torch.round(b.detach() / scale), -(2.0**31), 2.0**31 - 1)
+    return b + (q * scale - b).detach()
+
+
+def bit_planes(v: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's-complement bit-planes of integer-valued v: [..., bits] of 0/1 floats."""
+    shifts = torch.arange(bits, dtype=torch.int64)
+    return ((v.to(torch.int64).unsqueeze(-1) >> shifts) & 1).to(torch.float32)
+
+
+def ones_counts(x: torch.Tensor, w: torch.Tensor, wbits: int, xbits: int, groups: int = 1) -> torch.Tensor:
+    """popcount(w_b AND x_c) over K for x [S, P, K], w [N, K/groups]: float [S, P, N, wbits, xbits]."""
+    s, p, k = x.shape
+    n, kg = w.shape
+    ng = n // groups
+    xp = bit_planes(x, xbits)  # [S, P, K, xb]
+    wp = bit_planes(w, wbits)  # [N, Kg, wb]
+    parts = []
+    for gi in range(groups):
+        xs = xp[:, :, gi * kg : (gi + 1) * kg].permute(0, 1, 3, 2).reshape(s * p * xbits, kg)
+        ws = wp[gi * ng : (gi + 1) * ng].permute(1, 0, 2).reshape(kg, ng * wbits)
+        parts.append((xs @ ws).reshape(s, p, xbits, ng, wbits).permute(0, 1, 3, 4, 2))
+    return parts[0] if groups == 1 else torch.cat(parts, dim=2)
+
+
+def term_groups(spec: MvmNoise) -> list[tuple[np.ndarray, int, float, float]]:
+    """Partial-product terms that can share one binomial draw: (mask [wbits, xbits], weight, e0, e1).
+
+    Terms (b, c) with the same signed weight s(b, c) 2^(b+c) and the same rates
+    add Binom(n1, p) + Binom(n2, p) = Binom(n1 + n2, p): drawing once per group
+    is exact and needs about a third of the draws (22 instead of 64 for 8 x 8 bits).
+    """
+    t = term_weights(spec.wbits, spec.xbits, spec.xsigned)
+    e0 = spec.rates[:, 0].reshape(t.shape)
+    e1 = spec.rates[:, 1].reshape(t.shape)
+    keys = sorted({(int(t[i]), float(e0[i]), float(e1[i])) for i in np.ndindex(t.shape)})
+    return [((t == tw) & (e0 == a) & (e1 == b), tw, a, b) for tw, a, b in keys if a > 0 or b > 0]
+
+
+def sample_error(x: torch.Tensor, w: torch.Tensor, spec: MvmNoise, gen: torch.Generator,
+                 mode: str = "binomial") -> torch.Tensor:
+    """One draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups]."""
+    ones = ones_counts(x, w, spec.wbits, spec.xbits, spec.groups)
+    groups = term_groups(spec)
+    if not groups:
+        return torch.zeros(ones.shape[:3], dtype=torch.float64)
+    member = torch.as_tensor(np.stack([m.reshape(-1) for m, *_ in groups], axis=1), dtype=torch.float32)
+    ones_g = ones.reshape(*ones.shape[:3], -1) @ member  # [S, P, N, G]: ones summed over each group's terms
+    zeros_g = member.sum(0) * spec.rows - ones_g
+    tw = torch.tensor([g[1] for g in groups], dtype=torch.float64)
+    e0 = torch.tensor([g[2] for g in groups], dtype=torch.float32)
+    e1 = torch.tensor([g[3] for g in groups], dtype=torch.float32)
+    if mode == "normal":
+        z, o, p0, p1 = zeros_g.double(), ones_g.double(), e0.double(), e1.double()
+        mean = (tw * (z * p0 - o * p1)).sum(-1)
+        var = (tw * tw * (z * p0 * (1 - p0) + o * p1 * (1 - p1))).sum(-1)
+        return mean + var.sqrt() * torch.randn(mean.shape, generator=gen, dtype=torch.float64)
+    if mode != "binomial":
+        raise ValueError(f"unknown noise mode {mode}")
+    delta = torch.binomial(zeros_g, e0.expand_as(zeros_g).contiguous(), generator=gen)
+    delta -= torch.binomial(ones_g, e1.expand_as(ones_g).contiguous(), generator=gen)
+    return (delta.double() * tw).sum(-1)
+
+
+def conv_patches(xq: torch.Tensor, zp: int, kernel: tuple[int, int], pads: list[int], strides: list[int],
+                 dilations: list[int]) -> torch.Tensor:
+    """The integer MVM input of a convolution: im2col of xq [S, C, H, W] padded with the zero point.
+
+    [S, OH*OW, C*kh*kw], K ordered like the ONNX weights, as cramc's conv-to-mvm pass builds it.
+    """
+    pt, pl, pb, pr = pads
+    cols = F.unfold(F.pad(xq, (pl, pr, pt, pb), value=float(zp)), kernel, dilation=dilations, stride=strides)
+    return cols.transpose(1, 2)
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _where(node: onnx.NodeProto) -> str:
+    return f"node '{node.name or node.output[0]}' ({node.op_type})"
+
+
+class QatGraph(torch.nn.Module):
+    """The float ONNX graph as a PyTorch module (see the module docstring)."""
+
+    def __init__(self, model: onnx.ModelProto, faults: FaultModel, rows: int = 256, noise: str = "binomial"):
+        super().__init__()
+        if noise not in NOISE_MODES:
+            raise UserError(f"noise model '{noise}': expected one of {', '.join(NOISE_MODES)}")
+        self.graph = model.graph
+        self.faults, self.rows, self.noise = faults, rows, noise
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.param_names: list[str] = []
+        self.params = torch.nn.ParameterList()
+        self.qparams: dict[str, QParams] = {}
+        self._rates: dict[tuple[int, int], np.ndarray] = {}
+        for node in model.graph.node:
+            if node.op_type not in SUPPORTED or node.domain not in ("", "ai.onnx"):
+                raise UserError(f"{_where(node)}: cramc finetune supports {', '.join(sorted(SUPPORTED))}")
+            if node.op_type in MVM_OPS:
+                self._check_mvm(node)
+                for name in node.input[1:3]:
+                    if name and name not in self.param_names:
+                        self.param_names.append(name)
+                        self.params.append(torch.nn.Parameter(torch.tensor(self.consts[name], dtype=torch.float32)))
+        self._index = {n: i for i, n in enumerate(self.param_names)}
+
+    # ------------------------------------------------------------- checks
+    def _check_mvm(self, node: onnx.NodeProto) -> None:
+        a = _attrs(node)
+        if node.input[1] not in self.consts:
+            raise UserError(f"{_where(node)}: the weights '{node.input[1]}' must be an initializer")
+        if len(node.input) > 2 and node.input[2] and node.input[2] not in self.consts:
+            raise UserError(f"{_where(node)}: the bias '{node.input[2]}' must be an initializer")
+        w = self.consts[node.input[1]]
+        if node.op_type == "Gemm":
+            if a.get("transA", 0) or float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0:
+                raise UserError(f"{_where(node)}: cramc finetune needs transA=0, alpha=1, beta=1")
+            nout = w.shape[0 if a.get("transB", 0) else 1]
+            if len(node.input) > 2 and node.input[2] and self.consts[node.input[2]].size not in (1, nout):
+                raise UserError(f"{_where(node)}: the bias must be a vector over the outputs")
+        if node.op_type == "MatMul" and w.ndim != 2:
+            raise UserError(f"{_where(node)}: cramc finetune needs 2-D constant weights")
+        if node.op_type == "Conv" and (w.ndim != 4 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+            raise UserError(f"{_where(node)}: cramc finetune supports 2-D convolutions with explicit pads")
+
+    def param(self, name: str) -> torch.Tensor:
+        return self.params[self._index[name]]
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The current float weights and biases by initializer name."""
+        pairs = zip(self.param_names, self.params, strict=True)
+        return {n: p.detach().numpy().astype(np.float32).copy() for n, p in pairs}
+
+    def spec(self, wbits: int, xbits: int, xsigned: bool, k_per_group: int, groups: int) -> MvmNoise:
+        key = (wbits, xbits)
+        if key not in self._rates:
+            self._rates[key] = rates_for(self.faults, wbits, xbits)
+        return MvmNoise(wbits, xbits, xsigned, counted_rows(k_per_group, self.rows), self._rates[key], groups)
+
+    # ------------------------------------------------------------- forward
+    def forward(self, inputs: dict[str, torch.Tensor], gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Run the graph; faults are injected when `gen` is given, none otherwise."""
+        env: dict[str, torch.Tensor] = {}
+        ints: dict[str, torch.Tensor] = {}
+
+        def put(name: str, v: torch.Tensor) -> None:
+            qp = self.qparams.get(name)
+            if qp is not None:
+                v, ints[name] = fake_quant(v, qp)
+            env[name] = v
+
+        for vi in self.graph.input:
+            if vi.name in inputs:
+                put(vi.name, inputs[vi.name])
+        for node in self.graph.node:
+            if node.op_type in MVM_OPS:
+                out = self._mvm(node, env, ints, gen)
+            elif node.op_type == "Constant":
+                out = torch.as_tensor(numpy_helper.to_array(_attrs(node)["value"]))
+            else:
+                out = self._cmos(node, [self._get(n, env) if n else None for n in node.input])
+            put(node.output[0], out)
+        return {o.name: env[o.name] for o in self.graph.output}
+
+    def _get(self, name: str, env: dict[str, torch.Tensor]) -> torch.Tensor:
+        if name in env:
+            return env[name]
+        return torch.as_tensor(self.consts[name])
+
+    def _mvm(self, node: onnx.NodeProto, env: dict[str, torch.Tensor], ints: dict[str, torch.Tensor],
+             gen: torch.Generator | None) -> torch.Tensor:
+        a = _attrs(node)
+        xname = node.input[0]
+        qx = self.qparams.get(xname)
+        if qx is None or xname not in ints:
+            raise UserError(f"{_where(node)}: onnxruntime's quantiser did not quantise its input '{xname}', so it "
+                            "is no integer MVM on CRAM")
+        x, xq = env[xname], ints[xname]
+        w = self.param(node.input[1])
+        b = self.param(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if node.op_type == "Conv":
+            axis = 0
+        elif node.op_type == "Gemm":
+            axis = 0 if a.get("transB", 0) else 1
+        else:
+            axis = 1
+        wd, wq, sw = fake_quant_weight(w, axis)
+        sxw = qx.scale * sw  # [N]
+        if b is not None:
+            b = fake_quant_bias(b.reshape(-1).expand(sw.numel()), sxw)
+        groups = 1
+        if node.op_type == "Conv":
+            kh, kw = a.get("kernel_shape", list(w.shape[2:]))
+            strides = list(a.get("strides", [1, 1]))
+            dil = list(a.get("dilations", [1, 1]))
+            pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
+            groups = int(a.get("group", 1))
+            y = F.conv2d(F.pad(x, (pl, pr, pt, pb)), wd, b, stride=strides, dilation=dil, groups=groups)
+            if gen is None:
+                return y
+            patches = conv_patches(xq, qx.zp, (kh, kw), [pt, pl, pb, pr], strides, dil)
+            wmat = wq.reshape(wq.shape[0], -1)
+        elif node.op_type == "Gemm":
+            wmat = wq if a.get("transB", 0) else wq.t()
+            y = x @ (wd.t() if a.get("transB", 0) else wd)
+            if b is not None:
+                y = y + b
+            if gen is None:
+                return y
+            patches = xq.reshape(xq.shape[0], 1, -1)
+        else:
+            wmat = wq.t()
+            y = x @ wd
+            if b is not None:
+                y = y + b
+            if gen is None:
+                return y
+            patches = xq.reshape(xq.shape[0], -1, xq.shape[-1])
+        wbits, _ = bits_for(wmat.numpy().astype(np.int64), signed=True)
+        spec = self.spec(wbits, qx.bits, qx.signed, patches.shape[-1] // groups, groups)
+        err = sample_error(patches, wmat, spec, gen, self.noise) * sxw.double()  # [S, P, N]
+        err = err.to(y.dtype)
+        if node.op_type == "Conv":
+            return y + err.transpose(1, 2).reshape(y.shape)
+        return y + err.reshape(y.shape)
+
+    def _cmos(self, node: onnx.NodeProto, args: list[torch.Tensor | None]) -> torch.Tensor:
+        op, a = node.op_type, _attrs(node)
+        x = args[0]
+        assert x is not None
+        if op in ("Identity", "Dropout"):
+            return x
+        if op == "Relu":
+            return F.relu(x)
+        if op == "LeakyRelu":
+            return F.leaky_relu(x, float(a.get("alpha", 0.01)))
+        if op == "Clip":
+            lo = float(args[1]) if len(args) > 1 and args[1] is not None else float(a.get("min", -math.inf))
+            hi = float(args[2]) if len(args) > 2 and args[2] is not None else float(a.get("max", math.inf))
+            return torch.clamp(x, lo, hi)
+        if op in ("Add", "Sub", "Mul"):
+            y = args[1]
+            assert y is not None
+            return {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul}[op](x, y.to(x.dtype))
+        if op == "Softmax":
+            return torch.softmax(x, dim=int(a.get("axis", -1 if self.opset >= 13 else 1)))
+        if op == "Flatten":
+            if int(a.get("axis", 1)) % x.dim() != 1:
+                raise UserError(f"{_where(node)}: cramc finetune supports Flatten with axis=1 (keeps the batch axis)")
+            return x.reshape(x.shape[0], -1)
+        if op == "Reshape":
+            shape = [int(v) for v in np.asarray(args[1]).reshape(-1)]
+            if not a.get("allowzero", 0):
+                shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+            if shape and shape[0] in (1, -1) and -1 not in shape[1:]:
+                shape[0] = -1
+            elif shape and shape[0] == 1:
+                shape[0] = x.shape[0]
+            return x.reshape(shape)
+        if op == "Transpose":
+            perm = list(a.get("perm", range(x.dim() - 1, -1, -1)))
+            if perm[0] != 0:
+                raise UserError(f"{_where(node)}: Transpose must keep the batch axis first")
+            return x.permute(perm)
+        if op == "Concat":
+            return torch.cat([t for t in args if t is not None], dim=int(a["axis"]))
+        if op == "GlobalAveragePool":
+            return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+        if op in ("MaxPool", "AveragePool"):
+            return self._pool(node, x, a)
+        raise UserError(f"{_where(node)}: not supported by cramc finetune")
+
+    def _pool(self, node: onnx.NodeProto, x: torch.Tensor, a: dict[str, Any]) -> torch.Tensor:
+        k = list(a["kernel_shape"])
+        if len(k) != 2 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise UserError(f"{_where(node)}: cramc finetune supports 2-D pooling with explicit pads")
+        strides = list(a.get("strides", [1, 1]))
+        pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
+        ceil = bool(a.get("ceil_mode", 0))
+        if node.op_type == "MaxPool":
+            dil = list(a.get("dilations", [1, 1]))
+            return F.max_pool2d(F.pad(x, (pl, pr, pt, pb), value=-math.inf), k, strides, 0, dil, ceil_mode=ceil)
+        if (pt, pl) != (pb, pr):
+            raise UserError(f"{_where(node)}: AveragePool with asymmetric pads")
+        return F.avg_pool2d(x, k, strides, (pt, pl), ceil_mode=ceil,
+                            count_include_pad=bool(a.get("count_include_pad", 0)))

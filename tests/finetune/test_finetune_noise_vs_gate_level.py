@@ -1,0 +1,99 @@
+"""The injected MVM error distribution against the gate-level interpreter (numpy only; runs without PyTorch).
+
+A one-MVM program (K=40 rows of uint8 inputs times int8 weights, N=6 outputs,
+arrays of 16 rows so K is split into 3 chunks of 14 rows with 2 padding rows)
+runs on the bit-level interpreter, each sample a fresh draw of the faults.
+The accumulator errors it makes are compared with the binomial model that
+error-aware fine-tuning injects (cramc.train.noise / cramc.ir.noisy):
+
+- the mean and the variance of each output's error lie within 5 standard
+  errors of the model's exact moments (standard error of the variance from
+  the model's exact fourth cumulant);
+- the whole distribution: a two-sample Kolmogorov-Smirnov test between the
+  gate-level errors and as many draws of cramc.ir.noisy.mvm_error does not
+  reject at significance 1e-3 per output (conservative for these discrete
+  distributions).
+
+Seeds are fixed, so the verdicts are reproducible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ft_helpers import gate_level_errors, kappa4, ks_2samp, ks_critical, model_samples
+
+from cramc.sim.faults import FaultModel, Rate
+from cramc.train.noise import MvmNoise, counted_rows, error_moments, rates_for
+
+K, N, ROWS, SAMPLES = 40, 6, 16, 3000
+SIGMAS = 5.0
+ALPHA = 1e-3
+
+
+def _operands() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, size=K)
+    w = rng.integers(-127, 128, size=(K, N))
+    w[0, 0] = -127  # the weights need all 8 bits
+    return x, w
+
+
+def _asymmetric() -> FaultModel:
+    gates = {"and": Rate(0.03, 0.005)}
+    return FaultModel(gates, read=Rate(0.002, 0.01), name="asymmetric and + read")
+
+
+CASES = {
+    "uniform-0.02": FaultModel.uniform(0.02),
+    "uniform-0.003": FaultModel.uniform(0.003),
+    "asymmetric-and-read": _asymmetric(),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_accumulator_error_matches_gate_level(tmp_path: Path, name: str) -> None:
+    fm = CASES[name]
+    x, w = _operands()
+    spec = MvmNoise(8, 8, False, counted_rows(K, ROWS), rates_for(fm, 8, 8))
+    assert spec.rows == 42
+    gate, text = gate_level_errors(tmp_path, x, w, fm, SAMPLES, ROWS, seed=11)
+    assert "mac_w8x8u" in text and "rows=0:14" in text  # 8-bit weights, unsigned inputs, chunks of 14 rows
+    mean, var = (m[0, 0] for m in error_moments(x.reshape(1, 1, -1), w.T, spec))
+    k4 = kappa4(x, w, spec)
+    n = gate.shape[0]
+    got_mean, got_var = gate.mean(axis=0), gate.var(axis=0, ddof=1)
+    se_mean = np.sqrt(var / n)
+    se_var = np.sqrt((k4 + 2 * var**2) / n)
+    assert np.all(np.abs(got_mean - mean) <= SIGMAS * se_mean), (got_mean, mean, se_mean)
+    assert np.all(np.abs(got_var - var) <= SIGMAS * se_var), (got_var, var, se_var)
+    # the test has power: the error is not negligible, and a model with the rates halved is rejected
+    assert np.all(var > 0)
+    assert np.any(np.abs(got_var - var / 2) > SIGMAS * se_var)
+    draws = model_samples(x, w, spec, SAMPLES, seed=12)
+    crit = ks_critical(ALPHA, n, draws.shape[0])
+    for j in range(N):
+        d = ks_2samp(gate[:, j], draws[:, j])
+        assert d <= crit, f"output {j}: KS D={d:.4f} > {crit:.4f} (alpha {ALPHA})"
+
+
+def test_ks_detects_a_wrong_model(tmp_path: Path) -> None:
+    """The distribution test has power: it rejects a model whose rates are 0.6 times the true ones."""
+    fm = FaultModel.uniform(0.02)
+    x, w = _operands()
+    gate, _ = gate_level_errors(tmp_path, x, w, fm, SAMPLES, ROWS, seed=11)
+    wrong = MvmNoise(8, 8, False, counted_rows(K, ROWS), 0.6 * rates_for(fm, 8, 8))
+    draws = model_samples(x, w, wrong, SAMPLES, seed=12)
+    crit = ks_critical(ALPHA, gate.shape[0], draws.shape[0])
+    assert max(ks_2samp(gate[:, j], draws[:, j]) for j in range(N)) > crit
+
+
+def test_counted_rows_matches_tiling() -> None:
+    from cramc.ir.tiling import plan_tile
+
+    for k in (1, 9, 40, 64, 72, 256, 257, 600, 1000):
+        for rows in (16, 64, 256):
+            t = plan_tile(k, 4, 1, 8, 8, rows, 256, 64)
+            assert counted_rows(k, rows) == t.chunks * t.rows
