@@ -55,8 +55,10 @@ def main() -> None:
 
     import onnxruntime
 
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, onnxruntime {onnxruntime.__version__}; "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, onnxruntime {onnxruntime.__version__}; "
+        f"{os.cpu_count()} CPUs"
+    )
     t0 = time.perf_counter()
     if args.program:
         linked = verify(parse_file(args.program))
@@ -66,16 +68,20 @@ def main() -> None:
         t1 = time.perf_counter()
         linked = verify(parse(text, "digits_cnn.cram"))
         t2 = time.perf_counter()
-        print(f"compiled {MODEL.relative_to(ROOT)} in {t1 - t0:.2f} s ({len(text) / 1e6:.2f} MB); "
-              f"parse + verify {t2 - t1:.2f} s")
+        print(
+            f"compiled {MODEL.relative_to(ROOT)} in {t1 - t0:.2f} s ({len(text) / 1e6:.2f} MB); "
+            f"parse + verify {t2 - t1:.2f} s"
+        )
 
     x = load_npz(str(TEST_X))
     labels = load_npy(str(TEST_Y))
     n = labels.shape[0]
     budget = int(args.max_memory * 2**30)
     lanes = lanes_for(linked, n, budget)
-    print(f"chip {linked.machine.arrays} arrays of {linked.machine.rows} x {linked.machine.cols}; "
-          f"{n} images, {lanes} sample lanes per batch ({-(-n // lanes)} batch(es)); fault-free")
+    print(
+        f"chip {linked.machine.arrays} arrays of {linked.machine.rows} x {linked.machine.cols}; "
+        f"{n} images, {lanes} sample lanes per batch ({-(-n // lanes)} batch(es)); fault-free"
+    )
 
     walls = []
     res = None
@@ -88,12 +94,15 @@ def main() -> None:
     acc = accuracy(logits, labels)
     best, med = min(walls), statistics.median(walls)
     evals = res.counts.gate_evals
-    print(f"run: best {best:.2f} s, median {med:.2f} s of {len(walls)} "
-          f"({', '.join(f'{w:.2f}' for w in walls)} s)")
-    print(f"  {evals:.3e} row-level gate evaluations ({evals / n:.3e} per image), "
-          f"{evals / best:.3e} per second at the best time")
-    print(f"  target {TARGET_S:.0f} s: best/target = {best / TARGET_S:.3f}, median/target = {med / TARGET_S:.3f} "
-          f"({'met' if med <= TARGET_S else 'NOT met'})")
+    print(f"run: best {best:.2f} s, median {med:.2f} s of {len(walls)} ({', '.join(f'{w:.2f}' for w in walls)} s)")
+    print(
+        f"  {evals:.3e} row-level gate evaluations ({evals / n:.3e} per image), "
+        f"{evals / best:.3e} per second at the best time"
+    )
+    print(
+        f"  target {TARGET_S:.0f} s: best/target = {best / TARGET_S:.3f}, median/target = {med / TARGET_S:.3f} "
+        f"({'met' if med <= TARGET_S else 'NOT met'})"
+    )
     print(f"accuracy: {acc:.4f} ({int(round(acc * n))}/{n})")
 
     # the same images through onnxruntime on the quantised model the compiler derived
@@ -103,9 +112,11 @@ def main() -> None:
     diff = np.abs(logits.astype(np.float64) - want.astype(np.float64))
     ort_acc = accuracy(want, labels)
     within = int((diff <= fe.output_tol + 1e-9).sum())
-    print(f"onnxruntime (QDQ model): accuracy {ort_acc:.4f}; simulator logits equal to onnxruntime's in "
-          f"{int((diff == 0).sum())} of {diff.size} elements, within one output step ({fe.output_tol:.4g}) in "
-          f"{within} of {diff.size}; same argmax in {int((logits.argmax(-1) == want.argmax(-1)).sum())} of {n} images")
+    print(
+        f"onnxruntime (QDQ model): accuracy {ort_acc:.4f}; simulator logits equal to onnxruntime's in "
+        f"{int((diff == 0).sum())} of {diff.size} elements, within one output step ({fe.output_tol:.4g}) in "
+        f"{within} of {diff.size}; same argmax in {int((logits.argmax(-1) == want.argmax(-1)).sum())} of {n} images"
+    )
 
 
 if __name__ == "__main__":

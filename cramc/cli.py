@@ -211,6 +211,7 @@ def _trace(linked, faults, args: argparse.Namespace) -> int:  # noqa: ANN001 - L
     print(f"trace of validation sample 0 against onnxruntime ({faults.name}):")
     print(f"{'tensor':<48} {'elements':>9} {'differ':>7} {'max |diff|':>11}  verdict")
     first = None
+    first_any = None
     for name, ref in linked.trace.items():
         got = res.tensors[name][:1].astype(np.float64)
         want = ref.astype(np.float64)
@@ -221,9 +222,12 @@ def _trace(linked, faults, args: argparse.Namespace) -> int:  # noqa: ANN001 - L
         verdict = "ok" if not bad.any() else "DIVERGES"
         if bad.any() and first is None:
             first = name
+        if (diff > 0).any() and first_any is None:
+            first_any = name
         print(f"{name:<48} {diff.size:>9} {int((diff > 0).sum()):>7} {float(diff.max(initial=0)):>11.4g}  {verdict}")
     if first is None:
-        print("no layer diverges beyond one quantisation step")
+        print("no layer diverges beyond one quantisation step"
+              + (f" (the first small difference is in %{first_any})" if first_any else ""))
         return 0
     print(f"first divergence: %{first}")
     return 0 if not faults.fault_free else 1

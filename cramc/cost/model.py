@@ -70,6 +70,7 @@ class Estimate:
     setup: Part
     area_mm2: dict[str, float]
     layers: dict[str, Part] = field(default_factory=dict)
+    recomputes: float = 0.0  # rows recomputed in CMOS per inference (duplicate-and-compare, dynamic only)
 
     @property
     def latency_s(self) -> float:
@@ -95,6 +96,8 @@ class Estimate:
             "setup": self.setup.as_dict(),
             "area_mm2": self.area_mm2,
         }
+        if self.recomputes:
+            d["recomputes"] = self.recomputes
         if self.layers:
             d["layers"] = [{"layer": k, **v.as_dict()} for k, v in self.layers.items()]
         return d
@@ -187,7 +190,16 @@ def dynamic_estimate(counts: Counts, samples: int, linked: Linked, tech: Tech,
     bad = [mn for mn, (i, r) in main.ops.items() if i < 0 or r < 0]
     if bad:
         raise ValueError(f"run counts are smaller than the program's .init counts for {', '.join(bad)}")
-    return estimate_counts(main, init, linked.machine, tech, "dynamic")
+    est = estimate_counts(main, init, linked.machine, tech, "dynamic")
+    # Rows a duplicate-and-compare tree op recomputed in CMOS: they happen only where faults made the
+    # copies differ, so a static estimate (fault-free) has none.
+    recomputes = getattr(counts, "recomputes", 0) / max(samples, 1)
+    if recomputes:
+        e = recomputes * tech.num("tree", "recompute_energy_j", 0.0)
+        est.total.energy_j += e
+        est.by_unit.setdefault("tree", Part()).energy_j += e
+        est.recomputes = recomputes
+    return est
 
 
 def every_opcode_costed(tech: Tech, rows: int = 256) -> dict[str, OpCost]:

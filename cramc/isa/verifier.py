@@ -197,7 +197,9 @@ class Verifier(_Checker):
         self._lines: list[str] | None = None
         # [column, array]: a column over a range of arrays is contiguous, so only the pages of the
         # columns a program touches are ever committed (a legal chip can have 2^32 array-columns)
-        self.written = np.zeros((self.spec.cols, self.spec.arrays), dtype=bool)
+        # column -> which arrays have it written; allocated per column on first write, so a huge
+        # chip costs only what the program touches
+        self.written: dict[int, np.ndarray] = {}
         self.tensors: dict[str, tuple[tuple[int, ...], bool]] = {}
 
     # ------------------------------------------------------------ declarations
@@ -569,9 +571,10 @@ class Verifier(_Checker):
         for c in cols:
             if c >= self.spec.cols:
                 raise self.err(f"column {c} outside the array (cols={self.spec.cols})", ins.loc, env.site)
-            w = self.written[c, lo:hi]
-            if not w.all():
-                bad = lo + int(np.argmin(w))
+            col = self.written.get(c)
+            w = col[lo:hi] if col is not None else None
+            if w is None or not w.all():
+                bad = lo + (int(np.argmin(w)) if w is not None else 0)
                 loc = ins.operands[pos].loc if pos < len(ins.operands) else ins.loc
                 raise self.err(f"column c{c} of array {bad} is read before anything is written to it", loc, env.site)
 
@@ -580,7 +583,11 @@ class Verifier(_Checker):
             raise self.err(f"columns up to c{cols.stop - 1} needed, outside the array (cols={self.spec.cols})",
                            ins.loc, env.site)
         lo, hi = bop.arrays  # type: ignore[misc]
-        self.written[cols.start:cols.stop, lo:hi] = True
+        for c in cols:
+            col = self.written.get(c)
+            if col is None:
+                col = self.written[c] = np.zeros(self.spec.arrays, dtype=bool)
+            col[lo:hi] = True
 
     def _shape_of(self, t: TRef, ins: ast.Instr, env: _Env, pos: int) -> tuple[tuple[int, ...], bool]:
         got = self.tensors.get(t.name)

@@ -46,6 +46,7 @@ class Options:
     seed: int = 0
     rows: int = 256  # rows per CRAM array, as given to cramc compile: sets the rows a K chunk is counted over
     noise: str = "binomial"  # exact binomial draws, or "normal" with the exact mean and variance
+    range_grad: bool = True  # the error's float scale sx * sw keeps its gradient (cramc.train.qat)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def finetune(
     y = _labels(labels, n)
     calib = _inputs(model, calibration, shapes, "--calibration") if calibration is not None else \
         {k: v[:DEFAULT_CALIBRATION] for k, v in x.items()}
-    net = QatGraph(model, faults, opts.rows, opts.noise)
+    net = QatGraph(model, faults, opts.rows, opts.noise, opts.range_grad)
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)

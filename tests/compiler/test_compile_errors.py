@@ -9,7 +9,7 @@ folder, and unsupported --weight-bits / --act-bits.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ CNN = DIGITS["cnn"]
 
 
 def _float_model(
-    nodes: list[onnx.NodeProto], x_shape: list[int], y_shape: list[int], inits: list[onnx.TensorProto] = ()
-) -> onnx.ModelProto:  # type: ignore[assignment]
+    nodes: list[onnx.NodeProto], x_shape: list[int], y_shape: list[int], inits: Sequence[onnx.TensorProto] = ()
+) -> onnx.ModelProto:
     g = helper.make_graph(
         nodes,
         "g",

@@ -67,3 +67,25 @@ def test_roofline_of_the_shipped_mlp() -> None:
     assert ddr.energy_j > ddr.latency_s * tech.devices()["cpu_ddr"]["power_w"]  # DRAM energy is added
     fast = tech.with_overrides({"device": {"gpu": {"memory_bandwidth_bytes_per_s": 1e20, "peak_ops_per_s": 1e12}}})
     assert roofline(work, fast, "gpu").bound == "compute"
+
+
+def test_light_models_and_their_work(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from light_models import write_all
+    finally:
+        sys.path.pop(0)
+    paths = write_all(tmp_path)
+    res = model_work(str(paths["resnet50_light"]))
+    convs = [w for w in res if w.op_type == "Conv"]
+    assert len(convs) == 1 + 3 * 16 + 4  # stem, 16 bottlenecks of 3, 4 projection shortcuts
+    assert sum(w.op_type == "Gemm" for w in res) == 1
+    stem = convs[0]
+    assert stem.macs == 32 * 32 * 16 * 3 * 3 * 3 and stem.weight_values == 16 * 3 * 3 * 3
+    vgg = model_work(str(paths["vgg19_light"]))
+    assert sum(w.op_type == "Conv" for w in vgg) == 16 and sum(w.op_type == "Gemm" for w in vgg) == 3
+    from cramc.cost.roofline import measure_onnxruntime
+
+    assert 0 < measure_onnxruntime(str(paths["vgg19_light"]), min_time_s=0.05) < 10

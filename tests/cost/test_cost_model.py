@@ -21,13 +21,14 @@ from cramc.sim.interp import run
 TECH = Tech.load()
 
 
-def _compiled(name: str, calib: str, tmp: Path, reduce: str = "tree") -> Path:
+def _compiled(name: str, calib: str, tmp: Path, reduce: str = "tree", ecc: str = "") -> Path:
     from cramc.compiler import Options, compile_model
     from cramc.fileio import load_npz
 
     text = compile_model(str(REPO / "models" / name), load_npz(str(REPO / "models" / calib)),
-                         Options(reduce=reduce, trace=False))
-    out = tmp / f"{Path(name).stem}_{reduce}.cram"
+                         Options(reduce=reduce, trace=False, ecc=ecc))
+    tag = "".join(ch for ch in ecc if ch.isalnum())
+    out = tmp / f"{Path(name).stem}_{reduce}{'_' + tag if tag else ''}.cram"
     out.write_text(text, encoding="utf-8")
     return out
 
@@ -43,6 +44,9 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         out.append(_compiled("digits_mlp.onnx", "digits_calib_flat.npz", tmp, "cram"))
     except (ImportError, NotImplementedError, UserError):  # the CRAM-only lowering is not there yet
         pass
+    # error correction: CRAM TMR gates, CMOS-voted and duplicate-and-compare tree opcodes
+    for ecc in ("tmr:sig>=12", "vote:sig>=8", "dup:sig>=8"):
+        out.append(_compiled("digits_mlp.onnx", "digits_calib_flat.npz", tmp, ecc=ecc))
     return out
 
 
@@ -96,8 +100,14 @@ def test_static_equals_dynamic(programs: list[Path], faults: FaultModel | None) 
         assert total.as_dict() == tally_of_run(res.counts, res.samples).as_dict(), path.name
         s = static_estimate(linked, TECH, pc)
         d = dynamic_estimate(res.counts, res.samples, linked, TECH)
-        assert s.latency_s == d.latency_s and s.energy_j == d.energy_j, path.name
+        assert s.latency_s == d.latency_s, path.name
         assert s.setup.energy_j == d.setup.energy_j
+        if faults is None:
+            assert d.recomputes == 0 and s.energy_j == d.energy_j, path.name
+        else:  # rows that duplicate-and-compare recomputed because faults made the copies differ
+            extra = d.recomputes * TECH.num("tree", "recompute_energy_j")
+            assert d.energy_j == pytest.approx(s.energy_j + extra, rel=1e-12), path.name
+            assert (d.recomputes > 0) == ("dup" in path.name), path.name
         assert s.latency_s > 0 and s.energy_j > 0
         # the layers add up to the total
         assert sum(p.latency_s for p in s.layers.values()) == pytest.approx(s.latency_s, rel=1e-12)
