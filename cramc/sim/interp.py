@@ -757,6 +757,7 @@ class RunResult:
     counts: Counts
     samples: int
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    init: dict[str, int] = field(default_factory=dict)  # events of .init (weight loading), summed over lanes
 
 
 def run(
@@ -785,6 +786,7 @@ def run(
     total = Counts()
     outs: dict[str, list[np.ndarray]] = {o.name: [] for o in linked.outputs}
     kept: dict[str, list[np.ndarray]] = {}
+    init_events: dict[str, int] = {}
     seeds = np.random.SeedSequence(seed)
     for start in range(0, n, lanes):
         stop = min(n, start + lanes)
@@ -794,6 +796,10 @@ def run(
         for spec in linked.inputs:
             m.tensors[spec.name] = _as_lane_input(inputs[spec.name][start:stop], spec.dtype)
         execute(m, linked.init)
+        c = m.counts
+        for k, v in (("gate_evals", c.gate_evals), ("writes", c.writes), ("reads", c.reads)):
+            init_events[k] = init_events.get(k, 0) + v
+        init_events["faults"] = init_events.get("faults", 0) + c.faults_injected
         execute(m, linked.main)
         for o in linked.outputs:
             outs[o.name].append(m.tensors[o.name])
@@ -804,7 +810,7 @@ def run(
         if progress is not None:
             progress(stop - start)
     result = {k: np.concatenate(v) for k, v in outs.items()}
-    return RunResult(result, total, n, {k: np.concatenate(v) for k, v in kept.items()})
+    return RunResult(result, total, n, {k: np.concatenate(v) for k, v in kept.items()}, init_events)
 
 
 def _as_lane_input(x: np.ndarray, dtype: str) -> np.ndarray:
