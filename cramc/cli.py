@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -188,6 +189,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if args.gate_error is None and not args.error_model:
         raise UserError("cramc finetune needs the fault rate to train for: --gate-error P or --error-model FILE")
     faults = _fault_model(args)
+    parent = os.path.dirname(args.output) or "."
+    if not os.path.isdir(parent):  # say so before training, not after
+        raise UserError(f"cannot write {args.output}: directory {parent} does not exist")
     data = load_npz(args.data)
     labels = load_npy(args.labels)
     calib = load_npz(args.calibration) if args.calibration else None
@@ -202,7 +206,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     atomic_write(args.output, write)
     print(f"wrote {args.output}: fine-tuned for {faults.name} in {res.wall_s:.1f} s; compile it with the same "
-          f"calibration data ({args.calibration or f'the first samples of {args.data}'})")
+          f"calibration data ({args.calibration or f'the first 64 samples of {args.data}'})")
     return 0
 
 

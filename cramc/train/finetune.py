@@ -184,9 +184,11 @@ def _inputs(model: onnx.ModelProto, data: dict[str, np.ndarray], shapes: dict[st
         if name not in data:
             raise UserError(f"{what}: no array named '{name}' (the model's inputs: {', '.join(shapes)})")
         v = np.asarray(data[name])
-        if not np.issubdtype(v.dtype, np.number) or v.ndim < 1 or v[0].size != int(np.prod(shape)):
+        if v.ndim >= 2 and list(v.shape[1:]) == [1, *shape]:
+            v = v.reshape(v.shape[0], *shape)  # [N, 1, ...]: the batch axis of size 1 included, as compile accepts
+        if not np.issubdtype(v.dtype, np.number) or list(v.shape[1:]) != shape:
             raise UserError(f"{what}: '{name}' has shape {list(v.shape)}; expected [N, {', '.join(map(str, shape))}]")
-        out[name] = np.ascontiguousarray(v.reshape(v.shape[0], *shape), dtype=np.float32)
+        out[name] = np.ascontiguousarray(v, dtype=np.float32)
     if len({v.shape[0] for v in out.values()}) > 1:
         raise UserError(f"{what}: the arrays have different numbers of samples")
     return out

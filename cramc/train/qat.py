@@ -228,6 +228,7 @@ class QatGraph(torch.nn.Module):
         self.param_names: list[str] = []
         self.params = torch.nn.ParameterList()
         self.qparams: dict[str, QParams] = {}
+        self._raw: dict[str, torch.Tensor] = {}  # the last forward's activations before fake quantisation
         self._rates: dict[tuple[int, int], np.ndarray] = {}
         for node in model.graph.node:
             if node.op_type not in SUPPORTED or node.domain not in ("", "ai.onnx"):
@@ -286,7 +287,7 @@ class QatGraph(torch.nn.Module):
         """Run the graph; faults are injected when `gen` is given, none otherwise."""
         env: dict[str, torch.Tensor] = {}
         ints: dict[str, torch.Tensor] = {}
-        self._raw: dict[str, torch.Tensor] = {}
+        self._raw = {}
 
         def put(name: str, v: torch.Tensor) -> None:
             qp = self.qparams.get(name)

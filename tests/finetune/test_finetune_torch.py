@@ -199,3 +199,18 @@ def test_torch_accuracy_under_faults_matches_gate_level(cli) -> None:
             out = net({"input": torch.from_numpy(x)}, torch.Generator().manual_seed(s))["logits"]
             accs.append(float((out.argmax(1).numpy() == y).mean()))
     assert abs(np.mean(accs) - gate) <= 0.07, (accs, gate)
+
+
+def test_cli_finetune_rejects_bad_data(cli, tmp_path: Path) -> None:
+    x, y = _split("flat", 32)
+    np.savez(tmp_path / "x.npz", input=x)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "y_short.npy", y[:10])
+    base = ["--gate-error", "1e-3", "-o", str(tmp_path / "ft.onnx"), "--epochs", "1"]
+    res = cli("finetune", str(MODELS / "digits_cnn.onnx"), "--data", str(tmp_path / "x.npz"), "--labels",
+              str(tmp_path / "y.npy"), *base)
+    assert res.rc == 1 and "--data: 'input' has shape [32, 64]; expected [N, 1, 8, 8]" in res.err
+    res = cli("finetune", str(MODELS / "digits_mlp.onnx"), "--data", str(tmp_path / "x.npz"), "--labels",
+              str(tmp_path / "y_short.npy"), *base)
+    assert res.rc == 1 and "--labels: expected 32 non-negative integer class labels" in res.err
+    assert not (tmp_path / "ft.onnx").exists()
