@@ -68,6 +68,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     labels = load_npy(args.labels) if args.labels else None
     if args.trace:
         return _trace(linked, faults, args)
+    if labels is not None:
+        n_in = next(iter(inputs.values())).shape[0] if inputs else 1
+        if labels.shape[0] != n_in:
+            raise UserError(f"{args.labels}: {labels.shape[0]} labels for {n_in} samples")
+    lines: list[str] = []  # printed after the output files are written (a closed pipe cannot lose them)
     t0 = time.perf_counter()
     result = run(linked, inputs, faults, seed=args.seed, max_memory=int(args.max_memory * 2**30))
     wall = time.perf_counter() - t0
@@ -79,22 +84,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "init": result.init,
     }
     status = 0
-    print(f"ran {result.samples} sample(s) in {wall:.2f} s; error model: {faults.name}; "
+    lines.append(f"ran {result.samples} sample(s) in {wall:.2f} s; error model: {faults.name}; "
           f"{result.counts.gate_evals} gate evaluations, {result.counts.faults_injected} faults injected")
     if validating:
         rows = [compare(o.name, result.outputs[o.name], linked.expect.outputs[o.name], linked.expect.tol)  # type: ignore[union-attr]
                 for o in linked.outputs]
-        print(format_table(rows))
+        lines.append(format_table(rows))
         extra["validation"] = [r.to_dict() for r in rows]
         if faults.fault_free and not all(r.ok for r in rows):
             print("error: outputs differ from the embedded expected outputs at zero faults", file=sys.stderr)
             status = 1
     if labels is not None:
         first = linked.outputs[0].name
-        if labels.shape[0] != result.samples:
-            raise UserError(f"{args.labels}: {labels.shape[0]} labels for {result.samples} samples")
         acc = accuracy(result.outputs[first], labels)
-        print(f"accuracy ({first} argmax vs labels): {acc:.4f} over {result.samples} samples")
+        lines.append(f"accuracy ({first} argmax vs labels): {acc:.4f} over {result.samples} samples")
         extra["accuracy"] = acc
     if args.output:
         write_npz(args.output, result.outputs)
@@ -105,10 +108,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from cramc.cost.report import one_line
 
         est = dynamic_estimate(result.counts, result.samples, linked, Tech.load(args.tech))
-        print(one_line(est))
+        lines.append(one_line(est))
         cost = est.as_dict()
     if args.report:
         write_json(args.report, build_report(result.counts, result.samples, args.seed, faults, extra, cost=cost))
+    print("\n".join(lines))
     return status
 
 
@@ -147,7 +151,12 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     )
     t0 = time.perf_counter()
     text = compile_model(args.model, calib, opts)
-    prog = verify(parse_text(text, args.output))
+    try:
+        prog = verify(parse_text(text, args.output))
+    except UserError as e:
+        # nothing was written: the program is only in memory
+        raise UserError(f"the compiled program does not verify (not written to {args.output}): {e.message}"
+                        + (f" [generated line {e.loc.line}]" if e.loc else "")) from None
     write_text(args.output, text)
     m = prog.machine
     print(f"wrote {args.output}: {len(text) / 1e6:.2f} MB, {m.arrays} arrays of {m.rows} x {m.cols}, "
@@ -377,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (cramc run ... | head): not an error of ours; stop writing to the pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MemoryError:
         print("error: out of memory; lower --max-memory or use a smaller chip", file=sys.stderr)
         return 1

@@ -64,13 +64,18 @@ def run_onnxruntime(model: onnx.ModelProto, inputs: dict[str, np.ndarray], outpu
     """Run the (quantised) model sample by sample; where onnxruntime lacks a kernel, the ONNX reference evaluator."""
     try:
         return _run_ort(model, inputs, outputs)
-    except Exception:  # noqa: BLE001 - onnxruntime raises its own exception types
+    except Exception as ort_error:  # noqa: BLE001 - onnxruntime raises its own exception types
         from onnx.reference import ReferenceEvaluator
 
-        ref = ReferenceEvaluator(model)
-        names = [o.name for o in model.graph.output]
-        n = next(iter(inputs.values())).shape[0]
-        res = [ref.run(None, {k: v[i] for k, v in inputs.items()}) for i in range(n)]
+        try:
+            ref = ReferenceEvaluator(model)
+            names = [o.name for o in model.graph.output]
+            n = next(iter(inputs.values())).shape[0]
+            res = [ref.run(None, {k: v[i] for k, v in inputs.items()}) for i in range(n)]
+        except Exception as ref_error:  # noqa: BLE001
+            first = str(ort_error).strip().splitlines()[0] if str(ort_error).strip() else type(ort_error).__name__
+            raise UserError(f"cannot compute reference outputs: onnxruntime failed ({first}) and so did the ONNX "
+                            f"reference evaluator ({ref_error})") from None
         return {k: np.stack([r[j] for r in res]) for j, k in enumerate(names)}
 
 

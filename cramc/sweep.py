@@ -330,7 +330,7 @@ class _Builder:
         one = {s.name: np.zeros((1, *s.shape), dtype=np.float32 if s.dtype.startswith("f") else np.int64)
                for s in v.linked.inputs}
         res = run(v.linked, one, FaultModel(), seed=0, max_memory=self.o.max_memory)
-        v.counts = _counts(res.counts, 1, FaultModel(), v, self.tech)
+        v.counts = _counts(res.counts, 1, FaultModel(), v, self.tech, res.init)
         v.counts["faults_injected"] = math.nan
         v.td_rows = float(sum(res.counts.per_opcode.get(m, {}).get("row_ops", 0) for m in ("tdadd", "tdsub")))
 
@@ -346,8 +346,14 @@ def _load_tech(path: str | None) -> Any:
     return Tech.load(path)
 
 
-def _counts(counts: Any, samples: int, fm: FaultModel, v: Variant, tech: Any) -> dict[str, float]:
-    """Per-inference counts, and the cost model's latency and energy, as REPORT.json (cramc run --report) has them."""
+def _counts(counts: Any, samples: int, fm: FaultModel, v: Variant, tech: Any,
+            init: dict[str, int] | None = None) -> dict[str, float]:
+    """Per-inference counts, and the cost model's latency and energy, as REPORT.json (cramc run --report) has them.
+
+    The simulator runs `.init` (loading the weights) for every sample; the chip does it once.  Its gate
+    evaluations, writes and reads (`init`, summed over samples) are taken off the per-inference figures and
+    its writes reported once as ``init_writes``; faults stay in, since every sample saw its own.
+    """
     from cramc.sim.report import build_report
 
     cost = None
@@ -361,6 +367,10 @@ def _counts(counts: Any, samples: int, fm: FaultModel, v: Variant, tech: Any) ->
     rep = build_report(counts, samples, 0, fm, cost=cost)
     per = max(samples, 1)
     out = {k: rep[k] / per for k in COUNT_FIELDS}
+    if init:
+        for k in ("gate_evals", "writes", "reads"):
+            out[k] -= init.get(k, 0) / per
+        out["init_writes"] = init.get("writes", 0) / per
     for k in COST_FIELDS:
         val = _cost_figure(rep, k)
         if val is not None:
@@ -468,7 +478,7 @@ def _run_one(v: Variant, o: SweepOptions, fm: FaultModel, inputs: dict[str, np.n
 
         res = run(v.linked, dict(inputs), fm, seed=seed, max_memory=o.max_memory, progress=bar.update)
         first = v.linked.outputs[0].name
-        return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm, v, b_tech)
+        return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm, v, b_tech, res.init)
     from cramc.ir.graph import sanitize
     from cramc.ir.noisy import all_rates, noisy_evaluate, pp_error_rates
 
@@ -506,7 +516,7 @@ def _row(o: SweepOptions, p: float, prot: str, spec: str, v: Variant, correct: l
         "ci_low": lo, "ci_high": hi, "wilson_low": wl, "wilson_high": wh,
         "acc_min": min(correct) / n, "acc_max": max(correct) / n, "acc_seeds": [k / n for k in correct],
     }
-    keys = [f for f in (*COUNT_FIELDS, *COST_FIELDS) if all(f in c for c in cnts)]
+    keys = [f for f in (*COUNT_FIELDS, "init_writes", *COST_FIELDS) if all(f in c for c in cnts)]
     for f in keys:
         row[f] = float(np.mean([c[f] for c in cnts]))
     return row

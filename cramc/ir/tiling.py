@@ -62,6 +62,7 @@ def plan_tile(k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, co
     chunks = math.ceil(kg / rows)
     rows_used = math.ceil(kg / chunks)
     ogroups = math.ceil(ng / per)
+    per = math.ceil(ng / ogroups)  # balance the output groups: no array computes outputs that do not exist
     return Tile(groups, chunks, rows_used, per, ogroups)
 
 

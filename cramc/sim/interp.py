@@ -535,7 +535,7 @@ def wr(m: Machine, b: BoundOp) -> None:
     rep = b.attrs.get("repeat", 1)
     if rep > 1 and words.shape[1] > 1:
         words = np.repeat(words, rep, axis=1)
-    words = np.ascontiguousarray(np.broadcast_to(words, (nf * bits, hi - lo, m.lanes, m.words)))
+    words = np.array(np.broadcast_to(words, (nf * bits, hi - lo, m.lanes, m.words)))  # a writable copy: faults go in
     m.flip(words, b, m.faults.write, "write")
     m.put_column(b, slice(dst, dst + nf * bits), words)
     n = (hi - lo) * nrows * nf * bits * m.lanes
