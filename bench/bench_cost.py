@@ -75,8 +75,12 @@ def compile_cached(name: str, onnx_path: Path, calib: Path | None, reduce: str, 
         return out, ""
     try:
         t0 = time.perf_counter()
-        text = compile_model(str(onnx_path), load_npz(str(calib)) if calib else None,
-                             Options(arrays=arrays, reduce=reduce, trace=False), log=open("/dev/null", "w"))
+        text = compile_model(
+            str(onnx_path),
+            load_npz(str(calib)) if calib else None,
+            Options(arrays=arrays, reduce=reduce, trace=False),
+            log=open("/dev/null", "w"),
+        )
         out.write_text(text, encoding="utf-8")
         _log(f"  compiled {out.name} in {time.perf_counter() - t0:.1f} s")
         return out, ""
@@ -93,16 +97,26 @@ def _linked(path: Path) -> Linked:
 
 
 def cram_row(est: Estimate) -> dict[str, Any]:
-    return {"latency_s": est.latency_s, "energy_j": est.energy_j, "edp_js": est.edp_js,
-            "area_mm2": est.area_mm2["total"], "by_unit": {k: v.as_dict() for k, v in est.by_unit.items()},
-            "setup_energy_j": est.setup.energy_j}
+    return {
+        "latency_s": est.latency_s,
+        "energy_j": est.energy_j,
+        "edp_js": est.edp_js,
+        "area_mm2": est.area_mm2["total"],
+        "by_unit": {k: v.as_dict() for k, v in est.by_unit.items()},
+        "setup_energy_j": est.setup.energy_j,
+    }
 
 
-def evaluate(name: str, onnx_path: Path, calib: Path | None, techs: dict[str, Tech], arrays: int,
-             dynamic: bool) -> dict[str, Any]:
+def evaluate(
+    name: str, onnx_path: Path, calib: Path | None, techs: dict[str, Tech], arrays: int, dynamic: bool
+) -> dict[str, Any]:
     _log(f"{name}:")
-    res: dict[str, Any] = {"model": name, "onnx": str(onnx_path.relative_to(REPO)) if onnx_path.is_relative_to(REPO)
-                           else onnx_path.name, "cram": {}, "errors": {}}
+    res: dict[str, Any] = {
+        "model": name,
+        "onnx": str(onnx_path.relative_to(REPO)) if onnx_path.is_relative_to(REPO) else onnx_path.name,
+        "cram": {},
+        "errors": {},
+    }
     work = model_work(str(onnx_path))
     res["macs"] = sum(w.macs for w in work)
     res["weights"] = sum(w.weight_values for w in work)
@@ -118,10 +132,11 @@ def evaluate(name: str, onnx_path: Path, calib: Path | None, techs: dict[str, Te
             r = run(linked, dict(linked.expect.inputs))
             d = dynamic_estimate(r.counts, r.samples, linked, techs["default"])
             s = res["cram"][reduce]["default"]
-            res["cram"][reduce]["dynamic_equals_static"] = (d.latency_s == s["latency_s"]
-                                                            and d.energy_j == s["energy_j"])
-        _log(f"  {REDUCES[reduce]}: latency {res['cram'][reduce]['default']['latency_s']:.3g} s, "
-             f"energy {res['cram'][reduce]['default']['energy_j']:.3g} J")
+            res["cram"][reduce]["dynamic_equals_static"] = d.latency_s == s["latency_s"] and d.energy_j == s["energy_j"]
+        _log(
+            f"  {REDUCES[reduce]}: latency {res['cram'][reduce]['default']['latency_s']:.3g} s, "
+            f"energy {res['cram'][reduce]['default']['energy_j']:.3g} J"
+        )
     res["devices"] = {t: {k: roofline(work, tech, k).as_dict() for k in tech.devices()} for t, tech in techs.items()}
     ort_t = measure_onnxruntime(str(onnx_path), min_time_s=1.0)
     res["onnxruntime_cpu_s"] = ort_t
@@ -149,27 +164,37 @@ def _joules(v: dict[str, float], k: str) -> str:
 
 
 def table(results: list[dict[str, Any]], tech: str) -> list[str]:
-    lines = ["| model | MACs | system | latency | energy | EDP (J*s) | area (mm^2) |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| model | MACs | system | latency | energy | EDP (J*s) | area (mm^2) |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in results:
         rows: list[tuple[str, float | None, float | None, float | None]] = []
         for reduce, label in REDUCES.items():
             c = r["cram"].get(reduce, {}).get(tech)
             if c is None:
-                rows.append((f"{label} (not available: {r['errors'].get(reduce, 'not compiled')[:80]})", None, None,
-                             None))
+                rows.append(
+                    (f"{label} (not available: {r['errors'].get(reduce, 'not compiled')[:80]})", None, None, None)
+                )
             else:
                 rows.append((label, c["latency_s"], c["energy_j"], c["area_mm2"]))
         for d in r["devices"][tech].values():
-            rows.append((d["label"] + f", roofline ({d['bound']}-bound)", d["latency_s"], d["energy_j"],
-                         d["area_mm2"]))
-        rows.append(("this machine's CPU, onnxruntime, measured (float32)", r["onnxruntime_cpu_s"],
-                     r["onnxruntime_cpu_j"], None))
+            rows.append((d["label"] + f", roofline ({d['bound']}-bound)", d["latency_s"], d["energy_j"], d["area_mm2"]))
+        rows.append(
+            (
+                "this machine's CPU, onnxruntime, measured (float32)",
+                r["onnxruntime_cpu_s"],
+                r["onnxruntime_cpu_j"],
+                None,
+            )
+        )
         for i, (label, lat, en, area) in enumerate(rows):
             edp = lat * en if lat is not None and en is not None else None
-            lines.append(f"| {r['model'] if i == 0 else ''} | {r['macs'] if i == 0 else ''} | {label} | "
-                         f"{_fmt(lat, 's')} | {_fmt(en, 'J')} | {'-' if edp is None else f'{edp:.3g}'} | "
-                         f"{'-' if area is None else f'{area:.3g}'} |")
+            lines.append(
+                f"| {r['model'] if i == 0 else ''} | {r['macs'] if i == 0 else ''} | {label} | "
+                f"{_fmt(lat, 's')} | {_fmt(en, 'J')} | {'-' if edp is None else f'{edp:.3g}'} | "
+                f"{'-' if area is None else f'{area:.3g}'} |"
+            )
     return lines
 
 
@@ -180,6 +205,7 @@ def verdicts(results: list[dict[str, Any]], tech: str) -> dict[str, Any]:
         h = r["cram"].get("tree", {}).get(tech)
         c = r["cram"].get("cram", {}).get(tech)
         v: dict[str, Any] = {}
+
         def lat(x: dict[str, Any], unit: str) -> float:
             return x["by_unit"].get(unit, {}).get("latency_s", 0.0)
 
@@ -191,8 +217,9 @@ def verdicts(results: list[dict[str, Any]], tech: str) -> dict[str, Any]:
                 v["gate_time_ratio"] = lat(c, "gate") / lat(h, "gate")
             # ... and where the periphery (writes, reads) were free
             free = ("write", "read")
-            v["ratio_free_periphery"] = ((c["latency_s"] - sum(lat(c, u) for u in free))
-                                         / (h["latency_s"] - sum(lat(h, u) for u in free)))
+            v["ratio_free_periphery"] = (c["latency_s"] - sum(lat(c, u) for u in free)) / (
+                h["latency_s"] - sum(lat(h, u) for u in free)
+            )
         if h:
             gate_rows = h["by_unit"].get("gate", {}).get("row_ops", 0)
             gate_e = h["by_unit"].get("gate", {}).get("energy_j", 0.0)
@@ -222,8 +249,11 @@ def plots(results: list[dict[str, Any]], tech: str, tag: str) -> list[str]:
     devs = list(results[0]["devices"][tech]) if results else []
     for metric, unit, fname in (("latency_s", "s", "latency"), ("energy_j", "J", "energy"), ("edp_js", "J*s", "edp")):
         fig, ax = plt.subplots(figsize=(8, 4))
-        labels = [lab for _, lab in systems] + [results[0]["devices"][tech][d]["label"] for d in devs] + [
-            "this CPU, onnxruntime"]
+        labels = (
+            [lab for _, lab in systems]
+            + [results[0]["devices"][tech][d]["label"] for d in devs]
+            + ["this CPU, onnxruntime"]
+        )
         width = 0.8 / len(labels)
         for j, lab in enumerate(labels):
             vals = []
@@ -264,8 +294,9 @@ def breakdown_plot(results: list[dict[str, Any]], tech: str, tag: str) -> str:
         vals = np.array([b[2]["by_unit"].get(u, {}).get("latency_s", 0.0) / b[2]["latency_s"] for b in bars])
         ax.bar(range(len(bars)), vals, bottom=bottom, label=u)
         bottom += vals
-    ax.set_xticks(range(len(bars)), [f"{m}\n{'hybrid' if red == 'tree' else 'CRAM-only'}" for m, red, _ in bars],
-                  fontsize=7)
+    ax.set_xticks(
+        range(len(bars)), [f"{m}\n{'hybrid' if red == 'tree' else 'CRAM-only'}" for m, red, _ in bars], fontsize=7
+    )
     ax.set_ylabel("share of latency")
     ax.set_title(f"where the CRAM latency goes ({tag} technology)")
     ax.legend(fontsize=7)
@@ -299,9 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = {t: verdicts(results, t) for t in techs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.arrays == 1024 else f"_a{args.arrays}"
-    (RESULTS / f"comparison{suffix}.json").write_text(json.dumps({"results": results, "verdicts": summary,
-                                                     "techs": {k: v.name for k, v in techs.items()}}, indent=1),
-                                         encoding="utf-8")
+    (RESULTS / f"comparison{suffix}.json").write_text(
+        json.dumps({"results": results, "verdicts": summary, "techs": {k: v.name for k, v in techs.items()}}, indent=1),
+        encoding="utf-8",
+    )
     _log(f"wrote {RESULTS / f'comparison{suffix}.json'}")
     for t in techs:
         _log(f"\n{t} technology ({techs[t].name}):")
@@ -314,43 +346,64 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_doc(results: list[dict[str, Any]], techs: dict[str, Tech], summary: dict[str, Any],
-              figs: dict[str, list[str]], args: argparse.Namespace) -> None:
+def write_doc(
+    results: list[dict[str, Any]],
+    techs: dict[str, Tech],
+    summary: dict[str, Any],
+    figs: dict[str, list[str]],
+    args: argparse.Namespace,
+) -> None:
     """The generated part of docs/comparison.md: between the markers, the rest is hand-written."""
     path = DOCS / "comparison.md"
     suffix = "" if args.arrays == 1024 else f" --arrays {args.arrays}"
     begin = f"<!-- BEGIN GENERATED by bench/bench_cost.py{suffix} -->"
     end = f"<!-- END GENERATED by bench/bench_cost.py{suffix} -->"
-    gen = [begin, "",
-           f"Generated by `{' '.join(['python bench/bench_cost.py', *args.argv])}` "
-           f"on {platform.machine()} ({platform.processor() or 'cpu'}), {time.strftime('%Y-%m-%d')}; "
-           f"chip: {args.arrays} arrays of 256 x 256. Raw numbers: bench/results/comparison"
-           f"{suffix.replace(' --arrays ', '_a')}.json.", ""]
+    gen = [
+        begin,
+        "",
+        f"Generated by `{' '.join(['python bench/bench_cost.py', *args.argv])}` "
+        f"on {platform.machine()} ({platform.processor() or 'cpu'}), {time.strftime('%Y-%m-%d')}; "
+        f"chip: {args.arrays} arrays of 256 x 256. Raw numbers: bench/results/comparison"
+        f"{suffix.replace(' --arrays ', '_a')}.json.",
+        "",
+    ]
     for t, tech in techs.items():
         gen += [f"### {args.arrays} arrays, technology: {t} ({tech.name})", ""]
         gen += table(results, t)
-        gen += ["", "Ratios (> 1: the hybrid is better). *gates only*: the CRAM-only / hybrid latency ratio if "
-                "only the gates took time; *free periphery*: if writes and reads took none. *break-even gate "
-                "energy*: the energy per row-level gate at which the hybrid's energy (EDP) equals the GPU's, "
-                "other figures as they are.", "",
-                "| model | CRAM-only / hybrid latency | gates only | free periphery | CRAM-only / hybrid energy | "
-                "GPU / hybrid energy | GPU / hybrid EDP | CPU (HBM) / hybrid energy | CPU (HBM) / hybrid EDP | "
-                "break-even gate energy vs GPU: energy, EDP |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        gen += [
+            "",
+            "Ratios (> 1: the hybrid is better). *gates only*: the CRAM-only / hybrid latency ratio if "
+            "only the gates took time; *free periphery*: if writes and reads took none. *break-even gate "
+            "energy*: the energy per row-level gate at which the hybrid's energy (EDP) equals the GPU's, "
+            "other figures as they are.",
+            "",
+            "| model | CRAM-only / hybrid latency | gates only | free periphery | CRAM-only / hybrid energy | "
+            "GPU / hybrid energy | GPU / hybrid EDP | CPU (HBM) / hybrid energy | CPU (HBM) / hybrid EDP | "
+            "break-even gate energy vs GPU: energy, EDP |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for m, v in summary[t].items():
             g = functools.partial(_num, v)
             e = functools.partial(_joules, v)
-            gen.append(f"| {m} | {g('cram_only_over_hybrid_latency')} | {g('gate_time_ratio')} | "
-                       f"{g('ratio_free_periphery')} | {g('cram_only_over_hybrid_energy')} | "
-                       f"{g('gpu_over_hybrid_energy')} | {g('gpu_over_hybrid_edp')} | {g('cpu_over_hybrid_energy')} | "
-                       f"{g('cpu_over_hybrid_edp')} | {e('gpu_breakeven_gate_energy_j')}, "
-                       f"{e('gpu_breakeven_gate_energy_edp_j')} |")
+            gen.append(
+                f"| {m} | {g('cram_only_over_hybrid_latency')} | {g('gate_time_ratio')} | "
+                f"{g('ratio_free_periphery')} | {g('cram_only_over_hybrid_energy')} | "
+                f"{g('gpu_over_hybrid_energy')} | {g('gpu_over_hybrid_edp')} | {g('cpu_over_hybrid_energy')} | "
+                f"{g('cpu_over_hybrid_edp')} | {e('gpu_breakeven_gate_energy_j')}, "
+                f"{e('gpu_breakeven_gate_energy_edp_j')} |"
+            )
         gen += [""] + [f"![{f}](img/{f})" for f in figs[t]] + [""]
-    dyn = [f"{r['model']} ({REDUCES[red]}): {'equal' if r['cram'][red].get('dynamic_equals_static') else 'DIFFERENT'}"
-           for r in results for red in REDUCES if red in r["cram"] and "dynamic_equals_static" in r["cram"][red]]
+    dyn = [
+        f"{r['model']} ({REDUCES[red]}): {'equal' if r['cram'][red].get('dynamic_equals_static') else 'DIFFERENT'}"
+        for r in results
+        for red in REDUCES
+        if red in r["cram"] and "dynamic_equals_static" in r["cram"][red]
+    ]
     if dyn:
-        gen += ["Dynamic estimate (simulator run, REPORT.json) vs static estimate (`cramc stats`): " + "; ".join(dyn)
-                + ".", ""]
+        gen += [
+            "Dynamic estimate (simulator run, REPORT.json) vs static estimate (`cramc stats`): " + "; ".join(dyn) + ".",
+            "",
+        ]
     gen.append(end)
     text = path.read_text(encoding="utf-8") if path.exists() else "# Comparison\n"
     if begin in text and end in text:

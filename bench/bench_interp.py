@@ -139,8 +139,10 @@ def main() -> None:
     t0 = time.perf_counter()
     linked = verify(parse(text, "<bench>"))
     t_front = time.perf_counter() - t0
-    print(f"program: {args.reps} calls x {args.gates} gates ({', '.join(m for m, _ in GATE_MIX)}) "
-          f"on {args.arrays} arrays x {args.rows} rows; parse+verify {t_front * 1e3:.1f} ms")
+    print(
+        f"program: {args.reps} calls x {args.gates} gates ({', '.join(m for m, _ in GATE_MIX)}) "
+        f"on {args.arrays} arrays x {args.rows} rows; parse+verify {t_front * 1e3:.1f} ms"
+    )
     print(f"numpy {np.__version__}")
 
     for lanes in args.lanes:
@@ -163,12 +165,18 @@ def main() -> None:
         lim = instrs * args.arrays * args.rows * lanes / t["numpy"]
         r_ff, r_p = evals / t["ff"], evals / t["p"]
         print(f"\n[{label}] {instrs} gate instructions, {evals:.3e} row-level gate evaluations per run")
-        print(f"  interpreter fault-free : {r_ff:.3e} gate evals/s  ({t['ff'] * 1e6 / instrs:.2f} us per gate "
-              "instruction)")
-        print(f"  interpreter p={args.p:g}   : {r_p:.3e} gate evals/s  ({t['p'] * 1e6 / instrs:.2f} us per gate "
-              f"instruction, {nfaults} faults, {nfaults / evals:.2e} per eval)")
-        print(f"  numpy AND+popcount     : {lim:.3e} bit evals/s  ({t['numpy'] * 1e6 / instrs:.2f} us per call "
-              f"pair on {args.arrays * lanes * ((args.rows + 63) // 64)} words, {instrs} calls)")
+        print(
+            f"  interpreter fault-free : {r_ff:.3e} gate evals/s  ({t['ff'] * 1e6 / instrs:.2f} us per gate "
+            "instruction)"
+        )
+        print(
+            f"  interpreter p={args.p:g}   : {r_p:.3e} gate evals/s  ({t['p'] * 1e6 / instrs:.2f} us per gate "
+            f"instruction, {nfaults} faults, {nfaults / evals:.2e} per eval)"
+        )
+        print(
+            f"  numpy AND+popcount     : {lim:.3e} bit evals/s  ({t['numpy'] * 1e6 / instrs:.2f} us per call "
+            f"pair on {args.arrays * lanes * ((args.rows + 63) // 64)} words, {instrs} calls)"
+        )
         print(f"  ratio fault-free: {r_ff / lim:.3f} (target {TARGET_FAULT_FREE})")
         print(f"  ratio p={args.p:g}: {r_p / lim:.3f} (target {TARGET_FAULTY})")
 

@@ -60,8 +60,9 @@ def main() -> None:
         outputs = {}
         for reduce in REDUCE:
             t0 = time.perf_counter()
-            text = compile_model(str(ROOT / "models" / f"digits_{name}.onnx"), calib, Options(reduce=reduce),
-                                 log=io.StringIO())
+            text = compile_model(
+                str(ROOT / "models" / f"digits_{name}.onnx"), calib, Options(reduce=reduce), log=io.StringIO()
+            )
             linked = verify(parse(text, f"digits_{name}_{reduce}.cram"))
             t1 = time.perf_counter()
             res = run(linked, x, FaultModel(), seed=0)
@@ -69,10 +70,16 @@ def main() -> None:
             c = res.counts
             outputs[reduce] = res.outputs
             fig[reduce] = {
-                "compile_s": t1 - t0, "program_mb": len(text) / 1e6, "run_s": t2 - t1,
+                "compile_s": t1 - t0,
+                "program_mb": len(text) / 1e6,
+                "run_s": t2 - t1,
                 "accuracy": accuracy(res.outputs[linked.outputs[0].name], labels),
-                "gate_evals": c.gate_evals // n, "writes": c.writes // n, "reads": c.reads // n,
-                "reduces": c.reduces // n, "tree_sensed_bits": c.tree_sensed // n, "faulty": {},
+                "gate_evals": c.gate_evals // n,
+                "writes": c.writes // n,
+                "reads": c.reads // n,
+                "reduces": c.reduces // n,
+                "tree_sensed_bits": c.tree_sensed // n,
+                "faulty": {},
             }
             for rate in rates:
                 for seed in seeds:
@@ -80,11 +87,15 @@ def main() -> None:
                     r = run(linked, x, FaultModel.uniform(rate), seed=seed)
                     fig[reduce]["faulty"][f"{rate:g}/{seed}"] = {  # type: ignore[index]
                         "accuracy": accuracy(r.outputs[linked.outputs[0].name], labels),
-                        "gate_faults": r.counts.faults["gate"], "run_s": time.perf_counter() - t0}
+                        "gate_faults": r.counts.faults["gate"],
+                        "run_s": time.perf_counter() - t0,
+                    }
         same = all(np.array_equal(outputs["tree"][k], outputs["cram"][k]) for k in outputs["tree"])
         h, c = fig["tree"], fig["cram"]
-        print(f"\ndigits {name}, {n} test images, fault-free: outputs {'IDENTICAL' if same else 'DIFFER'}; "
-              f"accuracy hybrid {h['accuracy']:.4f}, CRAM-only {c['accuracy']:.4f}")
+        print(
+            f"\ndigits {name}, {n} test images, fault-free: outputs {'IDENTICAL' if same else 'DIFFER'}; "
+            f"accuracy hybrid {h['accuracy']:.4f}, CRAM-only {c['accuracy']:.4f}"
+        )
         print(f"  {'per inference':<22} {'hybrid':>14} {'CRAM-only':>14} {'ratio':>8}")
         for k in ("gate_evals", "writes", "reads", "reduces", "tree_sensed_bits"):
             a, b = int(h[k]), int(c[k])  # type: ignore[call-overload]
@@ -94,8 +105,10 @@ def main() -> None:
         print(f"  {'uniform gate error':<22} {'hybrid acc':>14} {'CRAM-only acc':>14}   seed")
         for key in h["faulty"]:  # type: ignore[union-attr]
             rate_s, seed_s = key.split("/")
-            print(f"  {rate_s:<22} {h['faulty'][key]['accuracy']:>14.4f} {c['faulty'][key]['accuracy']:>14.4f}"  # type: ignore[index]
-                  f"   {seed_s}")
+            print(
+                f"  {rate_s:<22} {h['faulty'][key]['accuracy']:>14.4f} {c['faulty'][key]['accuracy']:>14.4f}"  # type: ignore[index]
+                f"   {seed_s}"
+            )
         fig["identical"] = same  # type: ignore[assignment]
         out["models"][name] = fig  # type: ignore[index]
     if args.json:

@@ -39,8 +39,17 @@ class _Builder:
         b = (0.01 * self.rng.standard_normal(cout)).astype(np.float32)
         self.inits += [numpy_helper.from_array(w, f"{name}.weight"), numpy_helper.from_array(b, f"{name}.bias")]
         p = k // 2
-        self.nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [name], name=name,
-                                           kernel_shape=[k, k], strides=[stride, stride], pads=[p, p, p, p]))
+        self.nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"{name}.weight", f"{name}.bias"],
+                [name],
+                name=name,
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[p, p, p, p],
+            )
+        )
         return self.relu(name) if relu else name
 
     def relu(self, x: str) -> str:
@@ -75,8 +84,7 @@ class _Builder:
         w = (self.rng.standard_normal((cout, cin)) * np.sqrt(2.0 / cin)).astype(np.float32)
         b = (0.01 * self.rng.standard_normal(cout)).astype(np.float32)
         self.inits += [numpy_helper.from_array(w, f"{name}.weight"), numpy_helper.from_array(b, f"{name}.bias")]
-        self.nodes.append(helper.make_node("Gemm", [x, f"{name}.weight", f"{name}.bias"], [name], name=name,
-                                           transB=1))
+        self.nodes.append(helper.make_node("Gemm", [x, f"{name}.weight", f"{name}.bias"], [name], name=name, transB=1))
         return self.relu(name) if relu else name
 
     def model(self, out: str, classes: int) -> onnx.ModelProto:

@@ -60,7 +60,9 @@ def _ort_session(model: onnx.ModelProto, extra_outputs: list[str] | None = None)
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]), m
 
 
-def run_onnxruntime(model: onnx.ModelProto, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+def run_onnxruntime(
+    model: onnx.ModelProto, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Run the (quantised) model sample by sample; where onnxruntime lacks a kernel, the ONNX reference evaluator."""
     try:
         return _run_ort(model, inputs, outputs)
@@ -74,8 +76,10 @@ def run_onnxruntime(model: onnx.ModelProto, inputs: dict[str, np.ndarray], outpu
             res = [ref.run(None, {k: v[i] for k, v in inputs.items()}) for i in range(n)]
         except Exception as ref_error:  # noqa: BLE001
             first = str(ort_error).strip().splitlines()[0] if str(ort_error).strip() else type(ort_error).__name__
-            raise UserError(f"cannot compute reference outputs: onnxruntime failed ({first}) and so did the ONNX "
-                            f"reference evaluator ({ref_error})") from None
+            raise UserError(
+                f"cannot compute reference outputs: onnxruntime failed ({first}) and so did the ONNX "
+                f"reference evaluator ({ref_error})"
+            ) from None
         return {k: np.stack([r[j] for r in res]) for j, k in enumerate(names)}
 
 
@@ -86,13 +90,14 @@ def _run_ort(model: onnx.ModelProto, inputs: dict[str, np.ndarray], outputs: lis
     res: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for i in range(n):
         feed = {k: v[i] for k, v in inputs.items()}
-        for k, v in zip(names, sess.run(None, feed)):
+        for k, v in zip(names, sess.run(None, feed), strict=False):
             res[k].append(v)
     return {k: np.stack(v) for k, v in res.items()}
 
 
-def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Options,
-                  log: TextIO | None = None) -> str:
+def compile_model(
+    path: str, calibration: dict[str, np.ndarray] | None, opts: Options, log: TextIO | None = None
+) -> str:
     log = sys.stderr if log is None else log  # resolved per call, so redirected stderr is honoured
     for k in ("arrays", "rows", "cols", "accs"):
         if getattr(opts, k) < 1:
@@ -119,8 +124,11 @@ def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Op
         if not 0 < opts.ecc_budget:
             raise UserError("--ecc-budget must be positive (a fraction, e.g. 0.2 for 20% more operations)")
         names = {sanitize(k): v for k, v in fe.calibration.items()}
-        ecc = [AutoEcc(fm, opts.ecc_budget, {i.name: names[i.name].reshape(-1, *i.shape) for i in fe.graph.inputs},
-                       log=log)]
+        ecc = [
+            AutoEcc(
+                fm, opts.ecc_budget, {i.name: names[i.name].reshape(-1, *i.shape) for i in fe.graph.inputs}, log=log
+            )
+        ]
     elif opts.ecc:
         ecc = [InsertEcc(opts.ecc)]
     g = run_passes(fe.graph, [ConvToMvm(), *ecc, *tiling, Schedule(opts.arrays)], opts.print_ir_after_all, log)
@@ -136,10 +144,11 @@ def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Op
     expect_attrs: list[ast.AttrVal] = []
     for i in g.inputs:
         x = vin[ir_names.get(i.name, i.name)]
-        expect_attrs.append(ast.AttrVal(i.name, ast.ConstRef(em.add_data(f"expect.{i.name}", x.reshape(nval, *i.shape),
-                                                                           i.dtype)[1:])))
+        expect_attrs.append(
+            ast.AttrVal(i.name, ast.ConstRef(em.add_data(f"expect.{i.name}", x.reshape(nval, *i.shape), i.dtype)[1:]))
+        )
     onnx_out = [o.name for o in fe.qmodel.graph.output]
-    for o, oname in zip(g.outputs, onnx_out):
+    for o, oname in zip(g.outputs, onnx_out, strict=False):
         y = ref[oname].reshape(nval, *o.shape)
         dt = "f32" if np.issubdtype(y.dtype, np.floating) else "i64"
         expect_attrs.append(ast.AttrVal(o.name, ast.ConstRef(em.add_data(f"expect.{o.name}", y, dt)[1:])))
@@ -163,10 +172,15 @@ def compile_model(path: str, calibration: dict[str, np.ndarray] | None, opts: Op
             top.append(ast.Trace(tuple(tattrs), "; onnxruntime's intermediate tensors for validation sample 0"))
     header = header_lines(path, opts.arrays, opts.rows, opts.cols)
     if em.reload_layers:
-        header.append(f"; time-multiplexed: {len(em.reload_layers)} layer(s) reload their weights on every "
-                      f"inference ({em.reload_bits} bits written per inference)")
-        print(f"note: the model does not fit {opts.arrays} arrays at once; {len(em.reload_layers)} layer(s) reload "
-              f"{em.reload_bits} weight bits per inference", file=log)
+        header.append(
+            f"; time-multiplexed: {len(em.reload_layers)} layer(s) reload their weights on every "
+            f"inference ({em.reload_bits} bits written per inference)"
+        )
+        print(
+            f"note: the model does not fit {opts.arrays} arrays at once; {len(em.reload_layers)} layer(s) reload "
+            f"{em.reload_bits} weight bits per inference",
+            file=log,
+        )
     if opts.reduce == "cram":
         from cramc.backend.cram_only import chip_line
 

@@ -70,9 +70,7 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=y
-    )
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=y)
     return x_train, x_test, y_train, y_test
 
 
@@ -81,9 +79,7 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------
 
 
-def softmax_cross_entropy(
-    logits: np.ndarray, y: np.ndarray
-) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy loss and its gradient w.r.t. ``logits``."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -116,9 +112,7 @@ def col2im_3x3(dcols: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarra
     return dxp[:, :, 1:-1, 1:-1]
 
 
-def conv3x3_forward(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def conv3x3_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """3x3/stride 1/pad 1 convolution; returns output [N,O,H,W] and the im2col cache."""
     n, _, h, wd = x.shape
     cols = im2col_3x3(x)
@@ -164,9 +158,7 @@ def maxpool2_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-def he_normal(
-    rng: np.random.Generator, shape: tuple[int, ...], fan_in: int
-) -> np.ndarray:
+def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
     """He-normal float32 initialisation."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
@@ -243,13 +235,9 @@ def cnn_backward(p: Params, c: dict[str, np.ndarray], dlogits: np.ndarray) -> Gr
     n = dlogits.shape[0]
     dp2 = (dlogits @ p["fc.weight"]).reshape(n, 16, 2, 2)
     da2 = maxpool2_backward(dp2, c["m2"]) * (c["a2"] > 0)
-    dp1, g["conv2.weight"], g["conv2.bias"] = conv3x3_backward(
-        da2, c["cols2"], p["conv2.weight"], c["p1"].shape
-    )
+    dp1, g["conv2.weight"], g["conv2.bias"] = conv3x3_backward(da2, c["cols2"], p["conv2.weight"], c["p1"].shape)
     da1 = maxpool2_backward(dp1, c["m1"]) * (c["a1"] > 0)
-    _, g["conv1.weight"], g["conv1.bias"] = conv3x3_backward(
-        da1, c["cols1"], p["conv1.weight"], c["x"].shape
-    )
+    _, g["conv1.weight"], g["conv1.bias"] = conv3x3_backward(da1, c["cols1"], p["conv1.weight"], c["x"].shape)
     return g
 
 
@@ -338,9 +326,7 @@ def train(
             losses.append(loss)
             step += 1
         if (epoch + 1) % max(1, epochs // 5) == 0:
-            print(
-                f"  [{name}] epoch {epoch + 1:3d}/{epochs}  loss {np.mean(losses):.4f}"
-            )
+            print(f"  [{name}] epoch {epoch + 1:3d}/{epochs}  loss {np.mean(losses):.4f}")
     return params
 
 
@@ -355,9 +341,7 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def _initializers(params: Params) -> list[TensorProto]:
-    return [
-        numpy_helper.from_array(v.astype(np.float32), name=k) for k, v in params.items()
-    ]
+    return [numpy_helper.from_array(v.astype(np.float32), name=k) for k, v in params.items()]
 
 
 def _finish(graph: onnx.GraphProto, doc: str) -> onnx.ModelProto:
@@ -375,9 +359,7 @@ def _finish(graph: onnx.GraphProto, doc: str) -> onnx.ModelProto:
 def export_mlp(params: Params) -> onnx.ModelProto:
     """ONNX graph input[N,64] -> Gemm -> Relu -> Gemm -> logits[N,10]."""
     nodes = [
-        helper.make_node(
-            "Gemm", ["input", "fc1.weight", "fc1.bias"], ["fc1"], name="fc1", transB=1
-        ),
+        helper.make_node("Gemm", ["input", "fc1.weight", "fc1.bias"], ["fc1"], name="fc1", transB=1),
         helper.make_node("Relu", ["fc1"], ["relu1"], name="relu1"),
         helper.make_node(
             "Gemm",
@@ -394,9 +376,7 @@ def export_mlp(params: Params) -> onnx.ModelProto:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
         initializer=_initializers(params),
     )
-    return _finish(
-        graph, "Digits MLP 64-64-10 (Gemm/Relu/Gemm), input = 8x8 digit / 16."
-    )
+    return _finish(graph, "Digits MLP 64-64-10 (Gemm/Relu/Gemm), input = 8x8 digit / 16.")
 
 
 def export_cnn(params: Params) -> onnx.ModelProto:
@@ -423,9 +403,7 @@ def export_cnn(params: Params) -> onnx.ModelProto:
         helper.make_node("Relu", ["conv2"], ["relu2"], name="relu2"),
         helper.make_node("MaxPool", ["relu2"], ["pool2"], name="pool2", **pool),
         helper.make_node("Flatten", ["pool2"], ["flat"], name="flatten", axis=1),
-        helper.make_node(
-            "Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1
-        ),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1),
     ]
     graph = helper.make_graph(
         nodes,
@@ -447,9 +425,7 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     return sess.run(["logits"], {"input": x})[0]
 
 
-def verify(
-    name: str, path: Path, x: np.ndarray, y: np.ndarray, ref_logits: np.ndarray
-) -> float:
+def verify(name: str, path: Path, x: np.ndarray, y: np.ndarray, ref_logits: np.ndarray) -> float:
     """Check ONNX Runtime against the numpy model; return the ONNX test accuracy."""
     ort_logits = run_onnx(path, x)
     max_diff = float(np.abs(ort_logits - ref_logits).max())
@@ -478,9 +454,7 @@ def build(
     params = train(name, params, forward, backward, x_train, y_train, cfg)
     ref = forward(params, x_test)[0]
     elapsed = time.perf_counter() - t
-    print(
-        f"  [{name}] numpy test accuracy {accuracy(ref, y_test):.4f} ({elapsed:.1f}s)"
-    )
+    print(f"  [{name}] numpy test accuracy {accuracy(ref, y_test):.4f} ({elapsed:.1f}s)")
     path = MODELS_DIR / f"digits_{name}.onnx"
     onnx.save(export(params), path)
     return verify(name, path, x_test, y_test, ref)

@@ -296,9 +296,7 @@ def test_same_seed_same_everything_different_seed_differs() -> None:
     for k in a.outputs:
         np.testing.assert_array_equal(a.outputs[k], b.outputs[k])
     assert a.counts == b.counts
-    assert a.counts.faults != c.counts.faults or any(
-        not np.array_equal(a.outputs[k], c.outputs[k]) for k in a.outputs
-    )
+    assert a.counts.faults != c.counts.faults or any(not np.array_equal(a.outputs[k], c.outputs[k]) for k in a.outputs)
 
 
 def test_bits_is_a_view_of_cells() -> None:

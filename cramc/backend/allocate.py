@@ -1,7 +1,8 @@
 """Pass allocate: place each tiled MVM's bit-planes in columns and its outputs in accumulators.
 
 Adds ``cols=[x, t, w]``: input bit-planes in columns x..x+xbits-1, the scratch
-column(s) from t (one, or up to four under error correction), then the weight bit-planes of output j of an array in columns
+column(s) from t (one, or up to four under error correction), then the weight
+bit-planes of output j of an array in columns
 w + j*wbits .. w + (j+1)*wbits - 1; output j accumulates in slot j.  The layout
 is the same in every array of a layer, so one micro-program call drives all of
 them at once.

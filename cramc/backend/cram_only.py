@@ -108,8 +108,9 @@ def fixed_columns(wbits: int, xbits: int, rows: int) -> tuple[int, Layout]:
     return w, Layout(x, bank, f, u, v, w)
 
 
-def plan_cram_tile(k: int, n: int, groups: int, wbits: int, xbits: int, rows: int,
-                   cols: int) -> tuple[Tile | None, Layout, int]:
+def plan_cram_tile(
+    k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, cols: int
+) -> tuple[Tile | None, Layout, int]:
     """The tile (None when one output does not fit), column layout and minimum columns of one MVM [P, K] x [N, K]^T."""
     kg, ng = k // groups, n // groups
     chunks = math.ceil(kg / rows)
@@ -146,12 +147,15 @@ class TileCramOnly:
             if op.kind != "mvm":
                 continue
             if any(op.attrs.get("ecc", [])):
-                raise UserError(f"layer {op.origin or op.out}: error correction (--ecc) is implemented for the "
-                                f"hybrid lowering only, not with --reduce cram")
+                raise UserError(
+                    f"layer {op.origin or op.out}: error correction (--ecc) is implemented for the "
+                    f"hybrid lowering only, not with --reduce cram"
+                )
             _, k = shapes[op.ins[0][1:]][0]
             n = g.consts[op.attrs["w"][1:]].shape[0]
-            t, lay, need = plan_cram_tile(k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"],
-                                          self.rows, self.cols)
+            t, lay, need = plan_cram_tile(
+                k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"], self.rows, self.cols
+            )
             if t is None:
                 short.append((need, op))
                 continue
@@ -164,7 +168,8 @@ class TileCramOnly:
                 f"CRAM-only MVM (--reduce cram) of layer {op.origin or op.out}: one output needs {need} columns "
                 f"({a['xbits']} input bit-planes, {need - a['xbits'] - eff_wbits(a['wbits'])} columns of multiplier "
                 f"and adder sums and scratch, one {eff_wbits(a['wbits'])}-bit weight), the arrays have {self.cols}; "
-                f"use --cols {need} or more")
+                f"use --cols {need} or more"
+            )
         return g
 
 
@@ -267,10 +272,24 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
     body: list[ast.Stmt] = []
     for i in range(r):
         mn, ai, bj = pp(i, 0)
-        body.append(_g(mn, y(0) if i == 0 else bank(i - 1), ai, bj,
-                       comment="; step 0: the first partial product is the running sum" if i == 0 else None))
-    body.append(ast.Instr("fill", None, (bank(r - 1), ast.Num(pl.preset)), (), f"; bit {r} of the running sum"
-                          + (": the Baugh-Wooley constant" if pl.preset else "")))
+        body.append(
+            _g(
+                mn,
+                y(0) if i == 0 else bank(i - 1),
+                ai,
+                bj,
+                comment="; step 0: the first partial product is the running sum" if i == 0 else None,
+            )
+        )
+    body.append(
+        ast.Instr(
+            "fill",
+            None,
+            (bank(r - 1), ast.Num(pl.preset)),
+            (),
+            f"; bit {r} of the running sum" + (": the Baugh-Wooley constant" if pl.preset else ""),
+        )
+    )
     for j in range(1, s):
         last = j == s - 1
         for i in range(r):
@@ -283,17 +302,26 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
                 body += [_g("maj3", cout, bank(i), P, cin), _g("not", T, cout), _g("maj5", dst, bank(i), P, cin, T, T)]
             elif last and pl.flip:
                 top = y(r + s - 1)
-                body += [_g("min3", top, bank(i), P, cin, comment="; top bit = NOT carry: adds the constant 2^top"),
-                         _g("maj5", dst, bank(i), P, cin, top, top)]
+                body += [
+                    _g("min3", top, bank(i), P, cin, comment="; top bit = NOT carry: adds the constant 2^top"),
+                    _g("maj5", dst, bank(i), P, cin, top, top),
+                ]
             else:
                 # min3 gives NOT carry directly: the carry lands in the cell the two gates have just read
-                body += [_g("min3", T, bank(i), P, cin), _g("maj5", dst, bank(i), P, cin, T, T),
-                         _g("not", y(r + s - 1) if last else bank(i), T)]
+                body += [
+                    _g("min3", T, bank(i), P, cin),
+                    _g("maj5", dst, bank(i), P, cin, T, T),
+                    _g("not", y(r + s - 1) if last else bank(i), T),
+                ]
     params = tuple(ast.Param("col", n) for n in ("w", "x", "bank", "f", "y"))
     sign = "signed" if xsigned else "unsigned"
-    return ast.Micro(mul_name(wbits, xbits, xsigned), params, tuple(body),
-                     f"; y = w * x in every active row ({eff_wbits(wbits)}-bit signed w, {xbits}-bit {sign} x, "
-                     f"Baugh-Wooley, majority-gate full adders)")
+    return ast.Micro(
+        mul_name(wbits, xbits, xsigned),
+        params,
+        tuple(body),
+        f"; y = w * x in every active row ({eff_wbits(wbits)}-bit signed w, {xbits}-bit {sign} x, "
+        f"Baugh-Wooley, majority-gate full adders)",
+    )
 
 
 def add_name(width: int) -> str:
@@ -317,11 +345,17 @@ def add_micro(width: int) -> ast.Micro:
         a, b = _e("a", i), _e("b", i)
         body += [_g("maj3", cout, a, b, cin), _g("not", T, cout), _g("maj5", _e("b", i - 1), a, b, cin, T, T)]
     a, b, cin = _e("a", width - 1), _e("b", width), C[(width - 1) % 2]
-    body += [_g("min3", T, a, b, cin, comment="; sign bit: a's sign extended, carry out dropped"),
-             _g("maj5", _e("b", width - 1), a, b, cin, T, T)]
+    body += [
+        _g("min3", T, a, b, cin, comment="; sign bit: a's sign extended, carry out dropped"),
+        _g("maj5", _e("b", width - 1), a, b, cin, T, T),
+    ]
     params = tuple(ast.Param("col", n) for n in ("a", "b", "f"))
-    return ast.Micro(add_name(width), params, tuple(body),
-                     f"; b-1.. = a + b: {width}-bit + {width + 1}-bit two's complement, ripple carry")
+    return ast.Micro(
+        add_name(width),
+        params,
+        tuple(body),
+        f"; b-1.. = a + b: {width}-bit + {width + 1}-bit two's complement, ripple carry",
+    )
 
 
 # ----------------------------------------------------------------------------- emission
@@ -354,8 +388,16 @@ class _Cmos:
         return "%" + dst
 
 
-def _reduce_output(body: list[ast.Stmt], region: tuple[int, int], lay: Layout, rows: int, wp: int,
-                   tmp: str, result: ast.TensorRef, micros: dict[str, ast.Micro]) -> None:
+def _reduce_output(
+    body: list[ast.Stmt],
+    region: tuple[int, int],
+    lay: Layout,
+    rows: int,
+    wp: int,
+    tmp: str,
+    result: ast.TensorRef,
+    micros: dict[str, ast.Micro],
+) -> None:
     """The log2 reduction of one output's products over rows 0..rows-1, then the read of row 0."""
     cmos = _Cmos(body)
     own, width, n = lay.u, wp, rows
@@ -369,11 +411,21 @@ def _reduce_output(body: list[ast.Stmt], region: tuple[int, int], lay: Layout, r
         if moved < h:
             src = cmos("pad", f"{tmp}.z", src, pads=[0, 0, 0, h - moved])
         inc = areas[1 - side] + 1
-        body.append(_ins("wr", region, ast.Col(inc), ast.TensorRef(src[1:]), bits=_num(width + 1),
-                         rows=ast.Range(0, h)))
+        body.append(
+            _ins("wr", region, ast.Col(inc), ast.TensorRef(src[1:]), bits=_num(width + 1), rows=ast.Range(0, h))
+        )
         micros.setdefault(add_name(width), add_micro(width))
-        body.append(_ins("call", region, ast.Expr(add_name(width)), a=ast.Col(own), b=ast.Col(inc),
-                         f=ast.Col(lay.f), rows=ast.Range(0, h)))
+        body.append(
+            _ins(
+                "call",
+                region,
+                ast.Expr(add_name(width)),
+                a=ast.Col(own),
+                b=ast.Col(inc),
+                f=ast.Col(lay.f),
+                rows=ast.Range(0, h),
+            )
+        )
         own, width, n, side = inc - 1, width + 1, h, 1 - side
     body.append(_ins("rd", region, result, ast.Col(own), bits=_num(width), rows=ast.Range(0, 1)))
 
@@ -406,10 +458,14 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
     wpad = np.zeros((g_, og * per, c * rows), dtype=np.int64)
     wpad[:, :ng, :kg] = w.reshape(g_, ng, kg)
     wt = wpad.reshape(g_, og, per, c, rows).transpose(0, 3, 1, 4, 2).reshape(la, rows, per)
-    main.append(ast.Comment(
-        f"; mvm %{o}, CRAM-only: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, {per} output(s) x "
-        f"{og} group(s) per array, {la} arrays x {rep} replica(s), {rounds} round(s), {passes} pass(es); per output: "
-        f"{wb}x{xb}-bit in-array multiply, {lv} in-array adder level(s) to {wp + lv} bits"))
+    main.append(
+        ast.Comment(
+            f"; mvm %{o}, CRAM-only: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, "
+            f"{per} output(s) x {og} group(s) per array, {la} arrays x {rep} replica(s), {rounds} round(s), "
+            f"{passes} pass(es); per output: "
+            f"{wb}x{xb}-bit in-array multiply, {lv} in-array adder level(s) to {wp + lv} bits"
+        )
+    )
     x = op.ins[0]
     cur = cmos("reshape", f"{o}.x3", x, shape=[p, g_, kg])
     if pp != p or c * rows != kg:
@@ -434,8 +490,17 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
         wref = em.add_data(f"{o}.w{sfx}", wt if passes == 1 else wt[a0:a1], wdt)
         xs_ref = xa if passes == 1 else cmos("slice", f"{o}.xa{sfx}", xa, axis=1, start=a0 // bcast, end=a1 // bcast)
         region = (base, base + (a1 - a0) * rep)
-        loads = [_ins("wr", (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)), ast.Col(lay.w),
-                      ast.ConstRef(wref[1:]), bits=_num(wb), rows=ast.Range(0, rows)) for r in range(rep)]
+        loads = [
+            _ins(
+                "wr",
+                (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)),
+                ast.Col(lay.w),
+                ast.ConstRef(wref[1:]),
+                bits=_num(wb),
+                rows=ast.Range(0, rows),
+            )
+            for r in range(rep)
+        ]
         if resident:
             em.init.append(ast.Comment(f"; weights of %{o} ({op.origin})"))
             em.init.extend(loads)
@@ -448,13 +513,25 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
         xattrs: dict[str, ast.Value] = {"bits": _num(xb)}
         if bcast > 1:
             xattrs["repeat"] = _num(bcast)
-        body: list[ast.Stmt] = [_ins("wr", region, ast.Col(lay.x), ast.TensorRef(xs_ref[1:], "r"), **xattrs,
-                                     rows=ast.Range(0, rows))]
+        body: list[ast.Stmt] = [
+            _ins("wr", region, ast.Col(lay.x), ast.TensorRef(xs_ref[1:], "r"), **xattrs, rows=ast.Range(0, rows))
+        ]
         outs = []
         for j in range(per):
             body.append(ast.Comment(f"; output {j} of each array: products, then {lv} adder level(s)"))
-            body.append(_ins("call", region, ast.Expr(mul), w=ast.Col(lay.w + j * wb), x=ast.Col(lay.x),
-                             bank=ast.Col(lay.bank), f=ast.Col(lay.f), y=ast.Col(lay.u), rows=ast.Range(0, rows)))
+            body.append(
+                _ins(
+                    "call",
+                    region,
+                    ast.Expr(mul),
+                    w=ast.Col(lay.w + j * wb),
+                    x=ast.Col(lay.x),
+                    bank=ast.Col(lay.bank),
+                    f=ast.Col(lay.f),
+                    y=ast.Col(lay.u),
+                    rows=ast.Range(0, rows),
+                )
+            )
             name = f"{o}{sfx}.y{j}"
             _reduce_output(body, region, lay, rows, wp, f"{o}.mv", ast.TensorRef(name, "r"), em.micros)
             outs.append("%" + name)
@@ -472,5 +549,7 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
 
 def chip_line(arrays: int, rows: int, cols: int) -> str:
     """The program header's chip line for a CRAM-only program (replaces the hybrid's)."""
-    return (f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs CRAM-only: in-array multipliers and "
-            f"majority-gate adders, partial sums moved through the periphery (baseline, no adder tree)")
+    return (
+        f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs CRAM-only: in-array multipliers and "
+        f"majority-gate adders, partial sums moved through the periphery (baseline, no adder tree)"
+    )

@@ -20,16 +20,18 @@ from typing import Any
 import numpy as np
 
 from cramc import __version__
+from cramc.backend.lower_tiles import mac_micro, mac_name
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import infer_shapes
 from cramc.ir.tiling import Tile
 from cramc.isa import ast
 from cramc.isa import data as tdata
-from cramc.backend.lower_tiles import mac_micro, mac_name
 
 
 def _val(v: Any) -> ast.Value:
-    if isinstance(v, ast.Col | ast.AccRef | ast.Expr | ast.TensorRef | ast.ConstRef | ast.Num | ast.Range | ast.ListVal):
+    if isinstance(
+        v, ast.Col | ast.AccRef | ast.Expr | ast.TensorRef | ast.ConstRef | ast.Num | ast.Range | ast.ListVal
+    ):
         return v
     if isinstance(v, (bool, np.bool_)):
         return ast.Num(int(v))
@@ -50,10 +52,13 @@ def _val(v: Any) -> ast.Value:
     raise TypeError(v)
 
 
-def instr(mn: str, arrays: tuple[int, int] | None, *operands: Any, comment: str | None = None, **attrs: Any) -> ast.Instr:
+def instr(
+    mn: str, arrays: tuple[int, int] | None, *operands: Any, comment: str | None = None, **attrs: Any
+) -> ast.Instr:
     arr = ast.ArraySet(arrays[0], arrays[1]) if arrays else None
-    return ast.Instr(mn, arr, tuple(_val(o) for o in operands),
-                     tuple(ast.AttrVal(k, _val(v)) for k, v in attrs.items()), comment)
+    return ast.Instr(
+        mn, arr, tuple(_val(o) for o in operands), tuple(ast.AttrVal(k, _val(v)) for k, v in attrs.items()), comment
+    )
 
 
 def _dtype_for(arr: np.ndarray) -> str:
@@ -100,7 +105,9 @@ class Emitter:
         for name in self.g.consts:
             if name in used:
                 arr = self.g.consts[name]
-                self.add_data(name, arr, self.g.const_types.get(name) if self.g.const_types.get(name) in tdata.DTYPES else None)
+                self.add_data(
+                    name, arr, self.g.const_types.get(name) if self.g.const_types.get(name) in tdata.DTYPES else None
+                )
         last_origin = None
         for op in self.g.ops:
             if op.origin != last_origin:
@@ -138,9 +145,12 @@ class Emitter:
         wpad = np.zeros((g_, og * per, c * rows), dtype=np.int64)
         wpad[:, :ng, :kg] = w.reshape(g_, ng, kg)
         wt = wpad.reshape(g_, og, per, c, rows).transpose(0, 3, 1, 4, 2).reshape(la, rows, per)
-        self.main.append(ast.Comment(
-            f"; mvm %{o}: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, {per} output(s) x "
-            f"{og} group(s) per array, {la} arrays x {rep} replica(s), {rounds} round(s), {passes} pass(es)"))
+        self.main.append(
+            ast.Comment(
+                f"; mvm %{o}: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, {per} output(s) x "
+                f"{og} group(s) per array, {la} arrays x {rep} replica(s), {rounds} round(s), {passes} pass(es)"
+            )
+        )
         # input layout [rounds, rep*arrays, rows]
         x = op.ins[0]
         cur = self._cmos("reshape", f"{o}.x3", x, shape=[p, g_, kg])
@@ -169,8 +179,12 @@ class Emitter:
                 xs_ref = self._cmos("slice", f"{o}.xa.p{pi}", xa, axis=1, start=a0 // bcast, end=a1 // bcast)
             nset = (a1 - a0) * rep
             region = (base, base + nset)
-            loads = [instr("wr", (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)), f"c{wcol}", wref, bits=wb,
-                           rows=(0, rows)) for r in range(rep)]
+            loads = [
+                instr(
+                    "wr", (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)), f"c{wcol}", wref, bits=wb, rows=(0, rows)
+                )
+                for r in range(rep)
+            ]
             loads = [ast.Instr(i.mnemonic, i.arrays, (ast.Col(wcol), i.operands[1]), i.attrs) for i in loads]
             if resident:
                 self.init.append(ast.Comment(f"; weights of %{o} ({op.origin})"))
@@ -179,21 +193,42 @@ class Emitter:
                 self.reload_bits += (a1 - a0) * rep * rows * per * wb
                 if op.origin not in self.reload_layers:
                     self.reload_layers.append(op.origin)
-                self.main.append(ast.Comment(f"; reload the weights of %{o}{f' (pass {pi + 1} of {passes})' if passes > 1 else ''}: the arrays are shared"))
+                self.main.append(
+                    ast.Comment(
+                        f"; reload the weights of %{o}{f' (pass {pi + 1} of {passes})' if passes > 1 else ''}: "
+                        "the arrays are shared"
+                    )
+                )
                 self.main.extend(loads)
             acc = f"{o}.acc" if passes == 1 else f"{o}.acc.p{pi}"
             body: list[ast.Stmt] = [
-                ast.Instr("wr", ast.ArraySet(*region), (ast.Col(xcol), ast.TensorRef(xs_ref[1:], "r")),
-                          (ast.AttrVal("bits", ast.Num(xb)),
-                           *((ast.AttrVal("repeat", ast.Num(bcast)),) if bcast > 1 else ()),
-                           ast.AttrVal("rows", ast.Range(0, rows)))),
+                ast.Instr(
+                    "wr",
+                    ast.ArraySet(*region),
+                    (ast.Col(xcol), ast.TensorRef(xs_ref[1:], "r")),
+                    (
+                        ast.AttrVal("bits", ast.Num(xb)),
+                        *((ast.AttrVal("repeat", ast.Num(bcast)),) if bcast > 1 else ()),
+                        ast.AttrVal("rows", ast.Range(0, rows)),
+                    ),
+                ),
                 ast.Instr("aclr", ast.ArraySet(*region), (ast.AccRef(0, per),)),
             ]
             for j in range(per):
-                body.append(ast.Instr("call", ast.ArraySet(*region), (ast.Expr(micro),), (
-                    ast.AttrVal("w", ast.Col(wcol + j * wb)), ast.AttrVal("x", ast.Col(xcol)),
-                    ast.AttrVal("t", ast.Col(tcol)), ast.AttrVal("y", ast.AccRef(j)),
-                    ast.AttrVal("rows", ast.Range(0, rows)))))
+                body.append(
+                    ast.Instr(
+                        "call",
+                        ast.ArraySet(*region),
+                        (ast.Expr(micro),),
+                        (
+                            ast.AttrVal("w", ast.Col(wcol + j * wb)),
+                            ast.AttrVal("x", ast.Col(xcol)),
+                            ast.AttrVal("t", ast.Col(tcol)),
+                            ast.AttrVal("y", ast.AccRef(j)),
+                            ast.AttrVal("rows", ast.Range(0, rows)),
+                        ),
+                    )
+                )
             body.append(ast.Instr("ard", ast.ArraySet(*region), (ast.TensorRef(acc, "r"), ast.AccRef(0, per))))
             self.main.append(ast.Repeat("r", rounds, tuple(body)))
             accs.append("%" + acc)
@@ -212,12 +247,20 @@ class Emitter:
 
     def program(self, header: list[str], expect: list[ast.Stmt | ast.TopItem]) -> ast.Program:
         items: list[ast.TopItem] = [ast.Comment(h) for h in header]
-        items.append(ast.Machine(tuple(ast.AttrVal(k, ast.Num(v)) for k, v in (
-            ("arrays", self.arrays), ("rows", self.rows), ("cols", self.cols), ("accs", self.accs)))))
+        items.append(
+            ast.Machine(
+                tuple(
+                    ast.AttrVal(k, ast.Num(v))
+                    for k, v in (("arrays", self.arrays), ("rows", self.rows), ("cols", self.cols), ("accs", self.accs))
+                )
+            )
+        )
         for i in self.g.inputs:
             items.append(ast.IODecl("input", i.name, ast.TensorType(i.dtype, i.shape)))
         for o in self.g.outputs:
-            items.append(ast.IODecl("output", o.name, ast.TensorType(o.dtype if o.dtype in tdata.DTYPES else "i64", o.shape)))
+            items.append(
+                ast.IODecl("output", o.name, ast.TensorType(o.dtype if o.dtype in tdata.DTYPES else "i64", o.shape))
+            )
         items.append(ast.Blank())
         for m in self.micros.values():
             items.append(m)
@@ -231,5 +274,7 @@ class Emitter:
 
 
 def header_lines(model: str, arrays: int, rows: int, cols: int) -> list[str]:
-    return [f"; compiled by cramc {__version__} from {model}",
-            f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs in-array (AND) + CMOS adder tree (CRAM-ER hybrid)"]
+    return [
+        f"; compiled by cramc {__version__} from {model}",
+        f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs in-array (AND) + CMOS adder tree (CRAM-ER hybrid)",
+    ]

@@ -65,8 +65,9 @@ class Schedule:
         if sum(need.values()) <= self.arrays:
             rep = {op.out: 1 for op in mvms}
             spare = self.arrays - sum(need.values())
-            per_round = {op.out: Tile.from_attr(op.attrs["tile"]).per * op.attrs["wbits"] * op.attrs["xbits"]
-                         for op in mvms}
+            per_round = {
+                op.out: Tile.from_attr(op.attrs["tile"]).per * op.attrs["wbits"] * op.attrs["xbits"] for op in mvms
+            }
             while True:
                 best, gain = None, 0.0
                 step = 0
@@ -107,6 +108,6 @@ class Schedule:
             cursor += n
         for op in mvms:
             lo, hi = regions[op.out]
-            shared = any(o != op.out and lo < h and l < hi for o, (l, h) in regions.items())
+            shared = any(o != op.out and lo < h and lo2 < hi for o, (lo2, h) in regions.items())
             if shared:
                 op.attrs["place"][3] = 0

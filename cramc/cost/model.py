@@ -54,8 +54,12 @@ class Part:
         self.row_ops += row_ops
 
     def as_dict(self) -> dict[str, Any]:
-        return {"latency_s": self.latency_s, "energy_j": self.energy_j, "instructions": self.instructions,
-                "row_ops": self.row_ops}
+        return {
+            "latency_s": self.latency_s,
+            "energy_j": self.energy_j,
+            "instructions": self.instructions,
+            "row_ops": self.row_ops,
+        }
 
 
 @dataclass
@@ -127,8 +131,14 @@ def area_mm2(spec: MachineSpec, tech: Tech, units: set[str] | None = None) -> di
     accs = spec.arrays * spec.accs * 64 * tech.num("acc", "bit_area_um2") * um2 if with_accs else 0.0
     cmos = tech.num("cmos", "area_mm2")
     total = cells + periphery + trees + accs + cmos
-    return {"cells": cells, "periphery": periphery, "adder_trees": trees, "accumulators": accs, "cmos": cmos,
-            "total": total}
+    return {
+        "cells": cells,
+        "periphery": periphery,
+        "adder_trees": trees,
+        "accumulators": accs,
+        "cmos": cmos,
+        "total": total,
+    }
 
 
 def _cost(tally: Tally, costs: dict[str, OpCost]) -> tuple[Part, dict[str, Part], dict[str, Part]]:
@@ -147,8 +157,9 @@ def _cost(tally: Tally, costs: dict[str, OpCost]) -> tuple[Part, dict[str, Part]
     return total, by_unit, by_op
 
 
-def estimate_counts(main: Tally, init: Tally, spec: MachineSpec, tech: Tech, method: str,
-                    layers: dict[str, Tally] | None = None) -> Estimate:
+def estimate_counts(
+    main: Tally, init: Tally, spec: MachineSpec, tech: Tech, method: str, layers: dict[str, Tally] | None = None
+) -> Estimate:
     costs = tech.op_costs(spec.rows)
     total, by_unit, by_op = _cost(main, costs)
     setup, _, _ = _cost(init, costs)
@@ -175,8 +186,7 @@ def tally_of_run(counts: Counts, samples: int) -> Tally:
     return t
 
 
-def dynamic_estimate(counts: Counts, samples: int, linked: Linked, tech: Tech,
-                     init: Tally | None = None) -> Estimate:
+def dynamic_estimate(counts: Counts, samples: int, linked: Linked, tech: Tech, init: Tally | None = None) -> Estimate:
     """From the counts of a run.
 
     The simulator starts every sample on a fresh chip and runs `.init` (the

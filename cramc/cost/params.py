@@ -211,12 +211,15 @@ class Tech:
             self.op_cost(op)
         for unit in UNIT_SECTIONS:
             sec = self.data.get(unit, {})
-            for where, table in [(f"[{unit}]", sec), *((f"[{unit}.{k}]", v) for k, v in sec.items()
-                                                      if isinstance(v, dict))]:
+            for where, table in [
+                (f"[{unit}]", sec),
+                *((f"[{unit}.{k}]", v) for k, v in sec.items() if isinstance(v, dict)),
+            ]:
                 for key in OP_KEYS:
                     v = table.get(key)
-                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                          or not math.isfinite(v) or v < 0):
+                    if v is not None and (
+                        isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+                    ):
                         raise UserError(f"technology file: {where} {key} must be a non-negative number, got {v!r}")
         for name, d in self.devices().items():
             for k in ("peak_ops_per_s", "power_w", "memory_bandwidth_bytes_per_s"):
@@ -225,5 +228,6 @@ class Tech:
                     raise UserError(f"technology file: [device.{name}] {k} must be a positive number")
             mem = d.get("memory", "hbm")
             if mem not in self.data or "energy_j_per_bit" not in self.data[mem]:
-                raise UserError(f"technology file: [device.{name}] memory = {mem!r} needs a section [{mem}] "
-                                "with energy_j_per_bit")
+                raise UserError(
+                    f"technology file: [device.{name}] memory = {mem!r} needs a section [{mem}] with energy_j_per_bit"
+                )

@@ -9,16 +9,27 @@ def si(x: float, unit: str) -> str:
     """3 significant digits with an SI prefix: si(1.2e-6, 's') == '1.20 us'."""
     if x == 0:
         return f"0 {unit}"
-    for f, p in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p"),
-                 (1e-15, "f")):
+    for f, p in (
+        (1e9, "G"),
+        (1e6, "M"),
+        (1e3, "k"),
+        (1, ""),
+        (1e-3, "m"),
+        (1e-6, "u"),
+        (1e-9, "n"),
+        (1e-12, "p"),
+        (1e-15, "f"),
+    ):
         if abs(x) >= f:
             return f"{x / f:.3g} {p}{unit}"
     return f"{x:.3g} {unit}"
 
 
 def one_line(est: Estimate) -> str:
-    return (f"cost per inference ({est.method}, {est.tech}): latency {si(est.latency_s, 's')}, "
-            f"energy {si(est.energy_j, 'J')}, EDP {est.edp_js:.3g} J*s; area {est.area_mm2['total']:.3g} mm^2")
+    return (
+        f"cost per inference ({est.method}, {est.tech}): latency {si(est.latency_s, 's')}, "
+        f"energy {si(est.energy_j, 'J')}, EDP {est.edp_js:.3g} J*s; area {est.area_mm2['total']:.3g} mm^2"
+    )
 
 
 def format_stats(est: Estimate, title: str) -> str:
@@ -48,7 +59,8 @@ def format_stats(est: Estimate, title: str) -> str:
         f"total per inference: latency {si(est.latency_s, 's')}, energy {si(est.energy_j, 'J')}, "
         f"energy-delay product {est.edp_js:.3g} J*s",
         f"setup once (.init, weights): latency {si(est.setup.latency_s, 's')}, energy {si(est.setup.energy_j, 'J')}",
-        "area: " + ", ".join(f"{k} {v:.3g}" for k, v in est.area_mm2.items() if k != "total")
+        "area: "
+        + ", ".join(f"{k} {v:.3g}" for k, v in est.area_mm2.items() if k != "total")
         + f"; total {est.area_mm2['total']:.3g} mm^2",
     ]
     return "\n".join(lines)

@@ -131,9 +131,17 @@ class DeviceEstimate:
         return self.latency_s * self.energy_j
 
     def as_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "label": self.label, "latency_s": self.latency_s, "energy_j": self.energy_j,
-                "edp_js": self.edp_js, "macs": self.macs, "bytes": self.bytes, "bound": self.bound,
-                "area_mm2": self.die_area_mm2}
+        return {
+            "device": self.device,
+            "label": self.label,
+            "latency_s": self.latency_s,
+            "energy_j": self.energy_j,
+            "edp_js": self.edp_js,
+            "macs": self.macs,
+            "bytes": self.bytes,
+            "bound": self.bound,
+            "area_mm2": self.die_area_mm2,
+        }
 
 
 def roofline(work: list[LayerWork], tech: Tech, device: str) -> DeviceEstimate:
@@ -163,8 +171,9 @@ def roofline(work: list[LayerWork], tech: Tech, device: str) -> DeviceEstimate:
     if not d.get("memory_energy_in_power", False):
         energy += nbytes * 8 * e_bit
     bound = "compute" if t_compute > 2 * t_memory else "memory" if t_memory > 2 * t_compute else "mixed"
-    return DeviceEstimate(device, str(d.get("label", device)), t, energy, macs, nbytes, bound,
-                          float(d.get("die_area_mm2", math.nan)))
+    return DeviceEstimate(
+        device, str(d.get("label", device)), t, energy, macs, nbytes, bound, float(d.get("die_area_mm2", math.nan))
+    )
 
 
 def measure_onnxruntime(path: str, min_time_s: float = 1.0, warmup: int = 5, seed: int = 0) -> float:

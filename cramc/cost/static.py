@@ -219,7 +219,7 @@ class _Counter:
                 t.add(n.op.mnemonic, mult, mult * self.row_ops(n))
 
         for n in nodes:
-            loc = (n.site[0] if isinstance(n, BoundOp) and n.site else n.loc)
+            loc = n.site[0] if isinstance(n, BoundOp) and n.site else n.loc
             label = labels.get(loc.line, default) if loc is not None else default
             go((n,), 1, label)
         return out

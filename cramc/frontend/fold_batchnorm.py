@@ -38,8 +38,11 @@ def run(model: onnx.ModelProto) -> onnx.ModelProto:
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
         gamma, beta, mean, var = (numpy_helper.to_array(inits[i]).astype(np.float64) for i in bn.input[1:5])
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
-        b = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
-             if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0]))
+        b = (
+            numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+            if len(conv.input) > 2 and conv.input[2]
+            else np.zeros(w.shape[0])
+        )
         k = gamma / np.sqrt(var + eps)
         w2 = (w * k.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
         b2 = ((b - mean) * k + beta).astype(np.float32)

@@ -33,8 +33,10 @@ def static_batch(model: onnx.ModelProto) -> onnx.ModelProto:
                 d.Clear()
                 d.dim_value = 1
             else:
-                raise UserError(f"input '{inp.name}' has a symbolic dimension {k} ('{d.dim_param}'); "
-                                "cramc compiles static shapes only")
+                raise UserError(
+                    f"input '{inp.name}' has a symbolic dimension {k} ('{d.dim_param}'); "
+                    "cramc compiles static shapes only"
+                )
     for out in model.graph.output:
         dims = out.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
@@ -43,7 +45,9 @@ def static_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _eval_node(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: list[onnx.OperatorSetIdProto]) -> list[np.ndarray]:
+def _eval_node(
+    node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: list[onnx.OperatorSetIdProto]
+) -> list[np.ndarray]:
     ins = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.input if n]
     outs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output]
     g = helper.make_graph([node], "fold", ins, outs)
@@ -80,8 +84,10 @@ def run(model: onnx.ModelProto) -> onnx.ModelProto:
             try:
                 vals = _eval_node(node, consts, list(model.opset_import))
             except Exception as e:  # noqa: BLE001 - the reference evaluator raises many types
-                raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): cannot fold constants: {e}") from None
-            for name, v in zip(node.output, vals):
+                raise UserError(
+                    f"node '{node.name or node.output[0]}' ({node.op_type}): cannot fold constants: {e}"
+                ) from None
+            for name, v in zip(node.output, vals, strict=False):
                 consts[name] = v
                 new_inits.append(numpy_helper.from_array(v, name))
             continue

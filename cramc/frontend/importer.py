@@ -100,8 +100,9 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 def _scalar(v: np.ndarray, what: str, node: onnx.NodeProto) -> float | int:
     a = np.asarray(v)
     if a.size != 1:
-        raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): {what} must be per-tensor "
-                        f"(got {a.size} values)")
+        raise UserError(
+            f"node '{node.name or node.output[0]}' ({node.op_type}): {what} must be per-tensor (got {a.size} values)"
+        )
     return a.reshape(()).item()
 
 
@@ -174,8 +175,10 @@ class Importer:
                 e.float_ref = v.ref
             return e.float_ref
         if e.is_int:
-            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}) needs a float input but "
-                            f"'{name}' is quantised; dequantise it first")
+            raise UserError(
+                f"node '{node.name or node.output[0]}' ({node.op_type}) needs a float input but "
+                f"'{name}' is quantised; dequantise it first"
+            )
         return e.ref
 
     def any_ref(self, name: str, node: onnx.NodeProto) -> tuple[str, bool]:
@@ -256,8 +259,9 @@ class Importer:
                 else:
                     self.names.add(want)
                 self.g.ops.append(Op("mov", want, (ref,), {}, o.name))
-                self.shapes["%" + want] = self.shapes[ref] if ref.startswith("%") else (
-                    tuple(self.g.consts[ref[1:]].shape), is_int)
+                self.shapes["%" + want] = (
+                    self.shapes[ref] if ref.startswith("%") else (tuple(self.g.consts[ref[1:]].shape), is_int)
+                )
             tt = o.type.tensor_type
             dt = "f32" if not is_int else ONNX_QTYPES.get(tt.elem_type, "i64")
             self.g.outputs.append(IOValue(want, dt, self.shapes["%" + want][0]))
@@ -316,7 +320,11 @@ class Importer:
             self.env[node.output[0]] = Const(q.astype(np.int64))
             return
         src = self.float_ref(node.input[0], node)
-        attrs = {"scale": self.const_attr(node.output[0] + "_scale", scale), "zp": self.const_attr(node.output[0] + "_zp", zp, "i64"), "dtype": dt}
+        attrs = {
+            "scale": self.const_attr(node.output[0] + "_scale", scale),
+            "zp": self.const_attr(node.output[0] + "_zp", zp, "i64"),
+            "dtype": dt,
+        }
         if np.asarray(scale).size > 1:
             attrs["axis"] = a.get("axis", 1)
         v = self.emit("quant", node.output[0], [src], attrs, node.name or node.output[0])
@@ -326,16 +334,22 @@ class Importer:
         a = _attrs(node)
         x = self.get(node.input[0], node)
         scale = np.asarray(self.const_value(node.input[1], node))
-        zp = (np.asarray(self.get(node.input[2], node).value)  # type: ignore[union-attr]
-              if len(node.input) > 2 and node.input[2] else np.zeros((), np.int64))
+        zp = (
+            np.asarray(self.get(node.input[2], node).value)  # type: ignore[union-attr]
+            if len(node.input) > 2 and node.input[2]
+            else np.zeros((), np.int64)
+        )
         if isinstance(x, Const):
             self.env[node.output[0]] = QConst(x.value, scale, zp, a.get("axis", 1))
             return
         if not isinstance(x, Val) or not x.is_int:
             raise UserError(f"node '{node.name or node.output[0]}': DequantizeLinear of a non-integer value")
         if scale.size > 1:
-            attrs = {"scale": self.const_attr(node.output[0] + "_scale", scale),
-                     "zp": self.const_attr(node.output[0] + "_zp", zp, "i64"), "axis": a.get("axis", 1)}
+            attrs = {
+                "scale": self.const_attr(node.output[0] + "_scale", scale),
+                "zp": self.const_attr(node.output[0] + "_zp", zp, "i64"),
+                "axis": a.get("axis", 1),
+            }
             self.env[node.output[0]] = self.emit("dequant", node.output[0], [x.ref], attrs, node.name)
             return
         dt = NP_QTYPES.get(zp.dtype, "u8")
@@ -375,7 +389,12 @@ class Importer:
         if isinstance(bias, QConst) and not int_out:
             bs = np.asarray(bias.scale, dtype=np.float32).reshape(-1)
             bz = np.asarray(bias.zp).reshape(-1)
-            if np.all(bz == 0) and np.allclose(bs, sxw if bs.size > 1 else sxw[:1], rtol=1e-5) and (bs.size == sxw.size or bs.size == 1 == sxw.size) and scale_mul == 1.0:
+            if (
+                np.all(bz == 0)
+                and np.allclose(bs, sxw if bs.size > 1 else sxw[:1], rtol=1e-5)
+                and (bs.size == sxw.size or bs.size == 1 == sxw.size)
+                and scale_mul == 1.0
+            ):
                 corr = corr + _vec(bias.q.astype(np.int64), n)
             else:
                 float_bias = _vec(bias.real(), n)
@@ -389,18 +408,30 @@ class Importer:
         bshape = [1] * rank
         bshape[channel_axis] = n
         if np.any(corr != 0):
-            cref = self.g.const(out_name + "_bias", corr.reshape(bshape), "i32" if np.abs(corr).max() < 2**31 else "i64")
+            cref = self.g.const(
+                out_name + "_bias", corr.reshape(bshape), "i32" if np.abs(corr).max() < 2**31 else "i64"
+            )
             acc = self.emit("add", out_name + "_acc", [acc.ref, cref], {}, origin)
         if int_out:
             return acc
         if requant is not None and float_bias is None:
             sy, zy, dt = requant
             mult = (sxw / np.float32(sy)).astype(np.float32)
-            f = self.emit("dequant", out_name + "_rq", [acc.ref],
-                          {"scale": self.const_attr(out_name + "_mult", mult), "axis": channel_axis}, origin)
+            f = self.emit(
+                "dequant",
+                out_name + "_rq",
+                [acc.ref],
+                {"scale": self.const_attr(out_name + "_mult", mult), "axis": channel_axis},
+                origin,
+            )
             return self.emit("quant", out_name + "_q", [f.ref], {"scale": 1.0, "zp": zy, "dtype": dt}, origin)
-        f = self.emit("dequant", out_name, [acc.ref],
-                      {"scale": self.const_attr(out_name + "_scale", sxw), "axis": channel_axis}, origin)
+        f = self.emit(
+            "dequant",
+            out_name,
+            [acc.ref],
+            {"scale": self.const_attr(out_name + "_scale", sxw), "axis": channel_axis},
+            origin,
+        )
         if float_bias is not None:
             bref = self.g.const(out_name + "_fbias", float_bias.reshape(bshape), "f32")
             f = self.emit("add", out_name + "_b", [f.ref, bref], {}, origin)
@@ -413,14 +444,20 @@ class Importer:
         sy = float(_scalar(self.const_value(q.input[1], q), "y_scale", q))
         zarr = np.asarray(self.get(q.input[2], q).value) if len(q.input) > 2 and q.input[2] else np.uint8(0)  # type: ignore[union-attr]
         t = next((t for t in self.model.graph.initializer if len(q.input) > 2 and t.name == q.input[2]), None)
-        dt = ONNX_QTYPES[t.data_type] if t is not None and t.data_type in ONNX_QTYPES else NP_QTYPES.get(np.asarray(zarr).dtype, "u8")
+        dt = (
+            ONNX_QTYPES[t.data_type]
+            if t is not None and t.data_type in ONNX_QTYPES
+            else NP_QTYPES.get(np.asarray(zarr).dtype, "u8")
+        )
         return sy, int(np.asarray(zarr).reshape(())), dt
 
     def _conv_attrs(self, node: onnx.NodeProto, xshape: tuple[int, ...], wshape: tuple[int, ...]) -> dict[str, Any]:
         a = _attrs(node)
         if len(xshape) != 4:
-            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): only 2-D convolutions are "
-                            f"supported (input rank {len(xshape)})")
+            raise UserError(
+                f"node '{node.name or node.output[0]}' ({node.op_type}): only 2-D convolutions are "
+                f"supported (input rank {len(xshape)})"
+            )
         kh, kw = a.get("kernel_shape", list(wshape[2:]))
         strides = list(a.get("strides", [1, 1]))
         dil = list(a.get("dilations", [1, 1]))
@@ -429,22 +466,28 @@ class Importer:
         auto = auto.decode() if isinstance(auto, bytes) else auto
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             pads = [0, 0, 0, 0]
-            for i, (size, k, s, d) in enumerate(zip(xshape[2:], (kh, kw), strides, dil)):
+            for i, (size, k, s, d) in enumerate(zip(xshape[2:], (kh, kw), strides, dil, strict=False)):
                 out = -(-size // s)
                 total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
                 small, big = total // 2, total - total // 2
                 pads[i], pads[i + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
         elif auto == "VALID":
             pads = [0, 0, 0, 0]
-        return {"kernel": [int(kh), int(kw)], "strides": strides, "pads": pads, "dilations": dil,
-                "group": int(a.get("group", 1))}
+        return {
+            "kernel": [int(kh), int(kw)],
+            "strides": strides,
+            "pads": pads,
+            "dilations": dil,
+            "group": int(a.get("group", 1)),
+        }
 
     def _emit_conv(self, node: onnx.NodeProto, xq: Val, zx: int, xdt: str, w: QConst) -> tuple[Val, np.ndarray]:
         wq = w.q.astype(np.int64)
         wp = wq - _bcast(np.asarray(w.zp).astype(np.int64), wq, 0) if np.asarray(w.zp).size else wq
         if np.asarray(w.zp).size > 1 and w.axis % wq.ndim != 0:
-            raise UserError(f"node '{node.name or node.output[0]}': per-channel weight quantisation must be along the "
-                            "output axis")
+            raise UserError(
+                f"node '{node.name or node.output[0]}': per-channel weight quantisation must be along the output axis"
+            )
         wbits, _ = bits_for(wp, signed=True)
         attrs = self._conv_attrs(node, self.shape(xq.ref), wq.shape)
         wref = self.g.const((node.name or node.output[0]) + "_w", wp, _int_type(wbits))
@@ -460,14 +503,16 @@ class Importer:
         q = self._fused_quant(node.output[0])
         sw = _per_out(w.scale, wp.shape[0])
         if q is not None:
-            self.env[q.output[0]] = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0],
-                                                     self._quant_params(q))
+            self.env[q.output[0]] = self._finish_mvm(
+                node, acc, wp, sx, zx, sw, bias, 1, node.output[0], self._quant_params(q)
+            )
             self.skip.add(id(q))
         else:
             self.env[node.output[0]] = self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0])
 
-    def _matmul(self, node: onnx.NodeProto, xq: Val, zx: int, xdt: str, wq: np.ndarray,
-                wzp: np.ndarray) -> tuple[Val, np.ndarray, Any]:
+    def _matmul(
+        self, node: onnx.NodeProto, xq: Val, zx: int, xdt: str, wq: np.ndarray, wzp: np.ndarray
+    ) -> tuple[Val, np.ndarray, Any]:
         """Activation x [..., K] (or [K]) times constant w [..., K, N] (or [K]) as one integer mvm.
 
         Returns the accumulator [R, C] (outputs on axis 1), the zero-point-free weights [C, K] and a
@@ -489,7 +534,11 @@ class Importer:
         if not w.shape[:-2]:
             rows = int(np.prod(xs[:-1]))
             wp = (w.astype(np.int64) - zp.reshape(1, -1)).T
-            x2 = xq if xshape == (rows, k) else self.emit("reshape", out + "_rows", [xq.ref], {"shape": [rows, k]}, origin)
+            x2 = (
+                xq
+                if xshape == (rows, k)
+                else self.emit("reshape", out + "_rows", [xq.ref], {"shape": [rows, k]}, origin)
+            )
             final = [*xs[:-1], n]
             groups = 1
         else:
@@ -499,7 +548,7 @@ class Importer:
             if xs[:-2] != batch:
                 lead = (1,) * (len(batch) - len(xs[:-2])) + tuple(xs[:-2])
                 x = self.emit("reshape", out + "_a", [x.ref], {"shape": [*lead, m, k]}, origin)
-                reps = [b if a == 1 else 1 for a, b in zip(lead, batch)]
+                reps = [b if a == 1 else 1 for a, b in zip(lead, batch, strict=False)]
                 x = self.emit("tile", out + "_ab", [x.ref], {"reps": [*reps, 1, 1]}, origin)
             x = self.emit("reshape", out + "_a3", [x.ref], {"shape": [bt, m, k]}, origin)
             x = self.emit("transpose", out + "_at", [x.ref], {"perm": [1, 0, 2]}, origin)
@@ -556,8 +605,9 @@ class Importer:
             self.env[q.output[0]] = post(out)
             self.skip.add(id(q))
         else:
-            self.env[node.output[0]] = post(self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0],
-                                                             scale_mul=alpha))
+            self.env[node.output[0]] = post(
+                self._finish_mvm(node, acc, wp, sx, zx, sw, bias, 1, node.output[0], scale_mul=alpha)
+            )
 
     def op_MatMul(self, node: onnx.NodeProto) -> None:
         xq, sx, zx, xdt = self.activation(node.input[0], node)
@@ -579,8 +629,9 @@ class Importer:
     def _qact(self, name: str, node: onnx.NodeProto) -> tuple[Val, str]:
         e = self.get(name, node)
         if not isinstance(e, Val) or not e.is_int:
-            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): input '{name}' must be a "
-                            "quantised tensor")
+            raise UserError(
+                f"node '{node.name or node.output[0]}' ({node.op_type}): input '{name}' must be a quantised tensor"
+            )
         dt = next((d for d, t in ((i.type.tensor_type.elem_type, i) for i in self.model.graph.input) if False), None)
         return e, dt or self._int_dtype(name)
 
@@ -603,7 +654,11 @@ class Importer:
         w = QConst(self.get_int_const(node.input[3], node), self.const_value(node.input[4], node), self._zp(node, 5), 0)
         sy = float(_scalar(self.const_value(node.input[6], node), "y_scale", node))
         zy = int(_scalar(self._zp(node, 7), "y_zero_point", node))
-        ydt = NP_QTYPES.get(np.asarray(self.get(node.input[7], node).value).dtype, "u8") if len(node.input) > 7 and node.input[7] else xdt  # type: ignore[union-attr]
+        ydt = (
+            NP_QTYPES.get(np.asarray(self.get(node.input[7], node).value).dtype, "u8")
+            if len(node.input) > 7 and node.input[7]
+            else xdt
+        )  # type: ignore[union-attr]
         acc, wp = self._emit_conv(node, x, zx, xdt, w)
         bias = Const(self.get_int_const(node.input[8], node)) if len(node.input) > 8 and node.input[8] else None
         sw = _per_out(w.scale, wp.shape[0])
@@ -613,8 +668,10 @@ class Importer:
         e = self.get(name, node)
         if isinstance(e, Const) and np.issubdtype(e.value.dtype, np.integer):
             return e.value
-        raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): '{name}' must be an integer "
-                        "constant (cramc keeps weights stationary in the arrays)")
+        raise UserError(
+            f"node '{node.name or node.output[0]}' ({node.op_type}): '{name}' must be an integer "
+            "constant (cramc keeps weights stationary in the arrays)"
+        )
 
     def op_QLinearMatMul(self, node: onnx.NodeProto) -> None:
         x, xdt = self._qact(node.input[0], node)
@@ -627,8 +684,9 @@ class Importer:
         zy = int(_scalar(self._zp(node, 7), "y_zero_point", node))
         ydt = NP_QTYPES.get(np.asarray(self.get(node.input[7], node).value).dtype, "u8")  # type: ignore[union-attr]
         acc, wp, post = self._matmul(node, x, zx, xdt, wq, wzp)
-        out = self._finish_mvm(node, acc, wp, sx, zx, _tile_out(sw, wp.shape[0]), None, 1, node.output[0],
-                               (sy, zy, ydt))
+        out = self._finish_mvm(
+            node, acc, wp, sx, zx, _tile_out(sw, wp.shape[0]), None, 1, node.output[0], (sy, zy, ydt)
+        )
         self.env[node.output[0]] = post(out)
 
     def op_MatMulInteger(self, node: onnx.NodeProto) -> None:
@@ -637,8 +695,9 @@ class Importer:
         zx = int(_scalar(self._zp(node, 2), "a_zero_point", node))
         wzp = self._zp(node, 3).reshape(-1)
         acc, wp, post = self._matmul(node, x, zx, xdt, wq, wzp)
-        self.env[node.output[0]] = post(self._finish_mvm(node, acc, wp, 1.0, zx, np.ones(wp.shape[0]), None, 1,
-                                                         node.output[0], int_out=True))
+        self.env[node.output[0]] = post(
+            self._finish_mvm(node, acc, wp, 1.0, zx, np.ones(wp.shape[0]), None, 1, node.output[0], int_out=True)
+        )
 
     def op_ConvInteger(self, node: onnx.NodeProto) -> None:
         x, xdt = self._qact(node.input[0], node)
@@ -646,8 +705,9 @@ class Importer:
         zx = int(_scalar(self._zp(node, 2), "x_zero_point", node))
         w = QConst(wq, np.ones(1), self._zp(node, 3), 0)
         acc, wp = self._emit_conv(node, x, zx, xdt, w)
-        self.env[node.output[0]] = self._finish_mvm(node, acc, wp, 1.0, zx, np.ones(wp.shape[0]), None, 1,
-                                                    node.output[0], int_out=True)
+        self.env[node.output[0]] = self._finish_mvm(
+            node, acc, wp, 1.0, zx, np.ones(wp.shape[0]), None, 1, node.output[0], int_out=True
+        )
 
     # com.microsoft QLinear element-wise ops: dequantise, operate, quantise
     def _dq_input(self, node: onnx.NodeProto, i: int) -> str:
@@ -658,20 +718,37 @@ class Importer:
             val = QConst(x.value if isinstance(x, Const) else x.q, np.asarray(s), z, 1).real()
             return self.g.const(node.input[i], val, "f32")
         if not isinstance(x, Val) or not x.is_int:
-            raise UserError(f"node '{node.name or node.output[0]}' ({node.op_type}): input '{node.input[i]}' "
-                            "must be quantised")
-        return self.emit("dequant", node.input[i] + "_dq", [x.ref],
-                         {"scale": self.const_attr(node.input[i] + "_s", s), "zp": self.const_attr(node.input[i] + "_z", z, "i64")},
-                         node.name).ref
+            raise UserError(
+                f"node '{node.name or node.output[0]}' ({node.op_type}): input '{node.input[i]}' must be quantised"
+            )
+        return self.emit(
+            "dequant",
+            node.input[i] + "_dq",
+            [x.ref],
+            {"scale": self.const_attr(node.input[i] + "_s", s), "zp": self.const_attr(node.input[i] + "_z", z, "i64")},
+            node.name,
+        ).ref
 
     def _requant(self, node: onnx.NodeProto, f: Val, si: int, dt_from: int) -> None:
         sy = self.const_value(node.input[si], node)
         zy = self._zp(node, si + 1)
         zv = self.get(node.input[si + 1], node) if len(node.input) > si + 1 and node.input[si + 1] else None
-        dt = NP_QTYPES.get(np.asarray(zv.value).dtype, "u8") if isinstance(zv, Const) else self._int_dtype(node.input[dt_from])  # type: ignore[union-attr]
-        self.env[node.output[0]] = self.emit("quant", node.output[0], [f.ref],
-                                             {"scale": self.const_attr(node.output[0] + "_s", sy),
-                                              "zp": self.const_attr(node.output[0] + "_z", zy, "i64"), "dtype": dt}, node.name)
+        dt = (
+            NP_QTYPES.get(np.asarray(zv.value).dtype, "u8")
+            if isinstance(zv, Const)
+            else self._int_dtype(node.input[dt_from])
+        )  # type: ignore[union-attr]
+        self.env[node.output[0]] = self.emit(
+            "quant",
+            node.output[0],
+            [f.ref],
+            {
+                "scale": self.const_attr(node.output[0] + "_s", sy),
+                "zp": self.const_attr(node.output[0] + "_z", zy, "i64"),
+                "dtype": dt,
+            },
+            node.name,
+        )
 
     def op_QLinearAdd(self, node: onnx.NodeProto) -> None:
         a, b = self._dq_input(node, 0), self._dq_input(node, 3)
@@ -683,14 +760,17 @@ class Importer:
 
     def op_QLinearGlobalAveragePool(self, node: onnx.NodeProto) -> None:
         if _attrs(node).get("channels_last", 0):
-            raise UserError(f"node '{node.name or node.output[0]}': channels_last QLinearGlobalAveragePool is not "
-                            "supported")
+            raise UserError(
+                f"node '{node.name or node.output[0]}': channels_last QLinearGlobalAveragePool is not supported"
+            )
         x = self._dq_input(node, 0)
         self._requant(node, self.emit("gavgpool", node.output[0] + "_f", [x], {}, node.name), 3, 0)
 
     def op_QLinearLeakyRelu(self, node: onnx.NodeProto) -> None:
         x = self._dq_input(node, 0)
-        f = self.emit("leakyrelu", node.output[0] + "_f", [x], {"alpha": float(_attrs(node).get("alpha", 0.01))}, node.name)
+        f = self.emit(
+            "leakyrelu", node.output[0] + "_f", [x], {"alpha": float(_attrs(node).get("alpha", 0.01))}, node.name
+        )
         self._requant(node, f, 3, 0)
 
     def op_QLinearConcat(self, node: onnx.NodeProto) -> None:
@@ -699,8 +779,13 @@ class Importer:
         sy, zy = self.const_value(node.input[0], node), self._zp(node, 1)
         zv = self.get(node.input[1], node)
         dt = NP_QTYPES.get(np.asarray(zv.value).dtype, "u8") if isinstance(zv, Const) else "u8"  # type: ignore[union-attr]
-        self.env[node.output[0]] = self.emit("quant", node.output[0], [f.ref],
-                                             {"scale": float(np.asarray(sy).reshape(())), "zp": int(zy.reshape(())), "dtype": dt}, node.name)
+        self.env[node.output[0]] = self.emit(
+            "quant",
+            node.output[0],
+            [f.ref],
+            {"scale": float(np.asarray(sy).reshape(())), "zp": int(zy.reshape(())), "dtype": dt},
+            node.name,
+        )
 
     def op_QLinearAveragePool(self, node: onnx.NodeProto) -> None:
         x = self._dq_input(node, 0)
@@ -736,8 +821,13 @@ class Importer:
         ref = self.float_ref(node.input[0], node)
         shape = self.shape(ref) if ref.startswith("%") else ()
         if self._opset() < 13 and len(shape) > 2 and axis not in (-1, len(shape) - 1):
-            flat = self.emit("reshape", node.output[0] + "_2d", [ref],
-                             {"shape": [int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))]}, node.name)
+            flat = self.emit(
+                "reshape",
+                node.output[0] + "_2d",
+                [ref],
+                {"shape": [int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))]},
+                node.name,
+            )
             s = self.emit("softmax", node.output[0] + "_s", [flat.ref], {"axis": -1}, node.name)
             self.env[node.output[0]] = self.emit("reshape", node.output[0], [s.ref], {"shape": list(shape)}, node.name)
             return
@@ -745,8 +835,16 @@ class Importer:
 
     def op_LRN(self, node: onnx.NodeProto) -> None:
         a = _attrs(node)
-        self._unary(node, "lrn", {"size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)),
-                                  "beta": float(a.get("beta", 0.75)), "bias": float(a.get("bias", 1.0))})
+        self._unary(
+            node,
+            "lrn",
+            {
+                "size": int(a["size"]),
+                "alpha": float(a.get("alpha", 1e-4)),
+                "beta": float(a.get("beta", 0.75)),
+                "bias": float(a.get("bias", 1.0)),
+            },
+        )
 
     def _opset(self) -> int:
         return next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 1)
@@ -823,7 +921,9 @@ class Importer:
         if len(node.output) > 1 and node.output[1]:
             raise UserError(f"node '{node.name or node.output[0]}': MaxPool with an Indices output is not supported")
         e = self.get(node.input[0], node)
-        ref, _ = self.any_ref(node.input[0], node) if isinstance(e, Val) else (self.float_ref(node.input[0], node), False)
+        ref, _ = (
+            self.any_ref(node.input[0], node) if isinstance(e, Val) else (self.float_ref(node.input[0], node), False)
+        )
         self.env[node.output[0]] = self.emit("maxpool", node.output[0], [ref], self._pool_attrs(node, ref), node.name)
 
     def op_AveragePool(self, node: onnx.NodeProto) -> None:
@@ -916,16 +1016,20 @@ class Importer:
             refs = [e.ref for e in entries]  # type: ignore[union-attr]
         else:
             refs = [self.float_ref(n, node) for n in node.input]
-        self.env[node.output[0]] = self.emit("concat", node.output[0], refs, {"axis": axis}, node.name) if len(refs) > 1 \
+        self.env[node.output[0]] = (
+            self.emit("concat", node.output[0], refs, {"axis": axis}, node.name)
+            if len(refs) > 1
             else self.emit("mov", node.output[0], refs, {}, node.name)
+        )
 
     def op_Pad(self, node: onnx.NodeProto) -> None:
         a = _attrs(node)
         mode = a.get("mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
         if mode != "constant":
-            raise UserError(f"node '{node.name or node.output[0]}' (Pad): only constant padding is supported, "
-                            f"not {mode}")
+            raise UserError(
+                f"node '{node.name or node.output[0]}' (Pad): only constant padding is supported, not {mode}"
+            )
         pads = a.get("pads")
         if pads is None:
             pads = [int(v) for v in np.asarray(self.const_value(node.input[1], node)).reshape(-1)]

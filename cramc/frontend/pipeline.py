@@ -49,8 +49,11 @@ def run_frontend(
         if calibration is None:
             calibration = quantize.synthetic_calibration(model)
             synthetic = True
-            print("warning: no --calibration data: quantising on synthetic uniform [0, 1) inputs; accuracy on real "
-                  "data may suffer", file=log)  # type: ignore[arg-type]
+            print(
+                "warning: no --calibration data: quantising on synthetic uniform [0, 1) inputs; accuracy on real "
+                "data may suffer",
+                file=log,
+            )  # type: ignore[arg-type]
         qmodel = quantize.quantise(model, calibration, weight_bits, act_bits)
         qmodel = fold_constants.run(qmodel)
     imp = Importer(qmodel)

@@ -24,14 +24,47 @@ from cramc.errors import UserError
 NAME = "legalize-quantize"
 
 FLOAT_OPS = {
-    "Gemm", "MatMul", "Conv", "Relu", "Clip", "LeakyRelu", "Add", "Sum", "Sub", "Mul", "BatchNormalization",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Concat",
-    "Dropout", "Identity", "Softmax", "LRN", "Squeeze", "Unsqueeze", "Pad",
+    "Gemm",
+    "MatMul",
+    "Conv",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Add",
+    "Sum",
+    "Sub",
+    "Mul",
+    "BatchNormalization",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Concat",
+    "Dropout",
+    "Identity",
+    "Softmax",
+    "LRN",
+    "Squeeze",
+    "Unsqueeze",
+    "Pad",
 }
 QUANT_OPS = {
-    "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
-    "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearLeakyRelu",
-    "QLinearAveragePool", "Cast",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearGlobalAveragePool",
+    "QLinearConcat",
+    "QLinearLeakyRelu",
+    "QLinearAveragePool",
+    "Cast",
 }
 SUPPORTED = FLOAT_OPS | QUANT_OPS
 QUANTISED_MARKERS = QUANT_OPS - {"Cast"}
@@ -62,8 +95,11 @@ def _legal_matmul(model: onnx.ModelProto) -> None:
 
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-              for vi in [*g.value_info, *g.output] if vi.type.tensor_type.HasField("shape")}
+    shapes = {
+        vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        for vi in [*g.value_info, *g.output]
+        if vi.type.tensor_type.HasField("shape")
+    }
     new_nodes: list[onnx.NodeProto] = []
     for n in g.node:
         new_nodes.append(n)
@@ -77,7 +113,9 @@ def _legal_matmul(model: onnx.ModelProto) -> None:
         g.initializer.append(numpy_helper.from_array(np.array(shapes[out], dtype=np.int64), out + "_shape"))
         n.input[1] = n.input[1] + "_col"
         n.output[0] = out + "_col"
-        new_nodes.append(helper.make_node("Reshape", [out + "_col", out + "_shape"], [out], name=(n.name or out) + "_squeeze"))
+        new_nodes.append(
+            helper.make_node("Reshape", [out + "_col", out + "_shape"], [out], name=(n.name or out) + "_squeeze")
+        )
     del g.node[:]
     g.node.extend(new_nodes)
 
@@ -101,20 +139,25 @@ def _legal_gemm(model: onnx.ModelProto) -> None:
         alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
         if alpha != 1.0 and n.input[1] in inits:
             name = n.input[1] + "_alpha"
-            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[n.input[1]]) * np.float32(alpha), name))
+            g.initializer.append(
+                numpy_helper.from_array(numpy_helper.to_array(inits[n.input[1]]) * np.float32(alpha), name)
+            )
             inits[name] = g.initializer[-1]
             n.input[1] = name
             _set_attr(n, "alpha", 1.0)
         if beta != 1.0 and len(n.input) > 2 and n.input[2] in inits:
             name = n.input[2] + "_beta"
-            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[n.input[2]]) * np.float32(beta), name))
+            g.initializer.append(
+                numpy_helper.from_array(numpy_helper.to_array(inits[n.input[2]]) * np.float32(beta), name)
+            )
             inits[name] = g.initializer[-1]
             n.input[2] = name
             _set_attr(n, "beta", 1.0)
         if attrs.get("transA", 0):
             t_out = n.output[0] + "_transA"
-            new_nodes.append(helper.make_node("Transpose", [n.input[0]], [t_out], name=(n.name or t_out) + "_transA",
-                                              perm=[1, 0]))
+            new_nodes.append(
+                helper.make_node("Transpose", [n.input[0]], [t_out], name=(n.name or t_out) + "_transA", perm=[1, 0])
+            )
             n.input[0] = t_out
             for a in n.attribute:
                 if a.name == "transA":
@@ -173,7 +216,9 @@ def _upgrade(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     try:
         return version_converter.convert_version(model, version)
     except Exception as e:  # noqa: BLE001 - the converter raises many types
-        raise UserError(f"cannot convert the model from opset {_opset(model)} to {version} for quantisation: {e}") from None
+        raise UserError(
+            f"cannot convert the model from opset {_opset(model)} to {version} for quantisation: {e}"
+        ) from None
 
 
 def check_calibration(model: onnx.ModelProto, data: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:

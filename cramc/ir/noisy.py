@@ -71,9 +71,7 @@ def bit_planes(v: np.ndarray, bits: int) -> np.ndarray:
     return ((v.astype(np.int64)[..., None] >> np.arange(bits)) & 1).astype(np.float32)
 
 
-def mvm_error(
-    x: np.ndarray, op: Op, w: np.ndarray, rates: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def mvm_error(x: np.ndarray, op: Op, w: np.ndarray, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sampled accumulator error for x [S, P, K] (int) and weights w [N, K/groups].
 
     rates: [wbits * xbits, 2] of (e0, e1) per (b, c), b major.  The number of rows a

@@ -51,14 +51,17 @@ def scratch_columns(op: Op) -> int:
     return max((SCRATCH[c] for c in op.attrs.get("ecc", [])), default=1)
 
 
-def plan_tile(k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, cols: int, accs: int,
-              scratch: int = 1) -> Tile:
+def plan_tile(
+    k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, cols: int, accs: int, scratch: int = 1
+) -> Tile:
     """Choose the tile for one MVM on arrays of rows x cols with accs accumulators."""
     kg, ng = k // groups, n // groups
     per = min((cols - xbits - scratch) // wbits, accs, ng)
     if per < 1:
-        raise UserError(f"arrays of {cols} columns cannot hold {xbits} input bit-planes, {scratch} scratch "
-                        f"column(s) and one {wbits}-bit weight; use --cols {xbits + scratch + wbits} or more")
+        raise UserError(
+            f"arrays of {cols} columns cannot hold {xbits} input bit-planes, {scratch} scratch "
+            f"column(s) and one {wbits}-bit weight; use --cols {xbits + scratch + wbits} or more"
+        )
     chunks = math.ceil(kg / rows)
     rows_used = math.ceil(kg / chunks)
     ogroups = math.ceil(ng / per)
@@ -79,5 +82,5 @@ def check_tiling(op: Op, shapes: dict[str, tuple[tuple[int, ...], bool]], g: Gra
         x, tc, wc = op.attrs["cols"]
         xb, wb = op.attrs["xbits"], op.attrs["wbits"]
         spans = sorted([(x, x + xb), (tc, tc + scratch_columns(op)), (wc, wc + t.per * wb)])
-        if any(a[1] > b[0] for a, b in zip(spans, spans[1:])) or min(x, tc, wc) < 0:
+        if any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False)) or min(x, tc, wc) < 0:
             raise InternalError(f"columns of %{op.out} overlap: {op.attrs['cols']}")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
 from cramc.errors import Loc
-
 
 # ---- operand and attribute values -------------------------------------------------
 
@@ -84,7 +82,7 @@ class ListVal:
     loc: Loc | None = field(default=None, compare=False)
 
 
-Value = Union[Col, AccRef, Expr, TensorRef, ConstRef, Num, Range, ListVal]
+Value = Col | AccRef | Expr | TensorRef | ConstRef | Num | Range | ListVal
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,7 @@ class Repeat:
     loc: Loc | None = field(default=None, compare=False)
 
 
-Stmt = Union[Instr, Repeat, Comment, Blank]
+Stmt = Instr | Repeat | Comment | Blank
 
 
 @dataclass(frozen=True)
@@ -219,7 +217,7 @@ class Trace:
     loc: Loc | None = field(default=None, compare=False)
 
 
-TopItem = Union[Machine, IODecl, DataDecl, Expect, Trace, Micro, Section, Comment, Blank]
+TopItem = Machine | IODecl | DataDecl | Expect | Trace | Micro | Section | Comment | Blank
 
 
 @dataclass(frozen=True, eq=False)

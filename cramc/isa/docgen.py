@@ -24,14 +24,23 @@ from cramc.isa.opcodes import OPCODES, AKind, Attr, Kind, Opcode, Operand, Unit
 
 #: How each operand kind is written.
 OPERAND_SYNTAX: dict[Kind, tuple[str, str]] = {
-    Kind.COL: ("`c12`, `w+3`", "a column of every array of the set; in a micro-program also a `col` parameter, "
-               "optionally plus or minus a constant"),
-    Kind.ACC: ("`acc3`, `s+1`", "one accumulator slot of every array of the set; in a micro-program also an `acc` "
-               "parameter plus or minus a constant"),
+    Kind.COL: (
+        "`c12`, `w+3`",
+        "a column of every array of the set; in a micro-program also a `col` parameter, "
+        "optionally plus or minus a constant",
+    ),
+    Kind.ACC: (
+        "`acc3`, `s+1`",
+        "one accumulator slot of every array of the set; in a micro-program also an `acc` "
+        "parameter plus or minus a constant",
+    ),
     Kind.ACCS: ("`acc0:16`, `acc3`", "a range of accumulator slots, end exclusive, or a single slot"),
     Kind.INT: ("`5`, `k-1`", "an integer; in a micro-program also an `int` parameter plus or minus a constant"),
-    Kind.TENSOR: ("`%h`, `%h[i]`, `%h[2]`", "a CMOS tensor; `[i]` selects along its first axis by a `repeat` "
-                  "variable or a constant (writing `%h[i]` builds the tensor slice by slice)"),
+    Kind.TENSOR: (
+        "`%h`, `%h[i]`, `%h[2]`",
+        "a CMOS tensor; `[i]` selects along its first axis by a `repeat` "
+        "variable or a constant (writing `%h[i]` builds the tensor slice by slice)",
+    ),
     Kind.SOURCE: ("`%h`, `$w`", "a CMOS tensor (as above) or a data constant"),
     Kind.MICRO: ("`fa`", "the name of a micro-program"),
 }
@@ -45,6 +54,7 @@ ATTR_SYNTAX: dict[AKind, str] = {
     AKind.RANGE: "`lo:hi`, end exclusive",
     AKind.DTYPE: "an element type name (see the element types)",
 }
+
 
 @dataclass(frozen=True)
 class UnitDoc:
@@ -174,15 +184,20 @@ def truth_table(op: Opcode) -> str:
     """Outputs of a gate for input patterns 0 .. 2^n - 1 (bit i of the pattern is in<i>), pattern 0 first."""
     n = len(op.operands) - 1
     k = np.arange(1 << n, dtype=np.uint64)
-    ins = [np.array([np.bitwise_or.reduce(((k >> np.uint64(i)) & np.uint64(1)) << k)], dtype=np.uint64)
-           for i in range(n)]
+    ins = [
+        np.array([np.bitwise_or.reduce(((k >> np.uint64(i)) & np.uint64(1)) << k)], dtype=np.uint64) for i in range(n)
+    ]
     out = int(op.logic(*ins)[0])  # type: ignore[misc]
     return "".join(str((out >> j) & 1) for j in range(1 << n))
 
 
 def _machine_section() -> list[str]:
-    limits = {"arrays": verifier.MAX_ARRAYS, "rows": verifier.MAX_ROWS, "cols": verifier.MAX_COLS,
-              "accs": verifier.MAX_ACCS}
+    limits = {
+        "arrays": verifier.MAX_ARRAYS,
+        "rows": verifier.MAX_ROWS,
+        "cols": verifier.MAX_COLS,
+        "accs": verifier.MAX_ACCS,
+    }
     defaults = {"accs": str(verifier.DEFAULT_ACCS)}
     what = {
         "arrays": "CRAM arrays on the chip (each with its own adder tree and accumulators)",
@@ -234,7 +249,7 @@ def _structure_section() -> list[str]:
         "| `.input NAME : TYPE` | top | a program input, one tensor per sample, e.g. `.input x : u8[4,256,2]` |",
         "| `.output NAME : TYPE` | top | a program output; `.main` must define tensor `%NAME` with this shape |",
         "| `.data $NAME : TYPE = PAYLOAD` | top | a constant: an inline list `[1, -2, 3]` or the little-endian "
-        "bytes in base64, `b64\"...\"`, or zlib-compressed base64, `b64z\"...\"` |",
+        'bytes in base64, `b64"..."`, or zlib-compressed base64, `b64z"..."` |',
         "| `.expect NAME=$DATA ... [tol=X]` | top, at most once | validation vectors: for every input and output "
         "a data constant with a leading sample axis; `cramc run` without `--input` runs the inputs and compares "
         "the outputs within `tol` (default 0) |",

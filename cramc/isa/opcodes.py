@@ -9,7 +9,7 @@ which a test insists on).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -216,7 +216,11 @@ CMOS: tuple[Opcode, ...] = (
         "gather patches: [B,C,H,W] -> [B*OH*OW, C*kh*kw], K ordered (c, kh, kw) like ONNX weights",
         attrs=(_kernel, _strides, _pads, _dil, Attr("value", AKind.FLOAT, doc="padding value (the zero point)")),
     ),
-    _c("reshape", "dst = src reshaped (per-inference shape; one -1 allowed)", attrs=(Attr("shape", AKind.INTS, required=True),)),
+    _c(
+        "reshape",
+        "dst = src reshaped (per-inference shape; one -1 allowed)",
+        attrs=(Attr("shape", AKind.INTS, required=True),),
+    ),
     _c("transpose", "dst = src with axes permuted", attrs=(Attr("perm", AKind.INTS, required=True),)),
     _c(
         "slice",
@@ -228,7 +232,13 @@ CMOS: tuple[Opcode, ...] = (
             Attr("step", AKind.INT),
         ),
     ),
-    _c("concat", "dst = concatenation of the sources along axis", 2, (Attr("axis", AKind.INT, required=True),), variadic=True),
+    _c(
+        "concat",
+        "dst = concatenation of the sources along axis",
+        2,
+        (Attr("axis", AKind.INT, required=True),),
+        variadic=True,
+    ),
     _c(
         "pad",
         "constant padding; pads = all begins then all ends (ONNX order)",
@@ -239,9 +249,18 @@ CMOS: tuple[Opcode, ...] = (
     _c(
         "lrn",
         "local response normalisation across channels (ONNX LRN)",
-        attrs=(Attr("size", AKind.INT, required=True), Attr("alpha", AKind.FLOAT), Attr("beta", AKind.FLOAT), Attr("bias", AKind.FLOAT)),
+        attrs=(
+            Attr("size", AKind.INT, required=True),
+            Attr("alpha", AKind.FLOAT),
+            Attr("beta", AKind.FLOAT),
+            Attr("bias", AKind.FLOAT),
+        ),
     ),
-    _c("cast", "convert between float32 (f32) and int64 (i64, rounding half to even)", attrs=(Attr("dtype", AKind.DTYPE, required=True),)),
+    _c(
+        "cast",
+        "convert between float32 (f32) and int64 (i64, rounding half to even)",
+        attrs=(Attr("dtype", AKind.DTYPE, required=True),),
+    ),
 )
 
 ARRAY_OPS: tuple[Opcode, ...] = (
@@ -313,8 +332,13 @@ ARRAY_OPS: tuple[Opcode, ...] = (
             mn,
             Unit.TREE,
             f"adder tree behind a CMOS majority voter: acc {sign}= popcount(MAJ(c0, c1, c2)) << shift",
-            (Operand("acc", Kind.ACC, writes=True), Operand("c0", Kind.COL), Operand("c1", Kind.COL),
-             Operand("c2", Kind.COL), Operand("shift", Kind.INT)),
+            (
+                Operand("acc", Kind.ACC, writes=True),
+                Operand("c0", Kind.COL),
+                Operand("c1", Kind.COL),
+                Operand("c2", Kind.COL),
+                Operand("shift", Kind.INT),
+            ),
             (ROWS_ATTR,),
             on_arrays=True,
             semantics="Triple redundancy voted in the CMOS periphery: the tree senses the three copies c0, c1, c2 "
@@ -329,8 +353,14 @@ ARRAY_OPS: tuple[Opcode, ...] = (
             mn,
             Unit.TREE,
             f"adder tree with duplicate-and-compare: acc {sign}= popcount(c0 if c0 == c1 else w AND x) << shift",
-            (Operand("acc", Kind.ACC, writes=True), Operand("c0", Kind.COL), Operand("c1", Kind.COL),
-             Operand("w", Kind.COL), Operand("x", Kind.COL), Operand("shift", Kind.INT)),
+            (
+                Operand("acc", Kind.ACC, writes=True),
+                Operand("c0", Kind.COL),
+                Operand("c1", Kind.COL),
+                Operand("w", Kind.COL),
+                Operand("x", Kind.COL),
+                Operand("shift", Kind.INT),
+            ),
             (ROWS_ATTR,),
             on_arrays=True,
             semantics="Detect and recompute: the tree senses two copies c0, c1 of a partial-product column; in "

@@ -248,7 +248,9 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
         tree = _lark().parse(source)
         lines = _ToAst(file).transform(tree)
     except UnexpectedCharacters as e:
-        raise UserError(f"unexpected character {source[e.pos_in_stream]!r}", Loc(file, e.line, e.column), source) from None
+        raise UserError(
+            f"unexpected character {source[e.pos_in_stream]!r}", Loc(file, e.line, e.column), source
+        ) from None
     except UnexpectedToken as e:
         tok = e.token
         what = "end of line" if tok.type == "_NL" else f"'{tok}'"

@@ -355,10 +355,14 @@ class Verifier(_Checker):
             if got is None:
                 raise self.err(f"output %{d.name} is never computed by .main", d.loc)
             if got[0] != d.type.shape:
-                raise self.err(f"output %{d.name} is declared {list(d.type.shape)} but computed as {list(got[0])}", d.loc)
+                raise self.err(
+                    f"output %{d.name} is declared {list(d.type.shape)} but computed as {list(got[0])}", d.loc
+                )
         expect = self._expect(inputs, outputs)
         trace = self._trace()
-        return Linked(self.spec, inputs, outputs, init, main, expect, self.p, trace=trace, tensor_shapes=dict(self.tensors))
+        return Linked(
+            self.spec, inputs, outputs, init, main, expect, self.p, trace=trace, tensor_shapes=dict(self.tensors)
+        )
 
     def _trace(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -372,8 +376,11 @@ class Verifier(_Checker):
                     raise self.err(f"trace names tensor %{a.name}, which the program never defines", a.loc)
                 arr = self._const(a.value, env)
                 if tuple(arr.shape) != (1, *got[0]):
-                    raise self.err(f"trace data ${a.value.name} has shape {list(arr.shape)}, expected "
-                                   f"[1, {', '.join(map(str, got[0]))}]", a.loc)
+                    raise self.err(
+                        f"trace data ${a.value.name} has shape {list(arr.shape)}, expected "
+                        f"[1, {', '.join(map(str, got[0]))}]",
+                        a.loc,
+                    )
                 out[a.name] = arr
         return out
 
@@ -502,11 +509,21 @@ class Verifier(_Checker):
         if op.mnemonic == "call":
             return self._call(ins, env, arrays, rows)
         operands: list[Any] = []
-        for spec, v in zip(op.operands + (op.operands[-1],) * (len(ins.operands) - len(op.operands)), ins.operands):
+        for spec, v in zip(
+            op.operands + (op.operands[-1],) * (len(ins.operands) - len(op.operands)), ins.operands, strict=False
+        ):
             operands.append(self._operand(spec.kind, v, env))
         attrs = {a.name: self._attr(op, a, env) for a in ins.attrs if a.name != "rows"}
-        bop = BoundOp(op, arrays if op.on_arrays else None, rows if op.on_arrays else None, tuple(operands),
-                      attrs, ins.loc, env.site, self._line_text(ins.loc))
+        bop = BoundOp(
+            op,
+            arrays if op.on_arrays else None,
+            rows if op.on_arrays else None,
+            tuple(operands),
+            attrs,
+            ins.loc,
+            env.site,
+            self._line_text(ins.loc),
+        )
         self._dataflow(bop, ins, env)
         return [bop]
 
@@ -535,14 +552,18 @@ class Verifier(_Checker):
             return self._tref(v, env)
         raise self.err(f"unexpected operand {_value_desc(v)}", v.loc, env.site)
 
-    def _call(self, ins: ast.Instr, env: _Env, arrays: tuple[int, int] | None, rows: tuple[int, int] | None) -> list[Node]:
+    def _call(
+        self, ins: ast.Instr, env: _Env, arrays: tuple[int, int] | None, rows: tuple[int, int] | None
+    ) -> list[Node]:
         target = ins.operands[0]
         if not isinstance(target, ast.Expr) or target.offset:
             raise self.err("call needs the name of a micro-program", target.loc, env.site)
         m = self.micros.get(target.name)
         if m is None:
             raise self.err(
-                f"undefined micro-program '{target.name}'{self._suggest(target.name, self.micros)}", target.loc, env.site
+                f"undefined micro-program '{target.name}'{self._suggest(target.name, self.micros)}",
+                target.loc,
+                env.site,
             )
         if m.name in env.micro_stack:
             raise self.err(f"micro-program '{m.name}' calls itself (recursion is not allowed)", ins.loc, env.site)
@@ -561,8 +582,9 @@ class Verifier(_Checker):
         if given:
             extra = next(iter(given.values()))
             raise self.err(f"'{m.name}' has no parameter '{extra.name}'", extra.loc, env.site)
-        inner = _Env(params, env.loops, arrays, rows, (*env.site, ins.loc) if ins.loc else env.site,
-                     (*env.micro_stack, m.name))
+        inner = _Env(
+            params, env.loops, arrays, rows, (*env.site, ins.loc) if ins.loc else env.site, (*env.micro_stack, m.name)
+        )
         return list(self._walk(m.body, inner))
 
     # --------------------------------------------------------------- dataflow
@@ -580,8 +602,9 @@ class Verifier(_Checker):
 
     def _write_cols(self, bop: BoundOp, cols: range, ins: ast.Instr, env: _Env) -> None:
         if cols.stop > self.spec.cols:
-            raise self.err(f"columns up to c{cols.stop - 1} needed, outside the array (cols={self.spec.cols})",
-                           ins.loc, env.site)
+            raise self.err(
+                f"columns up to c{cols.stop - 1} needed, outside the array (cols={self.spec.cols})", ins.loc, env.site
+            )
         lo, hi = bop.arrays  # type: ignore[misc]
         for c in cols:
             col = self.written.get(c)
@@ -593,8 +616,9 @@ class Verifier(_Checker):
         got = self.tensors.get(t.name)
         loc = ins.operands[pos].loc
         if got is None:
-            raise self.err(f"tensor %{t.name} is used before it is defined{self._suggest(t.name, self.tensors)}",
-                           loc, env.site)
+            raise self.err(
+                f"tensor %{t.name} is used before it is defined{self._suggest(t.name, self.tensors)}", loc, env.site
+            )
         shape, is_int = got
         if t.index is None:
             return shape, is_int
@@ -640,8 +664,11 @@ class Verifier(_Checker):
             if isinstance(src, TRef):
                 shape, is_int = self._shape_of(src, ins, env, 1)
                 if not is_int:
-                    raise self.err(f"wr needs an integer tensor; %{src.name} holds floats (quantise it first)",
-                                   ins.operands[1].loc, env.site)
+                    raise self.err(
+                        f"wr needs an integer tensor; %{src.name} holds floats (quantise it first)",
+                        ins.operands[1].loc,
+                        env.site,
+                    )
             else:
                 shape = tuple(src.shape)
                 if not np.issubdtype(src.dtype, np.integer):
@@ -670,7 +697,7 @@ class Verifier(_Checker):
             n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
             self._define(ops[0], (n, nrows, fields) if fields else (n, nrows), True, ins, env)
         elif op.unit is Unit.TREE:
-            for i, (spec, c) in enumerate(zip(op.operands, ops)):
+            for i, (spec, c) in enumerate(zip(op.operands, ops, strict=False)):
                 if spec.kind is Kind.COL:
                     self._read_cols(bop, range(c, c + 1), ins, env, i)
             if not 0 <= ops[-1] < 63:

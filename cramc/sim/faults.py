@@ -132,8 +132,7 @@ def parse_error_model(doc: dict[str, Any], file: str = "<error model>") -> Fault
     """Build a FaultModel from a TOML document (see docs/error-model.md)."""
     unknown = set(doc) - {"name", "gates", "write", "read", "tree", "source", "preset"}
     if unknown:
-        raise UserError(f"{file}: unknown section(s) {', '.join(sorted(unknown))} "
-                        "(expected gates, write, read, tree)")
+        raise UserError(f"{file}: unknown section(s) {', '.join(sorted(unknown))} (expected gates, write, read, tree)")
     gates: dict[str, Rate] = {}
     gdoc = doc.get("gates", {})
     if not isinstance(gdoc, dict):

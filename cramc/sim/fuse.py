@@ -49,8 +49,7 @@ def _pairable(g: BoundOp, t: BoundOp) -> bool:
     if g.op.unit is not Unit.GATE or t.op.mnemonic not in ("tadd", "tsub"):
         return False
     dst, *srcs = g.operands
-    return (len(srcs) == 2 and dst not in srcs and t.operands[1] == dst
-            and g.arrays == t.arrays and g.rows == t.rows)
+    return len(srcs) == 2 and dst not in srcs and t.operands[1] == dst and g.arrays == t.arrays and g.rows == t.rows
 
 
 def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
@@ -68,8 +67,12 @@ def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
             g, t = nodes[j], nodes[j + 1]
             if not _pairable(g, t):  # type: ignore[arg-type]
                 break
-            if run and (g.op is not run[0][0].op or g.operands[0] != run[0][0].operands[0]  # type: ignore[union-attr]
-                        or g.arrays != run[0][0].arrays or g.rows != run[0][0].rows):  # type: ignore[union-attr]
+            if run and (
+                g.op is not run[0][0].op
+                or g.operands[0] != run[0][0].operands[0]  # type: ignore[union-attr]
+                or g.arrays != run[0][0].arrays
+                or g.rows != run[0][0].rows
+            ):  # type: ignore[union-attr]
                 break
             run.append((g, t))  # type: ignore[arg-type]
             j += 2

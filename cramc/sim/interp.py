@@ -32,8 +32,8 @@ import numpy as np
 from cramc.errors import UserError
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
-from cramc.sim.fuse import FusedMac, fuse, prepare_fused
 from cramc.sim.faults import FaultModel, FaultStream, Injector, Rate, flip_bits, row_mask_words
+from cramc.sim.fuse import FusedMac, fuse, prepare_fused
 
 ImplFn = Callable[["Machine", BoundOp], None]
 IMPLS: dict[str, ImplFn] = {}
@@ -823,8 +823,10 @@ def _check_inputs(linked: Linked, inputs: dict[str, np.ndarray]) -> int:
     names = {s.name for s in linked.inputs}
     extra = set(inputs) - names
     if extra:
-        raise UserError(f"input data has no program input named {', '.join(sorted(extra))} "
-                        f"(the program's inputs: {', '.join(sorted(names)) or 'none'})")
+        raise UserError(
+            f"input data has no program input named {', '.join(sorted(extra))} "
+            f"(the program's inputs: {', '.join(sorted(names)) or 'none'})"
+        )
     n: int | None = None
     for spec in linked.inputs:
         if spec.name not in inputs:

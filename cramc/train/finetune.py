@@ -86,8 +86,11 @@ def finetune(
     x = _inputs(model, data, shapes, "--data")
     n = next(iter(x.values())).shape[0]
     y = _labels(labels, n)
-    calib = _inputs(model, calibration, shapes, "--calibration") if calibration is not None else \
-        {k: v[:DEFAULT_CALIBRATION] for k, v in x.items()}
+    calib = (
+        _inputs(model, calibration, shapes, "--calibration")
+        if calibration is not None
+        else {k: v[:DEFAULT_CALIBRATION] for k, v in x.items()}
+    )
     net = QatGraph(model, faults, opts.rows, opts.noise, opts.range_grad)
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
@@ -103,8 +106,11 @@ def finetune(
             if epoch == 0:
                 acc = _accuracy(net, xt, yt, first, gen)
                 entry = {"epoch": 0, "accuracy_faulty": acc}
-                print(f"before: accuracy on the training data under injected faults {acc:.4f} "
-                      f"({faults.name}; {opts.noise} noise)", file=log)
+                print(
+                    f"before: accuracy on the training data under injected faults {acc:.4f} "
+                    f"({faults.name}; {opts.noise} noise)",
+                    file=log,
+                )
                 result.log.append(entry)
                 continue
             t_ep = time.perf_counter()
@@ -121,11 +127,18 @@ def finetune(
                 opt.step()
                 losses.append(float(loss.detach()))
                 correct += int((out.argmax(1) == yt[idx]).sum())
-            entry = {"epoch": epoch, "loss": float(np.mean(losses)), "accuracy_faulty": correct / n,
-                     "wall_s": time.perf_counter() - t_ep}
+            entry = {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "accuracy_faulty": correct / n,
+                "wall_s": time.perf_counter() - t_ep,
+            }
             result.log.append(entry)
-            print(f"epoch {epoch}/{opts.epochs}: loss {entry['loss']:.4f}, training accuracy under injected "
-                  f"faults {entry['accuracy_faulty']:.4f} ({entry['wall_s']:.1f} s)", file=log)
+            print(
+                f"epoch {epoch}/{opts.epochs}: loss {entry['loss']:.4f}, training accuracy under injected "
+                f"faults {entry['accuracy_faulty']:.4f} ({entry['wall_s']:.1f} s)",
+                file=log,
+            )
     result.model = export(model, net.state())
     result.wall_s = time.perf_counter() - t0
     return result
@@ -168,14 +181,16 @@ def _input_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
             raise UserError(f"input '{vi.name}': cramc finetune needs float inputs")
         shape = [d.dim_value for d in tt.shape.dim]
         if not shape or shape[0] != 1:
-            raise UserError(f"input '{vi.name}' has shape {shape}: cramc finetune needs a leading batch axis "
-                            "(size 1 or symbolic)")
+            raise UserError(
+                f"input '{vi.name}' has shape {shape}: cramc finetune needs a leading batch axis (size 1 or symbolic)"
+            )
         out[vi.name] = shape[1:]
     return out
 
 
-def _inputs(model: onnx.ModelProto, data: dict[str, np.ndarray], shapes: dict[str, list[int]],
-            what: str) -> dict[str, np.ndarray]:
+def _inputs(
+    model: onnx.ModelProto, data: dict[str, np.ndarray], shapes: dict[str, list[int]], what: str
+) -> dict[str, np.ndarray]:
     for name in data:
         if name not in shapes:
             raise UserError(f"{what}: array '{name}' matches no model input (inputs: {', '.join(shapes)})")
@@ -197,8 +212,9 @@ def _inputs(model: onnx.ModelProto, data: dict[str, np.ndarray], shapes: dict[st
 def _labels(labels: np.ndarray, n: int) -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1 or y.shape[0] != n or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
-        raise UserError(f"--labels: expected {n} non-negative integer class labels, got shape {list(y.shape)} "
-                        f"of {y.dtype}")
+        raise UserError(
+            f"--labels: expected {n} non-negative integer class labels, got shape {list(y.shape)} of {y.dtype}"
+        )
     return y.astype(np.int64)
 
 

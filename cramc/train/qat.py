@@ -53,8 +53,21 @@ from cramc.train.noise import MvmNoise, counted_rows, rates_for, term_weights
 
 MVM_OPS = ("Conv", "Gemm", "MatMul")
 LAYOUT_OPS = ("Flatten", "Reshape", "Transpose", "Concat", "Identity", "Dropout")
-SUPPORTED = (*MVM_OPS, *LAYOUT_OPS, "Relu", "Clip", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
-             "Add", "Sub", "Mul", "Softmax", "Constant")
+SUPPORTED = (
+    *MVM_OPS,
+    *LAYOUT_OPS,
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Add",
+    "Sub",
+    "Mul",
+    "Softmax",
+    "Constant",
+)
 NOISE_MODES = ("binomial", "normal")
 WEIGHT_BITS = 8
 
@@ -94,8 +107,9 @@ def activation_qparams(qmodel: onnx.ModelProto) -> dict[str, QParams]:
             continue
         info = np.iinfo(np.asarray(zp).dtype)
         name = n.input[0].removesuffix("_QuantizeLinear_Input")
-        out[name] = QParams(float(np.asarray(scale).reshape(())), int(np.asarray(zp).reshape(())), int(info.min),
-                            int(info.max))
+        out[name] = QParams(
+            float(np.asarray(scale).reshape(())), int(np.asarray(zp).reshape(())), int(info.min), int(info.max)
+        )
     return out
 
 
@@ -118,8 +132,9 @@ def weight_scale(w: torch.Tensor, axis: int, bits: int = WEIGHT_BITS, live: bool
     return torch.where(s > 0, s, torch.ones_like(s))
 
 
-def fake_quant_weight(w: torch.Tensor, axis: int,
-                      bits: int = WEIGHT_BITS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fake_quant_weight(
+    w: torch.Tensor, axis: int, bits: int = WEIGHT_BITS
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dequantised weights with straight-through gradient, integer weights, per-channel scale [N])."""
     s = weight_scale(w, axis, bits)
     qmax = float(2 ** (bits - 1) - 1)
@@ -168,8 +183,9 @@ def term_groups(spec: MvmNoise) -> list[tuple[np.ndarray, int, float, float]]:
     return [((t == tw) & (e0 == a) & (e1 == b), tw, a, b) for tw, a, b in keys if a > 0 or b > 0]
 
 
-def sample_error(x: torch.Tensor, w: torch.Tensor, spec: MvmNoise, gen: torch.Generator,
-                 mode: str = "binomial") -> torch.Tensor:
+def sample_error(
+    x: torch.Tensor, w: torch.Tensor, spec: MvmNoise, gen: torch.Generator, mode: str = "binomial"
+) -> torch.Tensor:
     """One draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups]."""
     ones = ones_counts(x, w, spec.wbits, spec.xbits, spec.groups)
     groups = term_groups(spec)
@@ -193,8 +209,9 @@ def sample_error(x: torch.Tensor, w: torch.Tensor, spec: MvmNoise, gen: torch.Ge
     return (delta.double() * tw).sum(-1)
 
 
-def conv_patches(xq: torch.Tensor, zp: int, kernel: tuple[int, int], pads: list[int], strides: list[int],
-                 dilations: list[int]) -> torch.Tensor:
+def conv_patches(
+    xq: torch.Tensor, zp: int, kernel: tuple[int, int], pads: list[int], strides: list[int], dilations: list[int]
+) -> torch.Tensor:
     """The integer MVM input of a convolution: im2col of xq [S, C, H, W] padded with the zero point.
 
     [S, OH*OW, C*kh*kw], K ordered like the ONNX weights, as cramc's conv-to-mvm pass builds it.
@@ -215,8 +232,14 @@ def _where(node: onnx.NodeProto) -> str:
 class QatGraph(torch.nn.Module):
     """The float ONNX graph as a PyTorch module (see the module docstring)."""
 
-    def __init__(self, model: onnx.ModelProto, faults: FaultModel, rows: int = 256, noise: str = "binomial",
-                 range_grad: bool = True):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        faults: FaultModel,
+        rows: int = 256,
+        noise: str = "binomial",
+        range_grad: bool = True,
+    ):
         super().__init__()
         self.range_grad = range_grad
         if noise not in NOISE_MODES:
@@ -314,14 +337,21 @@ class QatGraph(torch.nn.Module):
             return env[name]
         return torch.as_tensor(self.consts[name])
 
-    def _mvm(self, node: onnx.NodeProto, env: dict[str, torch.Tensor], ints: dict[str, torch.Tensor],
-             gen: torch.Generator | None) -> torch.Tensor:
+    def _mvm(
+        self,
+        node: onnx.NodeProto,
+        env: dict[str, torch.Tensor],
+        ints: dict[str, torch.Tensor],
+        gen: torch.Generator | None,
+    ) -> torch.Tensor:
         a = _attrs(node)
         xname = node.input[0]
         qx = self.qparams.get(xname)
         if qx is None or xname not in ints:
-            raise UserError(f"{_where(node)}: onnxruntime's quantiser did not quantise its input '{xname}', so it "
-                            "is no integer MVM on CRAM")
+            raise UserError(
+                f"{_where(node)}: onnxruntime's quantiser did not quantise its input '{xname}', so it "
+                "is no integer MVM on CRAM"
+            )
         x, xq = env[xname], ints[xname]
         w = self.param(node.input[1])
         b = self.param(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -432,5 +462,6 @@ class QatGraph(torch.nn.Module):
             return F.max_pool2d(F.pad(x, (pl, pr, pt, pb), value=-math.inf), k, strides, 0, dil, ceil_mode=ceil)
         if (pt, pl) != (pb, pr):
             raise UserError(f"{_where(node)}: AveragePool with asymmetric pads")
-        return F.avg_pool2d(x, k, strides, (pt, pl), ceil_mode=ceil,
-                            count_include_pad=bool(a.get("count_include_pad", 0)))
+        return F.avg_pool2d(
+            x, k, strides, (pt, pl), ceil_mode=ceil, count_include_pad=bool(a.get("count_include_pad", 0))
+        )

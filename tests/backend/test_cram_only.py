@@ -64,20 +64,38 @@ def _gates(m: ast.Micro) -> int:
     return sum(1 for s in m.body if isinstance(s, ast.Instr) and OPCODES[s.mnemonic].unit is Unit.GATE)
 
 
-def _micro_program(micro: ast.Micro, rows: int, cols: int, inputs: list[tuple[str, int, int]],
-                   call: dict[str, int], out: tuple[int, int]) -> Linked:
+def _micro_program(
+    micro: ast.Micro,
+    rows: int,
+    cols: int,
+    inputs: list[tuple[str, int, int]],
+    call: dict[str, int],
+    out: tuple[int, int],
+) -> Linked:
     """One array: write each input (name, column, bits), fill the constants, call the micro, read y."""
-    i = lambda mn, *ops, **at: ast.Instr(mn, ast.ArraySet(0, 1), ops,  # noqa: E731
-                                         tuple(ast.AttrVal(k, ast.Num(v)) for k, v in at.items()))
+    def i(mn, *ops, **at):
+        return ast.Instr(
+            mn,
+            ast.ArraySet(0, 1),
+            ops,  # noqa: E731
+            tuple(ast.AttrVal(k, ast.Num(v)) for k, v in at.items()),
+        )
     body: list[ast.Stmt] = [i("wr", ast.Col(c), ast.TensorRef(n), bits=b) for n, c, b in inputs]
     if "f" in call:
         f = call["f"]
         body += [i("fill", ast.Col(f + ZERO_OFF), ast.Num(0)), i("fill", ast.Col(f + ONE_OFF), ast.Num(1))]
-    body.append(ast.Instr("call", ast.ArraySet(0, 1), (ast.Expr(micro.name),),
-                          tuple(ast.AttrVal(k, ast.Col(v)) for k, v in call.items())))
+    body.append(
+        ast.Instr(
+            "call",
+            ast.ArraySet(0, 1),
+            (ast.Expr(micro.name),),
+            tuple(ast.AttrVal(k, ast.Col(v)) for k, v in call.items()),
+        )
+    )
     body.append(i("rd", ast.TensorRef("y"), ast.Col(out[0]), bits=out[1]))
-    items: list[ast.TopItem] = [ast.Machine(tuple(ast.AttrVal(k, ast.Num(v)) for k, v in
-                                                  (("arrays", 1), ("rows", rows), ("cols", cols))))]
+    items: list[ast.TopItem] = [
+        ast.Machine(tuple(ast.AttrVal(k, ast.Num(v)) for k, v in (("arrays", 1), ("rows", rows), ("cols", cols))))
+    ]
     items += [ast.IODecl("input", n, ast.TensorType("i32", (1, rows))) for n, _, _ in inputs]
     items += [ast.IODecl("output", "y", ast.TensorType("i64", (1, rows))), micro, ast.Section("main", tuple(body))]
     return verify(parse(print_program(ast.Program(tuple(items)))))
@@ -97,11 +115,21 @@ def test_every_baugh_wooley_constant_has_a_place(wbits: int, xbits: int, xsigned
 @pytest.mark.parametrize(
     ("wbits", "xbits", "xsigned", "pairs"),
     [
-        (8, 8, 1, None), (8, 8, 0, None),  # exhaustive 65536 pairs, one per row
-        (4, 4, 1, None), (4, 4, 0, None), (3, 5, 1, None), (3, 5, 0, None),  # steps over x
-        (5, 3, 1, None), (5, 3, 0, None), (8, 4, 0, None), (6, 2, 1, None),  # steps over w
-        (1, 4, 1, None), (2, 2, 0, None),  # one-bit weights are stored with two bits
-        (8, 16, 0, 4096), (12, 16, 1, 4096), (16, 8, 1, 4096),  # wide: random pairs incl. the extremes
+        (8, 8, 1, None),
+        (8, 8, 0, None),  # exhaustive 65536 pairs, one per row
+        (4, 4, 1, None),
+        (4, 4, 0, None),
+        (3, 5, 1, None),
+        (3, 5, 0, None),  # steps over x
+        (5, 3, 1, None),
+        (5, 3, 0, None),
+        (8, 4, 0, None),
+        (6, 2, 1, None),  # steps over w
+        (1, 4, 1, None),
+        (2, 2, 0, None),  # one-bit weights are stored with two bits
+        (8, 16, 0, 4096),
+        (12, 16, 1, 4096),
+        (16, 8, 1, 4096),  # wide: random pairs incl. the extremes
     ],
 )
 def test_multiplier_is_exact(wbits: int, xbits: int, xsigned: int, pairs: int | None) -> None:
@@ -119,8 +147,14 @@ def test_multiplier_is_exact(wbits: int, xbits: int, xsigned: int, pairs: int | 
     r = min(wb, xbits)
     wcol, xcol, bank, f, y = 0, wb, wb + xbits, wb + xbits + r, wb + xbits + r + 6
     micro = mul_micro(wbits, xbits, xsigned)
-    linked = _micro_program(micro, rows, y + wb + xbits, [("w", wcol, wb), ("x", xcol, xbits)],
-                            {"w": wcol, "x": xcol, "bank": bank, "f": f, "y": y}, (y, wb + xbits))
+    linked = _micro_program(
+        micro,
+        rows,
+        y + wb + xbits,
+        [("w", wcol, wb), ("x", xcol, xbits)],
+        {"w": wcol, "x": xcol, "bank": bank, "f": f, "y": y},
+        (y, wb + xbits),
+    )
     res = run(linked, {"w": w[None, None], "x": x[None, None]})
     assert np.array_equal(res.outputs["y"][0, 0], w * x)
     assert res.counts.gate_evals == rows * _gates(micro)
@@ -138,23 +172,37 @@ def test_adder_is_exact(width: int) -> None:
         a, b = a[keep], b[keep]
     acol, bcol, f = 0, width + 1, 2 * width + 3  # result lands one column below b
     micro = add_micro(width)
-    linked = _micro_program(micro, a.size, f + 6, [("a", acol, width), ("b", bcol, width + 1)],
-                            {"a": acol, "b": bcol, "f": f}, (bcol - 1, width + 1))
+    linked = _micro_program(
+        micro,
+        a.size,
+        f + 6,
+        [("a", acol, width), ("b", bcol, width + 1)],
+        {"a": acol, "b": bcol, "f": f},
+        (bcol - 1, width + 1),
+    )
     res = run(linked, {"a": a[None, None], "b": b[None, None]})
     assert np.array_equal(res.outputs["y"][0, 0], a + b)
     assert _gates(micro) == 3 * width + 2
 
 
 # ----------------------------------------------------------------------------- random MVMs
-def _mvm_graph(p: int, k: int, n: int, wbits: int, xbits: int, xsigned: int, groups: int,
-               rng: np.random.Generator) -> tuple[Graph, np.ndarray]:
+def _mvm_graph(
+    p: int, k: int, n: int, wbits: int, xbits: int, xsigned: int, groups: int, rng: np.random.Generator
+) -> tuple[Graph, np.ndarray]:
     w = rng.integers(-(1 << (wbits - 1)), 1 << (wbits - 1), size=(n, k // groups))
     w[0, : min(3, k // groups)] = -(1 << (wbits - 1))  # the most negative weight occurs
     g = Graph()
     g.inputs.append(IOValue("x", f"{'i' if xsigned else 'u'}{xbits}", (p, k)))
     wref = g.const("w", w.astype(np.int8 if wbits <= 8 else np.int16), "i8" if wbits <= 8 else "i16")
-    g.ops.append(Op("mvm", "y", ("%x",), {"w": wref, "wbits": wbits, "xbits": xbits, "xsigned": xsigned,
-                                         "groups": groups}, "mvm_test"))
+    g.ops.append(
+        Op(
+            "mvm",
+            "y",
+            ("%x",),
+            {"w": wref, "wbits": wbits, "xbits": xbits, "xsigned": xsigned, "groups": groups},
+            "mvm_test",
+        )
+    )
     g.outputs.append(IOValue("y", "i64", (p, n)))
     return g, w
 
@@ -201,15 +249,16 @@ MVM_CASES = [
 
 
 @pytest.mark.parametrize(("p", "k", "n", "wbits", "xbits", "xsigned", "groups", "arrays", "rows", "cols"), MVM_CASES)
-def test_random_mvm_exact_and_equal_to_hybrid(p: int, k: int, n: int, wbits: int, xbits: int, xsigned: int,
-                                              groups: int, arrays: int, rows: int, cols: int) -> None:
+def test_random_mvm_exact_and_equal_to_hybrid(
+    p: int, k: int, n: int, wbits: int, xbits: int, xsigned: int, groups: int, arrays: int, rows: int, cols: int
+) -> None:
     rng = np.random.default_rng(p * 1000 + k)
     g, w = _mvm_graph(p, k, n, wbits, xbits, xsigned, groups, rng)
     lo, hi = (-(1 << (xbits - 1)), 1 << (xbits - 1)) if xsigned else (0, 1 << xbits)
     x = rng.integers(lo, hi, size=(4, p, k))
     x[0], x[1] = lo, hi - 1  # extreme inputs: the largest partial sums
     kg, ng = k // groups, n // groups
-    want = np.concatenate([x[..., i * kg:(i + 1) * kg] @ w[i * ng:(i + 1) * ng].T for i in range(groups)], axis=-1)
+    want = np.concatenate([x[..., i * kg : (i + 1) * kg] @ w[i * ng : (i + 1) * ng].T for i in range(groups)], axis=-1)
 
     linked = _lower(g, "cram", arrays, rows, cols)
     mn = _mnemonics(linked.program)
@@ -280,8 +329,16 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Pa
     for name, layout in DIGITS.items():
         for reduce in ("tree", "cram"):
             prog = out / f"digits_{name}_{reduce}.cram"
-            rc, text = _cramc("compile", str(MODELS / f"digits_{name}.onnx"), "-o", str(prog), "--calibration",
-                              str(MODELS / f"digits_calib_{layout}.npz"), "--reduce", reduce)
+            rc, text = _cramc(
+                "compile",
+                str(MODELS / f"digits_{name}.onnx"),
+                "-o",
+                str(prog),
+                "--calibration",
+                str(MODELS / f"digits_calib_{layout}.npz"),
+                "--reduce",
+                reduce,
+            )
             assert rc == 0, text
             progs[name, reduce] = prog
     return progs
@@ -299,9 +356,12 @@ def _test_split(name: str, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 @pytest.mark.parametrize("name", list(DIGITS))
-def test_digits_cram_only_validates_and_equals_hybrid(name: str, digits: dict[tuple[str, str], Path],
-                                                      digits_linked: dict[tuple[str, str], Linked],
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_digits_cram_only_validates_and_equals_hybrid(
+    name: str,
+    digits: dict[tuple[str, str], Path],
+    digits_linked: dict[tuple[str, str], Linked],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     cram = digits[name, "cram"]
     text = cram.read_text()
     assert "tadd" not in text and "tsub" not in text and "CRAM-only" in text
@@ -319,15 +379,18 @@ def test_digits_cram_only_validates_and_equals_hybrid(name: str, digits: dict[tu
     assert c.reduces == 0 and t.reduces > 0
     assert c.gate_evals > 3 * t.gate_evals
     with capsys.disabled():
-        print(f"\n[reduce] digits {name}: identical logits on {N_IMAGES} images, accuracy "
-              f"{accuracy(res['tree'].outputs['logits'], labels):.4f}; gate evaluations per inference: "
-              f"hybrid {t.gate_evals // N_IMAGES}, CRAM-only {c.gate_evals // N_IMAGES} "
-              f"({c.gate_evals / t.gate_evals:.2f}x)")
+        print(
+            f"\n[reduce] digits {name}: identical logits on {N_IMAGES} images, accuracy "
+            f"{accuracy(res['tree'].outputs['logits'], labels):.4f}; gate evaluations per inference: "
+            f"hybrid {t.gate_evals // N_IMAGES}, CRAM-only {c.gate_evals // N_IMAGES} "
+            f"({c.gate_evals / t.gate_evals:.2f}x)"
+        )
 
 
 @pytest.mark.parametrize("name", list(DIGITS))
-def test_digits_accuracy_under_gate_faults(name: str, digits_linked: dict[tuple[str, str], Linked],
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_digits_accuracy_under_gate_faults(
+    name: str, digits_linked: dict[tuple[str, str], Linked], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Uniform gate error 1e-3, seed 0, the first 96 test images; both lowerings at the same rate."""
     rate, n = 1e-3, 96
     x, labels = _test_split(name, n)
@@ -339,9 +402,11 @@ def test_digits_accuracy_under_gate_faults(name: str, digits_linked: dict[tuple[
         ev = r.counts.gate_evals
         assert abs(r.counts.faults["gate"] - rate * ev) <= 5 * math.sqrt(rate * ev) + 1
     with capsys.disabled():
-        print(f"\n[reduce] digits {name}, gate error {rate:g}, seed 0, {n} test images: accuracy hybrid "
-              f"{acc['tree']:.4f}, CRAM-only {acc['cram']:.4f} (faults {counts['tree'].faults['gate']} vs "
-              f"{counts['cram'].faults['gate']})")
+        print(
+            f"\n[reduce] digits {name}, gate error {rate:g}, seed 0, {n} test images: accuracy hybrid "
+            f"{acc['tree']:.4f}, CRAM-only {acc['cram']:.4f} (faults {counts['tree'].faults['gate']} vs "
+            f"{counts['cram'].faults['gate']})"
+        )
     # long in-array carry chains and high-significance sum bits: one flip can cost thousands
     assert acc["cram"] < acc["tree"] - 0.1
 
@@ -349,9 +414,22 @@ def test_digits_accuracy_under_gate_faults(name: str, digits_linked: dict[tuple[
 def test_digits_mlp_on_a_small_chip_validates(tmp_path: Path) -> None:
     """24-row arrays and 8 of them: K split in 3 chunks, layers time-multiplexed in passes that reload weights."""
     prog = tmp_path / "mlp_small.cram"
-    rc, text = _cramc("compile", str(MODELS / "digits_mlp.onnx"), "-o", str(prog), "--calibration",
-                      str(MODELS / "digits_calib_flat.npz"), "--reduce", "cram", "--rows", "24", "--arrays", "8",
-                      "--cols", "100")
+    rc, text = _cramc(
+        "compile",
+        str(MODELS / "digits_mlp.onnx"),
+        "-o",
+        str(prog),
+        "--calibration",
+        str(MODELS / "digits_calib_flat.npz"),
+        "--reduce",
+        "cram",
+        "--rows",
+        "24",
+        "--arrays",
+        "8",
+        "--cols",
+        "100",
+    )
     assert rc == 0, text
     assert "3 chunk(s) of 22 rows" in prog.read_text() and "6 pass(es)" in prog.read_text()
     rc, out = _cramc("run", str(prog))

@@ -25,8 +25,11 @@ def _compiled(name: str, calib: str, tmp: Path, reduce: str = "tree", ecc: str =
     from cramc.compiler import Options, compile_model
     from cramc.fileio import load_npz
 
-    text = compile_model(str(REPO / "models" / name), load_npz(str(REPO / "models" / calib)),
-                         Options(reduce=reduce, trace=False, ecc=ecc))
+    text = compile_model(
+        str(REPO / "models" / name),
+        load_npz(str(REPO / "models" / calib)),
+        Options(reduce=reduce, trace=False, ecc=ecc),
+    )
     tag = "".join(ch for ch in ecc if ch.isalnum())
     out = tmp / f"{Path(name).stem}_{reduce}{'_' + tag if tag else ''}.cram"
     out.write_text(text, encoding="utf-8")
@@ -73,16 +76,16 @@ def test_a_new_opcode_is_costed_by_its_unit() -> None:
 
 def test_mnemonic_overrides_unit(tmp_path: Path) -> None:
     f = tmp_path / "t.toml"
-    f.write_text('[gate]\nlatency_s = 1e-9\n[gate.maj5]\nlatency_s = 4e-9\nenergy_j = 2e-12\n', encoding="utf-8")
+    f.write_text("[gate]\nlatency_s = 1e-9\n[gate.maj5]\nlatency_s = 4e-9\nenergy_j = 2e-12\n", encoding="utf-8")
     t = Tech.load(f)
     assert t.op_cost(OPCODES["maj5"]).latency_s == 4e-9
     assert t.op_cost(OPCODES["maj5"]).energy_j == 2e-12
     assert t.op_cost(OPCODES["and"]).latency_s == 1e-9  # the unit's figure
     assert t.op_cost(OPCODES["and"]).energy_j == TECH.op_cost(OPCODES["and"]).energy_j  # the default's
-    f.write_text('[gate]\nenergy_j = -1\n', encoding="utf-8")
+    f.write_text("[gate]\nenergy_j = -1\n", encoding="utf-8")
     with pytest.raises(UserError, match="non-negative"):
         Tech.load(f)
-    f.write_text('[gate\n', encoding="utf-8")
+    f.write_text("[gate\n", encoding="utf-8")
     with pytest.raises(UserError, match="not valid TOML"):
         Tech.load(f)
     assert Tech.load("projected").op_cost(OPCODES["and"]).energy_j < TECH.op_cost(OPCODES["and"]).energy_j
@@ -123,8 +126,10 @@ def test_layers_are_named_after_onnx_nodes(programs: list[Path]) -> None:
 
 
 def _prog(body: str, arrays: int = 64, init: str = "") -> str:
-    return (f".machine arrays={arrays} rows=256 cols=16 accs=4\n.data $z : i8[1,256,2] = b64\"{_zeros()}\"\n"
-            f".init {{\n  wr @0:{arrays} c0, $z bits=2\n{init}}}\n.main {{\n{body}}}\n")
+    return (
+        f'.machine arrays={arrays} rows=256 cols=16 accs=4\n.data $z : i8[1,256,2] = b64"{_zeros()}"\n'
+        f".init {{\n  wr @0:{arrays} c0, $z bits=2\n{init}}}\n.main {{\n{body}}}\n"
+    )
 
 
 def _zeros() -> str:

@@ -29,24 +29,31 @@ def one_mvm_model(path: Path, w: np.ndarray) -> None:
         helper.make_node("DequantizeLinear", ["w_q", "one", "zw"], ["wf"], name="dqw"),
         helper.make_node("MatMul", ["xf", "wf"], ["y"], name="mm"),
     ]
-    g = helper.make_graph(nodes, "one_mvm", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, k])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [one, zx, zw, wq])
+    g = helper.make_graph(
+        nodes,
+        "one_mvm",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        [one, zx, zw, wq],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
 
 
-def gate_level_errors(tmp: Path, x: np.ndarray, w: np.ndarray, fm: FaultModel, samples: int, rows: int,
-                      seed: int) -> tuple[np.ndarray, str]:
+def gate_level_errors(
+    tmp: Path, x: np.ndarray, w: np.ndarray, fm: FaultModel, samples: int, rows: int, seed: int
+) -> tuple[np.ndarray, str]:
     """Accumulator errors of `samples` faulty gate-level runs of x [K] (uint8) times w [K, N] (int8): [samples, N].
 
     Also returns the program text (to check which micro-program the MVM used).
     """
     path = tmp / "one_mvm.onnx"
     one_mvm_model(path, w)
-    text = compile_model(str(path), {"x": x.reshape(1, 1, -1).astype(np.uint8)}, Options(rows=rows, n_validation=1),
-                         log=_Null())
+    text = compile_model(
+        str(path), {"x": x.reshape(1, 1, -1).astype(np.uint8)}, Options(rows=rows, n_validation=1), log=_Null()
+    )
     linked = verify(parse(text, "one_mvm.cram"))
     xs = np.broadcast_to(x.astype(np.int64), (samples, 1, x.size)).copy()
     res = run(linked, {"x": xs}, fm, seed=seed, max_memory=1 << 30)

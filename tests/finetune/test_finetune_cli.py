@@ -15,16 +15,34 @@ MODELS = REPO / "models"
 def test_finetune_without_torch_is_a_clear_user_error(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     out = tmp_path / "ft.onnx"
-    res = cli("finetune", str(MODELS / "digits_mlp.onnx"), "--data", str(MODELS / "digits_test_x_flat.npz"),
-              "--labels", str(MODELS / "digits_test_labels.npy"), "--gate-error", "1e-3", "-o", str(out))
+    res = cli(
+        "finetune",
+        str(MODELS / "digits_mlp.onnx"),
+        "--data",
+        str(MODELS / "digits_test_x_flat.npz"),
+        "--labels",
+        str(MODELS / "digits_test_labels.npy"),
+        "--gate-error",
+        "1e-3",
+        "-o",
+        str(out),
+    )
     assert res.rc == 1
     assert res.err.strip() == "error: cramc finetune needs PyTorch: pip install 'cramc[train]'"
     assert "Traceback" not in res.err and not out.exists()
 
 
 def test_finetune_needs_a_fault_rate(cli, tmp_path: Path) -> None:
-    res = cli("finetune", str(MODELS / "digits_mlp.onnx"), "--data", str(MODELS / "digits_test_x_flat.npz"),
-              "--labels", str(MODELS / "digits_test_labels.npy"), "-o", str(tmp_path / "ft.onnx"))
+    res = cli(
+        "finetune",
+        str(MODELS / "digits_mlp.onnx"),
+        "--data",
+        str(MODELS / "digits_test_x_flat.npz"),
+        "--labels",
+        str(MODELS / "digits_test_labels.npy"),
+        "-o",
+        str(tmp_path / "ft.onnx"),
+    )
     assert res.rc == 1 and "--gate-error P or --error-model FILE" in res.err
 
 

@@ -23,8 +23,18 @@ MIN_GAIN = 0.05
 
 
 def _accuracy(cli, prog: Path, layout: str, p: str, seed: int) -> float:
-    res = cli("run", str(prog), "--input", str(MODELS / f"digits_test_x_{layout}.npz"), "--labels",
-              str(MODELS / "digits_test_labels.npy"), "--gate-error", p, "--seed", str(seed))
+    res = cli(
+        "run",
+        str(prog),
+        "--input",
+        str(MODELS / f"digits_test_x_{layout}.npz"),
+        "--labels",
+        str(MODELS / "digits_test_labels.npy"),
+        "--gate-error",
+        p,
+        "--seed",
+        str(seed),
+    )
     assert res.rc == 0, res.err
     return float(res.out.split("accuracy (logits argmax vs labels): ")[1].split()[0])
 
@@ -34,8 +44,9 @@ def test_shipped_finetuned_model(cli, tmp_path: Path, name: str, layout: str, p:
     orig, tuned = MODELS / f"digits_{name}.onnx", MODELS / f"digits_{name}_ft.onnx"
     a, b = onnx.load(str(orig)), onnx.load(str(tuned))
     onnx.checker.check_model(b, full_check=True)
-    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
-        [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
+    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == [
+        (n.op_type, list(n.input), list(n.output)) for n in b.graph.node
+    ]
     assert a.graph.input == b.graph.input and a.graph.output == b.graph.output
     dims = [[(t.name, list(t.dims)) for t in m.graph.initializer] for m in (a, b)]
     assert dims[0] == dims[1]
@@ -47,6 +58,7 @@ def test_shipped_finetuned_model(cli, tmp_path: Path, name: str, layout: str, p:
     res = cli("run", str(progs["tuned"]))
     assert res.rc == 0 and "MISMATCH" not in res.out
     assert _accuracy(cli, progs["tuned"], layout, "0", 0) >= 0.96
-    gain = np.mean([_accuracy(cli, progs["tuned"], layout, p, s) - _accuracy(cli, progs["orig"], layout, p, s)
-                    for s in (0, 1)])
+    gain = np.mean(
+        [_accuracy(cli, progs["tuned"], layout, p, s) - _accuracy(cli, progs["orig"], layout, p, s) for s in (0, 1)]
+    )
     assert gain >= MIN_GAIN, gain

@@ -116,8 +116,9 @@ def test_conv_patches_are_cramcs_im2col() -> None:
     xq = rng.integers(0, 256, size=(3, 2, 7, 6))
     attrs = {"kernel": [3, 2], "strides": [2, 1], "pads": [1, 0, 2, 1], "dilations": [1, 2], "value": 37}
     want = CMOS_OPS["im2col"]([xq[:, None]], attrs)
-    got = qat.conv_patches(torch.as_tensor(xq, dtype=torch.float32), 37, (3, 2), attrs["pads"], attrs["strides"],
-                           attrs["dilations"])
+    got = qat.conv_patches(
+        torch.as_tensor(xq, dtype=torch.float32), 37, (3, 2), attrs["pads"], attrs["strides"], attrs["dilations"]
+    )
     assert np.array_equal(got.numpy().astype(np.int64), want)
 
 
@@ -140,14 +141,29 @@ def test_cli_finetune_end_to_end(cli, tmp_path: Path, name: str, layout: str) ->
     np.save(tmp_path / "y.npy", y)
     src = MODELS / f"digits_{name}.onnx"
     out = tmp_path / "ft.onnx"
-    res = cli("finetune", str(src), "--data", str(tmp_path / "x.npz"), "--labels", str(tmp_path / "y.npy"),
-              "--gate-error", "5e-3", "-o", str(out), "--epochs", "1", "--seed", "1")
+    res = cli(
+        "finetune",
+        str(src),
+        "--data",
+        str(tmp_path / "x.npz"),
+        "--labels",
+        str(tmp_path / "y.npy"),
+        "--gate-error",
+        "5e-3",
+        "-o",
+        str(out),
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+    )
     assert res.rc == 0, res.err
     assert "epoch 1/1" in res.out and f"wrote {out}" in res.out
     a, b = onnx.load(str(src)), onnx.load(str(out))
     onnx.checker.check_model(b, full_check=True)
-    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
-        [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
+    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == [
+        (n.op_type, list(n.input), list(n.output)) for n in b.graph.node
+    ]
     assert a.graph.input == b.graph.input and a.graph.output == b.graph.output
     wa = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer}
     wb = {t.name: onnx.numpy_helper.to_array(t) for t in b.graph.initializer}
@@ -165,8 +181,17 @@ def test_finetune_is_reproducible(tmp_path: Path) -> None:
     from cramc.train.finetune import Options, finetune
 
     x, y = _split("flat", 64)
-    runs = [finetune(str(MODELS / "digits_mlp.onnx"), {"input": x}, y, FaultModel.uniform(1e-2),
-                     Options(epochs=1, seed=5), log=io.StringIO()) for _ in range(2)]
+    runs = [
+        finetune(
+            str(MODELS / "digits_mlp.onnx"),
+            {"input": x},
+            y,
+            FaultModel.uniform(1e-2),
+            Options(epochs=1, seed=5),
+            log=io.StringIO(),
+        )
+        for _ in range(2)
+    ]
     assert runs[0].model.SerializeToString() == runs[1].model.SerializeToString()
     logs = [[{k: v for k, v in e.items() if k != "wall_s"} for e in r.log] for r in runs]
     assert logs[0] == logs[1] and len(logs[0]) == 2
@@ -188,8 +213,15 @@ def test_torch_accuracy_under_faults_matches_gate_level(cli) -> None:
     y = np.load(MODELS / "digits_test_labels.npy")
     fm = FaultModel.uniform(1e-2)
     linked = verify(parse(compile_model(str(MODELS / "digits_mlp.onnx"), calib, Options(), log=io.StringIO())))
-    gate = np.mean([(run(linked, {"input": x.reshape(-1, 1, 64)}, fm, seed=s).outputs["logits"].reshape(-1, 10)
-                     .argmax(1) == y).mean() for s in range(3)])
+    gate = np.mean(
+        [
+            (
+                run(linked, {"input": x.reshape(-1, 1, 64)}, fm, seed=s).outputs["logits"].reshape(-1, 10).argmax(1)
+                == y
+            ).mean()
+            for s in range(3)
+        ]
+    )
     fe = run_frontend(str(MODELS / "digits_mlp.onnx"), calib, log=io.StringIO())
     net = qat.QatGraph(load_model(str(MODELS / "digits_mlp.onnx")), fm)
     net.qparams = qat.activation_qparams(fe.qmodel)
@@ -207,10 +239,24 @@ def test_cli_finetune_rejects_bad_data(cli, tmp_path: Path) -> None:
     np.save(tmp_path / "y.npy", y)
     np.save(tmp_path / "y_short.npy", y[:10])
     base = ["--gate-error", "1e-3", "-o", str(tmp_path / "ft.onnx"), "--epochs", "1"]
-    res = cli("finetune", str(MODELS / "digits_cnn.onnx"), "--data", str(tmp_path / "x.npz"), "--labels",
-              str(tmp_path / "y.npy"), *base)
+    res = cli(
+        "finetune",
+        str(MODELS / "digits_cnn.onnx"),
+        "--data",
+        str(tmp_path / "x.npz"),
+        "--labels",
+        str(tmp_path / "y.npy"),
+        *base,
+    )
     assert res.rc == 1 and "--data: 'input' has shape [32, 64]; expected [N, 1, 8, 8]" in res.err
-    res = cli("finetune", str(MODELS / "digits_mlp.onnx"), "--data", str(tmp_path / "x.npz"), "--labels",
-              str(tmp_path / "y_short.npy"), *base)
+    res = cli(
+        "finetune",
+        str(MODELS / "digits_mlp.onnx"),
+        "--data",
+        str(tmp_path / "x.npz"),
+        "--labels",
+        str(tmp_path / "y_short.npy"),
+        *base,
+    )
     assert res.rc == 1 and "--labels: expected 32 non-negative integer class labels" in res.err
     assert not (tmp_path / "ft.onnx").exists()

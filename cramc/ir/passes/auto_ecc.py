@@ -85,10 +85,14 @@ class AutoEcc:
         after = self._top1_all(g, inputs, ref)
         self.log.write(
             f"auto-ecc: budget {self.budget:.0%} of {base} in-array operations, used {spent / base:.1%}; "
-            f"predicted top-1 changes on calibration data: {before:.1%} unprotected -> {after:.1%}\n")
+            f"predicted top-1 changes on calibration data: {before:.1%} unprotected -> {after:.1%}\n"
+        )
         for op in mvms:
             if any(plans[op.out]):
-                self.log.write(f"auto-ecc:   {op.origin or op.out}: {describe(plans[op.out], op.attrs['wbits'], op.attrs['xbits'])}\n")
+                self.log.write(
+                    f"auto-ecc:   {op.origin or op.out}: "
+                    f"{describe(plans[op.out], op.attrs['wbits'], op.attrs['xbits'])}\n"
+                )
         return g
 
     @staticmethod
@@ -112,11 +116,17 @@ class AutoEcc:
 
     def _top1_all(self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray) -> float:
         rates = {op.out: layer_rates(self.faults, op) for op in g.ops if op.kind == "mvm"}
-        return sum(self._score(noisy_evaluate(g, inputs, rates, np.random.default_rng(s)), ref)[0]
-                   for s in range(self.seeds)) / self.seeds
+        return (
+            sum(
+                self._score(noisy_evaluate(g, inputs, rates, np.random.default_rng(s)), ref)[0]
+                for s in range(self.seeds)
+            )
+            / self.seeds
+        )
 
-    def _mean_damage(self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray,
-                     rates: dict[str, np.ndarray]) -> float:
+    def _mean_damage(
+        self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray, rates: dict[str, np.ndarray]
+    ) -> float:
         """Top-1 changes plus the relative output error (so that bits too small to flip a class alone still rank)."""
         d = 0.0
         for s in range(self.seeds):

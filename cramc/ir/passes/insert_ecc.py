@@ -44,8 +44,9 @@ class Rule:
     def matches(self, op: Op, sig: int) -> bool:
         if not self.sig_lo <= sig <= self.sig_hi:
             return False
-        if self.layers and not any(fnmatch.fnmatchcase(op.origin, p) or fnmatch.fnmatchcase(op.out, p)
-                                   for p in self.layers):
+        if self.layers and not any(
+            fnmatch.fnmatchcase(op.origin, p) or fnmatch.fnmatchcase(op.out, p) for p in self.layers
+        ):
             return False
         return True
 
@@ -73,8 +74,10 @@ def parse_spec(spec: str) -> list[Rule]:
                 else:
                     raise ValueError
             except ValueError:
-                raise UserError(f"--ecc: cannot read condition '{c}' in rule '{text}' "
-                                "(use sig>=N, sig<=N, sig=N or layer=NAME|NAME)") from None
+                raise UserError(
+                    f"--ecc: cannot read condition '{c}' in rule '{text}' "
+                    "(use sig>=N, sig<=N, sig=N or layer=NAME|NAME)"
+                ) from None
         rules.append(r)
     return rules
 

@@ -29,7 +29,16 @@ class TileMvm:
                 continue
             _, k = shapes[op.ins[0][1:]][0]
             n = g.consts[op.attrs["w"][1:]].shape[0]
-            t = plan_tile(k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"],
-                          self.rows, self.cols, self.accs, scratch_columns(op))
+            t = plan_tile(
+                k,
+                n,
+                op.attrs.get("groups", 1),
+                op.attrs["wbits"],
+                op.attrs["xbits"],
+                self.rows,
+                self.cols,
+                self.accs,
+                scratch_columns(op),
+            )
             op.attrs["tile"] = t.as_attr()
         return g
