@@ -13,7 +13,9 @@ then runs every (gate error rate, protection, seed) on the data and reports,
 per (rate, protection), the mean accuracy over seeds with a 95% confidence
 interval, and the per-inference event counts that make up the protection's
 overhead (gate evaluations, writes, reads, adder-tree sensed bits, CMOS
-recomputes, and latency/energy where the report carries them).
+recomputes, and the cost model's latency and energy).  The simulator repeats
+`.init` (loading the weights) for every sample; its events are taken off the
+per-inference counts, and its writes reported once as ``init_writes``.
 
 Two simulation modes:
 
@@ -31,7 +33,7 @@ Two simulation modes:
   (they do not depend on faults), and recomputes are their expected value.
 
 Confidence interval: a Student-t interval over the per-seed accuracies
-(mean +- t(0.975, n-1) * sd / sqrt(n)): it measures the spread the random
+(mean +- t(0.975, n-1) * sd / sqrt(n), clipped to [0, 1]): it measures the spread the random
 faults cause on this fixed data set.  A Wilson score interval over all
 (seed, sample) trials pooled is recorded too (``wilson_low``/``wilson_high``)
 and is what the plot shows when there is a single seed.
@@ -68,9 +70,38 @@ COST_FIELDS = ("latency_s", "energy_j")
 REL_FIELDS = ("gate_evals", "writes", "reads", "tree_sensed_bits", "latency_s", "energy_j")
 
 # Student t quantiles t(0.975, df) for df = 1 .. 30; beyond, a Cornish-Fisher expansion.
-_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
-         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
-         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+_T975 = (
+    12.7062,
+    4.3027,
+    3.1824,
+    2.7764,
+    2.5706,
+    2.4469,
+    2.3646,
+    2.3060,
+    2.2622,
+    2.2281,
+    2.2010,
+    2.1788,
+    2.1604,
+    2.1448,
+    2.1314,
+    2.1199,
+    2.1098,
+    2.1009,
+    2.0930,
+    2.0860,
+    2.0796,
+    2.0739,
+    2.0687,
+    2.0639,
+    2.0595,
+    2.0555,
+    2.0518,
+    2.0484,
+    2.0452,
+    2.0423,
+)
 _Z975 = 1.959963984540054
 
 
@@ -81,8 +112,12 @@ def t975(df: int) -> float:
     if df <= len(_T975):
         return _T975[df - 1]
     z, v = _Z975, float(df)
-    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
+    return (
+        z
+        + (z**3 + z) / (4 * v)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+    )
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
@@ -132,8 +167,9 @@ def parse_rates(text: str) -> tuple[float, ...]:
         try:
             p = float(part)
         except ValueError:
-            raise UserError(f"--gate-error: '{part}' is not a number (give a comma-separated list, e.g. "
-                            "1e-4,1e-3,1e-2)") from None
+            raise UserError(
+                f"--gate-error: '{part}' is not a number (give a comma-separated list, e.g. 1e-4,1e-3,1e-2)"
+            ) from None
         if not (math.isfinite(p) and 0.0 <= p <= 1.0):
             raise UserError(f"--gate-error: a probability must be between 0 and 1, got {part}")
         out.append(p)
@@ -172,8 +208,10 @@ def check_options(o: SweepOptions) -> None:
         raise UserError("--gate-error: give at least one gate error rate")
     need = [p for p in o.protections if p in ("finetuned", "both")]
     if need and not o.finetuned:
-        raise UserError(f"--protection {','.join(need)} needs the fine-tuned model: --finetuned TUNED.onnx "
-                        "(made by `cramc finetune`)")
+        raise UserError(
+            f"--protection {','.join(need)} needs the fine-tuned model: --finetuned TUNED.onnx "
+            "(made by `cramc finetune`)"
+        )
     if any(p in ("ecc", "both") for p in o.protections):
         if not o.ecc:
             raise UserError("--ecc: give a spec (e.g. 'dup', 'vote:sig>=10;dup:sig>=6') or 'auto'")
@@ -327,8 +365,10 @@ class _Builder:
         """Per-inference event counts from one fault-free gate-level inference (they do not depend on faults)."""
         from cramc.sim.interp import run
 
-        one = {s.name: np.zeros((1, *s.shape), dtype=np.float32 if s.dtype.startswith("f") else np.int64)
-               for s in v.linked.inputs}
+        one = {
+            s.name: np.zeros((1, *s.shape), dtype=np.float32 if s.dtype.startswith("f") else np.int64)
+            for s in v.linked.inputs
+        }
         res = run(v.linked, one, FaultModel(), seed=0, max_memory=self.o.max_memory)
         v.counts = _counts(res.counts, 1, FaultModel(), v, self.tech, res.init)
         v.counts["faults_injected"] = math.nan
@@ -346,8 +386,9 @@ def _load_tech(path: str | None) -> Any:
     return Tech.load(path)
 
 
-def _counts(counts: Any, samples: int, fm: FaultModel, v: Variant, tech: Any,
-            init: dict[str, int] | None = None) -> dict[str, float]:
+def _counts(
+    counts: Any, samples: int, fm: FaultModel, v: Variant, tech: Any, init: dict[str, int] | None = None
+) -> dict[str, float]:
     """Per-inference counts, and the cost model's latency and energy, as REPORT.json (cramc run --report) has them.
 
     The simulator runs `.init` (loading the weights) for every sample; the chip does it once.  Its gate
@@ -411,8 +452,10 @@ def run_sweep(
     if o.mode == "statistical" and o.error_model:
         fm = fault_model(0.0, o.error_model)
         if not (fm.write.zero and fm.tree == 0.0):
-            log.write("sweep: warning: --mode statistical models gate and read faults only; the error model's "
-                      "write and adder-tree faults are ignored (use --mode gate)\n")
+            log.write(
+                "sweep: warning: --mode statistical models gate and read faults only; the error model's "
+                "write and adder-tree faults are ignored (use --mode gate)\n"
+            )
     b = _Builder(o, calibration, log)
     plan = [(p, prot) for p in o.rates for prot in o.protections]
     variants = {(p, prot): b.variant(prot, p) for p, prot in plan}
@@ -432,11 +475,18 @@ def run_sweep(
         bar.close()
     _relative(rows)
     config = {
-        "model": o.model, "finetuned": o.finetuned, "mode": o.mode, "ecc": o.ecc,
-        "ecc_budget": o.ecc_budget if o.ecc == "auto" else None, "error_model": o.error_model,
+        "model": o.model,
+        "finetuned": o.finetuned,
+        "mode": o.mode,
+        "ecc": o.ecc,
+        "ecc_budget": o.ecc_budget if o.ecc == "auto" else None,
+        "error_model": o.error_model,
         "tech": None if b.tech is None else b.tech.name,
-        "gate_errors": list(o.rates), "protections": list(o.protections), "seeds": list(range(o.seeds)),
-        "samples": n, "ci": "95% Student-t over per-seed accuracies (ci_low/ci_high); "
+        "gate_errors": list(o.rates),
+        "protections": list(o.protections),
+        "seeds": list(range(o.seeds)),
+        "samples": n,
+        "ci": "95% Student-t over per-seed accuracies (ci_low/ci_high); "
         "95% Wilson over pooled seed x sample trials (wilson_low/wilson_high)",
     }
     return SweepResult(config, rows)
@@ -450,8 +500,9 @@ def _check_data(inputs: dict[str, np.ndarray], labels: np.ndarray) -> int:
         raise UserError("--data: every array needs the same number of samples on its leading axis")
     n = sizes.pop()
     if labels.reshape(-1).shape[0] != n or not np.issubdtype(labels.dtype, np.integer):
-        raise UserError(f"--labels: expected {n} integer class labels (one per sample), got {labels.dtype} "
-                        f"{list(labels.shape)}")
+        raise UserError(
+            f"--labels: expected {n} integer class labels (one per sample), got {labels.dtype} {list(labels.shape)}"
+        )
     return n
 
 
@@ -471,8 +522,16 @@ def _progress(total: int, show: bool) -> Any:
     return tqdm(total=total, unit="sample", desc="sweep", file=sys.stderr, dynamic_ncols=True)
 
 
-def _run_one(v: Variant, o: SweepOptions, fm: FaultModel, inputs: dict[str, np.ndarray], labels: np.ndarray,
-             seed: int, bar: Any, b_tech: Any) -> tuple[int, dict[str, float]]:
+def _run_one(
+    v: Variant,
+    o: SweepOptions,
+    fm: FaultModel,
+    inputs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    seed: int,
+    bar: Any,
+    b_tech: Any,
+) -> tuple[int, dict[str, float]]:
     if o.mode == "gate":
         from cramc.sim.interp import run
 
@@ -502,19 +561,38 @@ def _correct(logits: np.ndarray, labels: np.ndarray) -> int:
     return int((logits.reshape(logits.shape[0], -1).argmax(axis=1) == labels).sum())
 
 
-def _row(o: SweepOptions, p: float, prot: str, spec: str, v: Variant, correct: list[int],
-         cnts: list[dict[str, float]], n: int) -> dict[str, Any]:
+def _row(
+    o: SweepOptions,
+    p: float,
+    prot: str,
+    spec: str,
+    v: Variant,
+    correct: list[int],
+    cnts: list[dict[str, float]],
+    n: int,
+) -> dict[str, Any]:
     # statistics on the integer counts of correct samples, so equal seeds give an exactly zero spread
     mean, lo, hi = (x / n for x in t_interval(correct))
     if not math.isnan(lo):  # an accuracy lies in [0, 1]
         lo, hi = max(0.0, lo), min(1.0, hi)
     wl, wh = wilson(sum(correct), n * len(correct))
     row: dict[str, Any] = {
-        "gate_error": p, "protection": prot, "model": v.model, "ecc": spec if prot in ("ecc", "both") else "",
-        "mode": o.mode, "seeds": len(correct), "samples": n,
-        "acc_mean": mean, "acc_std": float(np.std(correct, ddof=1)) / n if len(correct) > 1 else 0.0,
-        "ci_low": lo, "ci_high": hi, "wilson_low": wl, "wilson_high": wh,
-        "acc_min": min(correct) / n, "acc_max": max(correct) / n, "acc_seeds": [k / n for k in correct],
+        "gate_error": p,
+        "protection": prot,
+        "model": v.model,
+        "ecc": spec if prot in ("ecc", "both") else "",
+        "mode": o.mode,
+        "seeds": len(correct),
+        "samples": n,
+        "acc_mean": mean,
+        "acc_std": float(np.std(correct, ddof=1)) / n if len(correct) > 1 else 0.0,
+        "ci_low": lo,
+        "ci_high": hi,
+        "wilson_low": wl,
+        "wilson_high": wh,
+        "acc_min": min(correct) / n,
+        "acc_max": max(correct) / n,
+        "acc_seeds": [k / n for k in correct],
     }
     keys = [f for f in (*COUNT_FIELDS, "init_writes", *COST_FIELDS) if all(f in c for c in cnts)]
     for f in keys:
@@ -600,8 +678,9 @@ def plot(path: str, res: SweepResult, title: str | None = None) -> None:
     seeds = len(res.config.get("seeds", []))
     band = "95% t-interval over seeds" if seeds > 1 else "95% Wilson interval"
     mode = _MODE_TITLE[res.config["mode"]]
-    ax.set_title(title or f"{Path(res.config['model']).name}: {n} samples x {seeds} seeds, {mode}\nbands: {band}",
-                 fontsize=9)
+    ax.set_title(
+        title or f"{Path(res.config['model']).name}: {n} samples x {seeds} seeds, {mode}\nbands: {band}", fontsize=9
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="protection")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=ext[1:], dpi=120))
@@ -617,20 +696,31 @@ def _band(r: dict[str, Any]) -> tuple[float, float]:
 
 
 def format_table(res: SweepResult) -> str:
-    head = (f"{'gate error':>10}  {'protection':<10} {'accuracy':>8}  {'95% CI':<15} {'gate evals':>11} "
-            f"{'recomputes':>10}  ecc")
+    head = (
+        f"{'gate error':>10}  {'protection':<10} {'accuracy':>8}  {'95% CI':<15} {'gate evals':>11} "
+        f"{'recomputes':>10}  ecc"
+    )
     lines = [head, "-" * len(head)]
     for r in res.rows:
         ci = "" if math.isnan(r["ci_low"]) else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         spec = r["ecc"] if len(r["ecc"]) < 60 else r["ecc"][:57] + "..."
-        lines.append(f"{r['gate_error']:>10g}  {r['protection']:<10} {r['acc_mean']:>8.4f}  {ci:<15} "
-                     f"{r.get('gate_evals', math.nan):>11.4g} {r.get('recomputes', math.nan):>10.4g}  {spec}")
+        lines.append(
+            f"{r['gate_error']:>10g}  {r['protection']:<10} {r['acc_mean']:>8.4f}  {ci:<15} "
+            f"{r.get('gate_evals', math.nan):>11.4g} {r.get('recomputes', math.nan):>10.4g}  {spec}"
+        )
     return "\n".join(lines)
 
 
-def main_sweep(o: SweepOptions, data: str, labels_path: str, calibration: str | None, output: str | None,
-               plot_path: str | None, log: TextIO = sys.stderr,
-               progress: Callable[[], bool] | None = None) -> SweepResult:
+def main_sweep(
+    o: SweepOptions,
+    data: str,
+    labels_path: str,
+    calibration: str | None,
+    output: str | None,
+    plot_path: str | None,
+    log: TextIO = sys.stderr,
+    progress: Callable[[], bool] | None = None,
+) -> SweepResult:
     """The `cramc sweep` command: load the files, sweep, print a table, write the results and the plot."""
     from cramc.fileio import load_npy, load_npz
 

@@ -36,13 +36,33 @@ def _inputs(n: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.nda
 
 def test_cli_writes_csv_and_png(cli, tmp_path: Path) -> None:
     out, png = tmp_path / "r.csv", tmp_path / "p.png"
-    res = cli("sweep", *COMMON, "--gate-error", "1e-3,3e-2", "--protection", "none,ecc", "--ecc", "dup",
-              "--seeds", "2", "--samples", "30", "-o", str(out), "--plot", str(png))
+    res = cli(
+        "sweep",
+        *COMMON,
+        "--gate-error",
+        "1e-3,3e-2",
+        "--protection",
+        "none,ecc",
+        "--ecc",
+        "dup",
+        "--seeds",
+        "2",
+        "--samples",
+        "30",
+        "-o",
+        str(out),
+        "--plot",
+        str(png),
+    )
     assert res.rc == 0, res.err
     assert "protection" in res.out and f"wrote {out}, {png}" in res.out
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert [(float(r["gate_error"]), r["protection"]) for r in rows] == [
-        (1e-3, "none"), (1e-3, "ecc"), (3e-2, "none"), (3e-2, "ecc")]
+        (1e-3, "none"),
+        (1e-3, "ecc"),
+        (3e-2, "none"),
+        (3e-2, "ecc"),
+    ]
     for r in rows:
         assert r["samples"] == "30" and r["seeds"] == "2" and r["mode"] == "gate"
         lo, mean, hi = float(r["ci_low"]), float(r["acc_mean"]), float(r["ci_high"])
@@ -78,8 +98,18 @@ def test_same_seeds_same_results_json(cli, tmp_path: Path) -> None:
     prog = tmp_path / "mlp.cram"
     assert cli("compile", MLP, "-o", str(prog), "--calibration", CALIB).rc == 0
     for seed in (0, 1):
-        out = cli("run", str(prog), "--input", str(tmp_path / "x.npz"), "--labels", str(tmp_path / "y.npy"),
-                  "--gate-error", "1e-2", "--seed", str(seed)).out
+        out = cli(
+            "run",
+            str(prog),
+            "--input",
+            str(tmp_path / "x.npz"),
+            "--labels",
+            str(tmp_path / "y.npy"),
+            "--gate-error",
+            "1e-2",
+            "--seed",
+            str(seed),
+        ).out
         assert f"accuracy (logits argmax vs labels): {r['acc_seeds'][seed]:.4f}" in out
 
 
@@ -111,8 +141,15 @@ def test_bad_options(cli, args: tuple[str, ...], message: str) -> None:
 def test_finetuned_and_both_use_the_tuned_model() -> None:
     # the model itself stands in for its tuned version: finetuned must equal none, both must equal ecc
     x, y, cal = _inputs(30)
-    o = SweepOptions(MLP, (1e-2,), ("none", "ecc", "finetuned", "both"), seeds=2, ecc="vote:sig>=8",
-                     finetuned=str(M / "digits_mlp.onnx"), mode="gate")
+    o = SweepOptions(
+        MLP,
+        (1e-2,),
+        ("none", "ecc", "finetuned", "both"),
+        seeds=2,
+        ecc="vote:sig>=8",
+        finetuned=str(M / "digits_mlp.onnx"),
+        mode="gate",
+    )
     res = run_sweep(o, x, y, cal, log=io.StringIO())
     by = {r["protection"]: r for r in res.rows}
     assert by["finetuned"]["acc_seeds"] == by["none"]["acc_seeds"]
