@@ -84,11 +84,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "init": result.init,
     }
     status = 0
-    lines.append(f"ran {result.samples} sample(s) in {wall:.2f} s; error model: {faults.name}; "
-          f"{result.counts.gate_evals} gate evaluations, {result.counts.faults_injected} faults injected")
+    lines.append(
+        f"ran {result.samples} sample(s) in {wall:.2f} s; error model: {faults.name}; "
+        f"{result.counts.gate_evals} gate evaluations, {result.counts.faults_injected} faults injected"
+    )
     if validating:
-        rows = [compare(o.name, result.outputs[o.name], linked.expect.outputs[o.name], linked.expect.tol)  # type: ignore[union-attr]
-                for o in linked.outputs]
+        rows = [
+            compare(o.name, result.outputs[o.name], linked.expect.outputs[o.name], linked.expect.tol)  # type: ignore[union-attr]
+            for o in linked.outputs
+        ]
         lines.append(format_table(rows))
         extra["validation"] = [r.to_dict() for r in rows]
         if faults.fault_free and not all(r.ok for r in rows):
@@ -155,12 +159,16 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         prog = verify(parse_text(text, args.output))
     except UserError as e:
         # nothing was written: the program is only in memory
-        raise UserError(f"the compiled program does not verify (not written to {args.output}): {e.message}"
-                        + (f" [generated line {e.loc.line}]" if e.loc else "")) from None
+        raise UserError(
+            f"the compiled program does not verify (not written to {args.output}): {e.message}"
+            + (f" [generated line {e.loc.line}]" if e.loc else "")
+        ) from None
     write_text(args.output, text)
     m = prog.machine
-    print(f"wrote {args.output}: {len(text) / 1e6:.2f} MB, {m.arrays} arrays of {m.rows} x {m.cols}, "
-          f"compiled in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {args.output}: {len(text) / 1e6:.2f} MB, {m.arrays} arrays of {m.rows} x {m.cols}, "
+        f"compiled in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 
@@ -180,14 +188,27 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         samples=args.samples,
         max_memory=int(args.max_memory * 2**30),
         tech=args.tech,
+        workers=args.workers,
+        scheduler=args.scheduler,
     )
+    if args.workers < 0:
+        raise UserError("--workers must be 0 (in-process) or more")
     t0 = time.perf_counter()
-    res = main_sweep(opts, args.data, args.labels, args.calibration, args.output, args.plot,
-                     progress=lambda: not args.no_progress and sys.stderr.isatty())
+    res = main_sweep(
+        opts,
+        args.data,
+        args.labels,
+        args.calibration,
+        args.output,
+        args.plot,
+        progress=lambda: not args.no_progress and sys.stderr.isatty(),
+    )
     print(format_table(res))
     wrote = [p for p in (args.output, args.plot) if p]
-    print(f"swept {len(res.rows)} points x {opts.seeds} seed(s) on {res.config['samples']} samples in "
-          f"{time.perf_counter() - t0:.1f} s" + (f"; wrote {', '.join(wrote)}" if wrote else ""))
+    print(
+        f"swept {len(res.rows)} points x {opts.seeds} seed(s) on {res.config['samples']} samples in "
+        f"{time.perf_counter() - t0:.1f} s" + (f"; wrote {', '.join(wrote)}" if wrote else "")
+    )
     return 0
 
 
@@ -204,8 +225,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     data = load_npz(args.data)
     labels = load_npy(args.labels)
     calib = load_npz(args.calibration) if args.calibration else None
-    opts = Options(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, rows=args.rows,
-                   noise=args.noise)
+    opts = Options(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, rows=args.rows, noise=args.noise
+    )
     res = finetune(args.model, data, labels, faults, opts, calib, log=sys.stdout)
     blob = res.model.SerializeToString()
 
@@ -214,8 +236,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             f.write(blob)
 
     atomic_write(args.output, write)
-    print(f"wrote {args.output}: fine-tuned for {faults.name} in {res.wall_s:.1f} s; compile it with the same "
-          f"calibration data ({args.calibration or f'the first 64 samples of {args.data}'})")
+    print(
+        f"wrote {args.output}: fine-tuned for {faults.name} in {res.wall_s:.1f} s; compile it with the same "
+        f"calibration data ({args.calibration or f'the first 64 samples of {args.data}'})"
+    )
     return 0
 
 
@@ -245,8 +269,10 @@ def _trace(linked, faults, args: argparse.Namespace) -> int:  # noqa: ANN001 - L
             first_any = name
         print(f"{name:<48} {diff.size:>9} {int((diff > 0).sum()):>7} {float(diff.max(initial=0)):>11.4g}  {verdict}")
     if first is None:
-        print("no layer diverges beyond one quantisation step"
-              + (f" (the first small difference is in %{first_any})" if first_any else ""))
+        print(
+            "no layer diverges beyond one quantisation step"
+            + (f" (the first small difference is in %{first_any})" if first_any else "")
+        )
         return 0
     print(f"first divergence: %{first}")
     return 0 if not faults.fault_free else 1
@@ -278,12 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--cols", type=int, default=256, help="columns per array (default 256)")
     k.add_argument("--accs", type=int, default=64, help="accumulators beside each array (default 64)")
     k.add_argument("--validation", type=int, default=4, help="validation vectors to embed (default 4)")
-    k.add_argument("--reduce", choices=["tree", "cram"], default="tree",
-                   help="tree: CRAM-ER hybrid with a CMOS adder tree (default); cram: CRAM-only baseline")
-    k.add_argument("--ecc", help="error correction, e.g. 'tmr', 'vote:sig>=8', 'dup:layer=conv1;vote:sig>=10' "
-                   "(docs/error-correction.md)")
-    k.add_argument("--ecc-budget", type=float, default=0.2,
-                   help="--ecc auto: allowed extra in-array operations as a fraction (default 0.2)")
+    k.add_argument(
+        "--reduce",
+        choices=["tree", "cram"],
+        default="tree",
+        help="tree: CRAM-ER hybrid with a CMOS adder tree (default); cram: CRAM-only baseline",
+    )
+    k.add_argument(
+        "--ecc",
+        help="error correction, e.g. 'tmr', 'vote:sig>=8', 'dup:layer=conv1;vote:sig>=10' (docs/error-correction.md)",
+    )
+    k.add_argument(
+        "--ecc-budget",
+        type=float,
+        default=0.2,
+        help="--ecc auto: allowed extra in-array operations as a fraction (default 0.2)",
+    )
     k.add_argument("--gate-error", type=float, help="--ecc auto: the gate error rate to tune the protection for")
     k.add_argument("--error-model", help="--ecc auto: tune for this error model (TOML file or preset name)")
     k.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass to stderr")
@@ -305,16 +341,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", help="DATA.npz: one array per program input, leading axis = samples")
     r.add_argument("--output", help="write outputs to OUT.npz")
     r.add_argument("--gate-error", type=float, help="flip probability of every gate output (symmetric)")
-    r.add_argument("--error-model", help="FILE.toml with per-gate, write and read fault rates, or a shipped "
-                   "preset: early, near_term, projected (docs/error-model.md)")
+    r.add_argument(
+        "--error-model",
+        help="FILE.toml with per-gate, write and read fault rates, or a shipped "
+        "preset: early, near_term, projected (docs/error-model.md)",
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--report", help="write REPORT.json with counts, faults and results")
     r.add_argument("--labels", help="LABELS.npy: class labels; report argmax accuracy of the first output")
-    r.add_argument("--trace", action="store_true",
-                   help="compare each layer with onnxruntime's intermediate tensors (embedded) and name the first that diverges")
+    r.add_argument(
+        "--trace",
+        action="store_true",
+        help="compare each layer with onnxruntime's intermediate tensors (embedded) and name the first that diverges",
+    )
     r.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
-    r.add_argument("--tech", help="FILE.toml: technology parameters for the latency/energy in the report "
-                   "(merged over the defaults; docs/cost-model.md)")
+    r.add_argument(
+        "--tech",
+        help="FILE.toml: technology parameters for the latency/energy in the report "
+        "(merged over the defaults; docs/cost-model.md)",
+    )
     r.set_defaults(fn=_cmd_run)
 
     s = sub.add_parser("stats", help="static latency, energy and area of a program, per layer and in total")
@@ -327,20 +372,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="MODEL.onnx")
     s.add_argument("--data", required=True, help="DATA.npz: the labelled inputs (leading axis = samples)")
     s.add_argument("--labels", required=True, help="LABELS.npy: class labels, one per sample")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the sweep points on a local Dask cluster of N worker processes (default: in-process)",
+    )
+    s.add_argument("--scheduler", help="run on an existing Dask cluster (scheduler address, e.g. tcp://host:8786)")
     s.add_argument("--calibration", help="DATA.npz for quantisation and auto-ecc (as for compile)")
-    s.add_argument("--gate-error", default="1e-4,1e-3,3e-3,1e-2",
-                   help="comma-separated gate error rates (default 1e-4,1e-3,3e-3,1e-2)")
-    s.add_argument("--protection", default="none,ecc",
-                   help="comma-separated: none, ecc, finetuned, both (default none,ecc)")
+    s.add_argument(
+        "--gate-error",
+        default="1e-4,1e-3,3e-3,1e-2",
+        help="comma-separated gate error rates (default 1e-4,1e-3,3e-3,1e-2)",
+    )
+    s.add_argument(
+        "--protection", default="none,ecc", help="comma-separated: none, ecc, finetuned, both (default none,ecc)"
+    )
     s.add_argument("--seeds", type=int, default=5, help="simulator seeds 0..N-1 per point (default 5)")
-    s.add_argument("--ecc", default="auto", help="error correction of ecc/both: a spec as for compile, or auto "
-                   "(tuned per gate error rate; default)")
-    s.add_argument("--ecc-budget", type=float, default=0.2,
-                   help="--ecc auto: allowed extra in-array operations as a fraction (default 0.2)")
+    s.add_argument(
+        "--ecc",
+        default="auto",
+        help="error correction of ecc/both: a spec as for compile, or auto (tuned per gate error rate; default)",
+    )
+    s.add_argument(
+        "--ecc-budget",
+        type=float,
+        default=0.2,
+        help="--ecc auto: allowed extra in-array operations as a fraction (default 0.2)",
+    )
     s.add_argument("--finetuned", help="TUNED.onnx from cramc finetune (for finetuned, both)")
     s.add_argument("--error-model", help="base error model (TOML or preset) whose gate rates are swept")
-    s.add_argument("--mode", choices=["gate", "statistical"], default="gate",
-                   help="gate: bit-level simulator (default); statistical: binomial MVM fault model on the IR")
+    s.add_argument(
+        "--mode",
+        choices=["gate", "statistical"],
+        default="gate",
+        help="gate: bit-level simulator (default); statistical: binomial MVM fault model on the IR",
+    )
     s.add_argument("--samples", type=int, help="use only the first N samples of --data")
     s.add_argument("-o", "--output", help="write results to FILE.csv or FILE.json")
     s.add_argument("--plot", help="write accuracy vs gate error to PLOT.png")
@@ -349,8 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_sweep)
 
-    t = sub.add_parser("finetune", help="error-aware fine-tuning of a float ONNX classifier (needs PyTorch: "
-                       "pip install 'cramc[train]')")
+    t = sub.add_parser(
+        "finetune",
+        help="error-aware fine-tuning of a float ONNX classifier (needs PyTorch: pip install 'cramc[train]')",
+    )
     t.add_argument("model", help="MODEL.onnx (float)")
     t.add_argument("--data", required=True, help="DATA.npz: training inputs, one array per model input")
     t.add_argument("--labels", required=True, help="LABELS.npy: class labels of the training inputs")
@@ -361,12 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     t.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
     t.add_argument("--seed", type=int, default=0, help="seed of the shuffling and the injected faults")
-    t.add_argument("--calibration", help="DATA.npz that cramc compile will quantise with (default: the first 64 "
-                   "training samples)")
+    t.add_argument(
+        "--calibration", help="DATA.npz that cramc compile will quantise with (default: the first 64 training samples)"
+    )
     t.add_argument("--rows", type=int, default=256, help="rows per CRAM array, as given to compile (default 256)")
-    t.add_argument("--noise", choices=["binomial", "normal"], default="binomial",
-                   help="binomial: exact draws of the gate-level error distribution (default); normal: a normal "
-                   "with its exact mean and variance (an approximation)")
+    t.add_argument(
+        "--noise",
+        choices=["binomial", "normal"],
+        default="binomial",
+        help="binomial: exact draws of the gate-level error distribution (default); normal: a normal "
+        "with its exact mean and variance (an approximation)",
+    )
     t.set_defaults(fn=_cmd_finetune)
 
     d = sub.add_parser("isa-doc", help="print the ISA reference (docs/isa.md), generated from the opcode table")

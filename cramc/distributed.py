@@ -42,8 +42,9 @@ def run_tasks(
         if scheduler:
             client = Client(scheduler, timeout="30s")
         else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            )
             client = Client(cluster)
     except OSError as e:
         raise UserError(f"cannot reach the Dask scheduler {scheduler}: {e}") from None

@@ -157,6 +157,8 @@ class SweepOptions:
     samples: int | None = None
     max_memory: int = 2 << 30
     tech: str | None = None  # technology file of the cost model (None: its defaults)
+    workers: int = 0  # > 0: run the (rate, protection, seed) points on a local Dask cluster of this many processes
+    scheduler: str | None = None  # or on an existing Dask cluster at this address
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -462,15 +464,22 @@ def run_sweep(
     bar = _progress(len(plan) * o.seeds * n, progress)
     rows = []
     try:
-        for p, prot in plan:
-            v = variants[(p, prot)]
-            fm = fault_model(p, o.error_model)
-            correct, cnts = [], []
-            for seed in range(o.seeds):
-                k, c = _run_one(v, o, fm, inputs, labels, seed, bar, b.tech)
-                correct.append(k)
-                cnts.append(c)
-            rows.append(_row(o, p, prot, b.specs[(prot, p)], v, correct, cnts, n))
+        from cramc.distributed import run_tasks
+
+        tasks = [
+            (variants[(p, prot)], o, fault_model(p, o.error_model), inputs, labels, seed, b.tech)
+            for p, prot in plan
+            for seed in range(o.seeds)
+        ]
+        if o.workers or o.scheduler:
+            done = run_tasks(_run_task, tasks, o.workers, o.scheduler, on_done=lambda i, r: bar.update(n))
+        else:
+            done = [_run_one(*t[:6], bar, t[6]) for t in tasks]
+        for i, (p, prot) in enumerate(plan):
+            mine = done[i * o.seeds : (i + 1) * o.seeds]
+            rows.append(
+                _row(o, p, prot, b.specs[(prot, p)], variants[(p, prot)], [k for k, _ in mine], [c for _, c in mine], n)
+            )
     finally:
         bar.close()
     _relative(rows)
@@ -520,6 +529,19 @@ def _progress(total: int, show: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="sample", desc="sweep", file=sys.stderr, dynamic_ncols=True)
+
+
+def _run_task(
+    v: Variant,
+    o: SweepOptions,
+    fm: FaultModel,
+    inputs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    seed: int,
+    b_tech: Any,
+) -> tuple[int, dict[str, float]]:
+    """One (variant, seed) point on a Dask worker: the same computation as in-process, no progress bar."""
+    return _run_one(v, o, fm, inputs, labels, seed, _NoBar(), b_tech)
 
 
 def _run_one(
