@@ -632,8 +632,7 @@ class Importer:
             raise UserError(
                 f"node '{node.name or node.output[0]}' ({node.op_type}): input '{name}' must be a quantised tensor"
             )
-        dt = next((d for d, t in ((i.type.tensor_type.elem_type, i) for i in self.model.graph.input) if False), None)
-        return e, dt or self._int_dtype(name)
+        return e, self._int_dtype(name)
 
     def _int_dtype(self, name: str) -> str:
         for vi in [*self.model.graph.input, *self.model.graph.value_info, *self.model.graph.output]:

@@ -18,9 +18,6 @@ it against the gate-level interpreter.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 
 from cramc.ir.graph import Graph, Op
@@ -146,18 +143,3 @@ def noisy_evaluate(
 
 def all_rates(g: Graph, fm: FaultModel) -> dict[str, np.ndarray]:
     return {op.out: layer_rates(fm, op) for op in g.ops if op.kind == "mvm"}
-
-
-def significance_range(op: Op) -> range:
-    return range(op.attrs["wbits"] + op.attrs["xbits"] - 1)
-
-
-def expected_flip_budget(op: Op, fm: FaultModel) -> float:
-    """Mean number of wrong partial products per output (a quick severity figure for reports)."""
-    wb, xb = op.attrs["wbits"], op.attrs["xbits"]
-    k = op.attrs.get("k", 0)
-    return sum(max(layer_rates(fm, op)[i]) for i in range(wb * xb)) * max(k, 1)
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover - keeps math imported for type checkers
-    math.isfinite(0.0)
