@@ -462,17 +462,7 @@ class Importer:
         strides = list(a.get("strides", [1, 1]))
         dil = list(a.get("dilations", [1, 1]))
         pads = list(a.get("pads", [0, 0, 0, 0]))
-        auto = a.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            pads = [0, 0, 0, 0]
-            for i, (size, k, s, d) in enumerate(zip(xshape[2:], (kh, kw), strides, dil, strict=False)):
-                out = -(-size // s)
-                total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-                small, big = total // 2, total - total // 2
-                pads[i], pads[i + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
-        elif auto == "VALID":
-            pads = [0, 0, 0, 0]
+        pads = _auto_pad(a, xshape[2:], [kh, kw], strides, dil, pads)
         return {
             "kernel": [int(kh), int(kw)],
             "strides": strides,
@@ -890,17 +880,7 @@ class Importer:
         strides = list(a.get("strides", [1, 1]))
         dil = list(a.get("dilations", [1, 1]))
         pads = list(a.get("pads", [0, 0, 0, 0]))
-        auto = a.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            for i in range(2):
-                size = shape[2 + i]
-                out = -(-size // strides[i])
-                total = max(0, (out - 1) * strides[i] + (k[i] - 1) * dil[i] + 1 - size)
-                small, big = total // 2, total - total // 2
-                pads[i], pads[i + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
-        elif auto == "VALID":
-            pads = [0, 0, 0, 0]
+        pads = _auto_pad(a, shape[2:], k, strides, dil, pads)
         if a.get("ceil_mode", 0):
             for i in range(2):
                 size = shape[2 + i] + pads[i] + pads[i + 2]
@@ -1046,6 +1026,24 @@ class Importer:
     def op_Cast(self, node: onnx.NodeProto) -> None:
         to = _attrs(node)["to"]
         self._unary(node, "cast", {"dtype": "f32" if to == onnx.TensorProto.FLOAT else "i64"}, keep_int=True)
+
+
+def _auto_pad(
+    a: dict[str, Any], spatial: Any, kernel: list[int], strides: list[int], dil: list[int], pads: list[int]
+) -> list[int]:
+    """ONNX auto_pad (SAME_UPPER, SAME_LOWER, VALID) as explicit [top, left, bottom, right] pads."""
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto == "VALID":
+        return [0, 0, 0, 0]
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        return pads
+    out_pads = [0, 0, 0, 0]
+    for i, (size, k, s, d) in enumerate(zip(spatial, kernel, strides, dil, strict=True)):
+        total = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+        small, big = total // 2, total - total // 2
+        out_pads[i], out_pads[i + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    return out_pads
 
 
 def _vec(v: np.ndarray, n: int) -> np.ndarray:

@@ -43,15 +43,7 @@ def mvm(x: np.ndarray, w: np.ndarray, groups: int = 1) -> np.ndarray:
 def conv(x: np.ndarray, w: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     """Integer 2-D convolution via im2col + mvm; x [S,1,C,H,W], w [M, C/g, kh, kw] -> [S,1,M,OH,OW]."""
     cols = CMOS_OPS["im2col"]([x], {**a, "value": a.get("xzp", 0)})  # [S, OH*OW, C*kh*kw]
-    s = x.shape[0]
-    _, _, _, h, wd = x.shape
-    kh, kw = a["kernel"]
-    sh, sw = a.get("strides", [1, 1])
-    dh, dw = a.get("dilations", [1, 1])
-    pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    m = w.shape[0]
+    s, _, m, oh, ow = _conv_out(x, w, a)
     acc = mvm(cols, w.reshape(m, -1), a.get("group", 1))  # [S, P, M]
     return acc.reshape(s, oh, ow, m).transpose(0, 3, 1, 2).reshape(s, 1, m, oh, ow)
 
