@@ -455,9 +455,7 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
     lv = levels(rows)
     main = em.main
     cmos = _Cmos(main)
-    wpad = np.zeros((g_, og * per, c * rows), dtype=np.int64)
-    wpad[:, :ng, :kg] = w.reshape(g_, ng, kg)
-    wt = wpad.reshape(g_, og, per, c, rows).transpose(0, 3, 1, 4, 2).reshape(la, rows, per)
+    wt = t.weight_planes(w)
     main.append(
         ast.Comment(
             f"; mvm %{o}, CRAM-only: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, "

@@ -141,10 +141,7 @@ class Emitter:
         rounds = math.ceil(p / rep)
         pp = rounds * rep
         o = op.out
-        # weights: [G, ogroups, per, chunks, rows] -> [G, chunks, ogroups, rows, per] = [arrays, rows, per]
-        wpad = np.zeros((g_, og * per, c * rows), dtype=np.int64)
-        wpad[:, :ng, :kg] = w.reshape(g_, ng, kg)
-        wt = wpad.reshape(g_, og, per, c, rows).transpose(0, 3, 1, 4, 2).reshape(la, rows, per)
+        wt = t.weight_planes(w)
         self.main.append(
             ast.Comment(
                 f"; mvm %{o}: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, {per} output(s) x "

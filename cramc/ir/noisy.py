@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from cramc.ir.graph import Graph, Op
-from cramc.ir.semantics import eval_op
+from cramc.ir.semantics import eval_op, input_env
 from cramc.ir.tiling import Tile
 from cramc.sim.faults import FaultModel
 
@@ -125,10 +125,7 @@ def noisy_evaluate(
     keep: bool = False,
 ) -> dict[str, np.ndarray]:
     """Evaluate the graph exactly except for a sampled error on every MVM named in `rates`."""
-    env: dict[str, np.ndarray] = {}
-    for i in g.inputs:
-        x = inputs[i.name]
-        env["%" + i.name] = x.astype(np.float32) if i.dtype.startswith("f") else x.astype(np.int64)
+    env = input_env(g, inputs)
     for op in g.ops:
         args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
         out = eval_op(g, op, args)

@@ -84,12 +84,18 @@ def eval_op(g: Graph, op: Op, args: list[np.ndarray], shape_only: bool = False) 
     return fn(args, a)
 
 
-def evaluate(g: Graph, inputs: dict[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
-    """Run the graph on inputs (name -> [S, *shape]); return outputs (or every value if keep)."""
+def input_env(g: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The graph's inputs as IR values: floats as float32, integers as int64."""
     env: dict[str, np.ndarray] = {}
     for i in g.inputs:
         x = inputs[i.name]
         env["%" + i.name] = x.astype(np.float32) if i.dtype.startswith("f") else x.astype(np.int64)
+    return env
+
+
+def evaluate(g: Graph, inputs: dict[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
+    """Run the graph on inputs (name -> [S, *shape]); return outputs (or every value if keep)."""
+    env = input_env(g, inputs)
     for op in g.ops:
         args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
         env["%" + op.out] = eval_op(g, op, args)

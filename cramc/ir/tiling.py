@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cramc.errors import InternalError, UserError
 from cramc.ir.graph import Graph, Op
 
@@ -38,6 +40,19 @@ class Tile:
 
     def as_attr(self) -> list[int]:
         return [self.groups, self.chunks, self.rows, self.per, self.ogroups]
+
+    def weight_planes(self, w: np.ndarray) -> np.ndarray:
+        """Weights [N, K/groups] laid out per array: [arrays, rows, per], arrays ordered (group, chunk, ogroup).
+
+        Entry [a, r, j] is the weight of output j of array a for its row r; K padding rows and
+        outputs past N are zero.
+        """
+        g, c, rows, per, og = self.groups, self.chunks, self.rows, self.per, self.ogroups
+        n, kg = w.shape
+        ng = n // g
+        wpad = np.zeros((g, og * per, c * rows), dtype=np.int64)
+        wpad[:, :ng, :kg] = w.reshape(g, ng, kg)
+        return wpad.reshape(g, og, per, c, rows).transpose(0, 3, 1, 4, 2).reshape(self.arrays, rows, per)
 
     @staticmethod
     def from_attr(v: Any) -> Tile:
