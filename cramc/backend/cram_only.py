@@ -55,7 +55,7 @@ import numpy as np
 from cramc.errors import InternalError, UserError
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import Tile
+from cramc.ir.tiling import Tile, mvm_dims
 from cramc.isa import ast
 
 if TYPE_CHECKING:
@@ -443,13 +443,8 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
     mul = mul_name(wbits, xb, xs)
     em.micros.setdefault(mul, mul_micro(wbits, xb, xs))
     w = em.g.consts[a["w"][1:]].astype(np.int64)
-    n, kg = w.shape
-    p, k = em.shapes[op.ins[0][1:]][0]
-    g_, c, rows, per, og = t.groups, t.chunks, t.rows, t.per, t.ogroups
-    ng = n // g_
-    la = t.arrays
-    rounds = math.ceil(p / rep)
-    pp = rounds * rep
+    g_, c, rows, per, og, la = t.groups, t.chunks, t.rows, t.per, t.ogroups, t.arrays
+    p, k, n, kg, ng, rounds, pp = mvm_dims(em.shapes[op.ins[0][1:]][0], w, g_, rep)
     o = op.out
     wp = wb + xb
     lv = levels(rows)

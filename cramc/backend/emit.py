@@ -23,7 +23,7 @@ from cramc import __version__
 from cramc.backend.lower_tiles import mac_micro, mac_name
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import Tile
+from cramc.ir.tiling import Tile, mvm_dims
 from cramc.isa import ast
 from cramc.isa import data as tdata
 
@@ -133,13 +133,8 @@ class Emitter:
         micro = mac_name(wb, xb, xs, plan)
         self.micros.setdefault(micro, mac_micro(wb, xb, xs, plan))
         w = self.g.consts[a["w"][1:]].astype(np.int64)
-        n, kg = w.shape
-        p, k = self.shapes[op.ins[0][1:]][0]
-        g_, c, rows, per, og = t.groups, t.chunks, t.rows, t.per, t.ogroups
-        ng = n // g_
-        la = t.arrays
-        rounds = math.ceil(p / rep)
-        pp = rounds * rep
+        g_, c, rows, per, og, la = t.groups, t.chunks, t.rows, t.per, t.ogroups, t.arrays
+        p, k, n, kg, ng, rounds, pp = mvm_dims(self.shapes[op.ins[0][1:]][0], w, g_, rep)
         o = op.out
         wt = t.weight_planes(w)
         self.main.append(

@@ -137,22 +137,15 @@ def _legal_gemm(model: onnx.ModelProto) -> None:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
         alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
-        if alpha != 1.0 and n.input[1] in inits:
-            name = n.input[1] + "_alpha"
-            g.initializer.append(
-                numpy_helper.from_array(numpy_helper.to_array(inits[n.input[1]]) * np.float32(alpha), name)
-            )
-            inits[name] = g.initializer[-1]
-            n.input[1] = name
-            _set_attr(n, "alpha", 1.0)
-        if beta != 1.0 and len(n.input) > 2 and n.input[2] in inits:
-            name = n.input[2] + "_beta"
-            g.initializer.append(
-                numpy_helper.from_array(numpy_helper.to_array(inits[n.input[2]]) * np.float32(beta), name)
-            )
-            inits[name] = g.initializer[-1]
-            n.input[2] = name
-            _set_attr(n, "beta", 1.0)
+        # fold alpha into the weights and beta into the bias, so onnxruntime sees a plain Gemm
+        for idx, key, factor in ((1, "alpha", alpha), (2, "beta", beta)):
+            if factor != 1.0 and len(n.input) > idx and n.input[idx] in inits:
+                name = f"{n.input[idx]}_{key}"
+                scaled = numpy_helper.to_array(inits[n.input[idx]]) * np.float32(factor)
+                g.initializer.append(numpy_helper.from_array(scaled, name))
+                inits[name] = g.initializer[-1]
+                n.input[idx] = name
+                _set_attr(n, key, 1.0)
         if attrs.get("transA", 0):
             t_out = n.output[0] + "_transA"
             new_nodes.append(

@@ -59,6 +59,14 @@ class Tile:
         return Tile(*[int(x) for x in v])
 
 
+def mvm_dims(x_shape: tuple[int, ...], w: np.ndarray, groups: int, replicas: int) -> tuple[int, ...]:
+    """(P, K, N, Kg, Ng, rounds, padded P) of an mvm with input [P, K] and weights w [N, Kg] run by `replicas`."""
+    p, k = x_shape
+    n, kg = w.shape
+    rounds = math.ceil(p / replicas)
+    return p, k, n, kg, n // groups, rounds, rounds * replicas
+
+
 def scratch_columns(op: Op) -> int:
     """Scratch columns an MVM's micro-program needs (1, or more for the copies error correction makes)."""
     from cramc.ir.passes.insert_ecc import SCRATCH

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,15 +40,23 @@ ImplFn = Callable[["Machine", BoundOp], None]
 IMPLS: dict[str, ImplFn] = {}
 
 
-def impl(*mnemonics: str) -> Callable[[ImplFn], ImplFn]:
-    def register(fn: ImplFn) -> ImplFn:
-        for mn in mnemonics:
-            if mn not in OPCODES:
-                raise AssertionError(f"@impl for unknown opcode {mn}")
-            IMPLS[mn] = fn
-        return fn
+def _registrar(table: dict[str, Any], what: str) -> Callable[..., Callable[[Any], Any]]:
+    """A decorator factory that files a function under opcode mnemonics of the opcode table."""
 
-    return register
+    def decorator(*mnemonics: str) -> Callable[[Any], Any]:
+        def register(fn: Any) -> Any:
+            for mn in mnemonics:
+                if mn not in OPCODES:
+                    raise AssertionError(f"@{what} for unknown opcode {mn}")
+                table[mn] = fn
+            return fn
+
+        return register
+
+    return decorator
+
+
+impl = _registrar(IMPLS, "impl")
 
 
 @dataclass
@@ -292,15 +301,7 @@ PrepareFn = Callable[[Machine, BoundOp], Callable[[], None]]
 PREPARE: dict[str, PrepareFn] = {}
 
 
-def prepare(*mnemonics: str) -> Callable[[PrepareFn], PrepareFn]:
-    def register(fn: PrepareFn) -> PrepareFn:
-        for mn in mnemonics:
-            if mn not in OPCODES:
-                raise AssertionError(f"@prepare for unknown opcode {mn}")
-            PREPARE[mn] = fn
-        return fn
-
-    return register
+prepare = _registrar(PREPARE, "prepare")
 
 
 # ---------------------------------------------------------------- CRAM gates
