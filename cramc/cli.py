@@ -16,6 +16,7 @@ from cramc.isa.parser import parse as parse_text
 from cramc.isa.parser import parse_file
 from cramc.isa.printer import print_program
 from cramc.isa.verifier import verify
+from cramc.sim.backend import BACKEND_HELP, get_backend
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -66,6 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         inputs = load_npz(args.input)
     labels = load_npy(args.labels) if args.labels else None
+    backend = get_backend(args.backend)
     if args.trace:
         return _trace(linked, faults, args)
     if labels is not None:
@@ -74,18 +76,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.labels}: {labels.shape[0]} labels for {n_in} samples")
     lines: list[str] = []  # printed after the output files are written (a closed pipe cannot lose them)
     t0 = time.perf_counter()
-    result = run(linked, inputs, faults, seed=args.seed, max_memory=int(args.max_memory * 2**30))
+    result = run(linked, inputs, faults, seed=args.seed, max_memory=int(args.max_memory * 2**30), backend=backend)
     wall = time.perf_counter() - t0
     extra: dict[str, object] = {
         "program": args.program,
         "wall_s": wall,
+        "backend": backend.label,
         # .init loads the weights once per chip; the simulator repeats it for every sample lane, so its
         # events are included in the totals above and listed here to subtract (per-inference = total - init)
         "init": result.init,
     }
     status = 0
     lines.append(
-        f"ran {result.samples} sample(s) in {wall:.2f} s; error model: {faults.name}; "
+        f"ran {result.samples} sample(s) in {wall:.2f} s on {backend.label}; error model: {faults.name}; "
         f"{result.counts.gate_evals} gate evaluations, {result.counts.faults_injected} faults injected"
     )
     if validating:
@@ -190,6 +193,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         tech=args.tech,
         workers=args.workers,
         scheduler=args.scheduler,
+        backend=args.backend,
     )
     if args.workers < 0:
         raise UserError("--workers must be 0 (in-process) or more")
@@ -250,7 +254,7 @@ def _trace(linked, faults, args: argparse.Namespace) -> int:  # noqa: ANN001 - L
     if not linked.trace or linked.expect is None:
         raise UserError(f"{args.program} embeds no trace data (.trace); compile it without --no-trace")
     inputs = {k: v[:1] for k, v in linked.expect.inputs.items()}
-    res = run(linked, inputs, faults, seed=args.seed, keep_tensors=True)
+    res = run(linked, inputs, faults, seed=args.seed, keep_tensors=True, backend=args.backend)
     print(f"trace of validation sample 0 against onnxruntime ({faults.name}):")
     print(f"{'tensor':<48} {'elements':>9} {'differ':>7} {'max |diff|':>11}  verdict")
     first = None
@@ -355,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare each layer with onnxruntime's intermediate tensors (embedded) and name the first that diverges",
     )
     r.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
+    r.add_argument("--backend", default="numpy", help=f"where the simulator state lives: {BACKEND_HELP}")
     r.add_argument(
         "--tech",
         help="FILE.toml: technology parameters for the latency/energy in the report "
@@ -413,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", help="write accuracy vs gate error to PLOT.png")
     s.add_argument("--tech", help="FILE.toml: technology parameters of the latency/energy columns (docs/cost-model.md)")
     s.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
+    s.add_argument("--backend", default="numpy", help=f"gate mode: where the simulator state lives: {BACKEND_HELP}")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_sweep)
 

@@ -159,6 +159,7 @@ class SweepOptions:
     tech: str | None = None  # technology file of the cost model (None: its defaults)
     workers: int = 0  # > 0: run the (rate, protection, seed) points on a local Dask cluster of this many processes
     scheduler: str | None = None  # or on an existing Dask cluster at this address
+    backend: str = "numpy"  # gate mode: the simulator backend (cramc.sim.backend), on every worker
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -229,6 +230,9 @@ def check_options(o: SweepOptions) -> None:
             raise UserError(f"{p}: no such file")
     if o.error_model:
         fault_model(0.0, o.error_model)  # report a bad file before compiling anything
+    from cramc.sim.backend import get_backend
+
+    get_backend(o.backend)  # an unknown or unavailable backend, before compiling anything
 
 
 # ---------------------------------------------------------------- variants
@@ -441,10 +445,11 @@ def run_sweep(
     inputs: dict[str, np.ndarray],
     labels: np.ndarray,
     calibration: dict[str, np.ndarray] | None = None,
-    log: TextIO = sys.stderr,
+    log: TextIO | None = None,
     progress: bool = False,
 ) -> SweepResult:
     """Compile the variants, run every (rate, protection, seed) and aggregate per (rate, protection)."""
+    log = log or sys.stderr  # looked up per call: tests and callers may replace sys.stderr
     check_options(o)
     n = _check_data(inputs, labels)
     if o.samples is not None:
@@ -557,7 +562,9 @@ def _run_one(
     if o.mode == "gate":
         from cramc.sim.interp import run
 
-        res = run(v.linked, dict(inputs), fm, seed=seed, max_memory=o.max_memory, progress=bar.update)
+        res = run(
+            v.linked, dict(inputs), fm, seed=seed, max_memory=o.max_memory, progress=bar.update, backend=o.backend
+        )
         first = v.linked.outputs[0].name
         return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm, v, b_tech, res.init)
     from cramc.ir.graph import sanitize
@@ -740,10 +747,11 @@ def main_sweep(
     calibration: str | None,
     output: str | None,
     plot_path: str | None,
-    log: TextIO = sys.stderr,
+    log: TextIO | None = None,
     progress: Callable[[], bool] | None = None,
 ) -> SweepResult:
     """The `cramc sweep` command: load the files, sweep, print a table, write the results and the plot."""
+    log = log or sys.stderr  # looked up per call: tests and callers may replace sys.stderr
     from cramc.fileio import load_npy, load_npz
 
     for path, what in ((output, "-o"), (plot_path, "--plot")):

@@ -37,3 +37,18 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 @pytest.fixture
 def repo() -> object:
     return REPO
+
+
+#: Every simulator backend; the torch ones run where PyTorch is installed (and a GPU, for cuda).
+BACKENDS = ("numpy", "torch:cpu", "torch:cuda")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """A simulator backend spec (cramc.sim.backend); tests using it run once per backend."""
+    spec: str = request.param
+    if spec.startswith("torch"):
+        torch = pytest.importorskip("torch", reason="PyTorch is not installed (the optional torch backend)")
+        if spec == "torch:cuda" and not torch.cuda.is_available():
+            pytest.skip("no CUDA device")
+    return spec

@@ -125,7 +125,7 @@ def _maj5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndar
 
 GATES: tuple[Opcode, ...] = (
     _gate("not", 1, lambda a: ~a, "NOT in0"),
-    _gate("copy", 1, lambda a: a.copy(), "in0 (buffer)"),
+    _gate("copy", 1, lambda a: a | a, "in0 (buffer)"),  # a fresh array equal to a, in any array library
     _gate("and", 2, lambda a, b: a & b, "in0 AND in1"),
     _gate("nand", 2, lambda a, b: ~(a & b), "NOT (in0 AND in1)"),
     _gate("or", 2, lambda a, b: a | b, "in0 OR in1"),

@@ -86,22 +86,26 @@ def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
 
 
 def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
-    from cramc.sim.interp import row_mask, word_range
+    from cramc.sim.interp import word_range
 
+    be = m.be
     g0 = f.first
     lo, hi = g0.arrays  # type: ignore[misc]
     r0, r1 = m.rows(g0)
     w0, w1 = word_range(r0, r1)
     t_col = g0.operands[0]
-    a_idx = np.array([g.operands[1] for g, _ in f.pairs])
-    b_idx = np.array([g.operands[2] for g, _ in f.pairs])
+    a_idx = be.put(np.array([g.operands[1] for g, _ in f.pairs]))
+    b_idx = be.put(np.array([g.operands[2] for g, _ in f.pairs]))
     logic = g0.op.logic
     rate = m.faults.gate(g0.op.mnemonic)
     whole = (r0 | r1) & 63 == 0
-    mask = None if whole else np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
+    mask = None if whole else m.mask(r0, r1, w0, w1)
     slots = np.array([t.operands[0] for _, t in f.pairs])
     weights = np.array([(1 if t.op.mnemonic == "tadd" else -1) << t.operands[2] for _, t in f.pairs], dtype=np.int64)
-    uniq = np.unique(slots)
+    # per accumulator slot: (slot, the pairs that add into it, their weights), on the backend
+    groups = [(int(sl), be.put(np.flatnonzero(slots == sl)), be.put(weights[slots == sl])) for sl in np.unique(slots)]
+    one_slot = len(groups) == 1
+    all_weights = be.put(weights)
     n = len(f.pairs)
     per_gate = (hi - lo) * (r1 - r0) * m.lanes
     mn_gate = g0.op.mnemonic
@@ -114,18 +118,16 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
         cells = m.cells
         a = cells[a_idx, lo:hi, :, w0:w1]  # [n, nA, S, nw]
         b = cells[b_idx, lo:hi, :, w0:w1]
-        res = np.ascontiguousarray(logic(a, b))
+        res = be.contiguous(logic(a, b))
         if not rate.zero:
             m.flip_region(res, r0, r1, rate, "gate")
         words = res & mask if mask is not None else res
-        cnt = np.bitwise_count(words).sum(axis=-1, dtype=np.int64)  # [n, nA, S]
-        if len(uniq) == 1:
-            contrib = np.tensordot(weights, cnt, axes=(0, 0))  # [nA, S]
-            m.acc[lo:hi, uniq[0]] += contrib
+        cnt = be.popcount_sum(words)  # [n, nA, S]
+        if one_slot:
+            m.acc[lo:hi, groups[0][0]] += be.weighted_sum(all_weights, cnt)  # [nA, S]
         else:
-            for sl in uniq:
-                sel = slots == sl
-                m.acc[lo:hi, sl] += np.tensordot(weights[sel], cnt[sel], axes=(0, 0))
+            for sl, sel, w in groups:
+                m.acc[lo:hi, sl] += be.weighted_sum(w, cnt[sel])
         dst = cells[t_col, lo:hi, :, w0:w1]
         last = res[-1]
         if full_rows or mask is None:

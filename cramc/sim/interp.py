@@ -7,6 +7,10 @@ State, per sample lane s (one inference each):
 - ``acc[a, k, s]``: the exact int64 accumulators beside each array;
 - ``tensors``: the CMOS buffers, each with a leading sample axis.
 
+``cells`` and ``acc`` are arrays of the machine's backend (cramc.sim.backend:
+numpy, or torch on a GPU); the CMOS buffers are always numpy arrays on the
+host.  Every opcode function below is written once, for every backend.
+
 Every row-parallel gate is a few vector operations over all arrays of its set
 and all sample lanes.  Each opcode has one small function registered with
 ``@impl``; gates share one function driven by the opcode table's logic.
@@ -33,7 +37,8 @@ import numpy as np
 from cramc.errors import UserError
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
-from cramc.sim.faults import FaultModel, FaultStream, Injector, Rate, flip_bits, row_mask_words
+from cramc.sim.backend import NUMPY, Backend, get_backend
+from cramc.sim.faults import FaultModel, Rate, flip_bits, row_mask_words
 from cramc.sim.fuse import FusedMac, fuse, prepare_fused
 
 ImplFn = Callable[["Machine", BoundOp], None]
@@ -130,15 +135,24 @@ class Machine:
     """
 
     def __init__(
-        self, linked: Linked, lanes: int, faults: FaultModel, rng: np.random.Generator, *, reference: bool = False
+        self,
+        linked: Linked,
+        lanes: int,
+        faults: FaultModel,
+        rng: np.random.Generator,
+        *,
+        reference: bool = False,
+        backend: Backend | str | None = None,
     ):
         spec = linked.machine
         self.linked = linked
         self.spec = spec
         self.lanes = lanes
         self.words = spec.words
-        self.cells = np.zeros((spec.cols, spec.arrays, lanes, spec.words), dtype=np.uint64)
-        self.acc = np.zeros((spec.arrays, spec.accs, lanes), dtype=np.int64)
+        self.be = be = get_backend(backend)
+        self.kernels = kernels(be)
+        self.cells = be.words((spec.cols, spec.arrays, lanes, spec.words))
+        self.acc = be.ints((spec.arrays, spec.accs, lanes))
         self.tensors: dict[str, np.ndarray] = {}
         self.faults = faults
         self.rng = rng  # thinning of asymmetric rates and adder-tree faults draw from it, in program order
@@ -149,9 +163,10 @@ class Machine:
         self.reference = reference
         # Per-instruction runners, built on first execution: views, masks and kernels resolved once.
         self._runners: dict[BoundOp, Callable[[], None]] = {}
-        self._streams: dict[tuple[str, float], FaultStream] = {}
-        self._scratch: dict[tuple[int, ...], list[np.ndarray]] = {}
-        self._injectors: dict[tuple[str, Rate, int, int], Injector] = {}
+        self._streams: dict[tuple[str, float], Any] = {}
+        self._scratch: dict[tuple[int, ...], list[Any]] = {}
+        self._injectors: dict[tuple[str, Rate, int, int], Callable[[Any], Any]] = {}
+        self._masks: dict[tuple[int, int, int, int], Any] = {}
         self._reported: dict[tuple[str, float], int] = {}
         self._fused: dict[int, tuple[tuple[Node, ...], tuple[object, ...]]] = {}
 
@@ -163,10 +178,10 @@ class Machine:
 
     fuse_mac: bool = True
 
-    def flip_region(self, words: np.ndarray, r0: int, r1: int, rate: Rate, kind: str) -> None:
+    def flip_region(self, words: Any, r0: int, r1: int, rate: Rate, kind: str) -> None:
         """Inject faults into words [..., nw] that hold exactly the word range of rows [r0, r1)."""
         inj = self.injector(kind, rate, r0, r1)
-        flat = np.ascontiguousarray(words)
+        flat = self.be.contiguous(words)
         inj(flat.reshape(-1))
         if flat is not words:
             words[...] = flat
@@ -184,7 +199,7 @@ class Machine:
             self._reported[key] = st.handed_out() - st.dropped
 
     @property
-    def bits(self) -> np.ndarray:
+    def bits(self) -> Any:
         """The cells as ``[array, column, lane, word]`` (a writable view)."""
         return self.cells.transpose(1, 0, 2, 3)
 
@@ -201,7 +216,7 @@ class Machine:
             self._runners[b] = fn
         return fn
 
-    def stream(self, kind: str, p: float) -> FaultStream:
+    def stream(self, kind: str, p: float) -> Any:
         """The Bernoulli(p) fault stream for faults of `kind` (one per kind and distinct rate)."""
         st = self._streams.get((kind, p))
         if st is None:
@@ -209,7 +224,7 @@ class Machine:
             # when a stream draws its next batch then never moves any other random number, so the
             # fast paths (which render ahead) and the plain path draw the same faults.
             key = [self._entropy, _FAULT_KINDS.index(kind), int(np.float64(p).view(np.uint64))]
-            st = self._streams[(kind, p)] = FaultStream(p, np.random.default_rng(key))
+            st = self._streams[(kind, p)] = self.be.stream(p, key)
             self._reported[(kind, p)] = 0
         return st
 
@@ -222,12 +237,20 @@ class Machine:
                 self._counts.faults[key[0]] += new
                 self._reported[key] = flipped
 
-    def scratch(self, shape: tuple[int, ...], k: int) -> list[np.ndarray]:
-        """k distinct uint64 buffers of the given shape, reused between instructions."""
+    def scratch(self, shape: tuple[int, ...], k: int) -> list[Any]:
+        """k distinct word buffers of the given shape, reused between instructions."""
         pool = self._scratch.setdefault(shape, [])
         while len(pool) < k:
-            pool.append(np.empty(shape, dtype=np.uint64))
+            pool.append(self.be.empty_words(shape))
         return pool[:k]
+
+    def mask(self, r0: int, r1: int, w0: int = 0, w1: int | None = None) -> Any:
+        """Words [w0, w1) of the row mask of rows [r0, r1), on the backend (cached)."""
+        key = (r0, r1, w0, self.words if w1 is None else w1)
+        got = self._masks.get(key)
+        if got is None:
+            got = self._masks[key] = self.be.put(row_mask(r0, r1, self.words)[w0 : key[3]])
+        return got
 
     def store(self, b: BoundOp, ref: TRef, value: np.ndarray) -> None:
         if ref.index is None:
@@ -250,7 +273,7 @@ class Machine:
         i = self.loopvars[src.index] if isinstance(src.index, str) else src.index
         return t[:, i]
 
-    def put_column(self, b: BoundOp, cols: slice, new: np.ndarray) -> None:
+    def put_column(self, b: BoundOp, cols: slice, new: Any) -> None:
         """Write words [ncols, nA, lanes, W] into the active rows of the given columns."""
         lo, hi = b.arrays  # type: ignore[misc]
         r0, r1 = self.rows(b)
@@ -258,10 +281,10 @@ class Machine:
         if r0 == 0 and r1 >= self.spec.rows:
             dst[...] = new
         else:
-            m = row_mask(r0, r1, self.words)
+            m = self.mask(r0, r1)
             dst[...] = (new & m) | (dst & ~m)
 
-    def injector(self, kind: str, rate: Rate, r0: int, r1: int) -> Injector:
+    def injector(self, kind: str, rate: Rate, r0: int, r1: int) -> Callable[[Any], Any]:
         """Fault injection of `kind` at `rate` into regions of the words that hold rows [r0, r1) (see `flip`).
 
         Its flips are counted in counts.faults[kind] by `sync_counts`, not by the caller.
@@ -271,10 +294,10 @@ class Machine:
         if inj is None:
             w0, w1 = word_range(r0, r1)
             active = None if (r0 | r1) & 63 == 0 else row_mask(r0 - 64 * w0, r1 - 64 * w0, w1 - w0)
-            inj = self._injectors[key] = Injector(self.stream(kind, rate.pmax), rate, self.rng, w1 - w0, active)
+            inj = self._injectors[key] = self.be.injector(self.stream(kind, rate.pmax), rate, self.rng, w1 - w0, active)
         return inj
 
-    def flip(self, words: np.ndarray, b: BoundOp, rate: Rate, kind: str) -> None:
+    def flip(self, words: Any, b: BoundOp, rate: Rate, kind: str) -> None:
         """Inject faults of `kind` into freshly computed words [..., W] (active rows only), in place.
 
         The region is the words that hold the active rows, in the C order of the
@@ -286,10 +309,10 @@ class Machine:
         r0, r1 = self.rows(b)
         w0, w1 = word_range(r0, r1)
         inj = self.injector(kind, rate, r0, r1)
-        if w0 == 0 and w1 == self.words and words.flags.c_contiguous:
+        if w0 == 0 and w1 == self.words and self.be.is_contiguous(words):
             inj(words.reshape(-1))
         else:
-            sub = np.ascontiguousarray(words[..., w0:w1])
+            sub = self.be.copy(words[..., w0:w1])
             inj(sub.reshape(-1))
             words[..., w0:w1] = sub
 
@@ -308,86 +331,86 @@ prepare = _registrar(PREPARE, "prepare")
 # In-place kernels: (inputs, out, temporaries).  Each writes `out` only after it
 # has read every input for the last time, so out may be one of the inputs
 # (`and c3, c3, c4`).  tests/test_sim_perf_semantics.py checks each against the
-# opcode table's logic, aliased and not.
-Kernel = Callable[[list[np.ndarray], np.ndarray, list[np.ndarray]], None]
-_and, _or, _inv = np.bitwise_and, np.bitwise_or, np.invert
+# opcode table's logic, aliased and not, on every backend.
+Kernel = Callable[[list[Any], Any, list[Any]], None]
 
 
-def _k_not(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    _inv(i[0], out=d)
+@functools.cache
+def kernels(be: Backend) -> dict[str, tuple[Kernel, int]]:
+    """mnemonic -> (kernel, temporaries it needs), built from the backend's out= ufuncs.
+
+    A gate without one runs the opcode table's logic.
+    """
+    _and, _or, _inv, _copy = be.and_, be.or_, be.not_, be.copyto
+
+    def k_not(i: list[Any], d: Any, t: list[Any]) -> None:
+        _inv(i[0], out=d)
+
+    def k_copy(i: list[Any], d: Any, t: list[Any]) -> None:
+        _copy(d, i[0])
+
+    def k_and(i: list[Any], d: Any, t: list[Any]) -> None:
+        _and(i[0], i[1], out=d)
+
+    def k_nand(i: list[Any], d: Any, t: list[Any]) -> None:
+        _and(i[0], i[1], out=d)
+        _inv(d, out=d)
+
+    def k_or(i: list[Any], d: Any, t: list[Any]) -> None:
+        _or(i[0], i[1], out=d)
+
+    def k_nor(i: list[Any], d: Any, t: list[Any]) -> None:
+        _or(i[0], i[1], out=d)
+        _inv(d, out=d)
+
+    def k_maj3(i: list[Any], d: Any, t: list[Any]) -> None:
+        a, b, c = i
+        t0 = t[0]
+        _or(a, b, out=t0)
+        _and(t0, c, out=t0)  # c & (a | b)
+        _and(a, b, out=d)
+        _or(d, t0, out=d)
+
+    def k_min3(i: list[Any], d: Any, t: list[Any]) -> None:
+        k_maj3(i, d, t)
+        _inv(d, out=d)
+
+    def k_maj5(i: list[Any], d: Any, t: list[Any]) -> None:
+        a, b, c, q, e = i
+        ab, a_b, cq, c_q, x = t
+        _and(a, b, out=ab)
+        _or(a, b, out=a_b)
+        _and(c, q, out=cq)
+        _or(c, q, out=c_q)
+        _and(ab, c_q, out=x)
+        _and(a_b, c_q, out=c_q)
+        _or(c_q, ab, out=c_q)
+        _and(cq, a_b, out=a_b)
+        _or(c_q, cq, out=c_q)  # at least two among a..q: ab | cq | (a_b & c_q)
+        _or(x, a_b, out=x)  # at least three among a..q: (ab & c_q) | (cq & a_b)
+        _and(c_q, e, out=c_q)
+        _or(x, c_q, out=d)
+
+    def k_min5(i: list[Any], d: Any, t: list[Any]) -> None:
+        k_maj5(i, d, t)
+        _inv(d, out=d)
+
+    return {
+        "not": (k_not, 0),
+        "copy": (k_copy, 0),
+        "and": (k_and, 0),
+        "nand": (k_nand, 0),
+        "or": (k_or, 0),
+        "nor": (k_nor, 0),
+        "maj3": (k_maj3, 1),
+        "min3": (k_min3, 1),
+        "maj5": (k_maj5, 5),
+        "min5": (k_min5, 5),
+    }
 
 
-def _k_copy(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    np.copyto(d, i[0])
-
-
-def _k_and(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    _and(i[0], i[1], out=d)
-
-
-def _k_nand(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    _and(i[0], i[1], out=d)
-    _inv(d, out=d)
-
-
-def _k_or(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    _or(i[0], i[1], out=d)
-
-
-def _k_nor(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    _or(i[0], i[1], out=d)
-    _inv(d, out=d)
-
-
-def _k_maj3(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    a, b, c = i
-    t0 = t[0]
-    _or(a, b, out=t0)
-    _and(t0, c, out=t0)  # c & (a | b)
-    _and(a, b, out=d)
-    _or(d, t0, out=d)
-
-
-def _k_min3(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    _k_maj3(i, d, t)
-    _inv(d, out=d)
-
-
-def _k_maj5(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    a, b, c, q, e = i
-    ab, a_b, cq, c_q, x = t
-    _and(a, b, out=ab)
-    _or(a, b, out=a_b)
-    _and(c, q, out=cq)
-    _or(c, q, out=c_q)
-    _and(ab, c_q, out=x)
-    _and(a_b, c_q, out=c_q)
-    _or(c_q, ab, out=c_q)
-    _and(cq, a_b, out=a_b)
-    _or(c_q, cq, out=c_q)  # at least two among a..q: ab | cq | (a_b & c_q)
-    _or(x, a_b, out=x)  # at least three among a..q: (ab & c_q) | (cq & a_b)
-    _and(c_q, e, out=c_q)
-    _or(x, c_q, out=d)
-
-
-def _k_min5(i: list[np.ndarray], d: np.ndarray, t: list[np.ndarray]) -> None:
-    _k_maj5(i, d, t)
-    _inv(d, out=d)
-
-
-#: mnemonic -> (kernel, temporaries it needs).  A gate without one runs the table's logic.
-KERNELS: dict[str, tuple[Kernel, int]] = {
-    "not": (_k_not, 0),
-    "copy": (_k_copy, 0),
-    "and": (_k_and, 0),
-    "nand": (_k_nand, 0),
-    "or": (_k_or, 0),
-    "nor": (_k_nor, 0),
-    "maj3": (_k_maj3, 1),
-    "min3": (_k_min3, 1),
-    "maj5": (_k_maj5, 5),
-    "min5": (_k_min5, 5),
-}
+#: The numpy kernels (tests check every backend's kernels against the opcode table).
+KERNELS = kernels(NUMPY)
 
 GATE_MNEMONICS = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE)
 
@@ -420,9 +443,9 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     r0, r1 = m.rows(b)
     n = (hi - lo) * (r1 - r0) * m.lanes
     rate = m.faults.gate(mn)
-    if mn not in KERNELS:
+    if mn not in m.kernels:
         return functools.partial(_gate_plain, m, b)
-    kern, ntemp = KERNELS[mn]
+    kern, ntemp = m.kernels[mn]
     cells = m.cells
     if r0 == 0 and r1 == m.spec.rows:
         ins = [cells[c, lo:hi] for c in srcs]
@@ -440,7 +463,7 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
         n_words = flat.size
         if inj.dense(n_words):
             # Faults expected in most instructions: XOR a flip mask rendered in bulk.
-            take_dense, xor = inj.stream.take_dense, np.bitwise_xor
+            take_dense, xor = inj.stream.take_dense, m.be.xor
 
             def run_full_dense() -> None:
                 kern(ins, d, temps)
@@ -460,17 +483,18 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     d = cells[dst, lo:hi, :, w0:w1]
     out, *temps = m.scratch(d.shape, 1 + ntemp)
     out_flat = out.reshape(-1)
-    mask = np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
+    mask = m.mask(r0, r1, w0, w1)
     inj = None if rate.zero else m.injector("gate", rate, r0, r1)
+    xor, and_ = m.be.xor, m.be.and_
 
     def run_rows() -> None:
         kern(ins, out, temps)
         if inj is not None:
             inj(out_flat)
         # d = out on active rows, d elsewhere: d ^= (out ^ d) & mask
-        np.bitwise_xor(out, d, out=out)
-        np.bitwise_and(out, mask, out=out)
-        np.bitwise_xor(d, out, out=d)
+        xor(out, d, out=out)
+        and_(out, mask, out=out)
+        xor(d, out, out=d)
         _count_gate(m, mn, n)
 
     return run_rows
@@ -505,14 +529,13 @@ def _unpack_rows(words: np.ndarray, r0: int, r1: int) -> np.ndarray:
 def fill(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     dst, value = b.operands
-    word = np.uint64(0xFFFFFFFFFFFFFFFF if value else 0)
     r0, r1 = m.rows(b)
     n = (hi - lo) * (r1 - r0) * m.lanes
     rate = m.faults.write
     if rate.zero and r0 == 0 and r1 == m.spec.rows:
-        m.cells[dst, lo:hi] = word
+        m.cells[dst, lo:hi] = m.be.ONES if value else 0
     else:
-        res = np.full((1, hi - lo, m.lanes, m.words), word, dtype=np.uint64)
+        res = m.be.full_words((1, hi - lo, m.lanes, m.words), bool(value))
         m.flip(res, b, rate, "write")
         m.put_column(b, slice(dst, dst + 1), res)
     m._counts.writes += n
@@ -536,7 +559,8 @@ def wr(m: Machine, b: BoundOp) -> None:
     rep = b.attrs.get("repeat", 1)
     if rep > 1 and words.shape[1] > 1:
         words = np.repeat(words, rep, axis=1)
-    words = np.array(np.broadcast_to(words, (nf * bits, hi - lo, m.lanes, m.words)))  # a writable copy: faults go in
+    # a writable copy on the backend: faults go in
+    words = m.be.put(np.array(np.broadcast_to(words, (nf * bits, hi - lo, m.lanes, m.words))))
     m.flip(words, b, m.faults.write, "write")
     m.put_column(b, slice(dst, dst + nf * bits), words)
     n = (hi - lo) * nrows * nf * bits * m.lanes
@@ -552,9 +576,9 @@ def rd(m: Machine, b: BoundOp) -> None:
     fields = b.attrs.get("fields", 0)
     nf = max(fields, 1)
     r0, r1 = m.rows(b)
-    words = m.cells[src : src + nf * bits, lo:hi].copy()  # [F*bits, nA, S, W]
+    words = m.be.copy(m.cells[src : src + nf * bits, lo:hi])  # [F*bits, nA, S, W]
     m.flip(words, b, m.faults.read, "read")
-    planes = _unpack_rows(words, r0, r1).astype(np.int64)  # [F*bits, nA, S, nrows]
+    planes = _unpack_rows(m.be.get_words(words), r0, r1).astype(np.int64)  # [F*bits, nA, S, nrows]
     planes = planes.reshape(nf, bits, hi - lo, m.lanes, r1 - r0)
     weights = np.left_shift(np.int64(1), np.arange(bits, dtype=np.int64))
     if b.attrs.get("signed", 1):
@@ -582,9 +606,10 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     slot, col, shift = b.operands
     r0, r1 = m.rows(b)
     w0, w1 = word_range(r0, r1)
+    be = m.be
     src = m.cells[col, lo:hi, :, w0:w1]  # [nA, S, nw]
     whole = (r0 | r1) & 63 == 0
-    mask = None if whole else np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
+    mask = None if whole else m.mask(r0, r1, w0, w1)
     read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
     tree_p = m.faults.tree
     width = max(int(r1 - r0).bit_length(), 1)
@@ -596,21 +621,21 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     def run_tree() -> None:
         words = src
         if read is not None:
-            words = np.ascontiguousarray(src)
+            words = be.copy(src)  # a sensing error: the cells keep their values
             read(words.reshape(-1))
         if mask is not None:
             words = words & mask
-        count = np.bitwise_count(words).sum(axis=-1, dtype=np.int64)  # [nA, S]
+        count = be.popcount_sum(words)  # [nA, S]
         if tree_p:
-            cw = count.astype(np.uint64).reshape(-1, 1)
+            cw = be.get(count).astype(np.uint64).reshape(-1, 1)
             m._counts.faults["tree"] += flip_bits(cw, 0, width, Rate(tree_p, tree_p), m.rng)
-            count = cw.reshape(count.shape).astype(np.int64)
+            count = be.put(cw.reshape(tuple(count.shape)).astype(np.int64))
         if shift:
-            np.left_shift(count, shift, out=count)
+            count <<= shift
         if sign > 0:
-            np.add(acc, count, out=acc)
+            be.add(acc, count, out=acc)
         else:
-            np.subtract(acc, count, out=acc)
+            be.sub(acc, count, out=acc)
         c = m._counts
         c.reduces += n
         c.tree_sensed += n * (r1 - r0)
@@ -631,9 +656,10 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
     slot, *cols, shift = b.operands
     r0, r1 = m.rows(b)
     w0, w1 = word_range(r0, r1)
+    be = m.be
     srcs = [m.cells[c, lo:hi, :, w0:w1] for c in cols]
     whole = (r0 | r1) & 63 == 0
-    mask = None if whole else np.ascontiguousarray(row_mask(r0, r1, m.words)[w0:w1])
+    mask = None if whole else m.mask(r0, r1, w0, w1)
     read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
     vote = b.op.mnemonic.startswith("tv")
     sign = 1 if b.op.mnemonic.endswith("add") else -1
@@ -641,8 +667,8 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
     n = (hi - lo) * m.lanes
     mn = b.op.mnemonic
 
-    def sensed(i: int) -> np.ndarray:
-        words = np.array(srcs[i])
+    def sensed(i: int) -> Any:
+        words = be.copy(srcs[i])
         if read is not None:
             read(words.reshape(-1))
         return words
@@ -657,7 +683,7 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
             diff = a ^ c
             if mask is not None:
                 diff &= mask
-            nd = int(np.bitwise_count(diff).sum())
+            nd = be.total(be.popcount_sum(diff))
             words = a
             if nd:
                 prod = sensed(2) & sensed(3)
@@ -666,13 +692,13 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
                 m._counts.recomputes += nd
         if mask is not None:
             words = words & mask
-        count = np.bitwise_count(words).sum(axis=-1, dtype=np.int64)
+        count = be.popcount_sum(words)
         if shift:
-            np.left_shift(count, shift, out=count)
+            count <<= shift
         if sign > 0:
-            np.add(acc, count, out=acc)
+            be.add(acc, count, out=acc)
         else:
-            np.subtract(acc, count, out=acc)
+            be.sub(acc, count, out=acc)
         cnt = m._counts
         cnt.reduces += n
         cnt.tree_sensed += n * (r1 - r0) * (3 if vote else 2) + extra
@@ -693,7 +719,7 @@ def aclr(m: Machine, b: BoundOp) -> None:
 def ard(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     dst, (s0, s1) = b.operands
-    m.store(b, dst, np.ascontiguousarray(m.acc[lo:hi, s0:s1].transpose(2, 0, 1)))
+    m.store(b, dst, np.ascontiguousarray(m.be.get(m.acc[lo:hi, s0:s1]).transpose(2, 0, 1)))
     m._counts.op("ard", m.lanes, (hi - lo) * (s1 - s0) * m.lanes)
 
 
@@ -772,15 +798,19 @@ def run(
     trace: Callable[[BoundOp, Machine], None] | None = None,
     progress: Callable[[int], None] | None = None,
     reference: bool = False,
+    backend: Backend | str | None = None,
 ) -> RunResult:
     """Run every sample of `inputs` (name -> [N, *shape]) through the program.
 
     Samples run `lanes` at a time (default: as many as `max_memory` allows); the
     faults of each batch come from its own generator spawned from `seed`, so the
     same seed, inputs and lanes give the same outputs, counts and faults.
-    `reference=True` runs gates on the plain path (see `Machine`).
+    `reference=True` runs gates on the plain path (see `Machine`); `backend`
+    picks where the machine state lives (cramc.sim.backend: numpy, torch,
+    torch:cuda, ...).
     """
     faults = faults or FaultModel()
+    be = get_backend(backend)
     n = _check_inputs(linked, inputs)
     lanes = lanes or lanes_for(linked, n, max_memory)
     check_memory(linked, 1, max_memory)
@@ -792,7 +822,7 @@ def run(
     for start in range(0, n, lanes):
         stop = min(n, start + lanes)
         rng = np.random.default_rng(seeds.spawn(1)[0])
-        m = Machine(linked, stop - start, faults, rng, reference=reference)
+        m = Machine(linked, stop - start, faults, rng, reference=reference, backend=be)
         m.trace = trace
         for spec in linked.inputs:
             m.tensors[spec.name] = _as_lane_input(inputs[spec.name][start:stop], spec.dtype)

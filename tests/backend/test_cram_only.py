@@ -73,6 +73,7 @@ def _micro_program(
     out: tuple[int, int],
 ) -> Linked:
     """One array: write each input (name, column, bits), fill the constants, call the micro, read y."""
+
     def i(mn, *ops, **at):
         return ast.Instr(
             mn,
@@ -80,6 +81,7 @@ def _micro_program(
             ops,  # noqa: E731
             tuple(ast.AttrVal(k, ast.Num(v)) for k, v in at.items()),
         )
+
     body: list[ast.Stmt] = [i("wr", ast.Col(c), ast.TensorRef(n), bits=b) for n, c, b in inputs]
     if "f" in call:
         f = call["f"]
