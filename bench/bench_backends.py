@@ -73,7 +73,7 @@ def measure(
     ratios = []
     for fm in (FaultModel(), FaultModel.uniform(p)):
         fns = {
-            name: (lambda b=b: run(linked, dict(inputs), fm, seed=0, lanes=lanes, backend=b, max_memory=1 << 40))
+            name: (lambda b=b, fm=fm: run(linked, dict(inputs), fm, seed=0, lanes=lanes, backend=b, max_memory=1 << 40))
             for name, b in (("numpy", "numpy"), (be.label, be))
         }
         # one untimed run each: imports, first-call set-up, device warm-up
@@ -89,7 +89,11 @@ def measure(
         ratio = rate[be.label] / rate["numpy"]
         ratios.append(ratio)
         label = "fault-free" if fm.fault_free else f"p={p:g}"
-        faults = "" if fm.fault_free else f"; faults numpy {ref.counts.faults_injected}, {be.label} {got.counts.faults_injected}"
+        faults = (
+            ""
+            if fm.fault_free
+            else f"; faults numpy {ref.counts.faults_injected}, {be.label} {got.counts.faults_injected}"
+        )
         print(
             f"  {label:<10} numpy {rate['numpy']:.3e} {unit}/s ({t['numpy']:.3f} s)   "
             f"{be.label} {rate[be.label]:.3e} {unit}/s ({t[be.label]:.3f} s)   ratio {ratio:.1f}{faults}"
