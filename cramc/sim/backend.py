@@ -211,7 +211,8 @@ class TorchBackend(Backend):
         return x.view(t.uint8).sum(dim=-1, dtype=t.int64)
 
     def weighted_sum(self, weights: Any, x: Any) -> Any:
-        return self.torch.tensordot(weights, x, dims=([0], [0]))
+        # elementwise, not tensordot: CUDA has no int64 matrix product
+        return (x * weights.view(-1, *([1] * (x.dim() - 1)))).sum(dim=0)
 
     def total(self, x: Any) -> int:
         return int(x.sum().item())

@@ -280,9 +280,14 @@ class Machine:
         dst = self.cells[cols, lo:hi]
         if r0 == 0 and r1 >= self.spec.rows:
             dst[...] = new
-        else:
-            m = self.mask(r0, r1)
-            dst[...] = (new & m) | (dst & ~m)
+            return
+        # words wholly inside the range are copied; the (at most two) edge words are merged under the mask
+        f0, f1 = (r0 + 63) >> 6, r1 >> 6
+        if f0 < f1:
+            dst[..., f0:f1] = new[..., f0:f1]
+        for e in sorted({r0 >> 6, (r1 - 1) >> 6} - set(range(f0, f1))):
+            m = self.mask(r0, r1, e, e + 1)
+            dst[..., e : e + 1] = (new[..., e : e + 1] & m) | (dst[..., e : e + 1] & ~m)
 
     def injector(self, kind: str, rate: Rate, r0: int, r1: int) -> Callable[[Any], Any]:
         """Fault injection of `kind` at `rate` into regions of the words that hold rows [r0, r1) (see `flip`).
