@@ -9,7 +9,7 @@ numpy operations: every gate of the run on a stacked [n, arrays, lanes, words]
 block (each output bit gets its own Bernoulli fault draw, as it would one at a
 time), every tree operation as a popcount of its slice, and the scratch column
 is left holding the last gate's output, as sequential execution would.  Every
-gate and tree operation is still evaluated and counted; only the interleaving
+gate and tree operation is still evaluated (and counted, by the program's `Tally`); only the interleaving
 of Python calls changes.  The fault stream walks the stacked block in the same
 order as it would walk the gates one after another, so a fused run injects the
 very same faults as an unfused one (a test checks this).
@@ -106,12 +106,6 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
     groups = [(int(sl), be.put(np.flatnonzero(slots == sl)), be.put(weights[slots == sl])) for sl in np.unique(slots)]
     one_slot = len(groups) == 1
     all_weights = be.put(weights)
-    n = len(f.pairs)
-    per_gate = (hi - lo) * (r1 - r0) * m.lanes
-    mn_gate = g0.op.mnemonic
-    tree_counts: dict[str, int] = {}
-    for _, t in f.pairs:
-        tree_counts[t.op.mnemonic] = tree_counts.get(t.op.mnemonic, 0) + 1
     full_rows = r0 == 0 and r1 >= m.spec.rows
 
     def run() -> None:
@@ -134,13 +128,5 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
             dst[...] = last
         else:
             dst[...] = (last & mask) | (dst & ~mask)
-        c = m._counts
-        c.gate_evals += n * per_gate
-        c.op(mn_gate, m.lanes * n, n * per_gate)
-        nred = (hi - lo) * m.lanes
-        c.reduces += n * nred
-        c.tree_sensed += n * nred * (r1 - r0)
-        for mn, k in tree_counts.items():
-            c.op(mn, m.lanes * k, k * nred * (r1 - r0))
 
     return run

@@ -169,6 +169,7 @@ class Machine:
         self._masks: dict[tuple[int, int, int, int], Any] = {}
         self._reported: dict[tuple[str, float], int] = {}
         self._fused: dict[int, tuple[tuple[Node, ...], tuple[object, ...]]] = {}
+        self._tallies: dict[int, tuple[tuple[Node, ...], Tally]] = {}
 
     @property
     def fusable(self) -> bool:
@@ -420,12 +421,6 @@ KERNELS = kernels(NUMPY)
 GATE_MNEMONICS = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE)
 
 
-def _count_gate(m: Machine, mnemonic: str, n: int) -> None:
-    c = m._counts
-    c.gate_evals += n
-    c.op(mnemonic, m.lanes, n)
-
-
 @impl(*GATE_MNEMONICS)
 def gate(m: Machine, b: BoundOp) -> None:
     if m.reference:
@@ -446,7 +441,6 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     lo, hi = b.arrays  # type: ignore[misc]
     dst, *srcs = b.operands
     r0, r1 = m.rows(b)
-    n = (hi - lo) * (r1 - r0) * m.lanes
     rate = m.faults.gate(mn)
     if mn not in m.kernels:
         return functools.partial(_gate_plain, m, b)
@@ -458,11 +452,7 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
         temps = m.scratch(d.shape, ntemp)
         if rate.zero:
 
-            def run_full() -> None:
-                kern(ins, d, temps)
-                _count_gate(m, mn, n)
-
-            return run_full
+            return functools.partial(kern, ins, d, temps)
         flat = d.reshape(-1)  # a view: the column block is contiguous
         inj = m.injector("gate", rate, r0, r1)
         n_words = flat.size
@@ -473,14 +463,12 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
             def run_full_dense() -> None:
                 kern(ins, d, temps)
                 xor(flat, take_dense(n_words), out=flat)
-                _count_gate(m, mn, n)
 
             return run_full_dense
 
         def run_full_faulty() -> None:
             kern(ins, d, temps)
             inj(flat)
-            _count_gate(m, mn, n)
 
         return run_full_faulty
     w0, w1 = word_range(r0, r1)
@@ -500,7 +488,6 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
         xor(out, d, out=out)
         and_(out, mask, out=out)
         xor(d, out, out=d)
-        _count_gate(m, mn, n)
 
     return run_rows
 
@@ -512,8 +499,6 @@ def _gate_plain(m: Machine, b: BoundOp) -> None:
     res = b.op.logic(*(m.cells[c, lo:hi] for c in srcs))  # type: ignore[misc]
     m.flip(res, b, m.faults.gate(b.op.mnemonic), "gate")
     m.put_column(b, slice(dst, dst + 1), res[None])
-    r0, r1 = m.rows(b)
-    _count_gate(m, b.op.mnemonic, (hi - lo) * (r1 - r0) * m.lanes)
 
 
 # ---------------------------------------------------------------- data movement
@@ -620,8 +605,6 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     width = max(int(r1 - r0).bit_length(), 1)
     sign = 1 if b.op.mnemonic == "tadd" else -1
     acc = m.acc[lo:hi, slot]  # [nA, S], a view
-    n = (hi - lo) * m.lanes
-    mn = b.op.mnemonic
 
     def run_tree() -> None:
         words = src
@@ -641,10 +624,6 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
             be.add(acc, count, out=acc)
         else:
             be.sub(acc, count, out=acc)
-        c = m._counts
-        c.reduces += n
-        c.tree_sensed += n * (r1 - r0)
-        c.op(mn, m.lanes, n * (r1 - r0))
 
     return run_tree
 
@@ -740,7 +719,75 @@ def cmos_op(m: Machine, b: BoundOp) -> None:
 
 
 # ---------------------------------------------------------------- execution
+#: Opcodes whose counts depend only on the program (see `Tally`): their runners do not count.
+TALLIED = frozenset((*GATE_MNEMONICS, "tadd", "tsub"))
+
+
+@dataclass
+class Tally:
+    """The counts of the gate and `tadd`/`tsub` instructions of a node list, per sample lane.
+
+    They depend on nothing but the program (loops are unrolled by their trip
+    counts), so they are added once per `execute` instead of once per
+    instruction: the hot runners stay free of bookkeeping, and fused and
+    unfused execution count alike by construction.
+    """
+
+    gate_evals: int = 0
+    reduces: int = 0
+    tree_sensed: int = 0
+    ops: dict[str, list[int]] = field(default_factory=dict)  # mnemonic -> [instructions, row operations]
+
+    @staticmethod
+    def of(nodes: tuple[Node, ...], rows: int) -> Tally:
+        t = Tally()
+        for node in nodes:
+            if isinstance(node, Loop):
+                t.add(Tally.of(node.body, rows), node.count)
+                continue
+            mn = node.op.mnemonic
+            if mn not in TALLIED:
+                continue
+            lo, hi = node.arrays  # type: ignore[misc]
+            r0, r1 = node.rows if node.rows is not None else (0, rows)
+            n = (hi - lo) * (r1 - r0)
+            if mn in ("tadd", "tsub"):
+                t.reduces += hi - lo
+                t.tree_sensed += n
+            else:
+                t.gate_evals += n
+            t.ops.setdefault(mn, [0, 0])
+            t.ops[mn][0] += 1
+            t.ops[mn][1] += n
+        return t
+
+    def add(self, other: Tally, times: int) -> None:
+        self.gate_evals += times * other.gate_evals
+        self.reduces += times * other.reduces
+        self.tree_sensed += times * other.tree_sensed
+        for mn, (k, n) in other.ops.items():
+            mine = self.ops.setdefault(mn, [0, 0])
+            mine[0] += times * k
+            mine[1] += times * n
+
+    def count(self, c: Counts, lanes: int) -> None:
+        c.gate_evals += lanes * self.gate_evals
+        c.reduces += lanes * self.reduces
+        c.tree_sensed += lanes * self.tree_sensed
+        for mn, (k, n) in self.ops.items():
+            c.op(mn, lanes * k, lanes * n)
+
+
 def execute(m: Machine, nodes: tuple[Node, ...]) -> None:
+    """Run `nodes` on the machine and count them."""
+    _execute(m, nodes)
+    got = m._tallies.get(id(nodes))
+    if got is None:
+        got = m._tallies[id(nodes)] = (nodes, Tally.of(nodes, m.spec.rows))
+    got[1].count(m._counts, m.lanes)
+
+
+def _execute(m: Machine, nodes: tuple[Node, ...]) -> None:
     runners = m._runners
     if m.fusable:
         fused = m._fused.get(id(nodes))
@@ -757,7 +804,7 @@ def execute(m: Machine, nodes: tuple[Node, ...]) -> None:
             var = node.var
             for i in range(node.count):
                 m.loopvars[var] = i
-                execute(m, node.body)
+                _execute(m, node.body)
             del m.loopvars[var]
         else:
             fn = runners.get(node)
