@@ -451,7 +451,6 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
         d = cells[dst, lo:hi]
         temps = m.scratch(d.shape, ntemp)
         if rate.zero:
-
             return functools.partial(kern, ins, d, temps)
         flat = d.reshape(-1)  # a view: the column block is contiguous
         inj = m.injector("gate", rate, r0, r1)
