@@ -46,8 +46,10 @@ STREAM_BATCH = 4096
 CHUNK_CANDIDATES = 1 << 22
 _ONE = np.uint64(1)
 GAP_CAP = float(2**52)
-#: Words of flip mask a `FaultStream` renders at once for `take_dense`.
-WINDOW_WORDS = 1 << 16
+#: Words of flip mask a `FaultStream` renders at once for `take_dense` ...
+WINDOW_WORDS = 1 << 17
+#: ... or fewer, so that a window holds about this many successes at most (high rates).
+WINDOW_SUCCESSES = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -240,9 +242,13 @@ class FaultStream:
         self.window = window
         self.t = 0  # words consumed so far
         self.dropped = 0  # successes handed out by take() that the caller did not flip
-        # Geometric(p) gaps by inversion of an exponential: floor(E / -ln(1-p)) + 1 has
-        # P(gap > k) = (1-p)^k, the same transform numpy's own geometric sampler uses.
+        # Geometric(p) gaps by inversion: 1 + floor(ln(1-U) / ln(1-p)) with U uniform on [0, 1) has
+        # P(gap > k) = (1-p)^k; -ln(1-U) is a standard exponential (numpy's own inversion formula).
         self._inv_lambda = 0.0 if p == 1.0 else -1.0 / math.log1p(-p)
+        self._scale = -self._inv_lambda  # ln(1-U) <= 0 times this: the gap minus one, before flooring
+        # Gaps are capped at 2**52 trials: a stream reaches that only after ~4.5e15 trials.
+        self._capped = self._inv_lambda > GAP_CAP / 64
+        self._u = np.empty(0)  # scratch for the uniforms of one batch
         self._last = -1  # absolute trial index of the last success drawn
         self._w = np.empty(0, dtype=np.int64)  # absolute word of each drawn success ...
         self._m = np.empty(0, dtype=np.uint64)  # ... and its bit within the word
@@ -250,8 +256,10 @@ class FaultStream:
         self._i = 0  # index of the first success whose word is >= t, unless _lazy
         self._lazy = False  # take_dense advanced t without moving _i
         self._next = 0  # word of success _i, as a Python int: the common-case test of take()
-        self._pool = np.zeros(0, dtype=np.uint64)  # rendered flip masks of words [_base, _base + size)
+        self._span = max(1, min(window, int(WINDOW_SUCCESSES / (64 * p))))  # words per rendered window
+        self._pool = np.zeros(0, dtype=np.uint64)  # rendered flip masks of words [_base, _end)
         self._base = 0
+        self._end = 0
         self._touched: np.ndarray | None = None  # the pool words the last render set
         self._extend(batch)
 
@@ -264,23 +272,39 @@ class FaultStream:
     def _extend(self, want: int) -> None:
         """Draw at least `want` more successes after the last one; forget the consumed ones."""
         self._sync()
-        e = self.rng.standard_exponential(max(self.batch, want))
-        e *= self._inv_lambda
-        if self._inv_lambda > GAP_CAP / 64:
-            # Gaps are capped at 2**52 trials: a stream reaches that only after ~4.5e15 trials.
-            np.minimum(e, GAP_CAP, out=e)
-        pos = e.astype(np.int64)
-        pos += 1
-        pos.cumsum(out=pos)
-        pos += self._last
-        self._last = int(pos[-1])
-        w = pos >> 6
-        pos &= 63
-        m = np.left_shift(_ONE, pos.view(np.uint64))
-        i = self._i
-        if i < self._w.size:
-            w = np.concatenate((self._w[i:], w))
-            m = np.concatenate((self._m[i:], m))
+        n = max(self.batch, want)
+        i, old_w, old_m = self._i, self._w, self._m
+        keep = old_w.size - i
+        # The unconsumed successes, then the new ones, written in place (no temporaries).
+        w = np.empty(keep + n, dtype=np.int64)
+        m = np.empty(keep + n, dtype=np.uint64)
+        if keep:
+            w[:keep] = old_w[i:]
+            m[:keep] = old_m[i:]
+        u = self._u
+        if u.size < n:
+            u = np.empty(n)
+            if n <= 1 << 17:
+                self._u = u  # kept for the next batch (an outsized one is not)
+        u = u[:n]
+        self.rng.random(out=u)
+        np.subtract(1.0, u, out=u)  # exact: 1 - k/2**53 is a double; in (0, 1]
+        np.log(u, out=u)
+        g = w[keep:]
+        if self._capped:
+            u *= self._scale
+            np.minimum(u, GAP_CAP, out=u)
+            np.copyto(g, u, casting="unsafe")
+        else:
+            np.multiply(u, self._scale, out=g, casting="unsafe")  # >= 0, so the cast truncates: floor
+        g += 1
+        g[0] += self._last
+        np.cumsum(g, out=g)  # absolute trial index of each new success
+        self._last = int(g[-1])
+        bit = m[keep:]
+        np.bitwise_and(g, 63, out=bit.view(np.int64))
+        np.left_shift(_ONE, bit, out=bit)
+        np.right_shift(g, 6, out=g)
         self._gone += i
         self._w, self._m, self._i = w, m, 0
         self._next = int(w[0])
@@ -316,39 +340,43 @@ class FaultStream:
     def take_dense(self, nwords: int) -> np.ndarray:
         """The next 64*nwords trials as nwords words of flip mask (a read-only view; valid until the next call)."""
         t0 = self.t
-        o = t0 - self._base
-        if o + nwords > self._pool.size:
-            self._render(max(self.window, nwords))
-            o = 0
-        self.t = t0 + nwords
+        t1 = t0 + nwords
+        if t1 > self._end:
+            self._render(max(self._span, nwords))
+        self.t = t1
         self._lazy = True
+        o = t0 - self._base
         return self._pool[o : o + nwords]
 
     def _render(self, size: int) -> None:
         """Render the successes of words [t, t + size) into the pool (a bulk scatter)."""
         t0 = self.t
-        self._cover(t0 + size)
+        end = t0 + size
+        if (self._last >> 6) < end:
+            # Draw for this window and about two more at once: fewer, longer numpy calls.
+            self._extend(int(((end + 2 * size) * 64 - self._last) * self.p) + 16)
+            self._cover(end)
         self._sync()
         pool = self._pool
-        if pool.size != size:
+        if pool.size < size:
             pool = self._pool = np.zeros(size, dtype=np.uint64)
         elif self._touched is not None:
-            pool[self._touched] = 0  # clear what the last window set: O(faults), not O(words)
+            # Clear what the last window set: O(faults), not O(words), unless that is most of it.
+            if 8 * self._touched.size < size:
+                pool[self._touched] = 0
+            else:
+                pool.fill(0)
         i, w = self._i, self._w
-        j = int(w.searchsorted(t0 + size))
+        j = int(w.searchsorted(end))
         self._touched = None
         if j > i:
-            ws, ms = w[i:j] - t0, self._m[i:j]
-            # One store per success; when several fall in one word, the store keeps one of
-            # their masks, so OR all the masks of those words in again (OR is idempotent).
-            pool[ws] = ms
-            same = ws[1:] == ws[:-1]
-            if same.any():
-                k = np.flatnonzero(same)
-                k = np.concatenate((k, k + 1))
-                np.bitwise_or.at(pool, ws[k], ms[k])
+            ws = w[i:j] - t0
+            # Successes are distinct trials, so the masks that fall in one word are distinct
+            # bits and their sum is their OR: one (fast, unbuffered) add per success.
+            np.add.at(pool, ws, self._m[i:j])
             self._touched = ws
         self._base = t0
+        self._end = end
 
 
 class Injector:
