@@ -121,6 +121,22 @@ class Backend:
         """sum_i weights[i] * x[i] (int64)."""
         return np.tensordot(weights, x, axes=(0, 0))
 
+    def popcounts(self, words: Any) -> Any:
+        """Set bits per word, uint8 [..., U], whose sum along U is the popcount along W (here U = W)."""
+        return np.bitwise_count(words)
+
+    def floats(self, a: np.ndarray) -> Any:
+        """A host float64 array on the device."""
+        return np.ascontiguousarray(a, dtype=np.float64)
+
+    def contract(self, wmat: Any, counts: Any) -> Any:
+        """int64 [k, M]: sum over i and u of wmat[k, i] * counts[i, m, u] for counts [n, ..., U] (M = the
+        middle axes) and float64 wmat [k, n] from `floats`: one float64 matrix product, then a sum over U
+        of the k-times-smaller result.  The caller guarantees that no partial sum reaches 2**53."""
+        n, u = counts.shape[0], counts.shape[-1]
+        out = wmat @ counts.reshape(n, -1).astype(np.float64)
+        return out.reshape(wmat.shape[0], -1, u).sum(axis=-1).astype(np.int64)
+
     def total(self, x: Any) -> int:
         """The sum of an integer array as a Python int (synchronises a device)."""
         return int(x.sum())
@@ -201,18 +217,28 @@ class TorchBackend(Backend):
         dst.copy_(src)
 
     def popcount_sum(self, words: Any) -> Any:
-        # SWAR popcount down to a count per byte, then a byte sum.  Arithmetic right
-        # shifts of the int64 words only smear the sign bit into bits the masks clear.
-        t = self.torch
-        x = words.contiguous()
-        x = x - ((x >> 1) & _M1)
-        x = (x & _M2) + ((x >> 2) & _M2)
-        x = (x + (x >> 4)) & _M4
-        return x.view(t.uint8).sum(dim=-1, dtype=t.int64)
+        return self.popcounts(words).sum(dim=-1, dtype=self.torch.int64)
 
     def weighted_sum(self, weights: Any, x: Any) -> Any:
         # elementwise, not tensordot: CUDA has no int64 matrix product
         return (x * weights.view(-1, *([1] * (x.dim() - 1)))).sum(dim=0)
+
+    def popcounts(self, words: Any) -> Any:
+        # SWAR popcount down to a count per byte (U = 8 W).  Arithmetic right shifts of the int64
+        # words only smear the sign bit into bits the masks clear.
+        x = words.contiguous()
+        x = x - ((x >> 1) & _M1)
+        x = (x & _M2) + ((x >> 2) & _M2)
+        x = (x + (x >> 4)) & _M4
+        return x.view(self.torch.uint8)
+
+    def floats(self, a: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(self.dev, copy=True)
+
+    def contract(self, wmat: Any, counts: Any) -> Any:
+        n, u = counts.shape[0], counts.shape[-1]
+        out = wmat @ counts.reshape(n, -1).to(self.torch.float64)
+        return out.reshape(wmat.shape[0], -1, u).sum(dim=-1).to(self.torch.int64)
 
     def total(self, x: Any) -> int:
         return int(x.sum().item())

@@ -102,11 +102,18 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
     mask = None if whole else m.mask(r0, r1, w0, w1)
     slots = np.array([t.operands[0] for _, t in f.pairs])
     weights = np.array([(1 if t.op.mnemonic == "tadd" else -1) << t.operands[2] for _, t in f.pairs], dtype=np.int64)
-    # per accumulator slot: (slot, the pairs that add into it, their weights), on the backend
-    groups = [(int(sl), be.put(np.flatnonzero(slots == sl)), be.put(weights[slots == sl])) for sl in np.unique(slots)]
-    one_slot = len(groups) == 1
-    all_weights = be.put(weights)
+    uniq = np.unique(slots)
+    slot_idx = be.put(uniq)
+    # The accumulator updates as one product: acc[:, slot] += sum_i wmat[slot, i] * count_i, the
+    # per-word (or per-byte) popcounts summed after it.  In float64 this is exact while no partial
+    # sum can reach 2**53 (every one is an integer of magnitude at most sum|w| * rows).
+    wmat_host = np.zeros((len(uniq), len(slots)))
+    wmat_host[np.searchsorted(uniq, slots), np.arange(len(slots))] = weights
+    wmat = be.floats(wmat_host)
+    exact = float(np.abs(weights).sum()) * (r1 - r0) < 2.0**53
+    groups = [(int(sl), be.put(np.flatnonzero(slots == sl)), be.put(weights[slots == sl])) for sl in uniq]
     full_rows = r0 == 0 and r1 >= m.spec.rows
+    nA = hi - lo
 
     def run() -> None:
         cells = m.cells
@@ -116,10 +123,11 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
         if not rate.zero:
             m.flip_region(res, r0, r1, rate, "gate")
         words = res & mask if mask is not None else res
-        cnt = be.popcount_sum(words)  # [n, nA, S]
-        if one_slot:
-            m.acc[lo:hi, groups[0][0]] += be.weighted_sum(all_weights, cnt)  # [nA, S]
+        if exact:
+            contrib = be.contract(wmat, be.popcounts(words))  # [k, nA * S]
+            m.acc[lo:hi, slot_idx] += contrib.reshape(len(uniq), nA, -1).swapaxes(0, 1)
         else:
+            cnt = be.popcount_sum(words)  # [n, nA, S]
             for sl, sel, w in groups:
                 m.acc[lo:hi, sl] += be.weighted_sum(w, cnt[sel])
         dst = cells[t_col, lo:hi, :, w0:w1]

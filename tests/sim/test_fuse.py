@@ -55,3 +55,25 @@ def test_aliasing_gate_breaks_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
         outs.append(interp.run(linked, dict(linked.expect.inputs), FaultModel(), seed=1).outputs)
     for k in outs[0]:
         np.testing.assert_array_equal(outs[0][k], outs[1][k])
+
+
+@pytest.mark.parametrize("shift", [0, 20, 30])  # 30: sum |w| * rows = 2**54
+def test_large_shifts_take_the_integer_path(shift: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights too large for an exact float64 product (sum |w| * rows >= 2**53) are summed in int64."""
+    import re
+
+    from cramc.isa.parser import parse
+
+    src = open(DOT).read()
+    # every tree shift s becomes s + shift: the accumulator is the dot product times 2**shift
+    text = re.sub(r"(t(?:add|sub) @0 acc\d+, c\d+, )(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) + shift}", src)
+    linked = verify(parse(text))
+    assert any(isinstance(n, FusedMac) for n in fuse(linked.main))
+    outs = []
+    for fused in (True, False):
+        monkeypatch.setattr(interp.Machine, "fuse_mac", fused)
+        outs.append(interp.run(linked, dict(linked.expect.inputs), FaultModel(), seed=1).outputs)
+    for k in outs[0]:
+        np.testing.assert_array_equal(outs[0][k], outs[1][k])
+        want = linked.expect.outputs[k].astype(np.int64) << shift
+        np.testing.assert_array_equal(outs[0][k], want)
