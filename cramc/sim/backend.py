@@ -236,9 +236,11 @@ class TorchBackend(Backend):
         return self.torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(self.dev, copy=True)
 
     def contract(self, wmat: Any, counts: Any) -> Any:
+        # per-byte counts: sum them per row first (a cheap reduction on a device), so the float64
+        # operand is 8 W times smaller than the counts would be converted whole
         n, u = counts.shape[0], counts.shape[-1]
-        out = wmat @ counts.reshape(n, -1).to(self.torch.float64)
-        return out.reshape(wmat.shape[0], -1, u).sum(dim=-1).to(self.torch.int64)
+        rows = counts.reshape(n, -1, u).sum(dim=-1, dtype=self.torch.float64)
+        return (wmat @ rows).to(self.torch.int64)
 
     def total(self, x: Any) -> int:
         return int(x.sum().item())
