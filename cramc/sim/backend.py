@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from cramc.errors import UserError
-from cramc.sim.faults import CHUNK_CANDIDATES, GAP_CAP, FaultStream, Injector, Rate
+from cramc.sim.faults import GAP_CAP, FaultStream, Injector, Rate, chunk_step
 
 #: Names accepted by --backend (torch:DEVICE picks a torch device, e.g. torch:cuda:1).
 BACKEND_HELP = "numpy (default), torch (its default device: cuda when available), torch:cpu, torch:cuda[:N]"
@@ -323,8 +323,7 @@ class RegionInjector:
         self.block, self.active = block, active
         self.pmax = rate.pmax
         self.symmetric = rate.symmetric
-        step = max(block, int(CHUNK_CANDIDATES / (64.0 * self.pmax)))
-        self.step = step - step % block
+        self.step = chunk_step(block, self.pmax)
 
     def plain(self, size: int) -> bool:
         return False

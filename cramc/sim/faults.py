@@ -379,6 +379,12 @@ class FaultStream:
         self._end = end
 
 
+def chunk_step(block: int, pmax: float) -> int:
+    """Words per chunk of a region, a multiple of `block`, so that a chunk holds about CHUNK_CANDIDATES candidates."""
+    step = max(block, int(CHUNK_CANDIDATES / (64.0 * pmax)))
+    return step - step % block
+
+
 class Injector:
     """Flips bits of regions of words at one rate, drawing from one stream.
 
@@ -395,8 +401,7 @@ class Injector:
         self.block, self.active = block, active
         self.pmax = rate.pmax
         self.symmetric = rate.symmetric
-        step = max(block, int(CHUNK_CANDIDATES / (64.0 * self.pmax)))
-        self.step = step - step % block
+        self.step = chunk_step(block, self.pmax)
 
     def plain(self, size: int) -> bool:
         """True when a region of `size` words needs no row filter, no thinning and no chunking."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cramc.isa.parser import parse_file
-from cramc.isa.verifier import verify
+from cramc.isa.verifier import Linked, verify
 from cramc.sim import interp
 from cramc.sim.faults import FaultModel, Rate
 from cramc.sim.fuse import FusedMac, fuse
@@ -37,6 +37,17 @@ def test_dot256_is_fused() -> None:
     assert any(isinstance(n, FusedMac) for n in fuse(linked.main)), "the 64 AND/tadd pairs should fuse"
 
 
+def fused_and_sequential(linked: Linked, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, np.ndarray]]:
+    """The fault-free outputs with and without fusion, checked equal."""
+    outs = []
+    for fused in (True, False):
+        monkeypatch.setattr(interp.Machine, "fuse_mac", fused)
+        outs.append(interp.run(linked, dict(linked.expect.inputs), FaultModel(), seed=1).outputs)
+    for k in outs[0]:
+        np.testing.assert_array_equal(outs[0][k], outs[1][k])
+    return outs
+
+
 def test_aliasing_gate_breaks_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A gate that reads the scratch column it writes is not fused, and results stay sequential."""
     from cramc.isa.parser import parse
@@ -49,12 +60,7 @@ def test_aliasing_gate_breaks_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
         if isinstance(n, FusedMac):
             for g, _ in n.pairs:
                 assert g.operands[0] not in g.operands[1:]
-    outs = []
-    for fused in (True, False):
-        monkeypatch.setattr(interp.Machine, "fuse_mac", fused)
-        outs.append(interp.run(linked, dict(linked.expect.inputs), FaultModel(), seed=1).outputs)
-    for k in outs[0]:
-        np.testing.assert_array_equal(outs[0][k], outs[1][k])
+    fused_and_sequential(linked, monkeypatch)
 
 
 @pytest.mark.parametrize("shift", [0, 20, 30])  # 30: sum |w| * rows = 2**54
@@ -69,11 +75,7 @@ def test_large_shifts_take_the_integer_path(shift: int, monkeypatch: pytest.Monk
     text = re.sub(r"(t(?:add|sub) @0 acc\d+, c\d+, )(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) + shift}", src)
     linked = verify(parse(text))
     assert any(isinstance(n, FusedMac) for n in fuse(linked.main))
-    outs = []
-    for fused in (True, False):
-        monkeypatch.setattr(interp.Machine, "fuse_mac", fused)
-        outs.append(interp.run(linked, dict(linked.expect.inputs), FaultModel(), seed=1).outputs)
+    outs = fused_and_sequential(linked, monkeypatch)
     for k in outs[0]:
-        np.testing.assert_array_equal(outs[0][k], outs[1][k])
         want = linked.expect.outputs[k].astype(np.int64) << shift
         np.testing.assert_array_equal(outs[0][k], want)
