@@ -27,7 +27,7 @@ from test_sim_perf_semantics import random_program
 
 from cramc.errors import UserError
 from cramc.isa.parser import parse_file
-from cramc.isa.verifier import Linked, verify
+from cramc.isa.verifier import Linked, Loop, Node, verify
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultModel, Rate
 from cramc.sim.interp import Machine, execute, run
@@ -286,3 +286,34 @@ def test_sweep_on_a_backend(cli, tmp_path: Path, backend: str) -> None:  # noqa:
     rows_got = json.loads((tmp_path / "b.json").read_text())["results"]
     zero = [(r, g) for r, g in zip(rows_ref, rows_got, strict=True) if r["gate_error"] == 0]
     assert zero and all(r["acc_mean"] == g["acc_mean"] for r, g in zero)
+
+
+@pytest.mark.parametrize("ecc", ["dup", "vote", "tmr"])
+def test_protected_programs_identical_to_numpy(ecc: str, backend: str, tmp_path: Path) -> None:
+    """Error-corrected programs (duplicate-and-compare and voting trees, in-array TMR) on every backend."""
+    from cramc.cli import main
+
+    prog = tmp_path / f"mlp_{ecc}.cram"
+    args = ["compile", str(MODELS / "digits_mlp.onnx"), "-o", str(prog), "--ecc", ecc]
+    assert main([*args, "--calibration", str(MODELS / "digits_calib_flat.npz"), "--no-trace"]) == 0
+    linked = verify(parse_file(str(prog)))
+    used = _mnemonics(linked.main)
+    assert used & {"tdadd", "tdsub", "tvadd", "tvsub", "maj3"}, used  # the protection is in the program
+    x = {"input": np.load(MODELS / "digits_test_x_flat.npz")["input"][:12]}
+    want = run(linked, dict(x), seed=0)
+    got = run(linked, dict(x), seed=0, backend=backend)
+    for k, v in want.outputs.items():
+        np.testing.assert_array_equal(got.outputs[k], v)
+    assert got.counts == want.counts
+    # with faults: the corrections happen on the backend too (td* recomputes rows that disagree)
+    faulty = run(linked, dict(x), FaultModel.uniform(3e-3), seed=1, backend=backend)
+    assert faulty.counts.faults["gate"] > 0
+    if any(mn.startswith("td") for mn in used):
+        assert faulty.counts.recomputes > 0
+
+
+def _mnemonics(nodes: tuple[Node, ...]) -> set[str]:
+    out: set[str] = set()
+    for n in nodes:
+        out |= _mnemonics(n.body) if isinstance(n, Loop) else {n.op.mnemonic}
+    return out
