@@ -42,6 +42,17 @@ def _cmd_fmt(args: argparse.Namespace) -> int:
     return 0
 
 
+MEMORY_HELP = "GiB of simulator state, all sample lanes together (default 2; on a GPU, 40%% of its free memory)"
+
+
+def _budget(gib: float | None) -> int | None:
+    if gib is None:
+        return None
+    if not gib > 0:
+        raise UserError(f"--max-memory must be a positive number of GiB, got {gib}")
+    return int(gib * 2**30)
+
+
 def _fault_model(args: argparse.Namespace):  # noqa: ANN202 - FaultModel, imported lazily
     from cramc.sim.faults import FaultModel, load_error_model
 
@@ -76,7 +87,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.labels}: {labels.shape[0]} labels for {n_in} samples")
     lines: list[str] = []  # printed after the output files are written (a closed pipe cannot lose them)
     t0 = time.perf_counter()
-    result = run(linked, inputs, faults, seed=args.seed, max_memory=int(args.max_memory * 2**30), backend=backend)
+    result = run(linked, inputs, faults, seed=args.seed, max_memory=_budget(args.max_memory), backend=backend)
     wall = time.perf_counter() - t0
     extra: dict[str, object] = {
         "program": args.program,
@@ -189,7 +200,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         error_model=args.error_model,
         mode=args.mode,
         samples=args.samples,
-        max_memory=int(args.max_memory * 2**30),
+        max_memory=_budget(args.max_memory),
         tech=args.tech,
         workers=args.workers,
         scheduler=args.scheduler,
@@ -358,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compare each layer with onnxruntime's intermediate tensors (embedded) and name the first that diverges",
     )
-    r.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
+    r.add_argument("--max-memory", type=float, help=MEMORY_HELP)
     r.add_argument("--backend", default="numpy", help=f"where the simulator state lives: {BACKEND_HELP}")
     r.add_argument(
         "--tech",
@@ -417,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="write results to FILE.csv or FILE.json")
     s.add_argument("--plot", help="write accuracy vs gate error to PLOT.png")
     s.add_argument("--tech", help="FILE.toml: technology parameters of the latency/energy columns (docs/cost-model.md)")
-    s.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state (default 2)")
+    s.add_argument("--max-memory", type=float, help=MEMORY_HELP)
     s.add_argument("--backend", default="numpy", help=f"gate mode: where the simulator state lives: {BACKEND_HELP}")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_sweep)
@@ -472,6 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except MemoryError:
         print("error: out of memory; lower --max-memory or use a smaller chip", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # a device out of memory (torch.cuda.OutOfMemoryError) is a RuntimeError
+        if "out of memory" not in str(e).lower():
+            raise
+        print(f"error: the device ran out of memory ({str(e).splitlines()[0]}); lower --max-memory", file=sys.stderr)
         return 1
 
 

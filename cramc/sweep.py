@@ -155,7 +155,7 @@ class SweepOptions:
     error_model: str | None = None
     mode: str = "gate"
     samples: int | None = None
-    max_memory: int = 2 << 30
+    max_memory: int | None = None  # bytes of simulator state (None: the backend's default budget)
     tech: str | None = None  # technology file of the cost model (None: its defaults)
     workers: int = 0  # > 0: run the (rate, protection, seed) points on a local Dask cluster of this many processes
     scheduler: str | None = None  # or on an existing Dask cluster at this address

@@ -67,6 +67,13 @@ class Backend:
     def label(self) -> str:
         return self.name if self.device == "cpu" and self.name == "numpy" else f"{self.name}:{self.device}"
 
+    #: The default memory budget for the machine state (--max-memory) on the host.
+    HOST_BUDGET = 2 << 30
+
+    def memory_budget(self) -> int:
+        """The default budget for the machine state of all lanes together, in bytes."""
+        return self.HOST_BUDGET
+
     # ---- allocation and transfer
     def words(self, shape: tuple[int, ...]) -> Any:
         """Zeroed cell words."""
@@ -178,6 +185,16 @@ class TorchBackend(Backend):
         self.not_ = torch.bitwise_not
         self.add = torch.add
         self.sub = torch.sub
+
+    #: Share of a GPU's free memory the state may take by default: the rest is for the fused runs'
+    #: temporaries (a few times their [pairs, arrays, lanes, words] blocks) and the sampler.
+    GPU_SHARE = 0.4
+
+    def memory_budget(self) -> int:
+        if self.dev.type != "cuda":
+            return self.HOST_BUDGET
+        free, _ = self.torch.cuda.mem_get_info(self.dev)
+        return int(free * self.GPU_SHARE)
 
     def words(self, shape: tuple[int, ...]) -> Any:
         return self.torch.zeros(shape, dtype=self.torch.int64, device=self.dev)

@@ -844,7 +844,7 @@ def run(
     inputs: dict[str, np.ndarray],
     faults: FaultModel | None = None,
     seed: int = 0,
-    max_memory: int = 2 << 30,
+    max_memory: int | None = None,
     lanes: int | None = None,
     keep_tensors: bool = False,
     trace: Callable[[BoundOp, Machine], None] | None = None,
@@ -854,7 +854,9 @@ def run(
 ) -> RunResult:
     """Run every sample of `inputs` (name -> [N, *shape]) through the program.
 
-    Samples run `lanes` at a time (default: as many as `max_memory` allows); the
+    Samples run `lanes` at a time (default: as many as `max_memory` bytes of state
+    allow, by default the backend's budget: 2 GiB on the host, 40% of a GPU's free
+    memory); the
     faults of each batch come from its own generator spawned from `seed`, so the
     same seed, inputs and lanes give the same outputs, counts and faults.
     `reference=True` runs gates on the plain path (see `Machine`); `backend`
@@ -863,6 +865,8 @@ def run(
     """
     faults = faults or FaultModel()
     be = get_backend(backend)
+    if max_memory is None:
+        max_memory = be.memory_budget()
     n = _check_inputs(linked, inputs)
     lanes = lanes or lanes_for(linked, n, max_memory)
     check_memory(linked, 1, max_memory)

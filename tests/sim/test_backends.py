@@ -317,3 +317,33 @@ def _mnemonics(nodes: tuple[Node, ...]) -> set[str]:
     for n in nodes:
         out |= _mnemonics(n.body) if isinstance(n, Loop) else {n.op.mnemonic}
     return out
+
+
+def test_default_memory_budget(backend: str) -> None:
+    be = get_backend(backend)
+    budget = be.memory_budget()
+    if be.device.startswith("cuda"):
+        import torch
+
+        assert 0 < budget < torch.cuda.mem_get_info(torch.device(be.device))[0]
+    else:
+        assert budget == 2 << 30
+
+
+def test_cli_bad_max_memory(cli) -> None:  # noqa: ANN001
+    res = cli("run", str(REPO / "isa" / "examples" / "mul8x8.cram"), "--max-memory", "-1")
+    assert res.rc == 1 and "--max-memory must be a positive number of GiB" in res.err
+
+
+def test_cli_device_out_of_memory(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """A GPU allocation failure (torch raises a RuntimeError) is a one-line error, not a traceback."""
+    import cramc.sim.interp as interp
+
+    def oom(*a: object, **k: object) -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+
+    monkeypatch.setattr(interp, "run", oom)
+    res = cli("run", str(REPO / "isa" / "examples" / "mul8x8.cram"))
+    assert res.rc == 1
+    assert "error: the device ran out of memory (CUDA out of memory. Tried to allocate 20.00 GiB)" in res.err
+    assert "Traceback" not in res.err and "more detail" not in res.err
