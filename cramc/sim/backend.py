@@ -113,6 +113,10 @@ class Backend:
     def contiguous(self, x: Any) -> Any:
         return np.ascontiguousarray(x)
 
+    def broadcast(self, x: Any, shape: tuple[int, ...]) -> Any:
+        """A writable contiguous copy of x broadcast to `shape`."""
+        return np.array(np.broadcast_to(x, shape))
+
     def is_contiguous(self, x: Any) -> bool:
         return bool(x.flags.c_contiguous)
 
@@ -226,6 +230,9 @@ class TorchBackend(Backend):
 
     def contiguous(self, x: Any) -> Any:
         return x.contiguous()
+
+    def broadcast(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return x.expand(shape).contiguous()
 
     def is_contiguous(self, x: Any) -> bool:
         return bool(x.is_contiguous())

@@ -276,7 +276,7 @@ class Machine:
         return t[:, i]
 
     def put_column(self, b: BoundOp, cols: slice, new: Any) -> None:
-        """Write words [ncols, nA, lanes, W] into the active rows of the given columns."""
+        """Write words [ncols, nA, lanes, W] (or any shape that broadcasts to it) into the active rows."""
         lo, hi = b.arrays  # type: ignore[misc]
         r0, r1 = self.rows(b)
         dst = self.cells[cols, lo:hi]
@@ -549,9 +549,12 @@ def wr(m: Machine, b: BoundOp) -> None:
     rep = b.attrs.get("repeat", 1)
     if rep > 1 and words.shape[1] > 1:
         words = np.repeat(words, rep, axis=1)
-    # a writable copy on the backend: faults go in
-    words = m.be.put(np.array(np.broadcast_to(words, (nf * bits, hi - lo, m.lanes, m.words))))
-    m.flip(words, b, m.faults.write, "write")
+    # Sent once, broadcast over arrays and lanes on the backend (weights are the same in every lane);
+    # a writable copy of the full shape only when write faults go in, each lane its own.
+    words = m.be.put(words)
+    if not m.faults.write.zero:
+        words = m.be.broadcast(words, (nf * bits, hi - lo, m.lanes, m.words))
+        m.flip(words, b, m.faults.write, "write")
     m.put_column(b, slice(dst, dst + nf * bits), words)
     n = (hi - lo) * nrows * nf * bits * m.lanes
     m._counts.writes += n
