@@ -203,7 +203,7 @@ class Machine:
     @property
     def bits(self) -> Any:
         """The cells as ``[array, column, lane, word]`` (a writable view)."""
-        return self.cells.transpose(1, 0, 2, 3)
+        return self.cells.swapaxes(0, 1)  # numpy and torch spell it alike
 
     # ---- helpers shared by the opcode functions
     def rows(self, b: BoundOp) -> tuple[int, int]:
