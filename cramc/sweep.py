@@ -477,9 +477,9 @@ def run_sweep(
             for seed in range(o.seeds)
         ]
         if o.workers or o.scheduler:
-            done = run_tasks(_run_task, tasks, o.workers, o.scheduler, on_done=lambda i, r: bar.update(n))
+            done = run_tasks(_run_one, tasks, o.workers, o.scheduler, on_done=lambda i, r: bar.update(n))
         else:
-            done = [_run_one(*t[:6], bar, t[6]) for t in tasks]
+            done = [_run_one(*t, bar=bar) for t in tasks]
         for i, (p, prot) in enumerate(plan):
             mine = done[i * o.seeds : (i + 1) * o.seeds]
             rows.append(
@@ -536,19 +536,6 @@ def _progress(total: int, show: bool) -> Any:
     return tqdm(total=total, unit="sample", desc="sweep", file=sys.stderr, dynamic_ncols=True)
 
 
-def _run_task(
-    v: Variant,
-    o: SweepOptions,
-    fm: FaultModel,
-    inputs: dict[str, np.ndarray],
-    labels: np.ndarray,
-    seed: int,
-    b_tech: Any,
-) -> tuple[int, dict[str, float]]:
-    """One (variant, seed) point on a Dask worker: the same computation as in-process, no progress bar."""
-    return _run_one(v, o, fm, inputs, labels, seed, _NoBar(), b_tech)
-
-
 def _run_one(
     v: Variant,
     o: SweepOptions,
@@ -556,9 +543,12 @@ def _run_one(
     inputs: dict[str, np.ndarray],
     labels: np.ndarray,
     seed: int,
-    bar: Any,
     b_tech: Any,
+    bar: Any = None,
 ) -> tuple[int, dict[str, float]]:
+    """One (variant, seed) point, in-process or on a Dask worker (there without a progress bar)."""
+    if bar is None:
+        bar = _NoBar()
     if o.mode == "gate":
         from cramc.sim.interp import run
 

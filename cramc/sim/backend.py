@@ -349,10 +349,8 @@ class RegionInjector:
         self.symmetric = rate.symmetric
         self.step = chunk_step(block, self.pmax)
 
-    def plain(self, size: int) -> bool:
-        return False
-
     def dense(self, size: int) -> bool:
+        """Never: the host's rendered-mask path has no device counterpart (see faults.Injector.dense)."""
         return False
 
     def __call__(self, flat: Any) -> None:

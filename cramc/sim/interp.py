@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from cramc.errors import UserError
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
-from cramc.sim.backend import NUMPY, Backend, get_backend
+from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultModel, Rate, flip_bits, row_mask_words
 from cramc.sim.fuse import FusedMac, fuse, prepare_fused
 
@@ -416,9 +416,6 @@ def kernels(be: Backend) -> dict[str, tuple[Kernel, int]]:
     }
 
 
-#: The numpy kernels (tests check every backend's kernels against the opcode table).
-KERNELS = kernels(NUMPY)
-
 GATE_MNEMONICS = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE)
 
 
@@ -587,6 +584,22 @@ def rd(m: Machine, b: BoundOp) -> None:
 
 
 # ---------------------------------------------------------------- adder tree
+def _sense(be: Backend, src: Any, read: Callable[[Any], Any] | None) -> Any:
+    """The words the tree senses from cells `src`: a copy with read faults, so the cells keep their values."""
+    if read is None:
+        return src
+    words = be.copy(src)
+    read(words.reshape(-1))
+    return words
+
+
+def _accumulate(be: Backend, acc: Any, count: Any, shift: int, sign: int) -> None:
+    """acc += sign * (count << shift), in place."""
+    if shift:
+        count <<= shift
+    (be.add if sign > 0 else be.sub)(acc, count, out=acc)
+
+
 @impl("tadd", "tsub")
 def tree(m: Machine, b: BoundOp) -> None:
     m.runner(b)()
@@ -610,10 +623,7 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     acc = m.acc[lo:hi, slot]  # [nA, S], a view
 
     def run_tree() -> None:
-        words = src
-        if read is not None:
-            words = be.copy(src)  # a sensing error: the cells keep their values
-            read(words.reshape(-1))
+        words = _sense(be, src, read)
         if mask is not None:
             words = words & mask
         count = be.popcount_sum(words)  # [nA, S]
@@ -621,12 +631,7 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
             cw = be.get(count).astype(np.uint64).reshape(-1, 1)
             m._counts.faults["tree"] += flip_bits(cw, 0, width, Rate(tree_p, tree_p), m.rng)
             count = be.put(cw.reshape(tuple(count.shape)).astype(np.int64))
-        if shift:
-            count <<= shift
-        if sign > 0:
-            be.add(acc, count, out=acc)
-        else:
-            be.sub(acc, count, out=acc)
+        _accumulate(be, acc, count, shift, sign)
 
     return run_tree
 
@@ -655,10 +660,7 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
     mn = b.op.mnemonic
 
     def sensed(i: int) -> Any:
-        words = be.copy(srcs[i])
-        if read is not None:
-            read(words.reshape(-1))
-        return words
+        return _sense(be, srcs[i], read)  # run() never writes into what it senses
 
     def run() -> None:
         a, c = sensed(0), sensed(1)
@@ -679,13 +681,7 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
                 m._counts.recomputes += nd
         if mask is not None:
             words = words & mask
-        count = be.popcount_sum(words)
-        if shift:
-            count <<= shift
-        if sign > 0:
-            be.add(acc, count, out=acc)
-        else:
-            be.sub(acc, count, out=acc)
+        _accumulate(be, acc, be.popcount_sum(words), shift, sign)
         cnt = m._counts
         cnt.reduces += n
         cnt.tree_sensed += n * (r1 - r0) * (3 if vote else 2) + extra

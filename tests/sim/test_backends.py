@@ -17,6 +17,7 @@ CPU device where PyTorch is installed, and on CUDA where there is a GPU:
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -223,18 +224,12 @@ def test_bad_backend_names(spec: str, message: str) -> None:
 
 
 def test_torch_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
+    from cramc.sim import backend as backend_module
 
-    real = builtins.__import__
-
-    def no_torch(name: str, *a: object, **k: object) -> object:
-        if name == "torch":
-            raise ImportError("no torch here")
-        return real(name, *a, **k)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(builtins, "__import__", no_torch)
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    monkeypatch.setattr(backend_module, "_MADE", {})  # no backend made earlier in this process
     with pytest.raises(UserError, match=r"needs PyTorch, which is not installed"):
-        get_backend("torch:cpu:fresh")
+        get_backend("torch:cpu")
 
 
 def test_cli_run_backend(cli, backend: str) -> None:  # noqa: ANN001
