@@ -57,6 +57,12 @@ def _ort_session(model: onnx.ModelProto, extra_outputs: list[str] | None = None)
                 m.graph.output.append(vis[name])
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    # The reference is the QDQ graph as written: DequantizeLinear -> float op -> QuantizeLinear, the
+    # semantics the ONNX spec gives it. With graph optimisations on, onnxruntime fuses it into integer
+    # kernels (QLinearMatMul, MatMulIntegerToFloat) whose U8S8 path uses VPMADDUBSW on AVX2 CPUs without
+    # VNNI; that instruction saturates pairs of products at int16, so the reference itself would be wrong
+    # on such machines (onnxruntime's quantisation docs, "reduce_range"; seen here on an AVX2 EPYC).
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]), m
 
 
