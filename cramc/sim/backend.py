@@ -107,15 +107,26 @@ class Backend:
         return x
 
     def copy(self, x: Any) -> Any:
-        """A contiguous copy."""
-        return np.array(x)
+        """A C-contiguous copy (``np.array`` alone keeps the strides' order: a copy of a broadcast or
+        transposed view would not be C-contiguous, and `flat` of it would not be a view)."""
+        return np.array(x, order="C")
 
     def contiguous(self, x: Any) -> Any:
         return np.ascontiguousarray(x)
 
     def broadcast(self, x: Any, shape: tuple[int, ...]) -> Any:
-        """A writable contiguous copy of x broadcast to `shape`."""
-        return np.array(np.broadcast_to(x, shape))
+        """A writable C-contiguous copy of x broadcast to `shape`."""
+        return np.array(np.broadcast_to(x, shape), order="C")
+
+    def flat(self, x: Any) -> Any:
+        """x as a 1-D view of its memory, for in-place fault injection.
+
+        ``reshape(-1)`` silently copies an array that is not C-contiguous, and flips injected into
+        that copy would be counted but never stored: this refuses instead.
+        """
+        if not x.flags.c_contiguous:
+            raise AssertionError(f"fault injection into a non-contiguous block of shape {x.shape}")
+        return x.reshape(-1)
 
     def is_contiguous(self, x: Any) -> bool:
         return bool(x.flags.c_contiguous)
@@ -236,6 +247,9 @@ class TorchBackend(Backend):
 
     def is_contiguous(self, x: Any) -> bool:
         return bool(x.is_contiguous())
+
+    def flat(self, x: Any) -> Any:
+        return x.view(-1)  # raises where a view is impossible, never copies
 
     def copyto(self, dst: Any, src: Any) -> None:
         dst.copy_(src)

@@ -184,7 +184,7 @@ class Machine:
         """Inject faults into words [..., nw] that hold exactly the word range of rows [r0, r1)."""
         inj = self.injector(kind, rate, r0, r1)
         flat = self.be.contiguous(words)
-        inj(flat.reshape(-1))
+        inj(self.be.flat(flat))
         if flat is not words:
             words[...] = flat
 
@@ -317,10 +317,10 @@ class Machine:
         w0, w1 = word_range(r0, r1)
         inj = self.injector(kind, rate, r0, r1)
         if w0 == 0 and w1 == self.words and self.be.is_contiguous(words):
-            inj(words.reshape(-1))
+            inj(self.be.flat(words))
         else:
             sub = self.be.copy(words[..., w0:w1])
-            inj(sub.reshape(-1))
+            inj(self.be.flat(sub))
             words[..., w0:w1] = sub
 
 
@@ -450,7 +450,7 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
         temps = m.scratch(d.shape, ntemp)
         if rate.zero:
             return functools.partial(kern, ins, d, temps)
-        flat = d.reshape(-1)  # a view: the column block is contiguous
+        flat = m.be.flat(d)  # the column block is contiguous
         inj = m.injector("gate", rate, r0, r1)
         n_words = flat.size
         if inj.dense(n_words):
@@ -472,7 +472,7 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     ins = [cells[c, lo:hi, :, w0:w1] for c in srcs]
     d = cells[dst, lo:hi, :, w0:w1]
     out, *temps = m.scratch(d.shape, 1 + ntemp)
-    out_flat = out.reshape(-1)
+    out_flat = m.be.flat(out)
     mask = m.mask(r0, r1, w0, w1)
     inj = None if rate.zero else m.injector("gate", rate, r0, r1)
     xor, and_ = m.be.xor, m.be.and_
@@ -589,8 +589,16 @@ def _sense(be: Backend, src: Any, read: Callable[[Any], Any] | None) -> Any:
     if read is None:
         return src
     words = be.copy(src)
-    read(words.reshape(-1))
+    read(be.flat(words))
     return words
+
+
+def _count_faults(m: Machine, count: Any, width: int) -> Any:
+    """The tree's count [nA, S] with each of its `width` low bits flipped at the tree rate (counted in
+    faults.tree): the adder tree itself errs after it has summed what it sensed."""
+    cw = m.be.get(count).astype(np.uint64).reshape(-1, 1)
+    m._counts.faults["tree"] += flip_bits(cw, 0, width, Rate(m.faults.tree, m.faults.tree), m.rng)
+    return m.be.put(cw.reshape(tuple(count.shape)).astype(np.int64))
 
 
 def _accumulate(be: Backend, acc: Any, count: Any, shift: int, sign: int) -> None:
@@ -628,9 +636,7 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
             words = words & mask
         count = be.popcount_sum(words)  # [nA, S]
         if tree_p:
-            cw = be.get(count).astype(np.uint64).reshape(-1, 1)
-            m._counts.faults["tree"] += flip_bits(cw, 0, width, Rate(tree_p, tree_p), m.rng)
-            count = be.put(cw.reshape(tuple(count.shape)).astype(np.int64))
+            count = _count_faults(m, count, width)
         _accumulate(be, acc, count, shift, sign)
 
     return run_tree
@@ -655,6 +661,8 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
     read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
     vote = b.op.mnemonic.startswith("tv")
     sign = 1 if b.op.mnemonic.endswith("add") else -1
+    tree_p = m.faults.tree
+    width = max(int(r1 - r0).bit_length(), 1)
     acc = m.acc[lo:hi, slot]
     n = (hi - lo) * m.lanes
     mn = b.op.mnemonic
@@ -681,7 +689,10 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
                 m._counts.recomputes += nd
         if mask is not None:
             words = words & mask
-        _accumulate(be, acc, be.popcount_sum(words), shift, sign)
+        count = be.popcount_sum(words)
+        if tree_p:
+            count = _count_faults(m, count, width)  # the voter and the recompute sit before the tree
+        _accumulate(be, acc, count, shift, sign)
         cnt = m._counts
         cnt.reduces += n
         cnt.tree_sensed += n * (r1 - r0) * (3 if vote else 2) + extra
