@@ -27,29 +27,39 @@ GOLDEN_IR = REPO / "tests" / "golden" / "ir"
 
 @dataclass(frozen=True)
 class Digits:
-    """One shipped digits model and its data files (models/README.md)."""
+    """One shipped handwritten-digit model and its data files (models/README.md): sklearn digits or MNIST."""
 
-    name: str  # "mlp" or "cnn"
-    layout: str  # "flat" [N, 64] or "img" [N, 1, 8, 8]
+    name: str  # "mlp" or "cnn" (digits), "lenet5" or "mlp" (mnist)
+    layout: str  # "flat" [N, 64] / [N, 784] or "img" [N, 1, 8, 8] / [N, 1, 28, 28]
+    dataset: str = "digits"  # file name prefix: "digits" or "mnist"
 
     @property
     def model(self) -> Path:
-        return MODELS / f"digits_{self.name}.onnx"
+        return MODELS / f"{self.dataset}_{self.name}.onnx"
 
     @property
     def calib(self) -> Path:
-        return MODELS / f"digits_calib_{self.layout}.npz"
+        return MODELS / f"{self.dataset}_calib_{self.layout}.npz"
 
     @property
     def test_x(self) -> Path:
-        return MODELS / f"digits_test_x_{self.layout}.npz"
+        return MODELS / f"{self.dataset}_test_x_{self.layout}.npz"
 
     @property
     def labels(self) -> Path:
-        return MODELS / "digits_test_labels.npy"
+        return MODELS / f"{self.dataset}_test_labels.npy"
+
+    @property
+    def train_x(self) -> Path:
+        return MODELS / f"{self.dataset}_train_x_{self.layout}.npz"
+
+    @property
+    def train_labels(self) -> Path:
+        return MODELS / f"{self.dataset}_train_labels.npy"
 
 
 DIGITS = {"mlp": Digits("mlp", "flat"), "cnn": Digits("cnn", "img")}
+MNIST = {"lenet5": Digits("lenet5", "img", "mnist"), "mlp": Digits("mlp", "flat", "mnist")}
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
