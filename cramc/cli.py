@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -11,11 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from cramc.errors import UserError
-from cramc.fileio import atomic_write, load_npy, load_npz, write_json, write_npz, write_text
+from cramc.fileio import atomic_write, check_outputs, load_npy, load_npz, write_json, write_npz, write_text
 from cramc.isa.parser import parse as parse_text
 from cramc.isa.parser import parse_file
 from cramc.isa.printer import print_program
-from cramc.isa.verifier import verify
+from cramc.isa.verifier import DEFAULT_MAX_WORK, verify
 from cramc.sim.backend import BACKEND_HELP, get_backend
 
 
@@ -48,9 +49,67 @@ MEMORY_HELP = "GiB of simulator state, all sample lanes together (default 2; on 
 def _budget(gib: float | None) -> int | None:
     if gib is None:
         return None
-    if not gib > 0:
-        raise UserError(f"--max-memory must be a positive number of GiB, got {gib}")
+    if not (gib > 0 and math.isfinite(gib)):
+        raise UserError(f"--max-memory must be a positive, finite number of GiB, got {gib}")
     return int(gib * 2**30)
+
+
+WORK_HELP = (
+    f"refuse a run whose estimated work is more than N units (default {DEFAULT_MAX_WORK:.0e}, about 40 minutes "
+    "of simulation on a CPU core; inf: no limit). Work = samples x row operations + 65536 x instructions "
+    "executed per batch of sample lanes (docs/isa.md, Limits)"
+)
+
+
+def _sci(n: int | float) -> str:
+    """A count in 3 significant digits, also for integers too large for a float."""
+    if isinstance(n, int) and n.bit_length() > 1000:
+        return f"about 10^{int((n.bit_length() - 1) * math.log10(2))}"
+    return f"{float(n):.3g}"
+
+
+def _sci_up(n: int) -> str:
+    """`n` rounded up to 3 significant digits (a --max-work value that admits it)."""
+    exp = len(str(n)) - 3
+    if exp <= 0:
+        return str(n)
+    mant = -(-n // 10**exp)
+    if mant == 1000:
+        mant, exp = 100, exp + 1
+    return f"{mant // 100}.{mant % 100:02d}e{exp + 2}"
+
+
+def _run_preflight(args: argparse.Namespace, linked, inputs: dict[str, np.ndarray], backend) -> None:  # noqa: ANN001
+    """Before the simulation: every output can be written and is none of the inputs; the work is allowed."""
+    from cramc.sim.interp import lanes_for
+
+    n = 1 if args.trace else (next(iter(inputs.values())).shape[0] if inputs else 1)
+    per_sample = sum(math.prod(o.shape) * (4 if o.dtype.startswith("f") else 8) for o in linked.outputs)
+    check_outputs(
+        [("--output", args.output), ("--report", args.report)],
+        [
+            ("the program", args.program),
+            ("--input", args.input),
+            ("--labels", args.labels),
+            ("--tech", args.tech),
+            ("--error-model", args.error_model),
+        ],
+        need_bytes={"--output": n * per_sample},
+    )
+    limit = args.max_work
+    if math.isnan(limit) or limit <= 0:
+        raise UserError(f"--max-work must be a positive number of work units (or inf), got {limit}")
+    budget = _budget(args.max_memory) or backend.memory_budget()
+    lanes = lanes_for(linked, n, budget)
+    work = linked.work
+    est = work.estimate(n, lanes)
+    if est > limit:
+        raise UserError(
+            f"{args.program}: this run needs an estimated {_sci(est)} units of work ({n} sample(s) x "
+            f"{_sci(work.row_ops)} row operations + {_sci(work.instructions)} instructions x 65536 per batch of "
+            f"{lanes} lane(s)), more than the limit of {_sci(limit)}; to run it anyway, pass --max-work "
+            f"{_sci_up(est) if est < 1e300 else 'inf'}"
+        )
 
 
 def _fault_model(args: argparse.Namespace):  # noqa: ANN202 - FaultModel, imported lazily
@@ -79,6 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         inputs = load_npz(args.input)
     labels = load_npy(args.labels) if args.labels else None
     backend = get_backend(args.backend)
+    _run_preflight(args, linked, inputs, backend)
     if args.trace:
         return _trace(linked, faults, args)
     if labels is not None:
@@ -139,6 +199,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from cramc.cost.params import Tech
     from cramc.cost.report import format_stats
 
+    check_outputs([("--json", args.json)], [("the program", args.program), ("--tech", args.tech)])
     linked = verify(parse_file(args.program))
     est = static_estimate(linked, Tech.load(args.tech))
     print(format_stats(est, args.program))
@@ -149,6 +210,11 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     from cramc.compiler import Options, compile_model
+
+    check_outputs(
+        [("-o", args.output)],
+        [("the model", args.model), ("--calibration", args.calibration), ("--error-model", args.error_model)],
+    )
 
     calib = load_npz(args.calibration) if args.calibration else None
     opts = Options(
@@ -208,6 +274,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     if args.workers < 0:
         raise UserError("--workers must be 0 (in-process) or more")
+    check_outputs(
+        [("-o", args.output), ("--plot", args.plot)],
+        [
+            ("the model", args.model),
+            ("--data", args.data),
+            ("--labels", args.labels),
+            ("--calibration", args.calibration),
+            ("--finetuned", args.finetuned),
+            ("--tech", args.tech),
+            ("--error-model", args.error_model),
+        ],
+    )
     t0 = time.perf_counter()
     res = main_sweep(
         opts,
@@ -234,9 +312,16 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if args.gate_error is None and not args.error_model:
         raise UserError("cramc finetune needs the fault rate to train for: --gate-error P or --error-model FILE")
     faults = _fault_model(args)
-    parent = os.path.dirname(args.output) or "."
-    if not os.path.isdir(parent):  # say so before training, not after
-        raise UserError(f"cannot write {args.output}: directory {parent} does not exist")
+    check_outputs(  # say so before training, not after
+        [("-o", args.output)],
+        [
+            ("the model", args.model),
+            ("--data", args.data),
+            ("--labels", args.labels),
+            ("--calibration", args.calibration),
+            ("--error-model", args.error_model),
+        ],
+    )
     data = load_npz(args.data)
     labels = load_npy(args.labels)
     calib = load_npz(args.calibration) if args.calibration else None
@@ -383,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare each layer with onnxruntime's intermediate tensors (embedded) and name the first that diverges",
     )
     r.add_argument("--max-memory", type=float, help=MEMORY_HELP)
+    r.add_argument("--max-work", type=float, default=float(DEFAULT_MAX_WORK), metavar="N", help=WORK_HELP)
     r.add_argument("--backend", default="numpy", help=f"where the simulator state lives: {BACKEND_HELP}")
     r.add_argument(
         "--tech",

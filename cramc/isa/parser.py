@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import math
+import os
+import sys
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from cramc.errors import Loc, UserError
+from cramc.errors import Loc, UserError, clip
 from cramc.isa import ast
 from cramc.isa import data as tdata
 
@@ -51,6 +53,7 @@ class _ToAst(Transformer):
     def __init__(self, file: str):
         super().__init__()
         self.file = file
+        self.data_bytes = 0  # decoded bytes of the data constants so far (bounded by tdata.MAX_DATA_BYTES)
 
     def _loc(self, tok: Token | None) -> Loc | None:
         if tok is None or getattr(tok, "line", None) is None:
@@ -137,6 +140,15 @@ class _ToAst(Transformer):
 
     def data_decl(self, items: list[object]) -> tuple[str, object]:
         name, typ, (enc, payload, tok) = items  # type: ignore[misc]
+        need = tdata.declared_bytes(typ.dtype, typ.shape)  # type: ignore[union-attr]
+        if self.data_bytes + need > tdata.MAX_DATA_BYTES:  # checked before anything is decoded
+            raise _LocatedError(
+                f"data {name}: {need} bytes as declared {'bring' if self.data_bytes else 'are'} the program's data "
+                f"constants to {self.data_bytes + need} bytes, more than the limit of {tdata.MAX_DATA_BYTES >> 20} MiB",
+                name.line,  # type: ignore[union-attr]
+                name.column,  # type: ignore[union-attr]
+            )
+        self.data_bytes += need
         try:
             if enc == "list":
                 values = tdata.from_list(payload, typ.dtype, typ.shape)  # type: ignore[arg-type]
@@ -253,7 +265,7 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
         ) from None
     except UnexpectedToken as e:
         tok = e.token
-        what = "end of line" if tok.type == "_NL" else f"'{tok}'"
+        what = "end of line" if tok.type == "_NL" else f"'{clip(str(tok), 60)}'"
         msg = f"unexpected {what}; expected {_describe_expected(set(e.expected))}"
         raise UserError(msg, Loc(file, e.line, e.column), source) from None
     except UnexpectedEOF as e:
@@ -264,11 +276,29 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
         inner = e.orig_exc
         if isinstance(inner, _LocatedError):
             raise UserError(inner.message, Loc(file, inner.line, inner.col), source) from None
+        if isinstance(inner, ValueError) and "integer string conversion" in str(inner):
+            raise UserError(
+                f"integer with more than {sys.get_int_max_str_digits()} digits", _visit_loc(e, file), source
+            ) from None
         raise
     return _assemble(lines.children, file, source)
 
 
+def _visit_loc(e: VisitError, file: str) -> Loc:
+    """Where the tree node or token that a transformer callback failed on starts."""
+    obj = e.obj
+    if isinstance(obj, Token) and obj.line is not None:
+        return Loc(file, obj.line, obj.column or 1)
+    meta = getattr(obj, "meta", None)
+    if meta is not None and not getattr(meta, "empty", True):
+        return Loc(file, meta.line, meta.column)
+    return Loc(file, 1, 1)
+
+
 _BLOCK_KINDS = ("micro", "section", "repeat")
+#: Blocks (.init, .main, .micro and repeat) nest at most this deep; the verifier applies the same bound
+#: to loops and micro-program calls together (the passes over a program recurse once per level).
+MAX_NESTING = 64
 
 
 def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, source: str) -> ast.Program:
@@ -292,6 +322,8 @@ def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, sourc
                 raise err(f"a {'.micro' if kind == 'micro' else '.' + str(val)} block must be at top level", loc)
             if kind == "repeat" and not stack:
                 raise err("repeat must be inside .init, .main or a micro-program", loc)
+            if len(stack) >= MAX_NESTING:
+                raise err(f"blocks nest more than {MAX_NESTING} deep (the limit; .init, .main and .micro count)", loc)
             stack.append((kind, val, comment, loc, []))
         elif kind == "close":
             if not stack:
@@ -336,8 +368,15 @@ def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, sourc
     return ast.Program(tuple(top), file, source)  # type: ignore[arg-type]
 
 
+#: Bytes of program text: room for MAX_DATA_BYTES of data in base64 and the instructions.
+MAX_SOURCE_BYTES = 2 << 30
+
+
 def parse_file(path: str) -> ast.Program:
     try:
+        size = os.stat(path).st_size
+        if size > MAX_SOURCE_BYTES:
+            raise UserError(f"{path} is {size} bytes, more than the limit of {MAX_SOURCE_BYTES} for a program")
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:

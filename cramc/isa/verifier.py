@@ -26,6 +26,7 @@ from cramc.errors import Loc, UserError
 from cramc.isa import ast
 from cramc.isa import data as tdata
 from cramc.isa.opcodes import OPCODES, AKind, Kind, Opcode, Unit
+from cramc.isa.parser import MAX_NESTING
 
 #: Limits that keep a header from asking for absurd allocations.
 MAX_ARRAYS = 1 << 22
@@ -33,6 +34,16 @@ MAX_ROWS = 1 << 16
 MAX_COLS = 1 << 16
 MAX_ACCS = 1 << 16
 MAX_CELLS = 1 << 38  # 32 GiB of state per sample, bit-packed
+#: Instructions of the linked program (micro-program calls are inlined, so calls that call calls can
+#: multiply a short text into an enormous program; light ResNet-50 links to about 200 000).
+MAX_LINKED = 1 << 22
+#: Work (see `Work`) that `cramc run` does without --max-work: about 40 minutes of simulation on one
+#: CPU core; 3x what light ResNet-50 needs for its 4 validation vectors, and enough to refuse any
+#: program that executes a billion instructions.
+DEFAULT_MAX_WORK = 5 * 10**13
+#: Work units that dispatching one instruction costs, whatever its size: one gate on one array of 256
+#: rows takes about 2.4 us, as long as 65 536 row operations of a wide gate take.
+DISPATCH_COST = 1 << 16
 #: Elements of one CMOS tensor per sample (declared or inferred): shapes are inferred by running
 #: the reference semantics on zeros, so this bounds the verifier's own memory too.
 MAX_TENSOR_ELEMENTS = 1 << 26
@@ -104,6 +115,25 @@ class Expectation:
     tol: float
 
 
+@dataclass(frozen=True)
+class Work:
+    """What running the program costs the simulator, counted statically (loops unrolled by their trip
+    counts, micro-program calls inlined, .init and .main together).
+
+    `instructions`: instructions (and loop iterations) executed; the simulator dispatches each once per
+    batch of sample lanes.  `row_ops`: per sample, the row operations of every executed instruction:
+    arrays x active rows for an instruction on the arrays, elements read and written for a CMOS one.
+    """
+
+    instructions: int = 0
+    row_ops: int = 0
+
+    def estimate(self, samples: int, lanes: int) -> int:
+        """Work units of a run of `samples` samples, `lanes` side by side: row operations + dispatches."""
+        batches = -(-samples // max(lanes, 1))
+        return self.row_ops * samples + DISPATCH_COST * self.instructions * batches
+
+
 @dataclass(frozen=True, eq=False)
 class Linked:
     machine: MachineSpec
@@ -115,6 +145,7 @@ class Linked:
     program: ast.Program
     trace: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> reference value for validation sample 0
     tensor_shapes: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # name -> (shape, is_int)
+    work: Work = field(default_factory=Work)
 
 
 class _Checker:
@@ -201,6 +232,8 @@ class Verifier(_Checker):
         # chip costs only what the program touches
         self.written: dict[int, np.ndarray] = {}
         self.tensors: dict[str, tuple[tuple[int, ...], bool]] = {}
+        self.linked = 0  # instructions linked so far (bounded by MAX_LINKED)
+        self.cmos_cost: dict[int, int] = {}  # id(BoundOp) -> elements a CMOS instruction reads and writes
 
     # ------------------------------------------------------------ declarations
     def _data(self) -> dict[str, ast.DataDecl]:
@@ -350,6 +383,7 @@ class Verifier(_Checker):
         env = _Env({}, {}, None, None)
         init = self._walk(sections["init"].body, env) if "init" in sections else ()
         main = self._walk(sections["main"].body, env)
+        work = Work(*(a + b for a, b in zip(self._work(init), self._work(main), strict=True)))
         for d in self.p.ios("output"):
             got = self.tensors.get(d.name)
             if got is None:
@@ -361,7 +395,16 @@ class Verifier(_Checker):
         expect = self._expect(inputs, outputs)
         trace = self._trace()
         return Linked(
-            self.spec, inputs, outputs, init, main, expect, self.p, trace=trace, tensor_shapes=dict(self.tensors)
+            self.spec,
+            inputs,
+            outputs,
+            init,
+            main,
+            expect,
+            self.p,
+            trace=trace,
+            tensor_shapes=dict(self.tensors),
+            work=work,
         )
 
     def _trace(self) -> dict[str, np.ndarray]:
@@ -471,12 +514,39 @@ class Verifier(_Checker):
             raise self.err(f"'{op.mnemonic}' runs in the CMOS unit and takes no array set", ins.arrays.loc, site)
         return op
 
+    def _work(self, nodes: tuple[Node, ...]) -> tuple[int, int]:
+        """(instructions and loop iterations executed, row operations per sample) of `nodes`."""
+        instructions = row_ops = 0
+        for n in nodes:
+            if isinstance(n, Loop):
+                i, r = self._work(n.body)
+                instructions += n.count * (i + 1)
+                row_ops += n.count * r
+                continue
+            instructions += 1
+            if n.arrays is not None:
+                r0, r1 = n.rows if n.rows is not None else (0, self.spec.rows)
+                row_ops += (n.arrays[1] - n.arrays[0]) * (r1 - r0)
+            else:
+                row_ops += self.cmos_cost.get(id(n), 1)
+        return instructions, row_ops
+
+    def _nesting(self, env: _Env, loc: Loc | None) -> None:
+        """Loops and calls nest at most MAX_NESTING deep, counted through calls (the passes recurse per level)."""
+        if len(env.loops) + len(env.micro_stack) >= MAX_NESTING:
+            raise self.err(
+                f"loops and micro-program calls nest more than {MAX_NESTING} deep (the limit, counted through calls)",
+                loc,
+                env.site,
+            )
+
     def _walk(self, body: tuple[ast.Stmt, ...], env: _Env) -> tuple[Node, ...]:
         out: list[Node] = []
         for s in body:
             if isinstance(s, ast.Repeat):
                 if s.var in env.loops or s.var in env.params:
                     raise self.err(f"loop variable '{s.var}' shadows another name", s.loc, env.site)
+                self._nesting(env, s.loc)
                 inner = _Env(env.params, {**env.loops, s.var: s.count}, env.arrays, env.rows, env.site, env.micro_stack)
                 out.append(Loop(s.var, s.count, self._walk(s.body, inner), s.loc))
             elif isinstance(s, ast.Instr):
@@ -524,6 +594,14 @@ class Verifier(_Checker):
             env.site,
             self._line_text(ins.loc),
         )
+        self.linked += 1
+        if self.linked > MAX_LINKED:
+            raise self.err(
+                f"the program links to more than {MAX_LINKED} instructions (the limit; micro-program calls are "
+                "inlined, so calls inside called micro-programs multiply)",
+                ins.loc,
+                env.site,
+            )
         self._dataflow(bop, ins, env)
         return [bop]
 
@@ -565,6 +643,7 @@ class Verifier(_Checker):
                 target.loc,
                 env.site,
             )
+        self._nesting(env, ins.loc)
         if m.name in env.micro_stack:
             raise self.err(f"micro-program '{m.name}' calls itself (recursion is not allowed)", ins.loc, env.site)
         params: dict[str, tuple[str, int | tuple[int, int]]] = {}
@@ -727,6 +806,7 @@ class Verifier(_Checker):
                     ins.loc,
                     env.site,
                 )
+            self.cmos_cost[id(bop)] = max(1, res.size + sum(a.size for a in args))
             self._define(ops[0], tuple(res.shape[1:]), bool(np.issubdtype(res.dtype, np.integer)), ins, env)
 
 
