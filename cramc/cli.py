@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cramc.datacheck import check_values
 from cramc.errors import UserError
 from cramc.fileio import atomic_write, check_outputs, load_npy, load_npz, write_json, write_npz, write_text
 from cramc.isa.parser import parse as parse_text
@@ -55,7 +56,7 @@ def _budget(gib: float | None) -> int | None:
 
 
 WORK_HELP = (
-    f"refuse a run whose estimated work is more than N units (default {DEFAULT_MAX_WORK:.0e}, about 40 minutes "
+    f"refuse a run whose estimated work is more than N units (default {DEFAULT_MAX_WORK:.0e}, about half an hour "
     "of simulation on a CPU core; inf: no limit). Work = samples x row operations + 65536 x instructions "
     "executed per batch of sample lanes (docs/isa.md, Limits)"
 )
@@ -123,10 +124,20 @@ def _fault_model(args: argparse.Namespace):  # noqa: ANN202 - FaultModel, import
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from cramc.sim.interp import run
-    from cramc.sim.report import accuracy, build_report, compare, format_table
+    from cramc.sim.layout import program_inputs, user_outputs
+    from cramc.sim.report import accuracy, build_report, check_labels, compare, format_table
 
     if args.seed < 0:
         raise UserError("--seed must be non-negative")
+    if args.trace:
+        # the trace compares with reference tensors embedded for validation sample 0 only
+        given = [f for f, v in (("--input", args.input), ("--labels", args.labels), ("--output", args.output),
+                                ("--report", args.report)) if v]  # fmt: skip
+        if given:
+            raise UserError(
+                f"--trace compares validation sample 0 with the reference tensors embedded in the program; it "
+                f"takes no {', '.join(given)}"
+            )
     linked = verify(parse_file(args.program))
     faults = _fault_model(args)
     validating = args.input is None
@@ -135,7 +146,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.program} embeds no validation vectors (.expect); give --input DATA.npz")
         inputs = dict(linked.expect.inputs)
     else:
-        inputs = load_npz(args.input)
+        data = load_npz(args.input)
+        check_values(data, args.input)
+        inputs = program_inputs(linked, data, args.input)
     labels = load_npy(args.labels) if args.labels else None
     backend = get_backend(args.backend)
     _run_preflight(args, linked, inputs, backend)
@@ -143,8 +156,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _trace(linked, faults, args)
     if labels is not None:
         n_in = next(iter(inputs.values())).shape[0] if inputs else 1
-        if labels.shape[0] != n_in:
-            raise UserError(f"{args.labels}: {labels.shape[0]} labels for {n_in} samples")
+        if not linked.outputs:
+            raise UserError(f"--labels {args.labels}: the program has no output to classify with")
+        first_out = linked.outputs[0]
+        labels = check_labels(labels, n_in, int(np.prod(first_out.shape)), args.labels, first_out.key)
     lines: list[str] = []  # printed after the output files are written (a closed pipe cannot lose them)
     t0 = time.perf_counter()
     result = run(linked, inputs, faults, seed=args.seed, max_memory=_budget(args.max_memory), backend=backend)
@@ -169,16 +184,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ]
         lines.append(format_table(rows))
         extra["validation"] = [r.to_dict() for r in rows]
+        lines.extend(_validation_notes(linked, result.outputs, extra))
         if faults.fault_free and not all(r.ok for r in rows):
             print("error: outputs differ from the embedded expected outputs at zero faults", file=sys.stderr)
             status = 1
     if labels is not None:
-        first = linked.outputs[0].name
-        acc = accuracy(result.outputs[first], labels)
-        lines.append(f"accuracy ({first} argmax vs labels): {acc:.4f} over {result.samples} samples")
+        first = linked.outputs[0]
+        acc = accuracy(result.outputs[first.name], labels)
+        lines.append(f"accuracy ({first.key} argmax vs labels): {acc:.4f} over {result.samples} samples")
         extra["accuracy"] = acc
     if args.output:
-        write_npz(args.output, result.outputs)
+        write_npz(args.output, user_outputs(linked, result.outputs))
     cost = None
     if args.report or args.tech:
         from cramc.cost.model import dynamic_estimate
@@ -192,6 +208,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         write_json(args.report, build_report(result.counts, result.samples, args.seed, faults, extra, cost=cost))
     print("\n".join(lines))
     return status
+
+
+def _validation_notes(linked, outputs: dict[str, np.ndarray], extra: dict[str, object]) -> list[str]:  # noqa: ANN001
+    """What the validation compared with, and how the outputs agree with the float model's (if embedded)."""
+    from cramc.sim.report import float_agreement
+
+    exp = linked.expect
+    if not exp.float_outputs:
+        extra["validation_reference"] = "the outputs embedded in the program (.expect)"
+        return ["validation reference: the outputs embedded in the program (.expect)"]
+    extra["validation_reference"] = "onnxruntime on cramc's quantised model"
+    lines = [
+        "validation reference: onnxruntime on cramc's own quantised (QDQ) model: a match checks the compilation "
+        "and the simulation, not the quantisation"
+    ]
+    agree = [float_agreement(o.key, outputs[o.name], exp.float_outputs[o.name]) for o in linked.outputs
+             if o.name in exp.float_outputs]  # fmt: skip
+    lines.extend(a.line() for a in agree)
+    extra["float_model"] = [a.to_dict() for a in agree]
+    return lines
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -216,7 +252,15 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         [("the model", args.model), ("--calibration", args.calibration), ("--error-model", args.error_model)],
     )
 
+    if (args.gate_error is not None or args.error_model) and args.ecc != "auto":
+        flag = "--gate-error" if args.gate_error is not None else "--error-model"
+        raise UserError(
+            f"{flag} tunes --ecc auto and does nothing without it; the fault rate of a simulation is an option "
+            "of cramc run"
+        )
     calib = load_npz(args.calibration) if args.calibration else None
+    if calib is not None:
+        check_values(calib, args.calibration)
     opts = Options(
         arrays=args.arrays,
         rows=args.rows,
@@ -324,7 +368,15 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     )
     data = load_npz(args.data)
     labels = load_npy(args.labels)
+    if (args.gate_error is not None or args.error_model) and args.ecc != "auto":
+        flag = "--gate-error" if args.gate_error is not None else "--error-model"
+        raise UserError(
+            f"{flag} tunes --ecc auto and does nothing without it; the fault rate of a simulation is an option "
+            "of cramc run"
+        )
     calib = load_npz(args.calibration) if args.calibration else None
+    if calib is not None:
+        check_values(calib, args.calibration)
     opts = Options(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, rows=args.rows, noise=args.noise
     )
@@ -416,7 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--rows", type=int, default=256, help="rows per array (default 256)")
     k.add_argument("--cols", type=int, default=256, help="columns per array (default 256)")
     k.add_argument("--accs", type=int, default=64, help="accumulators beside each array (default 64)")
-    k.add_argument("--validation", type=int, default=4, help="validation vectors to embed (default 4)")
+    k.add_argument(
+        "--validation",
+        type=int,
+        default=4,
+        help="validation vectors to embed, the first of the calibration samples (default 4; 0: none)",
+    )
     k.add_argument(
         "--reduce",
         choices=["tree", "cram"],

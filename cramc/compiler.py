@@ -12,9 +12,9 @@ import onnx
 from cramc.backend.allocate import Allocate
 from cramc.backend.emit import Emitter, header_lines
 from cramc.backend.schedule import Schedule
-from cramc.errors import UserError
-from cramc.frontend.pipeline import run_frontend
-from cramc.ir.graph import sanitize
+from cramc.errors import InternalError, UserError
+from cramc.frontend.pipeline import Frontend, run_frontend
+from cramc.ir.graph import Graph, sanitize
 from cramc.ir.passes.conv_to_mvm import ConvToMvm
 from cramc.ir.passes.insert_ecc import InsertEcc
 from cramc.ir.passes.manager import run_passes
@@ -101,6 +101,113 @@ def _run_ort(model: onnx.ModelProto, inputs: dict[str, np.ndarray], outputs: lis
     return {k: np.stack(v) for k, v in res.items()}
 
 
+def io_attributes(g: Graph, qmodel: onnx.ModelProto) -> dict[str, tuple[int | None, str | None]]:
+    """(batch axis, ONNX name if the program spells it differently) of every program input and output.
+
+    The frontend fixed a symbolic leading dimension to 1, so an input whose leading dimension is 1 (symbolic
+    or 1 in the ONNX model) has its batch axis there; an output's leading 1 is a batch axis when some input
+    has one (a model without a batch axis stacks its outputs on a new one).  With it, `cramc run` reads and
+    writes data files in the layout onnxruntime uses: `[N, 784] -> [N, 10]`, not `[N, 1, 10]`.
+    """
+    ins = [i.name for i in qmodel.graph.input]
+    outs = [o.name for o in qmodel.graph.output]
+    if len(ins) != len(g.inputs) or len(outs) != len(g.outputs):
+        raise InternalError("the IR's inputs and outputs do not correspond to the quantised model's")
+    io: dict[str, tuple[int | None, str | None]] = {}
+    for v, name in zip(g.inputs, ins, strict=True):
+        io[v.name] = (0 if v.shape[:1] == (1,) else None, name if name != v.name else None)
+    batched = any(b == 0 for b, _ in io.values())
+    for v, name in zip(g.outputs, outs, strict=True):
+        io[v.name] = (0 if batched and v.shape[:1] == (1,) else None, name if name != v.name else None)
+    return io
+
+
+def _validation(fe: Frontend, g: Graph, em: Emitter, opts: Options, log: TextIO) -> list[object]:
+    """The .expect (validation vectors and onnxruntime's outputs of the quantised model), the float model's
+    outputs for them (.expect_float) and the reference intermediate tensors of sample 0 (.trace)."""
+    avail = next(iter(fe.calibration.values())).shape[0]
+    nval = min(opts.n_validation, avail)
+    source = "synthetic calibration inputs" if fe.synthetic else "calibration data"
+    if opts.n_validation > avail:
+        print(
+            f"note: --validation {opts.n_validation}: the {source} has {avail} sample(s); embedding {nval} "
+            "validation vector(s)",
+            file=log,
+        )
+    if nval == 0:
+        print(
+            "note: no validation vectors embedded (--validation 0): cramc run needs --input, and run --trace has "
+            "no reference data",
+            file=log,
+        )
+        return []
+    vin = {k: v[:nval] for k, v in fe.calibration.items()}
+    onnx_in = [i.name for i in fe.qmodel.graph.input]
+    trace_names = list(fe.trace_map.values()) if opts.trace else []
+    ref = run_onnxruntime(fe.qmodel, vin, trace_names)
+    expect_attrs: list[ast.AttrVal] = []
+    for i, iname in zip(g.inputs, onnx_in, strict=True):
+        x = vin[iname]
+        expect_attrs.append(
+            ast.AttrVal(i.name, ast.ConstRef(em.add_data(f"expect.{i.name}", x.reshape(nval, *i.shape), i.dtype)[1:]))
+        )
+    onnx_out = [o.name for o in fe.qmodel.graph.output]
+    for o, oname in zip(g.outputs, onnx_out, strict=True):
+        y = ref[oname].reshape(nval, *o.shape)
+        dt = "f32" if np.issubdtype(y.dtype, np.floating) else "i64"
+        expect_attrs.append(ast.AttrVal(o.name, ast.ConstRef(em.add_data(f"expect.{o.name}", y, dt)[1:])))
+    expect_attrs.append(ast.AttrVal("tol", ast.Num(float(fe.output_tol))))
+    top: list[object] = [
+        ast.Expect(
+            tuple(expect_attrs),
+            f"; validation: {nval} input(s) from the {source} and onnxruntime's outputs of cramc's quantised "
+            "(QDQ) model",
+        )
+    ]
+    floats = _float_outputs(fe, g, em, vin, nval, log)
+    if floats:
+        top.append(ast.ExpectFloat(tuple(floats), "; the float model's outputs for the same inputs (onnxruntime)"))
+    if trace_names:
+        budget = TRACE_BUDGET
+        tattrs: list[ast.AttrVal] = []
+        for ir_name, oname in fe.trace_map.items():
+            v = ref.get(oname)
+            if v is None or ir_name not in em.shapes:
+                continue
+            shape = em.shapes[ir_name][0]
+            if int(np.prod(shape)) != v[:1].size or budget < v[:1].size:
+                continue
+            budget -= v[:1].size
+            dt = "f32" if np.issubdtype(v.dtype, np.floating) else "i64"
+            ref_name = em.add_data(f"trace.{ir_name}", v[:1].reshape(1, *shape), dt)
+            tattrs.append(ast.AttrVal(ir_name, ast.ConstRef(ref_name[1:])))
+        if tattrs:
+            top.append(ast.Trace(tuple(tattrs), "; onnxruntime's intermediate tensors for validation sample 0"))
+    return top
+
+
+def _float_outputs(
+    fe: Frontend, g: Graph, em: Emitter, vin: dict[str, np.ndarray], nval: int, log: TextIO
+) -> list[ast.AttrVal]:
+    """The float model's outputs for the validation inputs (none for a model that came quantised)."""
+    if fe.fmodel is None:
+        return []
+    try:
+        fref = run_onnxruntime(fe.fmodel, vin)
+    except UserError as e:
+        print(f"warning: the float model's outputs are not embedded: {e.message}", file=log)
+        return []
+    names = [o.name for o in fe.fmodel.graph.output]
+    attrs: list[ast.AttrVal] = []
+    for o, oname in zip(g.outputs, names, strict=True):
+        y = np.asarray(fref[oname])
+        if y.size != nval * int(np.prod(o.shape)) or not np.issubdtype(y.dtype, np.number):
+            continue
+        y = y.reshape(nval, *o.shape).astype(np.float32)
+        attrs.append(ast.AttrVal(o.name, ast.ConstRef(em.add_data(f"float.{o.name}", y, "f32")[1:])))
+    return attrs
+
+
 def compile_model(
     path: str, calibration: dict[str, np.ndarray] | None, opts: Options, log: TextIO | None = None
 ) -> str:
@@ -108,6 +215,8 @@ def compile_model(
     for k in ("arrays", "rows", "cols", "accs"):
         if getattr(opts, k) < 1:
             raise UserError(f"--{k} must be at least 1")
+    if opts.n_validation < 0:
+        raise UserError(f"--validation {opts.n_validation}: the number of validation vectors to embed is 0 or more")
     fe = run_frontend(path, calibration, opts.weight_bits, opts.act_bits, log)
     if opts.reduce not in ("tree", "cram"):
         raise UserError(f"--reduce {opts.reduce}: expected tree (CRAM-ER hybrid) or cram (CRAM-only baseline)")
@@ -140,42 +249,8 @@ def compile_model(
     g = run_passes(fe.graph, [ConvToMvm(), *ecc, *tiling, Schedule(opts.arrays)], opts.print_ir_after_all, log)
     em = Emitter(g, opts.arrays, opts.rows, opts.cols, opts.accs, reduce=opts.reduce)
     em.run()
-    # validation vectors: a few inputs and onnxruntime's outputs of the quantised model
-    nval = min(opts.n_validation, next(iter(fe.calibration.values())).shape[0])
-    vin = {k: v[:nval] for k, v in fe.calibration.items()}
-    onnx_in = {i.name: i for i in fe.qmodel.graph.input}
-    ir_names = {sanitize(k): k for k in onnx_in}
-    trace_names = list(fe.trace_map.values()) if opts.trace else []
-    ref = run_onnxruntime(fe.qmodel, vin, trace_names)
-    expect_attrs: list[ast.AttrVal] = []
-    for i in g.inputs:
-        x = vin[ir_names.get(i.name, i.name)]
-        expect_attrs.append(
-            ast.AttrVal(i.name, ast.ConstRef(em.add_data(f"expect.{i.name}", x.reshape(nval, *i.shape), i.dtype)[1:]))
-        )
-    onnx_out = [o.name for o in fe.qmodel.graph.output]
-    for o, oname in zip(g.outputs, onnx_out, strict=False):
-        y = ref[oname].reshape(nval, *o.shape)
-        dt = "f32" if np.issubdtype(y.dtype, np.floating) else "i64"
-        expect_attrs.append(ast.AttrVal(o.name, ast.ConstRef(em.add_data(f"expect.{o.name}", y, dt)[1:])))
-    expect_attrs.append(ast.AttrVal("tol", ast.Num(float(fe.output_tol))))
-    top: list[object] = [ast.Expect(tuple(expect_attrs), "; validation: inputs and onnxruntime's outputs (QDQ model)")]
-    if trace_names:
-        budget = TRACE_BUDGET
-        tattrs: list[ast.AttrVal] = []
-        for ir_name, oname in fe.trace_map.items():
-            v = ref.get(oname)
-            if v is None or ir_name not in em.shapes:
-                continue
-            shape = em.shapes[ir_name][0]
-            if int(np.prod(shape)) != v[:1].size or budget < v[:1].size:
-                continue
-            budget -= v[:1].size
-            dt = "f32" if np.issubdtype(v.dtype, np.floating) else "i64"
-            ref_name = em.add_data(f"trace.{ir_name}", v[:1].reshape(1, *shape), dt)
-            tattrs.append(ast.AttrVal(ir_name, ast.ConstRef(ref_name[1:])))
-        if tattrs:
-            top.append(ast.Trace(tuple(tattrs), "; onnxruntime's intermediate tensors for validation sample 0"))
+    io = io_attributes(g, fe.qmodel)
+    top = _validation(fe, g, em, opts, log)
     header = header_lines(path, opts.arrays, opts.rows, opts.cols)
     if em.reload_layers:
         header.append(
@@ -193,5 +268,5 @@ def compile_model(
         header[1] = chip_line(opts.arrays, opts.rows, opts.cols)
     if fe.synthetic:
         header.append("; calibrated on synthetic inputs (no --calibration given)")
-    prog = em.program(header, top)  # type: ignore[arg-type]
+    prog = em.program(header, top, io)  # type: ignore[arg-type]
     return print_program(prog)

@@ -447,15 +447,26 @@ def run_sweep(
     calibration: dict[str, np.ndarray] | None = None,
     log: TextIO | None = None,
     progress: bool = False,
+    data_name: str = "--data",
+    labels_name: str = "--labels",
 ) -> SweepResult:
-    """Compile the variants, run every (rate, protection, seed) and aggregate per (rate, protection)."""
+    """Compile the variants, run every (rate, protection, seed) and aggregate per (rate, protection).
+
+    `inputs` are keyed by the model's (ONNX) input names, samples on the model's batch axis (as for
+    `cramc run --input`); `data_name`, `labels_name` name them in messages."""
+    from cramc.sim.report import check_labels
+
     log = log or sys.stderr  # looked up per call: tests and callers may replace sys.stderr
     check_options(o)
-    n = _check_data(inputs, labels)
+    n = _check_data(inputs)
+    b = _Builder(o, calibration, log)
+    fe = b.frontend(o.model)  # the first output's classes, before anything is compiled
+    out0 = fe.graph.outputs[0]
+    labels = check_labels(labels, n, int(np.prod(out0.shape)), labels_name, fe.qmodel.graph.output[0].name)
     if o.samples is not None:
         n = min(n, o.samples)
         inputs = {k: v[:n] for k, v in inputs.items()}
-    labels = labels.reshape(-1)[:n]
+    labels = labels[:n]
     if o.mode == "statistical" and o.error_model:
         fm = fault_model(0.0, o.error_model)
         if not (fm.write.zero and fm.tree == 0.0):
@@ -463,7 +474,6 @@ def run_sweep(
                 "sweep: warning: --mode statistical models gate and read faults only; the error model's "
                 "write and adder-tree faults are ignored (use --mode gate)\n"
             )
-    b = _Builder(o, calibration, log)
     plan = [(p, prot) for p in o.rates for prot in o.protections]
     variants = {(p, prot): b.variant(prot, p) for p, prot in plan}
     bar = _progress(len(plan) * o.seeds * n, progress)
@@ -472,7 +482,7 @@ def run_sweep(
         from cramc.distributed import run_tasks
 
         tasks = [
-            (variants[(p, prot)], o, fault_model(p, o.error_model), inputs, labels, seed, b.tech)
+            (variants[(p, prot)], o, fault_model(p, o.error_model), inputs, labels, seed, b.tech, data_name)
             for p, prot in plan
             for seed in range(o.seeds)
         ]
@@ -506,18 +516,13 @@ def run_sweep(
     return SweepResult(config, rows)
 
 
-def _check_data(inputs: dict[str, np.ndarray], labels: np.ndarray) -> int:
+def _check_data(inputs: dict[str, np.ndarray]) -> int:
     if not inputs:
         raise UserError("--data: the .npz file holds no arrays")
     sizes = {int(v.shape[0]) if v.ndim else 0 for v in inputs.values()}
     if len(sizes) != 1 or 0 in sizes:
         raise UserError("--data: every array needs the same number of samples on its leading axis")
-    n = sizes.pop()
-    if labels.reshape(-1).shape[0] != n or not np.issubdtype(labels.dtype, np.integer):
-        raise UserError(
-            f"--labels: expected {n} integer class labels (one per sample), got {labels.dtype} {list(labels.shape)}"
-        )
-    return n
+    return sizes.pop()
 
 
 class _NoBar:
@@ -544,6 +549,7 @@ def _run_one(
     labels: np.ndarray,
     seed: int,
     b_tech: Any,
+    data_name: str = "--data",
     bar: Any = None,
 ) -> tuple[int, dict[str, float]]:
     """One (variant, seed) point, in-process or on a Dask worker (there without a progress bar)."""
@@ -551,10 +557,10 @@ def _run_one(
         bar = _NoBar()
     if o.mode == "gate":
         from cramc.sim.interp import run
+        from cramc.sim.layout import program_inputs
 
-        res = run(
-            v.linked, dict(inputs), fm, seed=seed, max_memory=o.max_memory, progress=bar.update, backend=o.backend
-        )
+        feed = program_inputs(v.linked, inputs, data_name)
+        res = run(v.linked, feed, fm, seed=seed, max_memory=o.max_memory, progress=bar.update, backend=o.backend)
         first = v.linked.outputs[0].name
         return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm, v, b_tech, res.init)
     from cramc.ir.graph import sanitize
@@ -742,6 +748,7 @@ def main_sweep(
 ) -> SweepResult:
     """The `cramc sweep` command: load the files, sweep, print a table, write the results and the plot."""
     log = log or sys.stderr  # looked up per call: tests and callers may replace sys.stderr
+    from cramc.datacheck import check_values
     from cramc.fileio import load_npy, load_npz
 
     for path, what in ((output, "-o"), (plot_path, "--plot")):
@@ -752,9 +759,13 @@ def main_sweep(
     if plot_path and Path(plot_path).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UserError(f"--plot {plot_path}: expected a .png (or .pdf, .svg) file")
     inputs = load_npz(data)
+    check_values(inputs, data)
     labels = load_npy(labels_path)
     calib = load_npz(calibration) if calibration else None
-    res = run_sweep(o, inputs, labels, calib, log=log, progress=progress() if progress else False)
+    if calib is not None:
+        check_values(calib, calibration)  # type: ignore[arg-type]
+    show = progress() if progress else False
+    res = run_sweep(o, inputs, labels, calib, log=log, progress=show, data_name=data, labels_name=labels_path)
     if output:
         write_results(output, res)
     if plot_path:

@@ -116,8 +116,11 @@ def test_input_npz(cli, tmp_path: Path) -> None:
     [
         ({"x": np.zeros((2, 4, 256), np.uint8)}, "input 'x' has shape [2, 4, 256]; expected [N, 4, 256, 2]"),
         ({"x": np.zeros((2, 4, 128, 2), np.uint8)}, "input 'x' has shape [2, 4, 128, 2]"),
-        ({"y": np.zeros((2, 4, 256, 2), np.uint8)}, "no program input named y"),
-        ({}, "input data lacks 'x'"),
+        (
+            {"y": np.zeros((2, 4, 256, 2), np.uint8)},
+            "in.npz: no program input is named 'y' (the program's inputs: 'x')",
+        ),
+        ({}, "in.npz: no array named 'x' (input of shape [N, 4, 256, 2])"),
         ({"x": np.zeros((2, 4, 256, 2), np.float32)}, "input 'x' must hold integers"),
     ],
 )

@@ -237,7 +237,14 @@ class Emitter:
         self.main.append(instr(mn, None, "%" + out, *ins, **attrs))
         return "%" + out
 
-    def program(self, header: list[str], expect: list[ast.Stmt | ast.TopItem]) -> ast.Program:
+    def program(
+        self,
+        header: list[str],
+        expect: list[ast.Stmt | ast.TopItem],
+        io: dict[str, tuple[int | None, str | None]] | None = None,
+    ) -> ast.Program:
+        """The program; `io` gives an input's or output's (batch axis, name in data files), see ast.IODecl."""
+        io = io or {}
         items: list[ast.TopItem] = [ast.Comment(h) for h in header]
         items.append(
             ast.Machine(
@@ -248,11 +255,12 @@ class Emitter:
             )
         )
         for i in self.g.inputs:
-            items.append(ast.IODecl("input", i.name, ast.TensorType(i.dtype, i.shape)))
+            batch, key = io.get(i.name, (None, None))
+            items.append(ast.IODecl("input", i.name, ast.TensorType(i.dtype, i.shape), batch=batch, data_name=key))
         for o in self.g.outputs:
-            items.append(
-                ast.IODecl("output", o.name, ast.TensorType(o.dtype if o.dtype in tdata.DTYPES else "i64", o.shape))
-            )
+            batch, key = io.get(o.name, (None, None))
+            dtype = o.dtype if o.dtype in tdata.DTYPES else "i64"
+            items.append(ast.IODecl("output", o.name, ast.TensorType(dtype, o.shape), batch=batch, data_name=key))
         items.append(ast.Blank())
         for m in self.micros.values():
             items.append(m)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from cramc.frontend import fold_batchnorm, fold_constants, quantize
+from cramc.frontend.calibration_check import calibration_warnings
 from cramc.frontend.importer import Importer
 from cramc.frontend.load import load_model
 from cramc.ir.graph import Graph
@@ -22,6 +23,7 @@ class Frontend:
     qmodel: onnx.ModelProto  # the quantised model onnxruntime runs as the reference
     calibration: dict[str, np.ndarray]
     synthetic: bool
+    fmodel: onnx.ModelProto | None = None  # the float model before quantisation (None if it came quantised)
 
 
 def run_frontend(
@@ -39,6 +41,7 @@ def run_frontend(
     synthetic = False
     if calibration is not None:
         calibration = quantize.check_calibration(model, calibration, "calibration data")
+    fmodel = None
     if quantize.is_quantised(model):
         qmodel = model
         if calibration is None:
@@ -46,6 +49,9 @@ def run_frontend(
             synthetic = True
     else:
         model = fold_batchnorm.run(model)
+        if calibration is not None:
+            for w in calibration_warnings(model, calibration):
+                print(f"warning: {w}", file=log)  # type: ignore[arg-type]
         if calibration is None:
             calibration = quantize.synthetic_calibration(model)
             synthetic = True
@@ -54,11 +60,12 @@ def run_frontend(
                 "data may suffer",
                 file=log,
             )  # type: ignore[arg-type]
+        fmodel = model
         qmodel = quantize.quantise(model, calibration, weight_bits, act_bits)
         qmodel = fold_constants.run(qmodel)
     imp = Importer(qmodel)
     graph = imp.run()
-    return Frontend(graph, imp.trace_map(), imp.output_tol(), qmodel, calibration, synthetic)
+    return Frontend(graph, imp.trace_map(), imp.output_tol(), qmodel, calibration, synthetic, fmodel)
 
 
 def _synthetic_int(model: onnx.ModelProto) -> dict[str, np.ndarray]:

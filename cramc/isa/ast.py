@@ -179,11 +179,25 @@ class TensorType:
 
 @dataclass(frozen=True)
 class IODecl:
+    """`.input NAME : TYPE [batch=AXIS] [name="..."]` (or `.output`).
+
+    `batch`: the axis of TYPE that is the model's batch axis (size 1: one sample), so that data files
+    carry the samples on that axis, as onnxruntime does, instead of on an extra leading one.
+    `data_name`: the tensor's name in data files (the ONNX name, when the program spells it differently).
+    """
+
     direction: str  # "input" | "output"
     name: str
     type: TensorType
     comment: str | None = None
     loc: Loc | None = field(default=None, compare=False)
+    batch: int | None = None
+    data_name: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The name in data files: `data_name` if given, else the program's name."""
+        return self.data_name if self.data_name is not None else self.name
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,6 +223,15 @@ class Expect:
 
 
 @dataclass(frozen=True)
+class ExpectFloat:
+    """The float model's outputs for the validation inputs of `.expect` (output name -> data constant)."""
+
+    attrs: tuple[AttrVal, ...]
+    comment: str | None = None
+    loc: Loc | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Trace:
     """Reference values of intermediate tensors for sample 0 of the validation vectors (cramc run --trace)."""
 
@@ -217,7 +240,7 @@ class Trace:
     loc: Loc | None = field(default=None, compare=False)
 
 
-TopItem = Machine | IODecl | DataDecl | Expect | Trace | Micro | Section | Comment | Blank
+TopItem = Machine | IODecl | DataDecl | Expect | ExpectFloat | Trace | Micro | Section | Comment | Blank
 
 
 @dataclass(frozen=True, eq=False)

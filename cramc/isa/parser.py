@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import json
 import math
 import os
 import sys
@@ -45,6 +46,40 @@ def _num(text: str) -> int | float:
     if any(ch in t for ch in ".e") or "inf" in t:
         return float(text)
     return int(text)
+
+
+#: Attributes of an .input/.output declaration (see ast.IODecl).
+IO_ATTRS = ("batch", "name")
+
+
+def _batch_axis(tok: Token, typ: ast.TensorType) -> int:
+    text = str(tok)
+    if tok.type != "NUMBER" or not text.isdigit():
+        raise _LocatedError(f"batch must be an axis number of {list(typ.shape)}, got {text}", tok.line, tok.column)
+    axis = int(text)
+    shape = list(typ.shape)
+    if axis >= len(shape):
+        raise _LocatedError(f"batch={axis}: the declared shape {shape} has no axis {axis}", tok.line, tok.column)
+    if shape[axis] != 1:
+        raise _LocatedError(
+            f"batch={axis}: axis {axis} of {shape} has size {shape[axis]}; the batch axis holds one sample (size 1)",
+            tok.line,
+            tok.column,
+        )
+    return axis
+
+
+def _data_name(tok: Token) -> str:
+    if tok.type != "STRING":
+        raise _LocatedError(f'name must be a string in double quotes (name="x/y"), got {tok}', tok.line, tok.column)
+    value = json.loads(str(tok))
+    if not value:
+        raise _LocatedError("name must not be empty", tok.line, tok.column)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _LocatedError("name holds an unpaired surrogate (not valid Unicode)", tok.line, tok.column) from None
+    return str(value)
 
 
 class _ToAst(Transformer):
@@ -135,8 +170,32 @@ class _ToAst(Transformer):
     def machine(self, items: list[ast.AttrVal]) -> tuple[str, object]:
         return ("machine", tuple(items))
 
+    def io_attr(self, items: list[Token]) -> tuple[Token, Token]:
+        return (items[0], items[1])
+
     def io_decl(self, items: list[object]) -> tuple[str, object]:
-        return ("io", (str(items[0])[1:], str(items[1]), items[2]))
+        direction, name, typ = str(items[0])[1:], str(items[1]), items[2]
+        assert isinstance(typ, ast.TensorType)
+        batch: int | None = None
+        data_name: str | None = None
+        seen: set[str] = set()
+        for key, val in items[3:]:  # type: ignore[misc]
+            k = str(key)
+            if k not in IO_ATTRS:
+                raise _LocatedError(
+                    f"unknown attribute '{k}' of .{direction} (allowed: {', '.join(IO_ATTRS)})", key.line, key.column
+                )
+            if k in seen:
+                raise _LocatedError(f"attribute '{k}' given twice", key.line, key.column)
+            seen.add(k)
+            if k == "batch":
+                batch = _batch_axis(val, typ)
+            else:
+                data_name = _data_name(val)
+        return ("io", (direction, name, typ, batch, data_name))
+
+    def expect_float(self, items: list[ast.AttrVal]) -> tuple[str, object]:
+        return ("expect_float", tuple(items))
 
     def data_decl(self, items: list[object]) -> tuple[str, object]:
         name, typ, (enc, payload, tok) = items  # type: ignore[misc]
@@ -229,6 +288,7 @@ def _describe_expected(expected: set[str]) -> str:
         "RPAR": "')'",
         "PKIND": "a parameter kind (col, acc, int)",
         "ENCODED": 'an encoded payload (b64z"...")',
+        "STRING": 'a string ("...")',
         "COMMENT": "a comment",
         "IODIR": "'.input', '.output'",
         "SECTION": "'.init', '.main'",
@@ -354,13 +414,15 @@ def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, sourc
             if kind == "machine":
                 top.append(ast.Machine(val, comment, loc))  # type: ignore[arg-type]
             elif kind == "io":
-                direction, name, typ = val  # type: ignore[misc]
-                top.append(ast.IODecl(direction, name, typ, comment, loc))
+                direction, name, typ, batch, data_name = val  # type: ignore[misc]
+                top.append(ast.IODecl(direction, name, typ, comment, loc, batch=batch, data_name=data_name))
             elif kind == "data":
                 name, typ, values, enc, raw = val  # type: ignore[misc]
                 top.append(ast.DataDecl(name, typ, values, enc, comment, loc, raw))
             elif kind == "expect":
                 top.append(ast.Expect(val, comment, loc))  # type: ignore[arg-type]
+            elif kind == "expect_float":
+                top.append(ast.ExpectFloat(val, comment, loc))  # type: ignore[arg-type]
             elif kind == "trace":
                 top.append(ast.Trace(val, comment, loc))  # type: ignore[arg-type]
     if stack:

@@ -6,6 +6,7 @@ every .cram file in the repository.  Comments and blank lines are kept.
 
 from __future__ import annotations
 
+import json
 import math
 
 from cramc.isa import ast
@@ -98,6 +99,16 @@ def fmt_data(d: ast.DataDecl) -> str:
     return f".data ${d.name} : {fmt_type(d.type)} = {payload}"
 
 
+def fmt_io(d: ast.IODecl) -> str:
+    """`.input x : f32[1,64] batch=0 name="x/0"`: the data name as a JSON string (any characters)."""
+    text = f".{d.direction} {d.name} : {fmt_type(d.type)}"
+    if d.batch is not None:
+        text += f" batch={d.batch}"
+    if d.data_name is not None:
+        text += " name=" + json.dumps(d.data_name, ensure_ascii=False)
+    return text
+
+
 def print_program(p: ast.Program) -> str:
     out: list[str] = []
     for item in p.items:
@@ -108,11 +119,13 @@ def print_program(p: ast.Program) -> str:
         elif isinstance(item, ast.Machine):
             out.append(_with_comment(".machine " + fmt_attrs(item.attrs), item.comment))
         elif isinstance(item, ast.IODecl):
-            out.append(_with_comment(f".{item.direction} {item.name} : {fmt_type(item.type)}", item.comment))
+            out.append(_with_comment(fmt_io(item), item.comment))
         elif isinstance(item, ast.DataDecl):
             out.append(_with_comment(fmt_data(item), item.comment))
         elif isinstance(item, ast.Expect):
             out.append(_with_comment(".expect " + fmt_attrs(item.attrs), item.comment))
+        elif isinstance(item, ast.ExpectFloat):
+            out.append(_with_comment(".expect_float " + fmt_attrs(item.attrs), item.comment))
         elif isinstance(item, ast.Trace):
             out.append(_with_comment(".trace " + fmt_attrs(item.attrs), item.comment))
         elif isinstance(item, ast.Micro):

@@ -37,7 +37,7 @@ MAX_CELLS = 1 << 38  # 32 GiB of state per sample, bit-packed
 #: Instructions of the linked program (micro-program calls are inlined, so calls that call calls can
 #: multiply a short text into an enormous program; light ResNet-50 links to about 200 000).
 MAX_LINKED = 1 << 22
-#: Work (see `Work`) that `cramc run` does without --max-work: about 40 minutes of simulation on one
+#: Work (see `Work`) that `cramc run` does without --max-work: about half an hour of simulation on one
 #: CPU core; 3x what light ResNet-50 needs for its 4 validation vectors, and enough to refuse any
 #: program that executes a billion instructions.
 DEFAULT_MAX_WORK = 5 * 10**13
@@ -47,6 +47,8 @@ DISPATCH_COST = 1 << 16
 #: Elements of one CMOS tensor per sample (declared or inferred): shapes are inferred by running
 #: the reference semantics on zeros, so this bounds the verifier's own memory too.
 MAX_TENSOR_ELEMENTS = 1 << 26
+#: Operands of the protected tree ops (tvadd, tdadd, ...) that hold redundant copies of one column.
+COPY_OPERANDS = ("c0", "c1", "c2")
 MACHINE_KEYS = {"arrays": True, "rows": True, "cols": True, "accs": False}
 DEFAULT_ACCS = 64
 
@@ -103,9 +105,18 @@ Node = BoundOp | Loop
 
 @dataclass(frozen=True, eq=False)
 class IOSpec:
+    """A program input or output. `batch`: the axis of `shape` that is the model's batch axis (data files
+    carry the samples there); `key`: the name in data files (the ONNX name; the program's name if not given)."""
+
     name: str
     dtype: str
     shape: tuple[int, ...]
+    batch: int | None = None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +124,8 @@ class Expectation:
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     tol: float
+    #: the float model's outputs for the same inputs (.expect_float; empty if the program has none)
+    float_outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -262,10 +275,18 @@ class Verifier(_Checker):
     def _ios(self, direction: str) -> tuple[IOSpec, ...]:
         out: list[IOSpec] = []
         names: set[str] = set()
+        keys: dict[str, str] = {}
         for d in self.p.ios(direction):
             if d.name in names:
                 raise self.err(f"{direction} '{d.name}' declared twice", d.loc)
             names.add(d.name)
+            if d.key in keys:
+                other = keys[d.key]
+                raise self.err(
+                    f"{direction} '{d.name}' has the same name in data files, '{d.key}', as {direction} '{other}'",
+                    d.loc,
+                )
+            keys[d.key] = d.name
             size = int(np.prod(d.type.shape, dtype=object)) if d.type.shape else 1
             if size > MAX_TENSOR_ELEMENTS:
                 raise self.err(
@@ -273,7 +294,7 @@ class Verifier(_Checker):
                     f"{MAX_TENSOR_ELEMENTS}",
                     d.loc,
                 )
-            out.append(IOSpec(d.name, d.type.dtype, d.type.shape))
+            out.append(IOSpec(d.name, d.type.dtype, d.type.shape, d.batch, d.key))
         return tuple(out)
 
     # ------------------------------------------------------------------ values
@@ -430,6 +451,9 @@ class Verifier(_Checker):
     def _expect(self, inputs: tuple[IOSpec, ...], outputs: tuple[IOSpec, ...]) -> Expectation | None:
         exps = self.p.expects
         if not exps:
+            floats = [i for i in self.p.items if isinstance(i, ast.ExpectFloat)]
+            if floats:
+                raise self.err(".expect_float needs an .expect line (the inputs its outputs belong to)", floats[0].loc)
             return None
         if len(exps) > 1:
             raise self.err("more than one .expect line", exps[1].loc)
@@ -464,7 +488,34 @@ class Verifier(_Checker):
         ns = {v.shape[0] for v in (*ins.values(), *outs.values())}
         if len(ns) != 1:
             raise self.err(".expect data have different numbers of samples", e.loc)
-        return Expectation(ins, outs, tol)
+        return Expectation(ins, outs, tol, self._expect_float(outputs, ns.pop()))
+
+    def _expect_float(self, outputs: tuple[IOSpec, ...], n: int) -> dict[str, np.ndarray]:
+        """.expect_float: the float model's outputs for the .expect inputs, [n, *shape] per output."""
+        lines = [i for i in self.p.items if isinstance(i, ast.ExpectFloat)]
+        if len(lines) > 1:
+            raise self.err("more than one .expect_float line", lines[1].loc)
+        out: dict[str, np.ndarray] = {}
+        known = {d.name: d for d in outputs}
+        env = _Env({}, {}, None, None)
+        for a in lines[0].attrs if lines else ():
+            io = known.get(a.name)
+            if io is None:
+                raise self.err(f"'{a.name}' is not a declared output{self._suggest(a.name, known)}", a.loc)
+            if a.name in out:
+                raise self.err(f"'{a.name}' given twice", a.loc)
+            if not isinstance(a.value, ast.ConstRef):
+                raise self.err(f"{a.name}= must name a data constant", a.loc)
+            arr = self._const(a.value, env)
+            want = (n, *io.shape)
+            if tuple(arr.shape) != want:
+                raise self.err(
+                    f"float outputs ${a.value.name} have shape {list(arr.shape)}, expected {list(want)} "
+                    f"(one per .expect sample)",
+                    a.loc,
+                )
+            out[a.name] = arr
+        return out
 
     def _static_body(self, body: tuple[ast.Stmt, ...], micro: ast.Micro) -> None:
         """Checks that need no bindings: names of params used in the body exist."""
@@ -776,9 +827,20 @@ class Verifier(_Checker):
             n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
             self._define(ops[0], (n, nrows, fields) if fields else (n, nrows), True, ins, env)
         elif op.unit is Unit.TREE:
+            copies: dict[int, str] = {}  # column -> the copy operand (c0, c1, c2) that names it
             for i, (spec, c) in enumerate(zip(op.operands, ops, strict=False)):
                 if spec.kind is Kind.COL:
                     self._read_cols(bop, range(c, c + 1), ins, env, i)
+                if spec.kind is Kind.COL and spec.name in COPY_OPERANDS:
+                    if c in copies:
+                        # one column given twice: a fault in it is "confirmed" by itself, the protection is void
+                        raise self.err(
+                            f"{op.mnemonic}: the copy operands {copies[c]} and {spec.name} both name column c{c}; "
+                            "the protection needs distinct copies (a fault in one column would agree with itself)",
+                            ins.operands[i].loc,
+                            env.site,
+                        )
+                    copies[c] = spec.name
             if not 0 <= ops[-1] < 63:
                 raise self.err("shift must be between 0 and 62", ins.operands[-1].loc, env.site)
         elif op.mnemonic == "ard":

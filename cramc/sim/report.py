@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from cramc.errors import UserError
 from cramc.sim.faults import FaultModel
 from cramc.sim.interp import Counts
 
@@ -62,6 +63,93 @@ def format_table(rows: list[Comparison]) -> str:
             f"{'match' if c.ok else 'MISMATCH'} (tol {c.tol:g})"
         )
     return "\n".join(lines)
+
+
+def check_labels(labels: np.ndarray, samples: int, classes: int, source: str, output: str) -> np.ndarray:
+    """Labels as int64 `[samples]`, or a UserError naming `source` and what is wrong with them.
+
+    Labels are integer class ids 0 .. classes-1 of `output` (whose argmax the accuracy compares with
+    them), one per sample, shape `[N]` (or `[N, 1]`).  Anything else would give a meaningless accuracy
+    (every float or out-of-range label counts as wrong), so it is refused: floats (even whole ones),
+    one-hot or other 2-D labels, negative or too large ids, a count that differs from the samples.
+    """
+    x = np.asarray(labels)
+    where = f"{source}: labels"
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x.reshape(-1)
+    if x.ndim == 2:
+        onehot = x.size and np.isin(x, (0, 1)).all() and (x.sum(axis=1) == 1).all()
+        if onehot:
+            raise UserError(
+                f"{where} are one-hot, shape {list(x.shape)}; give one class id per sample, shape [N] "
+                "(labels.argmax(axis=1))"
+            )
+        raise UserError(f"{where} have shape {list(x.shape)}; expected one class id per sample, shape [N]")
+    if x.ndim != 1:
+        raise UserError(f"{where} have shape {list(x.shape)}; expected one class id per sample, shape [N]")
+    if not np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+        if np.issubdtype(x.dtype, np.floating) and np.isfinite(x).all() and (x == np.round(x)).all():
+            raise UserError(
+                f"{where} are {x.dtype} (whole numbers); class ids must be integers: save them with "
+                "labels.astype(np.int64)"
+            )
+        bad = next((i for i, v in enumerate(x.reshape(-1)) if not _whole(v)), 0)
+        raise UserError(
+            f"{where} are {x.dtype} values, not integer class ids (e.g. {x.reshape(-1)[bad].item()!r} at index {bad})"
+        )
+    if x.shape[0] != samples:
+        raise UserError(f"{source}: {x.shape[0]} labels for {samples} samples")
+    out = (x < 0) | (x >= classes)
+    if out.any():
+        i = int(np.argmax(out))
+        raise UserError(
+            f"{source}: {int(out.sum())} of {x.shape[0]} labels are not class ids of output '{output}' "
+            f"(0 .. {classes - 1}), e.g. {int(x[i])} at index {i}"
+        )
+    return x.astype(np.int64)
+
+
+def _whole(v: object) -> bool:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(f) and f == round(f))
+
+
+@dataclass(frozen=True)
+class FloatAgreement:
+    """How the simulated outputs compare with the float model's (embedded by cramc compile)."""
+
+    name: str
+    samples: int
+    top1_agree: int | None  # argmax per sample equal; None when an output has one element per sample
+    max_abs_diff: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.name,
+            "samples": self.samples,
+            "top1_agree": self.top1_agree,
+            "max_abs_diff": self.max_abs_diff,
+        }
+
+    def line(self) -> str:
+        diff = f"max |diff| {self.max_abs_diff:.4g}"
+        if self.top1_agree is None:
+            return f"float model: {self.name} on the {self.samples} validation inputs: {diff}"
+        return (
+            f"float model: {self.name} top-1 agrees on {self.top1_agree} of {self.samples} validation inputs "
+            f"({self.top1_agree / max(self.samples, 1):.4f}); {diff}"
+        )
+
+
+def float_agreement(name: str, got: np.ndarray, want: np.ndarray) -> FloatAgreement:
+    n = int(want.shape[0])
+    g = got.astype(np.float64).reshape(n, -1)
+    w = want.astype(np.float64).reshape(n, -1)
+    top1 = int((g.argmax(axis=1) == w.argmax(axis=1)).sum()) if w.shape[1] > 1 else None
+    return FloatAgreement(name, n, top1, float(np.abs(g - w).max()) if w.size else 0.0)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

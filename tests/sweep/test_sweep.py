@@ -218,5 +218,5 @@ def test_interval_helpers() -> None:
 
 def test_labels_must_match_data() -> None:
     x, y, cal = _inputs(20)
-    with pytest.raises(UserError, match="20 integer class labels"):
+    with pytest.raises(UserError, match="10 labels for 20 samples"):
         run_sweep(SweepOptions(MLP, (0.0,), ("none",), seeds=1), x, y[:10], cal, log=io.StringIO())
