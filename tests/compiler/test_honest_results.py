@@ -127,6 +127,17 @@ def test_nan_inf_complex_inputs_are_errors(
     assert res.err == f"error: {cal}: array 'input' {message.format(n=x[:64].size)}\n"
 
 
+def test_sweep_refuses_nan_data(tmp_path: Path) -> None:
+    d = DIGITS["mlp"]
+    x = load_npz(d.test_x)["input"][:40].copy()
+    x[3, 7] = np.nan
+    data = tmp_path / "x.npz"
+    np.savez(data, input=x)
+    res = cramc("sweep", str(d.model), "--data", str(data), "--labels", str(d.labels), "--no-progress")
+    assert res.rc == 1 and res.out == ""
+    assert res.err == f"error: {data}: array 'input' holds 1 NaN value(s) (of 2560); cramc needs finite numbers\n"
+
+
 # ---------------------------------------------------------------- calibration warnings
 
 

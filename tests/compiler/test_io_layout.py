@@ -144,3 +144,20 @@ def test_a_model_without_a_batch_axis_keeps_a_leading_sample_axis(tmp_path: Path
     want = np.stack([_ort(model, {"x": x[k]})["y"] for k in range(6)])
     got = load_npz(out)["y"]
     assert got.shape == want.shape == (6, 4, 3)
+
+
+def test_sweep_reads_the_same_data_file(tmp_path: Path) -> None:
+    """`cramc sweep --data` takes the arrays `run --input` takes: ONNX names, samples on the batch axis."""
+    model = tmp_path / "slash.onnx"
+    onnx.save(_slash_model("N"), model)
+    x = np.random.default_rng(3).random((12, 1, 4, 4), dtype=np.float32)
+    data, labels = tmp_path / "x.npz", tmp_path / "y.npy"
+    np.savez(data, **{"data/0": x})
+    np.save(labels, _ort(model, {"data/0": x})["out/logits:0"].argmax(axis=1))
+    for mode in ("gate", "statistical"):
+        res = cramc(
+            "sweep", str(model), "--data", str(data), "--labels", str(labels), "--calibration", str(data),
+            "--gate-error", "0", "--protection", "none", "--seeds", "1", "--mode", mode, "--no-progress",
+        )  # fmt: skip
+        assert res.rc == 0, res.err
+        assert "swept 1 points x 1 seed(s) on 12 samples" in res.out
