@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
@@ -52,6 +53,8 @@ def _budget(gib: float | None) -> int | None:
         return None
     if not (gib > 0 and math.isfinite(gib)):
         raise UserError(f"--max-memory must be a positive, finite number of GiB, got {gib}")
+    if gib > 2**40:
+        raise UserError(f"--max-memory {gib} GiB is more than 2^40 GiB (give what the machine has)")
     return int(gib * 2**30)
 
 
@@ -633,6 +636,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk while writing scratch files (outputs say so themselves, cramc.fileio)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        where = f" writing {e.filename}" if e.filename else " writing a scratch file"
+        print(f"error: {e.strerror}{where}; free some space (or set TMPDIR) and try again", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # the reader went away (cramc run ... | head): not an error of ours; stop writing to the pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

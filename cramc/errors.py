@@ -81,7 +81,7 @@ class UserError(Exception):
         if self.source is None:
             return head
         text = _source_line(self.source, self.loc.line)
-        if text is None:
+        if text is None or not text.strip():
             return head
         text, col = excerpt(text, max(self.loc.col, 1) - 1)
         return f"{head}\n  {text}\n  {' ' * col}^"

@@ -14,6 +14,8 @@ from cramc.errors import UserError
 def load_model(path: str) -> onnx.ModelProto:
     """Load, check external-data paths, run the ONNX checker; raise UserError on any problem."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{path}: is a directory, not an ONNX model file")
     if not p.is_file():
         raise UserError(f"{path}: no such model file")
     try:

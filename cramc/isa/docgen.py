@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cramc.isa import data as tdata
-from cramc.isa import verifier
+from cramc.isa import parser, verifier
 from cramc.isa.opcodes import OPCODES, AKind, Attr, Kind, Opcode, Operand, Unit
 
 #: How each operand kind is written.
@@ -322,6 +322,50 @@ def _unit_section(unit: Unit, ops: list[Opcode]) -> list[str]:
     return out
 
 
+def _e(x: float, digits: int = 1) -> str:
+    """5e13, 7.6e8: a large number in scientific notation without the '+' and leading zeros."""
+    mant, exp = f"{float(x):.{digits - 1}e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def _limits_section() -> list[str]:
+    """The bounds that keep an untrusted program from exhausting memory, time or the stack."""
+    work = verifier.DEFAULT_MAX_WORK
+    return [
+        "## Limits",
+        "",
+        "A program can come from anywhere, so every resource it can ask for is bounded; each bound is a located "
+        "error of `cramc check` (the last one of `cramc run`), never a crash:",
+        "",
+        "| what | limit | checked |",
+        "|---|---|---|",
+        f"| program text | {parser.MAX_SOURCE_BYTES} bytes | before the file is read |",
+        f"| decoded data constants, all together | {tdata.MAX_DATA_BYTES} bytes ({tdata.MAX_DATA_BYTES >> 20} MiB) "
+        "| before each constant is decoded, from its declared type; a `b64z` payload is inflated by a streaming "
+        "decompressor that stops at the declared size, so a small file cannot inflate to more |",
+        f"| elements of one data constant | {tdata.MAX_ELEMENTS} | from the declared type |",
+        f"| elements of one CMOS tensor per sample | {verifier.MAX_TENSOR_ELEMENTS} | declared or inferred shapes |",
+        f"| cells of the chip per sample | {verifier.MAX_CELLS} | the `.machine` header |",
+        f"| nesting of blocks | {parser.MAX_NESTING} levels | `.init`, `.main`, `.micro` and `repeat` blocks in the "
+        "text; loops and micro-program calls together, counted through calls |",
+        f"| instructions of the linked program | {verifier.MAX_LINKED} | micro-program calls are inlined, so calls "
+        "inside called micro-programs multiply |",
+        f"| work of a run | {_e(work)} units unless `cramc run --max-work N` (`inf`: no limit) | before the "
+        "simulation starts; the error states the estimate |",
+        "",
+        "The work of a run is what the simulator does, counted statically (loops unrolled by their trip counts, "
+        "calls inlined, `.init` and `.main` together): samples x row operations per sample (an instruction on the "
+        "arrays: arrays x active rows; a CMOS instruction: the elements it reads and writes) + "
+        f"{verifier.DISPATCH_COST} x instructions and loop iterations executed, once per batch of sample lanes "
+        "(dispatching an instruction costs about as much as that many row operations). The default admits about "
+        "half an hour of simulation on one CPU core. Measured: light ResNet-50 of onnx's model zoo needs 1.5e13 "
+        "for its 4 validation vectors (2.0e8 instructions, 5.4e11 row operations per sample), MNIST LeNet-5 "
+        "(models/) 1.0e9 for its validation vectors and 5.8e11 for 10 000 images; a program that executes "
+        f"{_e(work // verifier.DISPATCH_COST + 1, 2)} instructions or more needs `--max-work`.",
+        "",
+    ]
+
+
 def render_isa_reference() -> str:
     """The full ISA reference as Markdown (the content of docs/isa.md)."""
     _check_complete()
@@ -335,13 +379,14 @@ def render_isa_reference() -> str:
         "from the single opcode table (cramc/isa/opcodes.py) and the verifier's limits; "
         "docs/error-model.md describes the fault model and its parameters.",
         "",
-        "Contents: machine model; program structure; one section per unit: "
+        "Contents: machine model; program structure; limits; one section per unit: "
         + ", ".join(UNIT_DOC[u].title for u in Unit if any(op.unit is u for op in OPCODES.values()))
         + ".",
         "",
     ]
     out += _machine_section()
     out += _structure_section()
+    out += _limits_section()
     for unit in Unit:
         ops = [op for op in OPCODES.values() if op.unit is unit]
         if ops:

@@ -201,9 +201,10 @@ class _ToAst(Transformer):
         name, typ, (enc, payload, tok) = items  # type: ignore[misc]
         need = tdata.declared_bytes(typ.dtype, typ.shape)  # type: ignore[union-attr]
         if self.data_bytes + need > tdata.MAX_DATA_BYTES:  # checked before anything is decoded
+            total = f" bring the program's data constants to {self.data_bytes + need} bytes" if self.data_bytes else ""
             raise _LocatedError(
-                f"data {name}: {need} bytes as declared {'bring' if self.data_bytes else 'are'} the program's data "
-                f"constants to {self.data_bytes + need} bytes, more than the limit of {tdata.MAX_DATA_BYTES >> 20} MiB",
+                f"data {name}: {need} bytes as declared{total}, more than the limit of {tdata.MAX_DATA_BYTES >> 20} "
+                "MiB for all the data constants of a program",
                 name.line,  # type: ignore[union-attr]
                 name.column,  # type: ignore[union-attr]
             )

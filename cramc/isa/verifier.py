@@ -36,7 +36,7 @@ MAX_ACCS = 1 << 16
 MAX_CELLS = 1 << 38  # 32 GiB of state per sample, bit-packed
 #: Instructions of the linked program (micro-program calls are inlined, so calls that call calls can
 #: multiply a short text into an enormous program; light ResNet-50 links to about 200 000).
-MAX_LINKED = 1 << 22
+MAX_LINKED = 1 << 20
 #: Work (see `Work`) that `cramc run` does without --max-work: about half an hour of simulation on one
 #: CPU core; 3x what light ResNet-50 needs for its 4 validation vectors, and enough to refuse any
 #: program that executes a billion instructions.
@@ -169,7 +169,10 @@ class _Checker:
 
     def err(self, msg: str, loc: Loc | None, site: tuple[Loc, ...] = ()) -> UserError:
         if site:
-            msg += " (in a micro-program called at " + ", ".join(f"line {s.line}" for s in site) + ")"
+            lines = [f"line {s.line}" for s in site]
+            if len(lines) > 4:  # calls nested deep: the outermost and the innermost
+                lines = [*lines[:2], f"... {len(lines) - 4} more", *lines[-2:]]
+            msg += " (in a micro-program called at " + ", ".join(lines) + ")"
         return UserError(msg, loc or Loc(self.file, 1, 1), self.src)
 
     # ------------------------------------------------------------------ header
@@ -245,7 +248,6 @@ class Verifier(_Checker):
         # chip costs only what the program touches
         self.written: dict[int, np.ndarray] = {}
         self.tensors: dict[str, tuple[tuple[int, ...], bool]] = {}
-        self.linked = 0  # instructions linked so far (bounded by MAX_LINKED)
         self.cmos_cost: dict[int, int] = {}  # id(BoundOp) -> elements a CMOS instruction reads and writes
 
     # ------------------------------------------------------------ declarations
@@ -401,6 +403,7 @@ class Verifier(_Checker):
             self._static_body(m.body, m)
         for d in inputs:
             self.tensors[d.name] = (d.shape, not tdata.is_float(d.dtype))
+        self._linked_size([sections[k] for k in ("init", "main") if k in sections])
         env = _Env({}, {}, None, None)
         init = self._walk(sections["init"].body, env) if "init" in sections else ()
         main = self._walk(sections["main"].body, env)
@@ -565,6 +568,44 @@ class Verifier(_Checker):
             raise self.err(f"'{op.mnemonic}' runs in the CMOS unit and takes no array set", ins.arrays.loc, site)
         return op
 
+    def _linked_size(self, sections: list[ast.Section]) -> None:
+        """Refuse, before linking, a program whose inlined calls would link to more than MAX_LINKED instructions.
+
+        Sizes are counted per micro-program once (memoised), so calls that call calls twice cost nothing
+        to count however much they multiply; recursion and over-deep calls count 0 here and are reported
+        by the walk.
+        """
+        sizes: dict[str, int] = {}
+
+        def size(body: tuple[ast.Stmt, ...], calls: tuple[str, ...], depth: int) -> int:
+            if depth > MAX_NESTING:
+                return 0
+            n = 0
+            for s in body:
+                if isinstance(s, ast.Repeat):
+                    n += size(s.body, calls, depth + 1)
+                elif isinstance(s, ast.Instr):
+                    target = s.operands[0] if s.mnemonic == "call" and s.operands else None
+                    m = self.micros.get(target.name) if isinstance(target, ast.Expr) else None
+                    if m is None:
+                        n += 1
+                    elif m.name not in calls:
+                        if m.name not in sizes:
+                            sizes[m.name] = size(m.body, (*calls, m.name), depth + 1)
+                        n += sizes[m.name]
+            return n
+
+        total = 0
+        for sec in sections:
+            for s in sec.body:
+                total += size((s,), (), 1)
+                if total > MAX_LINKED:
+                    raise self.err(
+                        f"the program links to more than {MAX_LINKED} instructions (the limit; micro-program calls "
+                        "are inlined, so calls inside called micro-programs multiply)",
+                        getattr(s, "loc", None) or sec.loc,
+                    )
+
     def _work(self, nodes: tuple[Node, ...]) -> tuple[int, int]:
         """(instructions and loop iterations executed, row operations per sample) of `nodes`."""
         instructions = row_ops = 0
@@ -645,14 +686,6 @@ class Verifier(_Checker):
             env.site,
             self._line_text(ins.loc),
         )
-        self.linked += 1
-        if self.linked > MAX_LINKED:
-            raise self.err(
-                f"the program links to more than {MAX_LINKED} instructions (the limit; micro-program calls are "
-                "inlined, so calls inside called micro-programs multiply)",
-                ins.loc,
-                env.site,
-            )
         self._dataflow(bop, ins, env)
         return [bop]
 

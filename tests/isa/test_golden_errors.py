@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cramtest import GOLDEN_ERRORS
 
+from cramc.errors import excerpt
+
 CASES = sorted(GOLDEN_ERRORS.glob("*.cram"))
 
 
@@ -37,8 +39,9 @@ def test_golden_diagnostic(case: Path, cli, monkeypatch: pytest.MonkeyPatch) -> 
     # the source line and a caret under the reported column follow
     _, line, col = lines[0].split(": error: ")[0].rsplit(":", 2)
     src = case.read_text(encoding="utf-8").splitlines()[int(line) - 1]
-    assert lines[1] == "  " + src
-    assert lines[2] == "  " + " " * (int(col) - 1) + "^"
+    shown, at = excerpt(src, int(col) - 1)  # the line itself, or 100 characters of it around the column
+    assert lines[1] == "  " + shown
+    assert lines[2] == "  " + " " * at + "^"
 
 
 def test_diagnostic_names_the_path_given(cli, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
