@@ -246,13 +246,22 @@ def _structure_section() -> list[str]:
         "| statement | where | meaning |",
         "|---|---|---|",
         "| `.machine arrays=N rows=N cols=N [accs=N]` | top, once | the chip (see the machine model) |",
-        "| `.input NAME : TYPE` | top | a program input, one tensor per sample, e.g. `.input x : u8[4,256,2]` |",
-        "| `.output NAME : TYPE` | top | a program output; `.main` must define tensor `%NAME` with this shape |",
+        '| `.input NAME : TYPE [batch=AXIS] [name="..."]` | top | a program input, one tensor per sample, e.g. '
+        "`.input x : u8[4,256,2]`; `batch=AXIS`: that axis (of size 1) is the model's batch axis, so data files "
+        "carry the samples on it (`f32[1,784] batch=0` reads `[N, 784]`, and also `[N, 1, 784]`), as onnxruntime "
+        "does; without it the samples are an extra leading axis; `name=`: the input's name in data files, a "
+        'JSON string (the ONNX name, e.g. `name="gpu_0/data_0"`), when it differs from NAME |',
+        '| `.output NAME : TYPE [batch=AXIS] [name="..."]` | top | a program output; `.main` must define tensor '
+        "`%NAME` with this shape; `batch=` and `name=` as for `.input` (`f32[1,10] batch=0` is written `[N, 10]`) |",
         "| `.data $NAME : TYPE = PAYLOAD` | top | a constant: an inline list `[1, -2, 3]` or the little-endian "
         'bytes in base64, `b64"..."`, or zlib-compressed base64, `b64z"..."` |',
         "| `.expect NAME=$DATA ... [tol=X]` | top, at most once | validation vectors: for every input and output "
         "a data constant with a leading sample axis; `cramc run` without `--input` runs the inputs and compares "
         "the outputs within `tol` (default 0) |",
+        "| `.expect_float NAME=$DATA ...` | top, at most once, with `.expect` | the float model's outputs for the "
+        "inputs of `.expect`, shape `[N, *shape]` per output: `.expect` holds onnxruntime's outputs of the "
+        "quantised model, so a match checks compilation and simulation, and `cramc run` also reports the top-1 "
+        "agreement with the float model |",
         "| `.trace NAME=$DATA ...` | top | reference values of intermediate tensors for sample 0 of the "
         "validation vectors, shape `[1, *shape]` (`cramc run --trace`) |",
         "| `.micro NAME(col a, acc s, int k) {` ... `}` | top | a micro-program: instructions without array sets, "

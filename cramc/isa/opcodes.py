@@ -344,7 +344,8 @@ ARRAY_OPS: tuple[Opcode, ...] = (
             semantics="Triple redundancy voted in the CMOS periphery: the tree senses the three copies c0, c1, c2 "
             "of a partial-product column, a CMOS majority voter (exact: it does not fail the way a CRAM gate "
             "does) combines them row by row, and the tree counts the voted ones, shifts and "
-            f"{'adds' if sign == '+' else 'subtracts'}. Read faults apply to each sensed bit.",
+            f"{'adds' if sign == '+' else 'subtracts'}. c0, c1, c2 must be distinct columns (verified). Read faults "
+            "apply to each sensed bit.",
         )
         for mn, sign in (("tvadd", "+"), ("tvsub", "-"))
     ),
@@ -366,7 +367,8 @@ ARRAY_OPS: tuple[Opcode, ...] = (
             semantics="Detect and recompute: the tree senses two copies c0, c1 of a partial-product column; in "
             "rows where they differ, the periphery senses the operand cells w and x and recomputes the product "
             "bit in CMOS (counted as extra sensed bits and as recomputes). Cheaper than triple redundancy; "
-            "a fault that hits both copies the same way goes undetected. Read faults apply to each sensed bit.",
+            "a fault that hits both copies the same way goes undetected, so c0 and c1 must be distinct columns "
+            "(verified). Read faults apply to each sensed bit.",
         )
         for mn, sign in (("tdadd", "+"), ("tdsub", "-"))
     ),
