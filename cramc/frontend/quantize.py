@@ -1,6 +1,7 @@
 """ONNX pass: legalisation and quantisation.
 
-Legalisation checks every operator against what cramc lowers (naming the op
+Legalisation checks every operator against what cramc lowers (the importer's
+handler registry, cramc.frontend.importer.SUPPORTED_OPS; the error names the op
 type, the node and the supported list), removes inference no-ops (Dropout,
 Identity) and brings the opset to one that per-channel QDQ needs.  A float
 model is then quantised with onnxruntime's own static quantiser (QDQ format,
@@ -20,67 +21,22 @@ import onnx
 from onnx import version_converter
 
 from cramc.errors import UserError
+from cramc.frontend.importer import QUANTISED_OPS, SUPPORTED_OPS
 
 NAME = "legalize-quantize"
 
-FLOAT_OPS = {
-    "Gemm",
-    "MatMul",
-    "Conv",
-    "Relu",
-    "Clip",
-    "LeakyRelu",
-    "Add",
-    "Sum",
-    "Sub",
-    "Mul",
-    "BatchNormalization",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "Concat",
-    "Dropout",
-    "Identity",
-    "Softmax",
-    "LRN",
-    "Squeeze",
-    "Unsqueeze",
-    "Pad",
-}
-QUANT_OPS = {
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "QLinearConv",
-    "QLinearMatMul",
-    "MatMulInteger",
-    "ConvInteger",
-    "QLinearAdd",
-    "QLinearMul",
-    "QLinearGlobalAveragePool",
-    "QLinearConcat",
-    "QLinearLeakyRelu",
-    "QLinearAveragePool",
-    "Cast",
-}
-SUPPORTED = FLOAT_OPS | QUANT_OPS
-QUANTISED_MARKERS = QUANT_OPS - {"Cast"}
-
 
 def is_quantised(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in QUANTISED_MARKERS for n in model.graph.node)
+    return any(n.op_type in QUANTISED_OPS for n in model.graph.node)
 
 
 def legalise(model: onnx.ModelProto) -> onnx.ModelProto:
     for n in model.graph.node:
-        if n.op_type not in SUPPORTED or n.domain not in ("", "ai.onnx", "com.microsoft"):
+        if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx", "com.microsoft"):
             raise UserError(
                 f"node '{n.name or n.output[0]}': operator {n.op_type}"
                 f"{' (domain ' + n.domain + ')' if n.domain else ''} is not supported; supported operators: "
-                f"{', '.join(sorted(SUPPORTED))}"
+                f"{', '.join(sorted(SUPPORTED_OPS))}"
             )
     _drop_noops(model)
     _legal_gemm(model)
