@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from cramc.isa import ast
+from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import Kind, Unit
-from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
 
 
 @dataclass

@@ -10,14 +10,13 @@ Checks, all reported as located `UserError`s:
   columns read before they are written, tensors used before they are defined,
   CMOS shapes (computed by the reference semantics on one zero sample).
 
-The result, a `Linked` program, has every micro-program call inlined with its
-parameters bound and every constant resolved, so the interpreter only executes.
+The result, a `Linked` program (cramc.isa.linked), has every micro-program
+call inlined with its parameters bound (cramc.isa.link) and every constant
+resolved, so the interpreter only executes.
 """
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,8 +24,20 @@ import numpy as np
 from cramc.errors import Loc, UserError
 from cramc.isa import ast
 from cramc.isa import data as tdata
+from cramc.isa.link import Env, bind_call, check_nesting, linked_size, suggest
+from cramc.isa.linked import DISPATCH_COST as DISPATCH_COST  # docgen and the tests read it here
+from cramc.isa.linked import (
+    BoundOp,
+    Expectation,
+    IOSpec,
+    Linked,
+    Loop,
+    MachineSpec,
+    Node,
+    TRef,
+    Work,
+)
 from cramc.isa.opcodes import OPCODES, AKind, Kind, Opcode, Unit
-from cramc.isa.parser import MAX_NESTING
 
 #: Limits that keep a header from asking for absurd allocations.
 MAX_ARRAYS = 1 << 22
@@ -41,9 +52,6 @@ MAX_LINKED = 1 << 20
 #: CPU core; 3x what light ResNet-50 needs for its 4 validation vectors, and enough to refuse any
 #: program that executes a billion instructions.
 DEFAULT_MAX_WORK = 5 * 10**13
-#: Work units that dispatching one instruction costs, whatever its size: one gate on one array of 256
-#: rows takes about 2.4 us, as long as 65 536 row operations of a wide gate take.
-DISPATCH_COST = 1 << 16
 #: Elements of one CMOS tensor per sample (declared or inferred): shapes are inferred by running
 #: the reference semantics on zeros, so this bounds the verifier's own memory too.
 MAX_TENSOR_ELEMENTS = 1 << 26
@@ -51,114 +59,6 @@ MAX_TENSOR_ELEMENTS = 1 << 26
 COPY_OPERANDS = ("c0", "c1", "c2")
 MACHINE_KEYS = {"arrays": True, "rows": True, "cols": True, "accs": False}
 DEFAULT_ACCS = 64
-
-
-@dataclass(frozen=True)
-class MachineSpec:
-    arrays: int
-    rows: int
-    cols: int
-    accs: int
-
-    @property
-    def words(self) -> int:
-        return (self.rows + 63) // 64
-
-    @property
-    def state_bytes(self) -> int:
-        """Bytes of bit-packed array state per sample."""
-        return self.arrays * self.cols * self.words * 8
-
-
-@dataclass(frozen=True)
-class TRef:
-    """A resolved tensor operand: name and first-axis index (int, loop variable, or None)."""
-
-    name: str
-    index: int | str | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class BoundOp:
-    """One instruction with every parameter bound and constant resolved."""
-
-    op: Opcode
-    arrays: tuple[int, int] | None  # [lo, hi)
-    rows: tuple[int, int] | None  # [lo, hi)
-    operands: tuple[Any, ...]  # int (col/acc/int), (lo, hi) accs, TRef, np.ndarray (const)
-    attrs: dict[str, Any]
-    loc: Loc | None
-    site: tuple[Loc, ...] = ()  # call sites, outermost first
-    text: str = ""  # the source text of the instruction (for traces and errors)
-
-
-@dataclass(frozen=True, eq=False)
-class Loop:
-    var: str
-    count: int
-    body: tuple[BoundOp | Loop, ...]
-    loc: Loc | None = None
-
-
-Node = BoundOp | Loop
-
-
-@dataclass(frozen=True, eq=False)
-class IOSpec:
-    """A program input or output. `batch`: the axis of `shape` that is the model's batch axis (data files
-    carry the samples there); `key`: the name in data files (the ONNX name; the program's name if not given)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    batch: int | None = None
-    key: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.key:
-            object.__setattr__(self, "key", self.name)
-
-
-@dataclass(frozen=True, eq=False)
-class Expectation:
-    inputs: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
-    tol: float
-    #: the float model's outputs for the same inputs (.expect_float; empty if the program has none)
-    float_outputs: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Work:
-    """What running the program costs the simulator, counted statically (loops unrolled by their trip
-    counts, micro-program calls inlined, .init and .main together).
-
-    `instructions`: instructions (and loop iterations) executed; the simulator dispatches each once per
-    batch of sample lanes.  `row_ops`: per sample, the row operations of every executed instruction:
-    arrays x active rows for an instruction on the arrays, elements read and written for a CMOS one.
-    """
-
-    instructions: int = 0
-    row_ops: int = 0
-
-    def estimate(self, samples: int, lanes: int) -> int:
-        """Work units of a run of `samples` samples, `lanes` side by side: row operations + dispatches."""
-        batches = -(-samples // max(lanes, 1))
-        return self.row_ops * samples + DISPATCH_COST * self.instructions * batches
-
-
-@dataclass(frozen=True, eq=False)
-class Linked:
-    machine: MachineSpec
-    inputs: tuple[IOSpec, ...]
-    outputs: tuple[IOSpec, ...]
-    init: tuple[Node, ...]
-    main: tuple[Node, ...]
-    expect: Expectation | None
-    program: ast.Program
-    trace: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> reference value for validation sample 0
-    tensor_shapes: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # name -> (shape, is_int)
-    work: Work = field(default_factory=Work)
 
 
 class _Checker:
@@ -221,18 +121,6 @@ def _value_desc(v: ast.Value) -> str:
         ast.Range: "a range",
         ast.ListVal: "a list",
     }[type(v)]
-
-
-@dataclass
-class _Env:
-    """Bindings while walking: micro parameters, loop variables, call sites, inherited rows."""
-
-    params: dict[str, tuple[str, int | tuple[int, int]]]  # name -> (kind, value)
-    loops: dict[str, int]  # loop var -> count
-    arrays: tuple[int, int] | None
-    rows: tuple[int, int] | None
-    site: tuple[Loc, ...] = ()
-    micro_stack: tuple[str, ...] = ()
 
 
 class Verifier(_Checker):
@@ -300,7 +188,7 @@ class Verifier(_Checker):
         return tuple(out)
 
     # ------------------------------------------------------------------ values
-    def _int(self, v: ast.Value, env: _Env, what: str, kinds: tuple[str, ...] = ("int",)) -> int:
+    def _int(self, v: ast.Value, env: Env, what: str, kinds: tuple[str, ...] = ("int",)) -> int:
         if isinstance(v, ast.Num) and isinstance(v.value, int):
             return int(v.value)
         if isinstance(v, ast.Expr):
@@ -312,7 +200,7 @@ class Verifier(_Checker):
             return int(b[1]) + v.offset  # type: ignore[arg-type]
         raise self.err(f"expected {what}, got {_value_desc(v)}", v.loc, env.site)
 
-    def _col(self, v: ast.Value, env: _Env) -> int:
+    def _col(self, v: ast.Value, env: Env) -> int:
         if isinstance(v, ast.Col):
             c = v.index
         elif isinstance(v, ast.Expr):
@@ -323,7 +211,7 @@ class Verifier(_Checker):
             raise self.err(f"column {c} outside the array (cols={self.spec.cols})", v.loc, env.site)
         return c
 
-    def _acc(self, v: ast.Value, env: _Env, allow_range: bool) -> int | tuple[int, int]:
+    def _acc(self, v: ast.Value, env: Env, allow_range: bool) -> int | tuple[int, int]:
         if isinstance(v, ast.AccRef):
             lo, hi = v.lo, v.hi
             if hi is not None and not allow_range:
@@ -339,14 +227,14 @@ class Verifier(_Checker):
             return (lo, top)
         return lo
 
-    def _tref(self, v: ast.Value, env: _Env) -> TRef:
+    def _tref(self, v: ast.Value, env: Env) -> TRef:
         if not isinstance(v, ast.TensorRef):
             raise self.err(f"expected a tensor (%name), got {_value_desc(v)}", v.loc, env.site)
         if isinstance(v.index, str) and v.index not in env.loops:
             raise self.err(f"index '{v.index}' is not a loop variable in scope", v.loc, env.site)
         return TRef(v.name, v.index)
 
-    def _attr(self, op: Opcode, a: ast.AttrVal, env: _Env) -> Any:
+    def _attr(self, op: Opcode, a: ast.AttrVal, env: Env) -> Any:
         spec = op.attr_map[a.name]
         v = a.value
         k = spec.kind
@@ -376,16 +264,13 @@ class Verifier(_Checker):
             raise self.err(f"{a.name} must be an element type ({', '.join(tdata.DTYPES)})", v.loc, env.site)
         raise AssertionError(k)
 
-    def _const(self, v: ast.ConstRef, env: _Env) -> np.ndarray:
+    def _const(self, v: ast.ConstRef, env: Env) -> np.ndarray:
         d = self.data.get(v.name)
         if d is None:
             raise self.err(f"undefined data constant ${v.name}{self._suggest(v.name, self.data)}", v.loc, env.site)
         return d.values
 
-    @staticmethod
-    def _suggest(name: str, known: Any) -> str:
-        close = difflib.get_close_matches(name, list(known), n=1)
-        return f" (did you mean '{close[0]}'?)" if close else ""
+    _suggest = staticmethod(suggest)
 
     # --------------------------------------------------------------- the walk
     def link(self) -> Linked:
@@ -403,8 +288,8 @@ class Verifier(_Checker):
             self._static_body(m.body, m)
         for d in inputs:
             self.tensors[d.name] = (d.shape, not tdata.is_float(d.dtype))
-        self._linked_size([sections[k] for k in ("init", "main") if k in sections])
-        env = _Env({}, {}, None, None)
+        linked_size([sections[k] for k in ("init", "main") if k in sections], self.micros, MAX_LINKED, self.err)
+        env = Env({}, {}, None, None)
         init = self._walk(sections["init"].body, env) if "init" in sections else ()
         main = self._walk(sections["main"].body, env)
         work = Work(*(a + b for a, b in zip(self._work(init), self._work(main), strict=True)))
@@ -433,7 +318,7 @@ class Verifier(_Checker):
 
     def _trace(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        env = _Env({}, {}, None, None)
+        env = Env({}, {}, None, None)
         for t in (i for i in self.p.items if isinstance(i, ast.Trace)):
             for a in t.attrs:
                 if not isinstance(a.value, ast.ConstRef):
@@ -465,7 +350,7 @@ class Verifier(_Checker):
         outs: dict[str, np.ndarray] = {}
         tol = 0.0
         known = {d.name: d for d in (*inputs, *outputs)}
-        env = _Env({}, {}, None, None)
+        env = Env({}, {}, None, None)
         for a in e.attrs:
             if a.name == "tol":
                 if not isinstance(a.value, ast.Num) or a.value.value < 0:
@@ -500,7 +385,7 @@ class Verifier(_Checker):
             raise self.err("more than one .expect_float line", lines[1].loc)
         out: dict[str, np.ndarray] = {}
         known = {d.name: d for d in outputs}
-        env = _Env({}, {}, None, None)
+        env = Env({}, {}, None, None)
         for a in lines[0].attrs if lines else ():
             io = known.get(a.name)
             if io is None:
@@ -568,44 +453,6 @@ class Verifier(_Checker):
             raise self.err(f"'{op.mnemonic}' runs in the CMOS unit and takes no array set", ins.arrays.loc, site)
         return op
 
-    def _linked_size(self, sections: list[ast.Section]) -> None:
-        """Refuse, before linking, a program whose inlined calls would link to more than MAX_LINKED instructions.
-
-        Sizes are counted per micro-program once (memoised), so calls that call calls twice cost nothing
-        to count however much they multiply; recursion and over-deep calls count 0 here and are reported
-        by the walk.
-        """
-        sizes: dict[str, int] = {}
-
-        def size(body: tuple[ast.Stmt, ...], calls: tuple[str, ...], depth: int) -> int:
-            if depth > MAX_NESTING:
-                return 0
-            n = 0
-            for s in body:
-                if isinstance(s, ast.Repeat):
-                    n += size(s.body, calls, depth + 1)
-                elif isinstance(s, ast.Instr):
-                    target = s.operands[0] if s.mnemonic == "call" and s.operands else None
-                    m = self.micros.get(target.name) if isinstance(target, ast.Expr) else None
-                    if m is None:
-                        n += 1
-                    elif m.name not in calls:
-                        if m.name not in sizes:
-                            sizes[m.name] = size(m.body, (*calls, m.name), depth + 1)
-                        n += sizes[m.name]
-            return n
-
-        total = 0
-        for sec in sections:
-            for s in sec.body:
-                total += size((s,), (), 1)
-                if total > MAX_LINKED:
-                    raise self.err(
-                        f"the program links to more than {MAX_LINKED} instructions (the limit; micro-program calls "
-                        "are inlined, so calls inside called micro-programs multiply)",
-                        getattr(s, "loc", None) or sec.loc,
-                    )
-
     def _work(self, nodes: tuple[Node, ...]) -> tuple[int, int]:
         """(instructions and loop iterations executed, row operations per sample) of `nodes`."""
         instructions = row_ops = 0
@@ -623,29 +470,20 @@ class Verifier(_Checker):
                 row_ops += self.cmos_cost.get(id(n), 1)
         return instructions, row_ops
 
-    def _nesting(self, env: _Env, loc: Loc | None) -> None:
-        """Loops and calls nest at most MAX_NESTING deep, counted through calls (the passes recurse per level)."""
-        if len(env.loops) + len(env.micro_stack) >= MAX_NESTING:
-            raise self.err(
-                f"loops and micro-program calls nest more than {MAX_NESTING} deep (the limit, counted through calls)",
-                loc,
-                env.site,
-            )
-
-    def _walk(self, body: tuple[ast.Stmt, ...], env: _Env) -> tuple[Node, ...]:
+    def _walk(self, body: tuple[ast.Stmt, ...], env: Env) -> tuple[Node, ...]:
         out: list[Node] = []
         for s in body:
             if isinstance(s, ast.Repeat):
                 if s.var in env.loops or s.var in env.params:
                     raise self.err(f"loop variable '{s.var}' shadows another name", s.loc, env.site)
-                self._nesting(env, s.loc)
-                inner = _Env(env.params, {**env.loops, s.var: s.count}, env.arrays, env.rows, env.site, env.micro_stack)
+                check_nesting(env, s.loc, self.err)
+                inner = Env(env.params, {**env.loops, s.var: s.count}, env.arrays, env.rows, env.site, env.micro_stack)
                 out.append(Loop(s.var, s.count, self._walk(s.body, inner), s.loc))
             elif isinstance(s, ast.Instr):
                 out.extend(self._instr(s, env))
         return tuple(out)
 
-    def _instr(self, ins: ast.Instr, env: _Env) -> list[Node]:
+    def _instr(self, ins: ast.Instr, env: Env) -> list[Node]:
         op = self._opcode(ins, env.site)
         in_micro = bool(env.micro_stack)
         arrays = env.arrays
@@ -697,7 +535,7 @@ class Verifier(_Checker):
         lines = self._lines
         return lines[loc.line - 1].strip() if 0 < loc.line <= len(lines) else ""
 
-    def _operand(self, kind: Kind, v: ast.Value, env: _Env) -> Any:
+    def _operand(self, kind: Kind, v: ast.Value, env: Env) -> Any:
         if kind is Kind.COL:
             return self._col(v, env)
         if kind is Kind.ACC:
@@ -715,43 +553,22 @@ class Verifier(_Checker):
         raise self.err(f"unexpected operand {_value_desc(v)}", v.loc, env.site)
 
     def _call(
-        self, ins: ast.Instr, env: _Env, arrays: tuple[int, int] | None, rows: tuple[int, int] | None
+        self, ins: ast.Instr, env: Env, arrays: tuple[int, int] | None, rows: tuple[int, int] | None
     ) -> list[Node]:
-        target = ins.operands[0]
-        if not isinstance(target, ast.Expr) or target.offset:
-            raise self.err("call needs the name of a micro-program", target.loc, env.site)
-        m = self.micros.get(target.name)
-        if m is None:
-            raise self.err(
-                f"undefined micro-program '{target.name}'{self._suggest(target.name, self.micros)}",
-                target.loc,
-                env.site,
-            )
-        self._nesting(env, ins.loc)
-        if m.name in env.micro_stack:
-            raise self.err(f"micro-program '{m.name}' calls itself (recursion is not allowed)", ins.loc, env.site)
-        params: dict[str, tuple[str, int | tuple[int, int]]] = {}
-        given = {a.name: a for a in ins.attrs if a.name != "rows"}
-        for q in m.params:
-            a = given.pop(q.name, None)
-            if a is None:
-                raise self.err(f"call of '{m.name}' is missing argument {q.name}= ({q.kind})", ins.loc, env.site)
-            if q.kind == "col":
-                params[q.name] = ("col", self._col(a.value, env))
-            elif q.kind == "acc":
-                params[q.name] = ("acc", self._acc(a.value, env, False))
-            else:
-                params[q.name] = ("int", self._int(a.value, env, f"an integer for {q.name}"))
-        if given:
-            extra = next(iter(given.values()))
-            raise self.err(f"'{m.name}' has no parameter '{extra.name}'", extra.loc, env.site)
-        inner = _Env(
-            params, env.loops, arrays, rows, (*env.site, ins.loc) if ins.loc else env.site, (*env.micro_stack, m.name)
-        )
+        """A call, inlined: its micro-program's body walked with the arguments bound (cramc.isa.link)."""
+        m, inner = bind_call(ins, env, self.micros, arrays, rows, self._argument, self.err)
         return list(self._walk(m.body, inner))
 
+    def _argument(self, q: ast.Param, v: ast.Value, env: Env) -> int:
+        """The value an argument binds to a micro-program parameter, checked like an operand of its kind."""
+        if q.kind == "col":
+            return self._col(v, env)
+        if q.kind == "acc":
+            return self._acc(v, env, False)  # type: ignore[return-value]
+        return self._int(v, env, f"an integer for {q.name}")
+
     # --------------------------------------------------------------- dataflow
-    def _read_cols(self, bop: BoundOp, cols: range, ins: ast.Instr, env: _Env, pos: int) -> None:
+    def _read_cols(self, bop: BoundOp, cols: range, ins: ast.Instr, env: Env, pos: int) -> None:
         lo, hi = bop.arrays  # type: ignore[misc]
         for c in cols:
             if c >= self.spec.cols:
@@ -763,7 +580,7 @@ class Verifier(_Checker):
                 loc = ins.operands[pos].loc if pos < len(ins.operands) else ins.loc
                 raise self.err(f"column c{c} of array {bad} is read before anything is written to it", loc, env.site)
 
-    def _write_cols(self, bop: BoundOp, cols: range, ins: ast.Instr, env: _Env) -> None:
+    def _write_cols(self, bop: BoundOp, cols: range, ins: ast.Instr, env: Env) -> None:
         if cols.stop > self.spec.cols:
             raise self.err(
                 f"columns up to c{cols.stop - 1} needed, outside the array (cols={self.spec.cols})", ins.loc, env.site
@@ -775,7 +592,7 @@ class Verifier(_Checker):
                 col = self.written[c] = np.zeros(self.spec.arrays, dtype=bool)
             col[lo:hi] = True
 
-    def _shape_of(self, t: TRef, ins: ast.Instr, env: _Env, pos: int) -> tuple[tuple[int, ...], bool]:
+    def _shape_of(self, t: TRef, ins: ast.Instr, env: Env, pos: int) -> tuple[tuple[int, ...], bool]:
         got = self.tensors.get(t.name)
         loc = ins.operands[pos].loc
         if got is None:
@@ -790,7 +607,7 @@ class Verifier(_Checker):
             raise self.err(f"index {t.index} of %{t.name} runs past its first axis ({list(shape)})", loc, env.site)
         return shape[1:], is_int
 
-    def _define(self, t: TRef, shape: tuple[int, ...], is_int: bool, ins: ast.Instr, env: _Env) -> None:
+    def _define(self, t: TRef, shape: tuple[int, ...], is_int: bool, ins: ast.Instr, env: Env) -> None:
         loc = ins.operands[0].loc
         if t.index is None:
             self.tensors[t.name] = (shape, is_int)
@@ -807,7 +624,7 @@ class Verifier(_Checker):
         if not cshape or cshape[1:] != shape or cint != is_int or bound > cshape[0]:
             raise self.err(f"%{t.name}[{t.index}] does not fit %{t.name} of shape {list(cshape)}", loc, env.site)
 
-    def _dataflow(self, bop: BoundOp, ins: ast.Instr, env: _Env) -> None:
+    def _dataflow(self, bop: BoundOp, ins: ast.Instr, env: Env) -> None:
         op = bop.op
         ops = bop.operands
         nrows = (bop.rows[1] - bop.rows[0]) if bop.rows else self.spec.rows

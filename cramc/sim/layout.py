@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from cramc.errors import UserError
-from cramc.isa.verifier import IOSpec, Linked
+from cramc.isa.linked import IOSpec, Linked
 
 
 def user_shape(spec: IOSpec) -> str:
