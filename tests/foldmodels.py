@@ -76,9 +76,7 @@ def conv_bn() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 72])],
         inits,
     )
-    return helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8, producer_name="foldmodels"
-    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8, producer_name=PRODUCER)
 
 
 def const_chain() -> onnx.ModelProto:
@@ -120,9 +118,7 @@ def const_chain() -> onnx.ModelProto:
     inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])]
     g = helper.make_graph(nodes, "const_chain", inputs, outputs, inits)
-    return helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=3, producer_name="foldmodels"
-    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=3, producer_name=PRODUCER)
 
 
 def _value(t: onnx.TensorProto) -> str:
