@@ -50,7 +50,7 @@ UPDATE = os.environ.get("CRAMC_UPDATE_GOLDEN", "") not in ("", "0")
 GOLDEN = Path(__file__).resolve().parent / "programs"
 RUNS_DIR = GOLDEN / "runs"
 #: Test images per run: 64 for the digits models, fewer where a run is slow (the MNIST models, the
-#: CRAM-only lowering), so the whole file stays well under a minute on one core.
+#: CRAM-only lowering), so the whole file takes about 50 s of CPU (measured on the 2-core dev box).
 SUBSET = {"digits_mlp": 64, "digits_cnn": 64, "mnist_mlp": 32, "mnist_lenet5": 8}
 SMALL = 16  # test images per run of a compile variant
 TINY = 4  # ... of a CRAM-only variant (every reduction is in-array gates: 10x the work)
