@@ -1,6 +1,6 @@
 """Pass allocate: place each tiled MVM's bit-planes in columns and its outputs in accumulators.
 
-Adds ``cols=[x, t, w]``: input bit-planes in columns x..x+xbits-1, the scratch
+Adds ``cols=[x, t, w]`` (a cramc.ir.tiling.Cols): input bit-planes in columns x..x+xbits-1, the scratch
 column(s) from t (one, or up to four under error correction), then the weight
 bit-planes of output j of an array in columns
 w + j*wbits .. w + (j+1)*wbits - 1; output j accumulates in slot j.  The layout
@@ -11,10 +11,11 @@ them at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cramc.errors import UserError
 from cramc.ir.graph import Graph
-from cramc.ir.tiling import Tile, scratch_columns
+from cramc.ir.tiling import Cols, Tile, scratch_columns
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,18 @@ class Allocate:
     cols: int = 256
     accs: int = 64
     name: str = "allocate"
+    requires: ClassVar[frozenset[str]] = frozenset({"tiled"})
+    ensures: ClassVar[frozenset[str]] = frozenset({"allocated"})
+    changes_input: ClassVar[bool] = True  # sets cols= on the MVMs in place
 
     def run(self, g: Graph) -> Graph:
         for op in g.ops:
             if op.kind != "mvm":
                 continue
-            t = Tile.from_attr(op.attrs["tile"])
+            t: Tile = op.attrs["tile"]
             xb, wb = op.attrs["xbits"], op.attrs["wbits"]
             x_col, t_col, w_col = 0, xb, xb + scratch_columns(op)
             if w_col + t.per * wb > self.cols or t.per > self.accs:
                 raise UserError(f"layer {op.origin}: {t.per} outputs of {wb} bits do not fit {self.cols} columns")
-            op.attrs["cols"] = [x_col, t_col, w_col]
+            op.attrs["cols"] = Cols(x_col, t_col, w_col)
         return g

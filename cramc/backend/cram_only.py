@@ -48,14 +48,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from cramc.errors import InternalError, UserError
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import Tile, mvm_dims
+from cramc.ir.tiling import Place, Tile, mvm_dims
 from cramc.isa import ast
 
 if TYPE_CHECKING:
@@ -139,6 +139,9 @@ class TileCramOnly:
     cols: int = 256
     accs: int = 64
     name: str = "tile-cram-only"
+    requires: ClassVar[frozenset[str]] = frozenset({"no-conv"})
+    ensures: ClassVar[frozenset[str]] = frozenset({"tiled", "cram-allocated"})
+    changes_input: ClassVar[bool] = True  # sets tile= and cram_cols= on the MVMs in place
 
     def run(self, g: Graph) -> Graph:
         shapes = infer_shapes(g)
@@ -159,7 +162,7 @@ class TileCramOnly:
             if t is None:
                 short.append((need, op))
                 continue
-            op.attrs["tile"] = t.as_attr()
+            op.attrs["tile"] = t
             op.attrs["cram_cols"] = lay.as_attr()
         if short:
             need, op = max(short, key=lambda s: s[0])
@@ -435,9 +438,10 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
     a = op.attrs
     if any(a.get("ecc", [])):
         raise UserError(f"layer {op.origin or op.out}: error correction is not implemented with --reduce cram")
-    t = Tile.from_attr(a["tile"])
+    t: Tile = a["tile"]
     lay = Layout.from_attr(a["cram_cols"])
-    base, rep, passes, resident = a["place"]
+    place: Place = a["place"]
+    base, rep, passes, resident = place.base, place.replicas, place.passes, place.resident
     wbits, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
     wb = eff_wbits(wbits)
     mul = mul_name(wbits, xb, xs)

@@ -23,7 +23,7 @@ from cramc import __version__
 from cramc.backend.lower_tiles import mac_micro, mac_name
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import Tile, mvm_dims
+from cramc.ir.tiling import Cols, Place, Tile, mvm_dims
 from cramc.isa import ast
 from cramc.isa import data as tdata
 
@@ -125,9 +125,11 @@ class Emitter:
 
     def mvm(self, op: Op) -> None:
         a = op.attrs
-        t = Tile.from_attr(a["tile"])
-        xcol, tcol, wcol = a["cols"]
-        base, rep, passes, resident = a["place"]
+        t: Tile = a["tile"]
+        cols: Cols = a["cols"]
+        place: Place = a["place"]
+        xcol, tcol, wcol = cols.x, cols.t, cols.w
+        base, rep, passes, resident = place.base, place.replicas, place.passes, place.resident
         wb, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
         plan = a.get("ecc")
         micro = mac_name(wb, xb, xs, plan)

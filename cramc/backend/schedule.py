@@ -10,25 +10,26 @@ work in adder-tree rounds) goes first.  MVMs are then placed weight-stationary:
   around the chip; a layer whose arrays another layer also uses reloads its
   weights on every inference (in `.main`, counted as writes), and a layer
   larger than the chip runs in several passes, each reloading its part.
-Adds ``place=[base, replicas, passes, resident]`` to each MVM.
+Adds ``place=[base, replicas, passes, resident]`` (a cramc.ir.tiling.Place) to each MVM.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import networkx as nx
 
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import Tile
+from cramc.ir.tiling import Place, Tile
 
 
 def _work(op: Op, shapes: dict[str, tuple[tuple[int, ...], bool]]) -> int:
     if op.kind != "mvm":
         return 1
-    t = Tile.from_attr(op.attrs["tile"])
+    t: Tile = op.attrs["tile"]
     p = shapes[op.ins[0][1:]][0][0]
     return p * t.per * op.attrs["wbits"] * op.attrs["xbits"]
 
@@ -37,6 +38,9 @@ def _work(op: Op, shapes: dict[str, tuple[tuple[int, ...], bool]]) -> int:
 class Schedule:
     arrays: int = 1024
     name: str = "schedule"
+    requires: ClassVar[frozenset[str]] = frozenset({"tiled"})
+    ensures: ClassVar[frozenset[str]] = frozenset({"placed"})
+    changes_input: ClassVar[bool] = True  # reorders g.ops and sets place= on the MVMs in place
 
     def run(self, g: Graph) -> Graph:
         shapes = infer_shapes(g)
@@ -60,14 +64,12 @@ class Schedule:
         mvms = [op for op in g.ops if op.kind == "mvm"]
         if not mvms:
             return
-        need = {op.out: Tile.from_attr(op.attrs["tile"]).arrays for op in mvms}
+        need = {op.out: op.attrs["tile"].arrays for op in mvms}
         patches = {op.out: shapes[op.ins[0][1:]][0][0] for op in mvms}
         if sum(need.values()) <= self.arrays:
             rep = {op.out: 1 for op in mvms}
             spare = self.arrays - sum(need.values())
-            per_round = {
-                op.out: Tile.from_attr(op.attrs["tile"]).per * op.attrs["wbits"] * op.attrs["xbits"] for op in mvms
-            }
+            per_round = {op.out: op.attrs["tile"].per * op.attrs["wbits"] * op.attrs["xbits"] for op in mvms}
             while True:
                 best, gain = None, 0.0
                 step = 0
@@ -89,7 +91,7 @@ class Schedule:
                 spare -= step * need[best]
             base = 0
             for op in mvms:
-                op.attrs["place"] = [base, rep[op.out], 1, 1]
+                op.attrs["place"] = Place(base, rep[op.out], 1, True)
                 base += need[op.out] * rep[op.out]
             return
         cursor = 0
@@ -97,17 +99,17 @@ class Schedule:
         for op in mvms:
             n = need[op.out]
             if n > self.arrays:
-                op.attrs["place"] = [0, 1, math.ceil(n / self.arrays), 0]
+                op.attrs["place"] = Place(0, 1, math.ceil(n / self.arrays), False)
                 regions[op.out] = (0, self.arrays)
                 cursor = 0
                 continue
             if cursor + n > self.arrays:
                 cursor = 0
             regions[op.out] = (cursor, cursor + n)
-            op.attrs["place"] = [cursor, 1, 1, 1]
+            op.attrs["place"] = Place(cursor, 1, 1, True)
             cursor += n
         for op in mvms:
             lo, hi = regions[op.out]
             shared = any(o != op.out and lo < h and lo2 < hi for o, (lo2, h) in regions.items())
             if shared:
-                op.attrs["place"][3] = 0
+                op.attrs["place"] = replace(op.attrs["place"], resident=False)

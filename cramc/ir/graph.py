@@ -48,6 +48,27 @@ class Graph:
     consts: dict[str, np.ndarray] = field(default_factory=dict)  # name without '$' -> array
     const_types: dict[str, str] = field(default_factory=dict)  # name -> element type (i8, u8, i32, f32 ...)
     ops: list[Op] = field(default_factory=list)
+    #: cramc.ir.semantics.infer_shapes' memo: what an operation computes (kind, semantic attributes,
+    #: input shapes and types) -> its result's shape and whether it is integer.  A pure function's
+    #: cache, keyed by everything it depends on, so edits of the graph never make it stale.
+    shape_memo: dict[tuple, tuple[tuple[int, ...], bool]] = field(default_factory=dict, repr=False, compare=False)
+
+    def copy(self) -> Graph:
+        """A copy that can be changed without changing this graph: new lists, dicts, ops and attribute
+        lists; constant arrays are shared (passes replace a constant, they never write into one)."""
+        ops = [
+            Op(
+                op.kind,
+                op.out,
+                op.ins,
+                {k: list(v) if isinstance(v, list) else v for k, v in op.attrs.items()},
+                op.origin,
+            )
+            for op in self.ops
+        ]
+        return Graph(
+            list(self.inputs), list(self.outputs), dict(self.consts), dict(self.const_types), ops, dict(self.shape_memo)
+        )
 
     def const(self, name: str, value: np.ndarray, dtype: str) -> str:
         """Add a constant under a fresh name derived from `name`; return its '$' reference."""

@@ -82,7 +82,7 @@ def mvm_error(x: np.ndarray, op: Op, w: np.ndarray, rates: np.ndarray, rng: np.r
     ng = n // groups
     rows_counted = kg
     if "tile" in op.attrs:
-        t = Tile.from_attr(op.attrs["tile"])
+        t: Tile = op.attrs["tile"]
         rows_counted = t.chunks * t.rows
     xp = bit_planes(x, xb)  # [S, P, K, xb]
     wp = bit_planes(w, wb)  # [N, Kg, wb]

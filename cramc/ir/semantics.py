@@ -1,4 +1,4 @@
-"""Reference semantics of the IR: exact numpy evaluation, shape inference and the IR verifier.
+"""Reference semantics of the IR: exact numpy evaluation, shape inference (cached) and the IR verifier.
 
 CMOS operations reuse the ISA's reference functions (cramc.isa.cmos), so the
 IR and the emitted program cannot disagree about what, say, `im2col` means.
@@ -13,6 +13,8 @@ import numpy as np
 
 from cramc.errors import InternalError
 from cramc.ir.graph import Graph, Op
+from cramc.ir.ops import check_op, semantic_attrs
+from cramc.ir.tiling import check_tiling
 from cramc.isa.cmos import CMOS_OPS
 
 MVM_KINDS = ("mvm", "conv")
@@ -104,12 +106,38 @@ def evaluate(g: Graph, inputs: dict[str, np.ndarray], keep: bool = False) -> dic
     return {o.name: env["%" + o.name] for o in g.outputs}
 
 
+def _memo_key(g: Graph, op: Op, env: dict[str, tuple[tuple[int, ...], bool]]) -> tuple:
+    """Everything the shape of `op`'s result depends on: its kind, its semantic attributes (constants by
+    shape and type) and the shapes and types of its inputs.  Annotations (tile, cols, ...) do not enter."""
+
+    def const(name: str) -> tuple:
+        arr = g.consts[name]
+        return ("$", arr.shape, arr.dtype.str)
+
+    def freeze(v: Any) -> Any:
+        if isinstance(v, str) and v.startswith("$"):
+            return const(v[1:])
+        if isinstance(v, list):
+            return tuple(freeze(x) for x in v)
+        return v
+
+    ins = tuple(("%", *env[n]) if n.startswith("%") else const(n[1:]) for n in op.ins)
+    return (op.kind, ins, tuple((k, freeze(v)) for k, v in semantic_attrs(op).items()))
+
+
 def infer_shapes(g: Graph) -> dict[str, tuple[tuple[int, ...], bool]]:
-    """Value name -> (per-inference shape, is integer); checks the graph is well formed."""
-    env: dict[str, np.ndarray] = {}
+    """Value name -> (per-inference shape, is integer); checks the graph is well formed.
+
+    Every call checks the structure (kinds and attributes against cramc.ir.ops, values defined once
+    and before use, constants that exist), but each operation's shape is inferred only once: it is
+    remembered in `g.shape_memo` under everything it depends on (`_memo_key`), so the passes, the
+    verifier after every pass and the emitter, which all ask, pay for one inference of each op.
+    """
+    env: dict[str, tuple[tuple[int, ...], bool]] = {}
     for i in g.inputs:
-        env["%" + i.name] = np.zeros((1, *i.shape), dtype=np.float32 if i.dtype.startswith("f") else np.int64)
+        env["%" + i.name] = (tuple(i.shape), not i.dtype.startswith("f"))
     for op in g.ops:
+        check_op(op)
         for n in op.ins:
             if n.startswith("%") and n not in env:
                 raise InternalError(f"IR: {op.kind} {op.out} uses undefined value {n}")
@@ -120,21 +148,34 @@ def infer_shapes(g: Graph) -> dict[str, tuple[tuple[int, ...], bool]]:
                 raise InternalError(f"IR: {op.kind} {op.out} uses undefined constant {v}")
         if "%" + op.out in env:
             raise InternalError(f"IR: value %{op.out} defined twice")
-        args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
-        if op.kind in MVM_KINDS and not np.issubdtype(args[0].dtype, np.integer):
+        if op.kind in MVM_KINDS and not (env[op.ins[0]][1] if op.ins[0].startswith("%") else _int_const(g, op.ins[0])):
             raise InternalError(f"IR: {op.kind} %{op.out} needs an integer input")
-        env["%" + op.out] = eval_op(g, op, args, shape_only=True)
+        key = _memo_key(g, op, env)
+        got = g.shape_memo.get(key)
+        if got is None:
+            args = [
+                np.zeros((1, *env[n][0]), dtype=np.int64 if env[n][1] else np.float32)
+                if n.startswith("%")
+                else g.consts[n[1:]][None]
+                for n in op.ins
+            ]
+            res = eval_op(g, op, args, shape_only=True)
+            got = g.shape_memo[key] = (tuple(res.shape[1:]), bool(np.issubdtype(res.dtype, np.integer)))
+        env["%" + op.out] = got
     for o in g.outputs:
         if "%" + o.name not in env:
             raise InternalError(f"IR: output %{o.name} is never defined")
-    return {k[1:]: (tuple(v.shape[1:]), bool(np.issubdtype(v.dtype, np.integer))) for k, v in env.items()}
+    return {k[1:]: v for k, v in env.items()}
+
+
+def _int_const(g: Graph, ref: str) -> bool:
+    return bool(np.issubdtype(g.consts[ref[1:]].dtype, np.integer))
 
 
 def verify_graph(g: Graph) -> None:
-    """The IR verifier: well-formedness, shapes, and tiling annotations (when present)."""
+    """The IR verifier: kinds and attributes (cramc.ir.ops), well-formedness, shapes, and tiling
+    annotations (when present)."""
     shapes = infer_shapes(g)
     for op in g.ops:
         if op.kind == "mvm" and "tile" in op.attrs:
-            from cramc.ir.tiling import check_tiling
-
             check_tiling(op, shapes, g)

@@ -1,4 +1,8 @@
-"""Print and parse the IR's textual form (canonical; parse(print(g)) prints the same text)."""
+"""Print and parse the IR's textual form (canonical; parse(print(g)) prints the same text).
+
+Annotation records (cramc.ir.tiling: Tile, Cols, Place) print as integer lists and parse back into
+their records, as the table of operation kinds (cramc.ir.ops) declares.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from lark.exceptions import UnexpectedInput, VisitError
 
 from cramc.errors import Loc, UserError
 from cramc.ir.graph import Graph, IOValue, Op
+from cramc.ir.ops import IR_OPS, decode_attr
+from cramc.ir.tiling import Cols, Place, Tile
 from cramc.isa import data as tdata
 
 
@@ -30,6 +36,8 @@ def _fmt_num(v: int | float) -> str:
 
 
 def _fmt_val(v: Any) -> str:
+    if isinstance(v, (Tile, Cols, Place)):
+        v = v.as_attr()  # a record prints as its fields' list: tile=[1, 2, 4, 2, 3]
     if isinstance(v, str):
         return v
     if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) for x in v):
@@ -135,7 +143,7 @@ def parse_graph(text: str, file: str = "<ir>") -> Graph:
     except VisitError as e:
         raise UserError(f"IR error: {e.orig_exc}", Loc(file, 1, 1), src) from None
     g = Graph()
-    for kind, val, comment in lines:
+    for line, (kind, val, comment) in enumerate(lines, start=1):  # one `line` per source line
         if kind == "io":
             d, name, (dt, shape) = val
             (g.inputs if d == "input" else g.outputs).append(IOValue(name, dt, shape))
@@ -147,5 +155,11 @@ def parse_graph(text: str, file: str = "<ir>") -> Graph:
         elif kind == "op":
             out, k, ins, attrs = val
             origin = comment[1:].strip() if comment else ""
+            if k not in IR_OPS:
+                raise UserError(f"unknown IR operation '{k}'", Loc(file, line, 1), src)
+            try:
+                attrs = {name: decode_attr(k, name, v) for name, v in attrs.items()}
+            except (ValueError, TypeError) as e:
+                raise UserError(f"IR error: {e}", Loc(file, line, 1), src) from None
             g.ops.append(Op(k, out, ins, attrs, origin))
     return g

@@ -1,5 +1,8 @@
 """Tile geometry of an MVM on CRAM arrays (shared by the tiling pass and the IR verifier).
 
+The annotations the backend passes add to an `mvm` are typed, frozen records, printed in the IR
+text as lists: `Tile` (tile-mvm), `Cols` (allocate), `Place` (schedule).
+
 Weight-stationary mapping (CRAM primer): a row of an array holds one element
 of K; within a row, the input's bit-planes sit in xbits columns, one scratch
 column receives each partial-product bit, and the weights of `per` outputs sit
@@ -26,8 +29,17 @@ from cramc.errors import InternalError, UserError
 from cramc.ir.graph import Graph, Op
 
 
+def _ints(v: Any, n: int, what: str) -> list[int]:
+    """The n integers of an annotation's text form [a, b, ...] (ValueError naming `what` otherwise)."""
+    if not isinstance(v, (list, tuple)) or len(v) != n or not all(isinstance(x, (int, np.integer)) for x in v):
+        raise ValueError(f"{what} takes {n} integers, got {v!r}")
+    return [int(x) for x in v]
+
+
 @dataclass(frozen=True)
 class Tile:
+    """How an MVM is cut into array-sized pieces (printed ``tile=[groups, chunks, rows, per, ogroups]``)."""
+
     groups: int
     chunks: int
     rows: int  # active rows per chunk (K padded to chunks * rows)
@@ -39,6 +51,7 @@ class Tile:
         return self.groups * self.chunks * self.ogroups
 
     def as_attr(self) -> list[int]:
+        """The text form: the fields in order."""
         return [self.groups, self.chunks, self.rows, self.per, self.ogroups]
 
     def weight_planes(self, w: np.ndarray) -> np.ndarray:
@@ -56,7 +69,57 @@ class Tile:
 
     @staticmethod
     def from_attr(v: Any) -> Tile:
-        return Tile(*[int(x) for x in v])
+        """The record of the text form (the IR parser's decoder)."""
+        return Tile(*_ints(v, 5, "tile"))
+
+
+@dataclass(frozen=True)
+class Cols:
+    """Where an MVM's bit-planes sit in every array of its tile (printed ``cols=[x, t, w]``; the allocate pass).
+
+    Input bit-planes in columns x .. x+xbits-1, the scratch column(s) from t, the weight bit-planes of
+    output j of an array in w + j*wbits .. w + (j+1)*wbits - 1.
+    """
+
+    x: int
+    t: int
+    w: int
+
+    def as_attr(self) -> list[int]:
+        """The text form: the fields in order."""
+        return [self.x, self.t, self.w]
+
+    @staticmethod
+    def from_attr(v: Any) -> Cols:
+        """The record of the text form (the IR parser's decoder)."""
+        return Cols(*_ints(v, 3, "cols"))
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an MVM runs on the chip (printed ``place=[base, replicas, passes, resident]``; the schedule pass).
+
+    Its arrays start at `base`; `replicas` copies of the tile process that many patches per round;
+    a layer larger than the chip runs in `passes` passes; `resident` weights are written once in
+    `.init`, others reload on every inference.
+    """
+
+    base: int
+    replicas: int
+    passes: int
+    resident: bool
+
+    def as_attr(self) -> list[int]:
+        """The text form: the fields in order, `resident` as 0 or 1."""
+        return [self.base, self.replicas, self.passes, int(self.resident)]
+
+    @staticmethod
+    def from_attr(v: Any) -> Place:
+        """The record of the text form (the IR parser's decoder)."""
+        base, replicas, passes, resident = _ints(v, 4, "place")
+        if resident not in (0, 1):
+            raise ValueError(f"place: resident is 0 or 1, got {resident}")
+        return Place(base, replicas, passes, bool(resident))
 
 
 def mvm_dims(x_shape: tuple[int, ...], w: np.ndarray, groups: int, replicas: int) -> tuple[int, ...]:
@@ -93,7 +156,8 @@ def plan_tile(
 
 
 def check_tiling(op: Op, shapes: dict[str, tuple[tuple[int, ...], bool]], g: Graph) -> None:
-    t = Tile.from_attr(op.attrs["tile"])
+    """A tiled MVM's tile covers its K and N, and its columns (when allocated) do not overlap."""
+    t: Tile = op.attrs["tile"]
     p, k = shapes[op.ins[0][1:]][0]
     w = g.consts[op.attrs["w"][1:]]
     n = w.shape[0]
@@ -102,8 +166,9 @@ def check_tiling(op: Op, shapes: dict[str, tuple[tuple[int, ...], bool]], g: Gra
     if t.chunks * t.rows < k // t.groups or t.per * t.ogroups < n // t.groups:
         raise InternalError(f"tile of %{op.out} does not cover K={k} N={n}")
     if "cols" in op.attrs:
-        x, tc, wc = op.attrs["cols"]
+        cols: Cols = op.attrs["cols"]
+        x, tc, wc = cols.x, cols.t, cols.w
         xb, wb = op.attrs["xbits"], op.attrs["wbits"]
         spans = sorted([(x, x + xb), (tc, tc + scratch_columns(op)), (wc, wc + t.per * wb)])
         if any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False)) or min(x, tc, wc) < 0:
-            raise InternalError(f"columns of %{op.out} overlap: {op.attrs['cols']}")
+            raise InternalError(f"columns of %{op.out} overlap: {cols.as_attr()}")

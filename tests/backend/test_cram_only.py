@@ -298,7 +298,7 @@ def test_cols_too_few_is_a_user_error_with_a_working_suggestion() -> None:
     need = int(e.value.message.rsplit("--cols ", 1)[1].split()[0])
     g, _ = _mvm_graph(1, 64, 4, 8, 8, 1, 1, np.random.default_rng(0))
     t = run_passes(g, [TileCramOnly(64, need, 64)]).ops[0].attrs["tile"]
-    assert t[3] == 1  # one output per array fits exactly
+    assert t.per == 1  # one output per array fits exactly
     g, _ = _mvm_graph(1, 64, 4, 8, 8, 1, 1, np.random.default_rng(0))
     with pytest.raises(UserError):
         run_passes(g, [TileCramOnly(64, need - 1, 64)])

@@ -43,6 +43,7 @@ from cramc.frontend.pipeline import run_frontend
 from cramc.ir.graph import Graph
 from cramc.ir.semantics import evaluate, verify_graph
 from cramc.ir.text import parse_graph, print_graph
+from cramc.ir.tiling import Cols, Tile
 from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
 from cramc.sim.interp import run
@@ -346,9 +347,16 @@ def _mvm(g: Graph, n: int = 0):  # noqa: ANN202 - an Op
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda g: _mvm(g).attrs.update(cols=[0, 4, 9]), "columns of %h_mvm overlap"),
-        (lambda g: _mvm(g).attrs.update(tile=[1, 1, 4, 2, 3]), "does not cover K=8"),
-        (lambda g: _mvm(g).attrs.update(tile=[2, 2, 4, 2, 3]), "groups 2 != 1"),
+        (lambda g: _mvm(g).attrs.update(cols=Cols(0, 4, 9)), "columns of %h_mvm overlap"),
+        (lambda g: _mvm(g).attrs.update(tile=Tile(1, 1, 4, 2, 3)), "does not cover K=8"),
+        (lambda g: _mvm(g).attrs.update(tile=Tile(2, 2, 4, 2, 3)), "groups 2 != 1"),
+        (lambda g: _mvm(g).attrs.update(cols=[0, 8, 9]), "mvm %h_mvm: cols must be a Cols record, got [0, 8, 9]"),
+        (lambda g: _mvm(g).attrs.update(place=None), "mvm %h_mvm: place must be a Place record, got None"),
+        (lambda g: _mvm(g).attrs.update(wbits=8.0), "mvm %h_mvm: wbits must be an integer, got 8.0"),
+        (lambda g: _mvm(g).attrs.pop("xbits"), "mvm %h_mvm needs the attribute xbits="),
+        (lambda g: _mvm(g).attrs.update(shape=[1, 2]), "mvm %h_mvm has no attribute 'shape' (allowed: w, wbits"),
+        (lambda g: setattr(g.ops[0], "kind", "quantize"), "has an unknown operation kind 'quantize'"),
+        (lambda g: setattr(_mvm(g), "ins", ("%x_q", "%x_q")), "mvm %h_mvm takes 1 input(s), got 2"),
         (lambda g: setattr(_mvm(g), "ins", ("%nowhere",)), "uses undefined value %nowhere"),
         (lambda g: _mvm(g).attrs.update(w="$nothing"), "uses undefined constant $nothing"),
         (lambda g: g.ops.append(g.ops[0]), "defined twice"),
@@ -358,6 +366,13 @@ def _mvm(g: Graph, n: int = 0):  # noqa: ANN202 - an Op
         "column-overlap",
         "tile-short",
         "tile-groups",
+        "cols-not-a-record",
+        "place-not-a-record",
+        "attr-type",
+        "attr-missing",
+        "attr-unknown",
+        "kind-unknown",
+        "arity",
         "undefined-value",
         "undefined-const",
         "redefined",

@@ -66,10 +66,11 @@ def model_samples(x: np.ndarray, w: np.ndarray, spec: MvmNoise, samples: int, se
     """Draws of the binomial model (cramc.ir.noisy.mvm_error) for the same MVM: [samples, N]."""
     from cramc.ir.graph import Op
     from cramc.ir.noisy import mvm_error
+    from cramc.ir.tiling import Tile
 
     op = Op("mvm", "y", ("%x",), {"wbits": spec.wbits, "xbits": spec.xbits, "xsigned": int(spec.xsigned)})
     # the tile only sets how many rows are counted: give mvm_error exactly spec.rows
-    op.attrs["tile"] = [1, 1, spec.rows, 1, 1]
+    op.attrs["tile"] = Tile(1, 1, spec.rows, 1, 1)
     xs = np.broadcast_to(x.astype(np.int64), (samples, 1, x.size))
     err = mvm_error(xs, op, w.T.astype(np.int64), spec.rates, np.random.default_rng(seed))
     return err.reshape(samples, -1).astype(np.float64)

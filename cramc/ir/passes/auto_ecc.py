@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 import numpy as np
 
@@ -40,6 +40,10 @@ class AutoEcc:
     max_samples: int = 64
     log: TextIO = field(default=sys.stderr)
     name: str = "auto-ecc"
+    #: the plan must be known before tiling reserves each MVM's scratch columns
+    requires: ClassVar[frozenset[str]] = frozenset({"no-conv", "untiled"})
+    ensures: ClassVar[frozenset[str]] = frozenset()
+    changes_input: ClassVar[bool] = True  # sets ecc= on the MVMs in place
 
     def run(self, g: Graph) -> Graph:
         shapes = infer_shapes(g)

@@ -13,6 +13,7 @@ the bias holds at the borders too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import infer_shapes
@@ -21,6 +22,9 @@ from cramc.ir.semantics import infer_shapes
 @dataclass(frozen=True)
 class ConvToMvm:
     name: str = "conv-to-mvm"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    ensures: ClassVar[frozenset[str]] = frozenset({"no-conv"})
+    changes_input: ClassVar[bool] = True  # rewrites g.ops and reshapes the weight constants in place
 
     def run(self, g: Graph) -> Graph:
         shapes = infer_shapes(g)

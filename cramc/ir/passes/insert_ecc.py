@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cramc.errors import UserError
 from cramc.ir.graph import Graph, Op
@@ -110,6 +111,10 @@ def describe(plan: list[int], wbits: int, xbits: int) -> str:
 class InsertEcc:
     spec: str = ""
     name: str = "insert-ecc"
+    #: the plan must be known before tiling reserves each MVM's scratch columns
+    requires: ClassVar[frozenset[str]] = frozenset({"no-conv", "untiled"})
+    ensures: ClassVar[frozenset[str]] = frozenset()
+    changes_input: ClassVar[bool] = True  # sets ecc= on the MVMs in place
 
     def run(self, g: Graph) -> Graph:
         rules = parse_spec(self.spec)

@@ -9,6 +9,7 @@ accumulators), and so how many arrays one replica of the layer needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cramc.ir.graph import Graph
 from cramc.ir.semantics import infer_shapes
@@ -21,6 +22,9 @@ class TileMvm:
     cols: int = 256
     accs: int = 64
     name: str = "tile-mvm"
+    requires: ClassVar[frozenset[str]] = frozenset({"no-conv"})
+    ensures: ClassVar[frozenset[str]] = frozenset({"tiled"})
+    changes_input: ClassVar[bool] = True  # sets tile= on the MVMs in place
 
     def run(self, g: Graph) -> Graph:
         shapes = infer_shapes(g)
@@ -40,5 +44,5 @@ class TileMvm:
                 self.accs,
                 scratch_columns(op),
             )
-            op.attrs["tile"] = t.as_attr()
+            op.attrs["tile"] = t
         return g
