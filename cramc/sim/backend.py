@@ -144,7 +144,8 @@ class Backend:
         return np.tensordot(weights, x, axes=(0, 0))
 
     def popcounts(self, words: Any) -> Any:
-        """Set bits per word, uint8 [..., U], whose sum along U is the popcount along W (here U = W)."""
+        """Set bits per word [..., U] (uint8 here, int64 on torch), whose sum along U is the popcount along W
+        (U = W)."""
         return np.bitwise_count(words)
 
     def floats(self, a: np.ndarray) -> Any:
@@ -255,29 +256,43 @@ class TorchBackend(Backend):
         dst.copy_(src)
 
     def popcount_sum(self, words: Any) -> Any:
-        return self.popcounts(words).sum(dim=-1, dtype=self.torch.int64)
+        return self.popcounts(words).sum(dim=-1)
 
     def weighted_sum(self, weights: Any, x: Any) -> Any:
         # elementwise, not tensordot: CUDA has no int64 matrix product
         return (x * weights.view(-1, *([1] * (x.dim() - 1)))).sum(dim=0)
 
     def popcounts(self, words: Any) -> Any:
-        # SWAR popcount down to a count per byte (U = 8 W).  Arithmetic right shifts of the int64
-        # words only smear the sign bit into bits the masks clear.
-        x = words.contiguous()
-        x = x - ((x >> 1) & _M1)
-        x = (x & _M2) + ((x >> 2) & _M2)
-        x = (x + (x >> 4)) & _M4
-        return x.view(self.torch.uint8)
+        # SWAR popcount per int64 word (U = W), in two buffers of the words' size: per 2, 4 and 8 bits,
+        # then the bytes summed by shifts.  Arithmetic right shifts only smear the sign bit into bits the
+        # masks clear (and from the byte stage on the words are non-negative).  Summing the bytes as
+        # int64 words, not as a uint8 view, avoids an 8x int64 copy in the reductions (a `sum(dtype=)`
+        # casts its whole input first).
+        t = self.torch
+        x = words >> 1
+        x &= _M1
+        t.sub(words, x, out=x)
+        y = x >> 2
+        y &= _M2
+        x &= _M2
+        x += y
+        t.bitwise_right_shift(x, 4, out=y)
+        x += y
+        x &= _M4
+        for k in (8, 16, 32):
+            t.bitwise_right_shift(x, k, out=y)
+            x += y
+        x &= 0x7F
+        return x
 
     def floats(self, a: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(self.dev, copy=True)
 
     def contract(self, wmat: Any, counts: Any) -> Any:
-        # per-byte counts: sum them per row first (a cheap reduction on a device), so the float64
-        # operand is 8 W times smaller than the counts would be converted whole
+        # per-word counts: sum them per row first (a cheap reduction on a device, in int64: no copy of the
+        # input), so the float64 operand is W times smaller than the counts would be converted whole
         n, u = counts.shape[0], counts.shape[-1]
-        rows = counts.reshape(n, -1, u).sum(dim=-1, dtype=self.torch.float64)
+        rows = counts.reshape(n, -1, u).sum(dim=-1).to(self.torch.float64)
         return (wmat @ rows).to(self.torch.int64)
 
     def total(self, x: Any) -> int:

@@ -42,8 +42,9 @@ else:  # pragma: no cover
 GATE_NAMES = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE)
 #: Geometric gaps drawn per refill of a `FaultStream` (amortises the RNG call).
 STREAM_BATCH = 4096
-#: At most about this many candidate faults are materialised at once.
-CHUNK_CANDIDATES = 1 << 22
+#: At most about this many candidate faults are materialised at once (a region with more is injected in
+#: chunks): it bounds the sampler's buffers, about 40 bytes per candidate (see `SAMPLER_BYTES`).
+CHUNK_CANDIDATES = 1 << 18
 _ONE = np.uint64(1)
 GAP_CAP = float(2**52)
 #: Words of flip mask a `FaultStream` renders at once for `take_dense` ...
@@ -336,6 +337,11 @@ class FaultStream:
         self._next = int(w[j])
         self.t = end
         return w[i:j] - t0, self._m[i:j]
+
+    @property
+    def window_words(self) -> int:
+        """Words `take_dense` renders at once: callers that take at most this many keep its pool this small."""
+        return self._span
 
     def take_dense(self, nwords: int) -> np.ndarray:
         """The next 64*nwords trials as nwords words of flip mask (a read-only view; valid until the next call)."""

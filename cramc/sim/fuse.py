@@ -85,23 +85,59 @@ def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
     return tuple(out)
 
 
+#: Words per lane of the stacked [pairs, arrays, words] block a fused run evaluates at once: a longer run is
+#: evaluated in chunks of consecutive pairs (the same gates, faults and sums, in the same order), so that
+#: its temporaries (`FUSED_TEMP_BLOCKS` blocks) stay a small, fixed share of a lane's memory.
+FUSED_WORDS = 1 << 15
+#: Blocks of that size alive at once in a fused chunk: the two gathered inputs and the gate output (NOT
+#: forms: one more), the masked copy, the popcounts and their float64 copy (the SWAR popcount of the torch
+#: backend: a few int64 temporaries).
+FUSED_TEMP_BLOCKS = 6
+
+
+def chunk_pairs(arrays: int, words: int) -> int:
+    """Pairs per chunk of a fused run on `arrays` arrays whose rows span `words` words."""
+    return max(1, FUSED_WORDS // max(1, arrays * words))
+
+
 def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
+    """A runner for the fused run: its pairs in chunks of `chunk_pairs`, one after another."""
+    from cramc.sim.interp import word_range
+
+    g0 = f.first
+    lo, hi = g0.arrays  # type: ignore[misc]
+    w0, w1 = word_range(*m.rows(g0))
+    k = chunk_pairs(hi - lo, w1 - w0)
+    parts = [_prepare_chunk(m, f.pairs[i : i + k], last=i + k >= len(f.pairs)) for i in range(0, len(f.pairs), k)]
+    if len(parts) == 1:
+        return parts[0]
+
+    def run() -> None:
+        for part in parts:
+            part()
+
+    return run
+
+
+def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last: bool) -> Callable[[], None]:
+    """Consecutive pairs of a fused run as a few vector operations; the `last` chunk leaves the scratch
+    column holding its last gate's output, as sequential execution does."""
     from cramc.sim.interp import word_range
 
     be = m.be
-    g0 = f.first
+    g0 = pairs[0][0]
     lo, hi = g0.arrays  # type: ignore[misc]
     r0, r1 = m.rows(g0)
     w0, w1 = word_range(r0, r1)
     t_col = g0.operands[0]
-    a_idx = be.put(np.array([g.operands[1] for g, _ in f.pairs]))
-    b_idx = be.put(np.array([g.operands[2] for g, _ in f.pairs]))
+    a_idx = be.put(np.array([g.operands[1] for g, _ in pairs]))
+    b_idx = be.put(np.array([g.operands[2] for g, _ in pairs]))
     logic = g0.op.logic
     rate = m.faults.gate(g0.op.mnemonic)
     whole = (r0 | r1) & 63 == 0
     mask = None if whole else m.mask(r0, r1, w0, w1)
-    slots = np.array([t.operands[0] for _, t in f.pairs])
-    weights = np.array([(1 if t.op.mnemonic == "tadd" else -1) << t.operands[2] for _, t in f.pairs], dtype=np.int64)
+    slots = np.array([t.operands[0] for _, t in pairs])
+    weights = np.array([(1 if t.op.mnemonic == "tadd" else -1) << t.operands[2] for _, t in pairs], dtype=np.int64)
     uniq = np.unique(slots)
     slot_idx = be.put(uniq)
     # The accumulator updates as one product: acc[:, slot] += sum_i wmat[slot, i] * count_i, the
@@ -119,7 +155,9 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
         cells = m.cells
         a = cells[a_idx, lo:hi, :, w0:w1]  # [n, nA, S, nw]
         b = cells[b_idx, lo:hi, :, w0:w1]
-        res = be.contiguous(logic(a, b))
+        res = logic(a, b)
+        del a, b  # before the next temporaries: the chunk's peak memory is FUSED_TEMP_BLOCKS blocks
+        res = be.contiguous(res)
         if not rate.zero:
             m.flip_region(res, r0, r1, rate, "gate")
         words = res & mask if mask is not None else res
@@ -130,11 +168,14 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
             cnt = be.popcount_sum(words)  # [n, nA, S]
             for sl, sel, w in groups:
                 m.acc[lo:hi, sl] += be.weighted_sum(w, cnt[sel])
+        if not last:
+            return
+        del words
         dst = cells[t_col, lo:hi, :, w0:w1]
-        last = res[-1]
+        out = res[-1]
         if full_rows or mask is None:
-            dst[...] = last
+            dst[...] = out
         else:
-            dst[...] = (last & mask) | (dst & ~mask)
+            dst[...] = (out & mask) | (dst & ~mask)
 
     return run

@@ -41,6 +41,7 @@ from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultModel, Rate, flip_bits, row_mask_words
 from cramc.sim.fuse import FusedMac, fuse, prepare_fused
+from cramc.sim.memory import Extent, extent, footprint, plan_lanes
 
 ImplFn = Callable[["Machine", BoundOp], None]
 IMPLS: dict[str, ImplFn] = {}
@@ -144,6 +145,7 @@ class Machine:
         *,
         reference: bool = False,
         backend: Backend | str | None = None,
+        used: Extent | None = None,
     ):
         spec = linked.machine
         self.linked = linked
@@ -152,8 +154,11 @@ class Machine:
         self.words = spec.words
         self.be = be = get_backend(backend)
         self.kernels = kernels(be)
-        self.cells = be.words((spec.cols, spec.arrays, lanes, spec.words))
-        self.acc = be.ints((spec.arrays, spec.accs, lanes))
+        # Only the arrays, columns and slots the program touches (cramc.sim.memory.extent): the others
+        # would stay zero and are never read.
+        ext = used or extent(linked)
+        self.cells = be.words((ext.cols, ext.arrays, lanes, spec.words))
+        self.acc = be.ints((ext.arrays, ext.accs, lanes))
         self.tensors: dict[str, np.ndarray] = {}
         self.faults = faults
         self.rng = rng  # thinning of asymmetric rates and adder-tree faults draw from it, in program order
@@ -179,6 +184,19 @@ class Machine:
         return not self.reference and self.trace is None and f.read.zero and f.tree == 0.0 and self.fuse_mac
 
     fuse_mac: bool = True
+
+    def close(self) -> None:
+        """Let go of the state, the tensors and the runners now (read `counts` first).
+
+        The runners are closures over this machine and hold views of its cells: a cycle that only the
+        garbage collector would break, long after the next batch has allocated its own state.
+        """
+        self.sync_counts()
+        for d in (self._runners, self._fused, self._tallies, self._scratch, self._injectors, self._masks):
+            d.clear()
+        self._streams.clear()
+        self.tensors = {}
+        self.cells = self.acc = None
 
     def flip_region(self, words: Any, r0: int, r1: int, rate: Rate, kind: str) -> None:
         """Inject faults into words [..., nw] that hold exactly the word range of rows [r0, r1)."""
@@ -454,14 +472,25 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
         inj = m.injector("gate", rate, r0, r1)
         n_words = flat.size
         if inj.dense(n_words):
-            # Faults expected in most instructions: XOR a flip mask rendered in bulk.
+            # Faults expected in most instructions: XOR a flip mask rendered in bulk, one stream window
+            # at a time (the same successes as one mask of the whole block, in bounded memory).
             take_dense, xor = inj.stream.take_dense, m.be.xor
+            piece = inj.stream.window_words
+            if n_words <= piece:
 
-            def run_full_dense() -> None:
+                def run_full_dense() -> None:
+                    kern(ins, d, temps)
+                    xor(flat, take_dense(n_words), out=flat)
+
+                return run_full_dense
+            pieces = [flat[s : s + piece] for s in range(0, n_words, piece)]
+
+            def run_full_dense_pieces() -> None:
                 kern(ins, d, temps)
-                xor(flat, take_dense(n_words), out=flat)
+                for f in pieces:
+                    xor(f, take_dense(f.size), out=f)
 
-            return run_full_dense
+            return run_full_dense_pieces
 
         def run_full_faulty() -> None:
             kern(ins, d, temps)
@@ -500,10 +529,18 @@ def _gate_plain(m: Machine, b: BoundOp) -> None:
 
 # ---------------------------------------------------------------- data movement
 def _pack_rows(planes: np.ndarray, r0: int, words: int) -> np.ndarray:
-    """bool [..., nrows] placed at row r0 -> uint64 [..., words]."""
-    full = np.zeros((*planes.shape[:-1], words * 64), dtype=bool)
-    full[..., r0 : r0 + planes.shape[-1]] = planes
-    return np.packbits(full, axis=-1, bitorder="little").view(np.uint64)
+    """0/1 uint8 or bool [..., nrows] placed at row r0 -> uint64 [..., words] (row r: bit r % 64 of word r // 64).
+
+    Packed a byte at a time (8 rows), so the only temporaries are the packed bytes, not a bool row per
+    row of the array.
+    """
+    pad = r0 & 7
+    if pad:  # start the first byte at a multiple of 8 rows
+        planes = np.concatenate([np.zeros((*planes.shape[:-1], pad), dtype=planes.dtype), planes], axis=-1)
+    packed = np.packbits(planes, axis=-1, bitorder="little")
+    out = np.zeros((*planes.shape[:-1], words * 8), dtype=np.uint8)
+    out[..., r0 >> 3 : (r0 >> 3) + packed.shape[-1]] = packed
+    return out.view(np.uint64)
 
 
 def _unpack_rows(words: np.ndarray, r0: int, r1: int) -> np.ndarray:
@@ -534,15 +571,19 @@ def wr(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     dst, src = b.operands
     bits = b.attrs["bits"]
-    val = m.load(src).astype(np.int64, copy=False)  # [S|1, n|1, nrows(, F)]
+    val = m.load(src)  # [S|1, n|1, nrows(, F)]
     if val.ndim == 3:
         val = val[..., None]
     nrows, nf = val.shape[2], val.shape[3]
-    shifts = np.arange(bits, dtype=np.int64)
-    planes = ((val[..., None] >> shifts) & 1).astype(bool)  # [S, n, nrows, F, bits]
+    # Bit b of a value is bit b of its little-endian two's-complement int64: unpacked from the bytes,
+    # one byte per bit (no int64 temporary per bit).
+    by = np.ascontiguousarray(val, dtype="<i8").view(np.uint8).reshape(*val.shape, 8)
+    planes = np.unpackbits(by, axis=-1, count=bits, bitorder="little")  # [S, n, nrows, F, bits]
+    del by
     planes = planes.reshape(*planes.shape[:3], nf * bits).transpose(3, 1, 0, 2)  # [F*bits, n, S, nrows]
     r0, r1 = m.rows(b)
-    words = _pack_rows(planes, r0, m.words)
+    words = _pack_rows(np.ascontiguousarray(planes), r0, m.words)
+    del planes
     rep = b.attrs.get("repeat", 1)
     if rep > 1 and words.shape[1] > 1:
         words = np.repeat(words, rep, axis=1)
@@ -566,14 +607,24 @@ def rd(m: Machine, b: BoundOp) -> None:
     fields = b.attrs.get("fields", 0)
     nf = max(fields, 1)
     r0, r1 = m.rows(b)
-    words = m.be.copy(m.cells[src : src + nf * bits, lo:hi])  # [F*bits, nA, S, W]
-    m.flip(words, b, m.faults.read, "read")
-    planes = _unpack_rows(m.be.get_words(words), r0, r1).astype(np.int64)  # [F*bits, nA, S, nrows]
+    w0, w1 = word_range(r0, r1)
+    words = m.be.copy(m.cells[src : src + nf * bits, lo:hi, :, w0:w1])  # [F*bits, nA, S, nw]: the words sensed
+    rate = m.faults.read
+    if not rate.zero:  # the region `flip` would inject into: the words of the active rows
+        m.injector("read", rate, r0, r1)(m.be.flat(words))
+    planes = _unpack_rows(m.be.get_words(words), r0 - 64 * w0, r1 - 64 * w0)  # uint8 [F*bits, nA, S, nrows]
+    del words
     planes = planes.reshape(nf, bits, hi - lo, m.lanes, r1 - r0)
-    weights = np.left_shift(np.int64(1), np.arange(bits, dtype=np.int64))
-    if b.attrs.get("signed", 1):
-        weights[-1] = -weights[-1]
-    vals = np.tensordot(planes, weights, axes=([1], [0]))  # [F, nA, S, nrows]
+    signed = b.attrs.get("signed", 1)
+    vals = np.zeros((nf, hi - lo, m.lanes, r1 - r0), dtype=np.int64)
+    for k in range(bits):  # one int64 temporary at a time
+        term = planes[:, k].astype(np.int64)
+        term <<= k
+        if signed and k == bits - 1:
+            vals -= term
+        else:
+            vals += term
+    del planes, term
     vals = vals.transpose(2, 1, 3, 0)  # [S, nA, nrows, F]
     if not fields:
         vals = vals[..., 0]
@@ -825,19 +876,12 @@ def _execute(m: Machine, nodes: tuple[Node, ...]) -> None:
                 m.trace(node, m)
 
 
-def check_memory(linked: Linked, lanes: int, budget: int) -> None:
-    need = linked.machine.state_bytes * lanes
-    if need > budget:
-        raise UserError(
-            f"the chip state needs {need / 2**30:.2f} GiB for {lanes} sample lane(s), more than the "
-            f"memory budget of {budget / 2**30:.2f} GiB (--max-memory)"
-        )
-
-
-def lanes_for(linked: Linked, samples: int, budget: int) -> int:
-    """How many samples to run side by side within the memory budget."""
-    per = max(linked.machine.state_bytes, 1)
-    return max(1, min(samples, budget // per, 1024))
+def lanes_for(
+    linked: Linked, samples: int, budget: int, faults: FaultModel | None = None, inputs_bytes: int = 0
+) -> int:
+    """How many samples to run side by side within the memory budget (cramc.sim.memory)."""
+    fp = footprint(linked, faults or FaultModel(), samples=samples, inputs_bytes=inputs_bytes)
+    return plan_lanes(linked, samples, budget, fp)
 
 
 @dataclass
@@ -864,11 +908,11 @@ def run(
 ) -> RunResult:
     """Run every sample of `inputs` (name -> [N, *shape]) through the program.
 
-    Samples run `lanes` at a time (default: as many as `max_memory` bytes of state
-    allow, by default the backend's budget: 2 GiB on the host, 40% of a GPU's free
-    memory); the
-    faults of each batch come from its own generator spawned from `seed`, so the
-    same seed, inputs and lanes give the same outputs, counts and faults.
+    Samples run `lanes` at a time (default: as many as fit in `max_memory` bytes,
+    by default the backend's budget: 2 GiB on the host, 40% of a GPU's free memory;
+    the budget covers everything the run holds, cramc.sim.memory); the faults of
+    each batch come from its own generator spawned from `seed`, so the same seed,
+    inputs and lanes give the same outputs, counts and faults.
     `reference=True` runs gates on the plain path (see `Machine`); `backend`
     picks where the machine state lives (cramc.sim.backend: numpy, torch,
     torch:cuda, ...).
@@ -878,8 +922,18 @@ def run(
     if max_memory is None:
         max_memory = be.memory_budget()
     n = _check_inputs(linked, inputs)
-    lanes = lanes or lanes_for(linked, n, max_memory)
-    check_memory(linked, 1, max_memory)
+    fp = footprint(
+        linked,
+        faults,
+        samples=n,
+        inputs_bytes=sum(int(v.nbytes) for v in inputs.values()),
+        fused=Machine.fuse_mac and trace is None,
+        reference=reference,
+        keep_tensors=keep_tensors,
+    )
+    planned = plan_lanes(linked, n, max_memory, fp)  # raises when one lane does not fit
+    lanes = lanes or planned
+    used = extent(linked)
     total = Counts()
     outs: dict[str, list[np.ndarray]] = {o.name: [] for o in linked.outputs}
     kept: dict[str, list[np.ndarray]] = {}
@@ -892,7 +946,7 @@ def run(
         for start in range(0, n, lanes):
             stop = min(n, start + lanes)
             rng = np.random.default_rng(seeds.spawn(1)[0])
-            m = Machine(linked, stop - start, faults, rng, reference=reference, backend=be)
+            m = Machine(linked, stop - start, faults, rng, reference=reference, backend=be, used=used)
             m.trace = trace
             for spec in linked.inputs:
                 m.tensors[spec.name] = _as_lane_input(inputs[spec.name][start:stop], spec.dtype)
@@ -903,15 +957,23 @@ def run(
             init_events["faults"] = init_events.get("faults", 0) + c.faults_injected
             execute(m, linked.main)
             for o in linked.outputs:
-                outs[o.name].append(m.tensors[o.name])
+                outs[o.name].append(_own(m.tensors[o.name]))
             if keep_tensors:
-                for k, v in m.tensors.items():
-                    kept.setdefault(k, []).append(v)
+                for name, t in m.tensors.items():
+                    kept.setdefault(name, []).append(_own(t))
             total.merge(m.counts)
+            m.close()  # before the next batch's machine: never two batches' state at once
+            del m
             if progress is not None:
                 progress(stop - start)
     result = {k: np.concatenate(v) for k, v in outs.items()}
+    outs.clear()
     return RunResult(result, total, n, {k: np.concatenate(v) for k, v in kept.items()}, init_events)
+
+
+def _own(x: np.ndarray) -> np.ndarray:
+    """x, or a copy when it is a view: kept past its batch, a view would keep the batch's larger array alive."""
+    return x if x.base is None else x.copy()
 
 
 def _as_lane_input(x: np.ndarray, dtype: str) -> np.ndarray:

@@ -66,7 +66,9 @@ def test_legal_huge_chip_verifies_in_little_memory() -> None:
 
 def test_run_refuses_a_chip_beyond_the_memory_budget(cli, tmp_path) -> None:
     p = tmp_path / "big.cram"
-    p.write_text(f".machine arrays={MAX_ARRAYS} rows=64 cols=1024\n.main {{\n  fill @0 c0, 1\n}}\n", encoding="utf-8")
+    # the simulator allocates what a program uses: here 2**19 arrays x 1024 columns, 4 GiB per sample
+    text = f".machine arrays={MAX_ARRAYS} rows=64 cols=1024\n.main {{\n  fill @0:{1 << 19} c1023, 1\n}}\n"
+    p.write_text(text, encoding="utf-8")
     assert cli("check", str(p)).rc == 0
     inp = tmp_path / "none.npz"
     np.savez(inp)  # the program has no inputs

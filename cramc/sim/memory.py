@@ -1,0 +1,404 @@
+"""What a simulator run holds in memory, so that ``--max-memory`` bounds the process and not only the cells.
+
+A batch of S sample lanes holds, per lane:
+
+- the **state**: the cells and accumulators of the arrays, columns and slots the
+  program uses (`extent`; the interpreter allocates no more than that);
+- the **tensors**: every CMOS tensor of the program, kept until the batch ends;
+- the **temporaries** of the instruction that needs the most while it runs (the
+  fused MAC's stacked blocks, a write's bit planes, a read's unpacked bits, a
+  CMOS operation's intermediates, ...), and the scratch buffers the prepared
+  gates keep.
+
+Beside the lanes, whatever their number, it holds the inputs and outputs of all
+samples, the program's data constants, the fault sampler's buffers and the
+prepared runner of every instruction (`Footprint.fixed`).  `plan_lanes` picks the lane count that fits all of it in a
+budget.  The estimates below sit next to the allocations they describe in
+cramc/sim/interp.py and fuse.py: tests/sim/test_memory.py measures every
+instruction's temporaries on the shipped programs against them, and the peak
+resident memory of ``cramc run`` against the budget.
+
+What is not in the budget: the Python interpreter with its modules and the
+parsed program text (about 100 MB; --max-memory bounds the process to within
+0.5 GB).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cramc.errors import UserError
+from cramc.isa.opcodes import OPCODES, Kind, Unit
+from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
+from cramc.sim.faults import CHUNK_CANDIDATES, STREAM_BATCH, WINDOW_WORDS, FaultModel
+from cramc.sim.fuse import FUSED_TEMP_BLOCKS, MIN_PAIRS, FusedMac, chunk_pairs, fuse
+
+#: The most lanes a batch runs side by side.
+MAX_LANES = 1024
+WORD = 8  # bytes per cell word and per int64
+#: A CMOS operation's intermediates, in multiples of its operands and result (numpy keeps at most a couple
+#: of full-size temporaries alive per expression; measured on the shipped models by tests/sim/test_memory.py).
+CMOS_TEMP = 3
+#: Bytes per candidate fault the host sampler keeps (position, mask, uniform) and a region's injection
+#: materialises at once (positions, masks, filters), at most CHUNK_CANDIDATES (+10%) of them.
+STREAM_BYTES = 24 * (CHUNK_CANDIDATES + CHUNK_CANDIDATES // 10 + STREAM_BATCH) + WORD * WINDOW_WORDS
+INJECT_BYTES = 64 * (CHUNK_CANDIDATES + CHUNK_CANDIDATES // 10)
+#: A prepared runner per instruction (its closure, the views of its operand columns, masks): measured about
+#: 1.5 KiB on the CRAM-only digits CNN, whose 20,000 instructions are nearly all gates over row ranges.
+RUNNER_BYTES = 2048
+#: The run's own bookkeeping (generators, counts, tallies, the fused plan): measured about 100 KB.
+RUN_BYTES = 256 << 10
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The arrays, columns and accumulator slots a program touches: [0, arrays) x [0, cols), [0, accs)."""
+
+    arrays: int
+    cols: int
+    accs: int
+
+
+def walk(nodes: tuple[Node, ...]) -> Iterator[BoundOp]:
+    """Every instruction of a node list, loop bodies once."""
+    for n in nodes:
+        if isinstance(n, Loop):
+            yield from walk(n.body)
+        else:
+            yield n
+
+
+def _source_shape(linked: Linked, src: Any) -> tuple[int, ...]:
+    if isinstance(src, np.ndarray):
+        return tuple(src.shape)
+    shape = linked.tensor_shapes[src.name][0]
+    return tuple(shape[1:]) if src.index is not None else tuple(shape)
+
+
+def _columns(linked: Linked, b: BoundOp) -> Iterator[int]:
+    """The columns instruction b reads or writes (the last of each block)."""
+    mn = b.op.mnemonic
+    if mn == "wr":
+        shape = _source_shape(linked, b.operands[1])
+        nf = shape[2] if len(shape) == 3 else 1
+        yield b.operands[0] + nf * b.attrs["bits"] - 1
+    elif mn == "rd":
+        yield b.operands[1] + max(b.attrs.get("fields", 0), 1) * b.attrs["bits"] - 1
+    else:
+        for spec, v in zip(b.op.operands, b.operands, strict=False):
+            if spec.kind is Kind.COL:
+                yield v
+
+
+def extent(linked: Linked) -> Extent:
+    """The part of the chip the program uses (at least one array, column and slot)."""
+    arrays = cols = accs = 1
+    for b in walk((*linked.init, *linked.main)):
+        if b.arrays is not None:
+            arrays = max(arrays, b.arrays[1])
+        for c in _columns(linked, b):
+            cols = max(cols, c + 1)
+        for spec, v in zip(b.op.operands, b.operands, strict=False):
+            if spec.kind is Kind.ACC:
+                accs = max(accs, v + 1)
+            elif spec.kind is Kind.ACCS:
+                accs = max(accs, v[1])
+    return Extent(arrays, cols, accs)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes a run holds: per sample lane, and fixed (whatever the lane count)."""
+
+    state: int  # cells and accumulators
+    tensors: int  # CMOS tensors
+    temporaries: int  # the largest instruction's temporaries, and the prepared gates' scratch buffers
+    fixed: int  # inputs, outputs, data constants, fault sampler
+    worst: str  # the instruction with the largest temporaries (for messages)
+
+    @property
+    def lane(self) -> int:
+        return self.state + self.tensors + self.temporaries
+
+    def need(self, lanes: int) -> int:
+        return self.fixed + lanes * self.lane
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What the estimates need to know about the machine and the run."""
+
+    linked: Linked
+    faults: FaultModel
+    words: int  # words per column
+    rows: int
+    reference: bool = False  # gates run the plain path
+
+    def nw(self, b: BoundOp) -> int:
+        r0, r1 = b.rows if b.rows is not None else (0, self.rows)
+        return ((r1 + 63) >> 6) - (r0 >> 6)
+
+    def nrows(self, b: BoundOp) -> int:
+        r0, r1 = b.rows if b.rows is not None else (0, self.rows)
+        return r1 - r0
+
+    def narrays(self, b: BoundOp) -> int:
+        lo, hi = b.arrays  # type: ignore[misc]
+        return hi - lo
+
+    def tensor_bytes(self, ref: Any) -> int:
+        """Per-lane bytes of a tensor operand (0 for a data constant: it is not per lane)."""
+        if not isinstance(ref, TRef):
+            return 0
+        shape, is_int = self.linked.tensor_shapes[ref.name]
+        if ref.index is not None:
+            shape = shape[1:]
+        return math.prod(shape) * (WORD if is_int else 4)
+
+
+#: mnemonic -> (sizes, instruction) -> (bytes per lane, fixed bytes) of its temporaries
+TempFn = Callable[[Sizes, BoundOp], tuple[int, int]]
+TEMPORARIES: dict[str, TempFn] = {}
+
+
+def temporaries(*mnemonics: str) -> Callable[[TempFn], TempFn]:
+    """Files an estimate of the temporaries of the named opcodes (every opcode has one; a test checks it)."""
+
+    def register(fn: TempFn) -> TempFn:
+        for mn in mnemonics:
+            if mn not in OPCODES:
+                raise AssertionError(f"@temporaries for unknown opcode {mn}")
+            TEMPORARIES[mn] = fn
+        return fn
+
+    return register
+
+
+@temporaries(*(mn for mn, op in OPCODES.items() if op.unit is Unit.GATE))
+def _gate(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    # Prepared kernels write in place (their scratch buffers are counted with the pools); the plain path
+    # (reference runs) evaluates the table's logic into fresh arrays: up to ten full column blocks for maj5.
+    # Both: the injected region once more (the device sampler's flip mask) and a row-range merge.
+    block = z.narrays(b) * z.words * WORD
+    return (12 if z.reference else 2) * block, 0
+
+
+@temporaries("fill")
+def _fill(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    block = z.narrays(b) * z.words * WORD
+    return 3 * block, 0  # the filled block, the injected region, the edge-word merges
+
+
+@temporaries("wr")
+def _wr(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    src = b.operands[1]
+    shape = _source_shape(z.linked, src)
+    n, nrows = shape[0], shape[1]
+    nf = shape[2] if len(shape) == 3 else 1
+    planes = nf * b.attrs["bits"]  # columns written
+    values = n * nrows * nf
+    # the source as int64 (a copy of an indexed or narrower source), one byte per bit twice (unpacked and
+    # transposed, + the 8-row alignment), the packed words, repeated and sent to the backend
+    build = WORD * values + 3 * values * b.attrs["bits"] + 3 * planes * n * z.words * WORD
+    nA = z.narrays(b)
+    # with write faults: the full-shape copy and the injected region; the edge-word merges
+    spread = (2 * planes * nA * z.words * WORD if not z.faults.write.zero else 0) + 4 * planes * nA * WORD
+    if isinstance(src, TRef):
+        return build + 2 * planes * nA * z.words * WORD + spread, 0
+    return spread, build  # a data constant: one copy for every lane
+
+
+@temporaries("rd")
+def _rd(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    fields = max(b.attrs.get("fields", 0), 1)
+    planes = fields * b.attrs["bits"]
+    nA, nw, nrows = z.narrays(b), z.nw(b), z.nrows(b)
+    # the sensed words (and their host copy), one byte per bit, the int64 values, a term and the result
+    return planes * nA * nw * (2 * WORD + 64) + 3 * fields * nA * nrows * WORD, 0
+
+
+@temporaries("tadd", "tsub", "tvadd", "tvsub", "tdadd", "tdsub")
+def _tree(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    copies = sum(1 for o in b.op.operands if o.kind is Kind.COL)
+    nA, nw = z.narrays(b), z.nw(b)
+    # the sensed copies, the vote or the recompute, the mask, the popcount (SWAR on torch: a few int64 blocks)
+    words = (copies + 8) * nA * nw * WORD
+    # tree faults: the counts as words and the candidate faults among their bits
+    tree = nA * (4 * WORD + int(64 * z.faults.tree * 24 * 1.1) + 64) if z.faults.tree else 0
+    return words + tree, 0
+
+
+@temporaries("aclr")
+def _aclr(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    return 0, 0
+
+
+@temporaries("ard")
+def _ard(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    s0, s1 = b.operands[1]
+    return 3 * z.narrays(b) * (s1 - s0) * WORD, 0  # the host copy, the transposed result
+
+
+@temporaries("call")
+def _call(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    return 0, 0  # inlined by the linker
+
+
+WINDOWED = frozenset(("maxpool", "avgpool", "im2col"))
+
+
+@temporaries(*(mn for mn, op in OPCODES.items() if op.unit is Unit.CMOS))
+def _cmos(z: Sizes, b: BoundOp) -> tuple[int, int]:
+    dst, *srcs = b.operands
+    ins = sum(z.tensor_bytes(s) for s in srcs)
+    consts = sum(int(s.nbytes) for s in srcs if isinstance(s, np.ndarray))
+    shape, is_int = z.linked.tensor_shapes[dst.name]
+    if dst.index is not None:
+        shape = shape[1:]
+    out = math.prod(shape) * WORD  # before the final conversion a result may be int64 or float64
+    extra = 0
+    if b.op.mnemonic in WINDOWED:
+        # the padded input and the stacked windows: kernel-size copies of the output (im2col's output
+        # already is the windows)
+        kk = math.prod(b.attrs.get("kernel", [1, 1]))
+        extra = 2 * ins + (1 if b.op.mnemonic == "im2col" else kk) * out
+    return CMOS_TEMP * (ins + out) + extra, CMOS_TEMP * consts
+
+
+def fused_temporaries(z: Sizes, f: FusedMac) -> int:
+    """Bytes per lane a fused run's chunk holds at once (see cramc.sim.fuse)."""
+    g = f.first
+    nA, nw = z.narrays(g), z.nw(g)
+    k = min(len(f.pairs), chunk_pairs(nA, nw))
+    return FUSED_TEMP_BLOCKS * k * nA * nw * WORD
+
+
+def kernel_temps() -> dict[str, int]:
+    """Scratch buffers each prepared gate kernel needs (cramc.sim.interp.kernels)."""
+    from cramc.sim.backend import NUMPY
+    from cramc.sim.interp import kernels
+
+    return {mn: k[1] for mn, k in kernels(NUMPY).items()}
+
+
+def gate_scratch(z: Sizes, b: BoundOp, kernel_temps: dict[str, int]) -> tuple[tuple[int, int], int] | None:
+    """The scratch buffers a prepared gate keeps: (key, count), key = (arrays, words) of each buffer
+    (per lane); the machine keeps one pool per key, as many buffers as the most any gate takes."""
+    mn = b.op.mnemonic
+    if mn not in kernel_temps:
+        return None
+    full = b.rows is None or (b.rows[0] == 0 and b.rows[1] >= z.rows)
+    nA = z.narrays(b)
+    return ((nA, z.words), kernel_temps[mn]) if full else ((nA, z.nw(b)), 1 + kernel_temps[mn])
+
+
+def sampler_bytes(linked: Linked, faults: FaultModel) -> int:
+    """The host fault sampler's buffers: each stream's, and one region's injection at a time."""
+    streams = _stream_count(linked, faults)
+    return streams * STREAM_BYTES + (INJECT_BYTES if streams else 0)
+
+
+def _stream_count(linked: Linked, faults: FaultModel) -> int:
+    """How many fault streams the run can open (one per fault kind and distinct rate in use)."""
+    rates: set[tuple[str, float]] = set()
+    for b in walk((*linked.init, *linked.main)):
+        u = b.op.unit
+        if u is Unit.GATE and not faults.gate(b.op.mnemonic).zero:
+            rates.add(("gate", faults.gate(b.op.mnemonic).pmax))
+        elif u is Unit.WRITE and not faults.write.zero:
+            rates.add(("write", faults.write.pmax))
+        elif u in (Unit.READ, Unit.TREE) and not faults.read.zero:
+            rates.add(("read", faults.read.pmax))
+    return len(rates)
+
+
+def footprint(
+    linked: Linked,
+    faults: FaultModel,
+    *,
+    samples: int = 1,
+    inputs_bytes: int = 0,
+    fused: bool = True,
+    reference: bool = False,
+    keep_tensors: bool = False,
+) -> Footprint:
+    """The memory a run of `samples` samples of `linked` holds (see the module docstring).
+
+    `inputs_bytes`: the caller's input arrays; `fused`: multiply-accumulate runs may fuse; `reference`:
+    gates run the plain path.
+    """
+    temps = kernel_temps()
+    spec = linked.machine
+    ext = extent(linked)
+    state = ext.cols * ext.arrays * spec.words * WORD + ext.arrays * ext.accs * WORD
+    tensors = sum(math.prod(shape) * (WORD if is_int else 4) for shape, is_int in linked.tensor_shapes.values())
+    z = Sizes(linked, faults, spec.words, spec.rows, reference)
+    worst, worst_at = 0, ""
+    fixed_temp = 0
+    pools: dict[tuple[int, int], int] = {}
+    for b in walk((*linked.init, *linked.main)):
+        per, fix = TEMPORARIES[b.op.mnemonic](z, b)
+        if b.op.unit is Unit.GATE and not reference:
+            got = gate_scratch(z, b, temps)
+            if got is not None:
+                key, k = got
+                pools[key] = max(pools.get(key, 0), k)
+        if per > worst:
+            worst, worst_at = per, b.text or b.op.mnemonic
+        fixed_temp = max(fixed_temp, fix)
+    if fused and not reference:
+        for f in _fused_runs((*linked.init, *linked.main)):
+            per = fused_temporaries(z, f)
+            if per > worst:
+                worst, worst_at = per, f"a fused run of {len(f.pairs)} x ({f.first.text or f.first.op.mnemonic} ...)"
+    scratch = sum(k * nA * nw * WORD for (nA, nw), k in pools.items())
+    data = _data_bytes(linked)
+    outputs = sum(math.prod(o.shape) * WORD for o in linked.outputs)
+    sampler = sampler_bytes(linked, faults)
+    kept = samples * tensors if keep_tensors else 0
+    runners = RUNNER_BYTES * sum(1 for _ in walk((*linked.init, *linked.main)))
+    fixed = inputs_bytes + 2 * samples * outputs + data + sampler + fixed_temp + kept + runners + RUN_BYTES
+    return Footprint(state, tensors, worst + scratch, fixed, worst_at)
+
+
+def _fused_runs(nodes: tuple[Node, ...]) -> Iterator[FusedMac]:
+    for n in fuse(nodes):
+        if isinstance(n, FusedMac):
+            if len(n.pairs) >= MIN_PAIRS:
+                yield n
+        elif isinstance(n, Loop):
+            yield from _fused_runs(n.body)
+
+
+def _data_bytes(linked: Linked) -> int:
+    """Bytes of the program's data constants (each array once)."""
+    seen: dict[int, int] = {}
+    for b in walk((*linked.init, *linked.main)):
+        for v in (*b.operands, *b.attrs.values()):
+            if isinstance(v, np.ndarray):
+                seen[id(v)] = int(v.nbytes)
+    return sum(seen.values())
+
+
+def plan_lanes(linked: Linked, samples: int, budget: int, fp: Footprint) -> int:
+    """The most lanes (at most `samples` and MAX_LANES) whose footprint fits `budget`; an error when one does not.
+
+    Never more lanes than the whole nominal chip's cells allow in the budget either (the rule before
+    the footprint counted everything): a seeded run whose lanes fitted then keeps its lane count, and
+    so its faults.
+    """
+    if fp.need(1) > budget:
+        gib = 2**30
+        raise UserError(
+            f"one sample lane needs {fp.lane / gib:.3f} GiB (state {fp.state / gib:.3f}, tensors "
+            f"{fp.tensors / gib:.3f}, temporaries {fp.temporaries / gib:.3f} GiB, the most for {fp.worst}) and "
+            f"the run {fp.fixed / gib:.3f} GiB besides (inputs, outputs, data, fault sampler), more than the "
+            f"memory budget of {budget / gib:.2f} GiB (--max-memory)"
+        )
+    nominal = budget // max(linked.machine.state_bytes, 1)
+    return int(max(1, min(samples, MAX_LANES, nominal, (budget - fp.fixed) // max(fp.lane, 1))))
