@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cramc.errors import InternalError, UserError
+from cramc.ir.ecc import SCRATCH
 from cramc.ir.graph import Graph, Op
 
 
@@ -132,8 +133,6 @@ def mvm_dims(x_shape: tuple[int, ...], w: np.ndarray, groups: int, replicas: int
 
 def scratch_columns(op: Op) -> int:
     """Scratch columns an MVM's micro-program needs (1, or more for the copies error correction makes)."""
-    from cramc.ir.passes.insert_ecc import SCRATCH
-
     return max((SCRATCH[c] for c in op.attrs.get("ecc", [])), default=1)
 
 

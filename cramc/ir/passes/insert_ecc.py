@@ -27,12 +27,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cramc.errors import UserError
+from cramc.ir.ecc import NAMES, SCHEMES
 from cramc.ir.graph import Graph, Op
-
-SCHEMES = {"none": 0, "tmr": 1, "vote": 2, "dup": 3}
-NAMES = {v: k for k, v in SCHEMES.items()}
-#: Scratch columns each scheme needs (copies of the partial product, plus the in-array vote).
-SCRATCH = {0: 1, 1: 4, 2: 3, 3: 2}
 
 
 @dataclass(frozen=True)
