@@ -45,7 +45,10 @@ def _cmd_fmt(args: argparse.Namespace) -> int:
     return 0
 
 
-MEMORY_HELP = "GiB of simulator state, all sample lanes together (default 2; on a GPU, 40%% of its free memory)"
+MEMORY_HELP = (
+    "GiB the simulation may hold: state, tensors and temporaries of all sample lanes, inputs and outputs "
+    "(default 2; on a GPU, 40%% of its free memory)"
+)
 
 
 def _budget(gib: float | None) -> int | None:
