@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cramc.isa.linked import BoundOp, Loop, Node
 from cramc.isa.opcodes import Unit
-from cramc.isa.verifier import BoundOp, Loop, Node
 
 if TYPE_CHECKING:
     from cramc.sim.interp import Machine

@@ -36,8 +36,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cramc.errors import UserError
+from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import OPCODES, Unit
-from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultModel, Rate, flip_bits, row_mask_words
 from cramc.sim.fuse import FusedMac, fuse, prepare_fused

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from cramc.errors import UserError
+from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import OPCODES, Kind, Unit
-from cramc.isa.verifier import BoundOp, Linked, Loop, Node, TRef
 from cramc.sim.faults import CHUNK_CANDIDATES, STREAM_BATCH, WINDOW_WORDS, FaultModel
 from cramc.sim.fuse import FUSED_TEMP_BLOCKS, MIN_PAIRS, FusedMac, chunk_pairs, fuse
 
