@@ -43,7 +43,7 @@ GATE_NAMES = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GAT
 #: Geometric gaps drawn per refill of a `FaultStream` (amortises the RNG call).
 STREAM_BATCH = 4096
 #: At most about this many candidate faults are materialised at once (a region with more is injected in
-#: chunks): it bounds the sampler's buffers, about 40 bytes per candidate (see `SAMPLER_BYTES`).
+#: chunks): it bounds the sampler's buffers, a few tens of bytes per candidate (cramc.sim.memory.STREAM_BYTES).
 CHUNK_CANDIDATES = 1 << 18
 _ONE = np.uint64(1)
 GAP_CAP = float(2**52)
