@@ -327,7 +327,7 @@ def test_default_memory_budget(backend: str) -> None:
 
 def test_cli_bad_max_memory(cli) -> None:  # noqa: ANN001
     res = cli("run", str(REPO / "isa" / "examples" / "mul8x8.cram"), "--max-memory", "-1")
-    assert res.rc == 1 and "--max-memory must be a positive number of GiB" in res.err
+    assert res.rc == 1 and "--max-memory must be a positive, finite number of GiB" in res.err
 
 
 def test_cli_device_out_of_memory(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
