@@ -58,6 +58,7 @@ import numpy as np
 
 from cramc.errors import InternalError, UserError
 from cramc.fileio import atomic_write, write_json
+from cramc.ir.ecc import recomputing
 from cramc.sim.faults import FaultModel
 
 PROTECTIONS = ("none", "ecc", "finetuned", "both")
@@ -245,13 +246,14 @@ class Variant:
     linked: Any  # cramc.isa.verifier.Linked
     graph: Any = None  # cramc.ir.graph.Graph after tiling (statistical mode)
     counts: dict[str, float] = field(default_factory=dict)  # per inference, fault-free (statistical mode)
-    td_rows: float = 0.0  # rows sensed by duplicate-and-compare per inference (statistical mode)
+    #: rows sensed per inference by the tree operations of each scheme that recomputes rows (statistical mode)
+    recompute_rows: dict[str, float] = field(default_factory=dict)
     init: Any = None  # the cost model's tally of `.init` (computed once)
 
 
 def spec_from_plans(g: Any) -> str:
     """An explicit insert-ecc spec that reproduces the `ecc` plans of graph g (one rule per layer and scheme)."""
-    from cramc.ir.passes.insert_ecc import NAMES
+    from cramc.ir.ecc import scheme
 
     rules = []
     for op in g.ops:
@@ -273,7 +275,7 @@ def spec_from_plans(g: Any) -> str:
                     prev = s
                     continue
                 cond = f"sig={start}" if start == prev else f"sig>={start}:sig<={prev}"
-                rules.append(f"{NAMES[code]}:layer={op.out}:{cond}")
+                rules.append(f"{scheme(code).name}:layer={op.out}:{cond}")
                 if s is not None:
                     start = prev = s
     return ";".join(rules)
@@ -378,7 +380,10 @@ class _Builder:
         res = run(v.linked, one, FaultModel(), seed=0, max_memory=self.o.max_memory)
         v.counts = _counts(res.counts, 1, FaultModel(), v, self.tech, res.init)
         v.counts["faults_injected"] = math.nan
-        v.td_rows = float(sum(res.counts.per_opcode.get(m, {}).get("row_ops", 0) for m in ("tdadd", "tdsub")))
+        v.recompute_rows = {
+            s.name: float(sum(res.counts.per_opcode.get(m, {}).get("row_ops", 0) for m in s.tree))
+            for s, _ in recomputing()
+        }
 
 
 def _load_tech(path: str | None) -> Any:
@@ -564,7 +569,7 @@ def _run_one(
         first = v.linked.outputs[0].name
         return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm, v, b_tech, res.init)
     from cramc.ir.graph import sanitize
-    from cramc.ir.noisy import all_rates, noisy_evaluate, pp_error_rates
+    from cramc.ir.noisy import all_rates, noisy_evaluate
 
     g = v.graph
     by_name = {sanitize(k): x for k, x in inputs.items()}
@@ -575,9 +580,10 @@ def _run_one(
     out = noisy_evaluate(g, feed, all_rates(g, fm), np.random.default_rng(seed))
     bar.update(labels.shape[0])
     c = dict(v.counts)
-    e = max(pp_error_rates(fm, 0))  # one copy's sensed-product error; exact for symmetric rates, else a bound
-    c["recomputes"] = v.td_rows * 2 * e * (1 - e)
-    c["tree_sensed_bits"] += 2 * c["recomputes"]  # each recompute senses the two operand cells
+    # expected values: the rows recomputed depend on the faults, which this mode does not draw per row
+    expected = {s.name: r.expected(v.recompute_rows.get(s.name, 0.0), fm) for s, r in recomputing()}
+    c["recomputes"] = sum(expected.values(), 0.0)
+    c["tree_sensed_bits"] += sum((r.sensed * expected[s.name] for s, r in recomputing()), 0.0)
     return _correct(out[g.outputs[0].name], labels), c
 
 

@@ -11,19 +11,18 @@ adder-tree operation (tadd or tsub with shift b + c): the CRAM-ER hybrid, where
 the in-array work is a single gate per partial-product bit and the carries
 happen in the CMOS tree.
 
-Under error correction (the `ecc` plan of the insert-ecc pass) a term becomes
-- tmr:  three ANDs into t, t+1, t+2, a MAJ3 vote into t+3 (a CRAM gate), tadd of t+3;
-- vote: three ANDs, then tvadd/tvsub: the CMOS periphery votes before the tree;
-- dup:  two ANDs, then tdadd/tdsub: compare, recompute disagreeing rows in CMOS.
-Each protected term carries a comment naming its scheme.  One micro-program
-exists per distinct (wbits, xbits, xsigned, plan).
+Under error correction (the `ecc` plan of the insert-ecc pass) each term is
+lowered by its scheme's entry in the registry cramc.ir.ecc (copies of the AND,
+a vote in the array or in the periphery, or compare and recompute); each
+protected term carries a comment naming its scheme.  One micro-program exists
+per distinct (wbits, xbits, xsigned, plan).
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from cramc.ir.passes.insert_ecc import NAMES
+from cramc.ir.ecc import describe, scheme
 from cramc.isa import ast
 
 
@@ -32,31 +31,9 @@ def mac_name(wbits: int, xbits: int, xsigned: int, plan: list[int] | None = None
     if not plan or not any(plan):
         return base
     if len(set(plan)) == 1:
-        return f"{base}_{NAMES[plan[0]]}"
+        return f"{base}_{scheme(plan[0]).name}"
     digest = hashlib.sha1(bytes(plan)).hexdigest()[:6]
     return f"{base}_ecc{digest}"
-
-
-def _e(name: str, off: int = 0) -> ast.Expr:
-    return ast.Expr(name, off)
-
-
-def _term(b: int, c: int, neg: bool, code: int) -> list[ast.Stmt]:
-    w, x, s = _e("w", b), _e("x", c), ast.Num(b + c)
-    add, vadd, dadd = ("tsub", "tvsub", "tdsub") if neg else ("tadd", "tvadd", "tdadd")
-    if code == 0:
-        return [ast.Instr("and", None, (_e("t"), w, x)), ast.Instr(add, None, (_e("y"), _e("t"), s))]
-    copies = {1: 3, 2: 3, 3: 2}[code]
-    out: list[ast.Stmt] = [ast.Instr("and", None, (_e("t", i), w, x)) for i in range(copies)]
-    out[0] = ast.Instr("and", None, (_e("t"), w, x), (), f"; {NAMES[code]}: b+c={b + c}")
-    if code == 1:
-        out.append(ast.Instr("maj3", None, (_e("t", 3), _e("t"), _e("t", 1), _e("t", 2))))
-        out.append(ast.Instr(add, None, (_e("y"), _e("t", 3), s)))
-    elif code == 2:
-        out.append(ast.Instr(vadd, None, (_e("y"), _e("t"), _e("t", 1), _e("t", 2), s)))
-    else:
-        out.append(ast.Instr(dadd, None, (_e("y"), _e("t"), _e("t", 1), w, x, s)))
-    return out
 
 
 def mac_micro(wbits: int, xbits: int, xsigned: int, plan: list[int] | None = None) -> ast.Micro:
@@ -64,12 +41,10 @@ def mac_micro(wbits: int, xbits: int, xsigned: int, plan: list[int] | None = Non
     for b in range(wbits):
         for c in range(xbits):
             neg = (b == wbits - 1) != bool(xsigned and c == xbits - 1)
-            body.extend(_term(b, c, neg, plan[b * xbits + c] if plan else 0))
+            body.extend(scheme(plan[b * xbits + c] if plan else 0).term(b, c, neg))
     params = (ast.Param("col", "w"), ast.Param("col", "x"), ast.Param("col", "t"), ast.Param("acc", "y"))
     sign = "signed" if xsigned else "unsigned"
     note = f"; y += w . x over the active rows: {wbits}-bit signed weights, {xbits}-bit {sign} inputs"
     if plan and any(plan):
-        from cramc.ir.passes.insert_ecc import describe
-
         note += f"; error correction: {describe(plan, wbits, xbits)}"
     return ast.Micro(mac_name(wbits, xbits, xsigned, plan), params, tuple(body), note)

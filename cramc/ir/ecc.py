@@ -1,15 +1,229 @@
-"""The error-correction schemes of a partial-product bit: their codes in the IR and what they occupy.
+"""The error-correction schemes of a partial-product bit: one registry, one entry per scheme.
 
-An MVM's ``ecc=[...]`` annotation (written by the insert-ecc and auto-ecc passes) holds one code
-per partial-product bit (b, c), b major; see cramc.ir.passes.insert_ecc for what each scheme does
-and docs/error-correction.md for what it costs.  The tile geometry (cramc.ir.tiling) reads the
-scratch columns from here, so the IR layer does not depend on a pass.
+In the CRAM-ER hybrid mapping every partial-product bit w_b AND x_c of an MVM
+is one term of the MAC micro-program (cramc.backend.lower_tiles): gates that
+compute it into scratch columns, then one adder-tree operation that senses,
+shifts by b + c and accumulates.  A scheme says how one term is made robust:
+
+- ``none``: one AND into t, ``tadd``/``tsub`` of t;
+- ``tmr``:  three ANDs into t, t+1, t+2 and a MAJ3 vote into t+3 (a CRAM gate,
+  which fails like one), ``tadd``/``tsub`` of t+3;
+- ``vote``: three ANDs, then ``tvadd``/``tvsub``: the CMOS periphery votes the
+  three sensed copies before the tree;
+- ``dup``:  two ANDs, then ``tdadd``/``tdsub``: the periphery compares the copies
+  and recomputes the rows where they differ in CMOS from the sensed operands.
+
+Each entry carries everything the compiler and the statistical model need:
+its name in ``--ecc`` specs, its code in the IR's ``ecc=[...]`` plans, how a
+term is lowered (from which the scratch columns tiling reserves and the
+in-array operations auto-placement pays for are read off), the probabilities
+that the sensed product is wrong under a fault model (cramc.ir.noisy,
+auto-ecc, error-aware fine-tuning), and, for a scheme whose periphery
+recomputes rows, the expected number of recomputes (`cramc sweep`'s
+statistical mode).  Adding a scheme is adding one entry to SCHEMES (and, if
+its tree operation is new, that instruction to the ISA).
 """
 
 from __future__ import annotations
 
-#: scheme name -> its code in ``ecc=[...]``
-SCHEMES = {"none": 0, "tmr": 1, "vote": 2, "dup": 3}
-NAMES = {v: k for k, v in SCHEMES.items()}
-#: Scratch columns each scheme needs (copies of the partial product, plus the in-array vote).
-SCRATCH = {0: 1, 1: 4, 2: 3, 3: 2}
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cramc.errors import InternalError
+from cramc.isa import ast
+from cramc.isa.opcodes import OPCODES, Unit
+
+if TYPE_CHECKING:
+    from cramc.sim.faults import FaultModel
+
+#: (probability that the sensed product is wrong when its correct value is 0, ... when it is 1)
+Rates = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One partial-product term of a MAC micro-program: weight bit b, input bit c, subtracted or added."""
+
+    b: int
+    c: int
+    neg: bool  # exactly one of the two bits is a two's-complement sign bit
+
+    @property
+    def sig(self) -> int:
+        return self.b + self.c
+
+
+@dataclass(frozen=True)
+class Recompute:
+    """A scheme whose periphery recomputes some sensed rows in CMOS (counted as ``recomputes``)."""
+
+    sensed: int  # cells the periphery senses per recomputed row (the operands)
+    #: expected recomputes of `rows` rows sensed by the scheme's tree operations, under a fault model
+    expected: Callable[[float, FaultModel], float]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One error-correction scheme (see the module docstring); `lower` and `pp_error_rates` define it."""
+
+    name: str  # in --ecc specs and micro-program names
+    code: int  # in the IR's ecc=[...] plans (0 is none, the default)
+    copies: int  # AND gates that compute the partial product, into scratch columns t, t+1, ...
+    tree: tuple[str, str]  # the adder-tree instruction that senses the term: (adding, subtracting)
+    lower: Callable[[Scheme, Term], list[ast.Stmt]]  # the term's statements, parameters w, x, t, y
+    pp_error_rates: Callable[[FaultModel], Rates]  # P(sensed product wrong | correct 0), (... | correct 1)
+    recompute: Recompute | None = None
+
+    def term(self, b: int, c: int, neg: bool) -> list[ast.Stmt]:
+        """The statements of term (b, c) of a MAC micro-program under this scheme."""
+        return self.lower(self, Term(b, c, neg))
+
+    @property
+    def scratch(self) -> int:
+        """Scratch columns a term uses (t, t+1, ...): what tiling and allocation reserve."""
+        used = [
+            v.offset
+            for s in self.term(0, 0, False)
+            if isinstance(s, ast.Instr)
+            for v in s.operands
+            if isinstance(v, ast.Expr) and v.name == "t"
+        ]
+        return max(used) + 1
+
+    @property
+    def ops_per_term(self) -> int:
+        """In-array operations per partial-product bit (CRAM gates and adder-tree operations, which serialise
+        in the arrays): what auto-ecc pays for."""
+        units = (Unit.GATE, Unit.TREE)
+        return sum(isinstance(s, ast.Instr) and OPCODES[s.mnemonic].unit in units for s in self.term(0, 0, False))
+
+
+# ----------------------------------------------------------------------------- lowering
+def _e(name: str, off: int = 0) -> ast.Expr:
+    return ast.Expr(name, off)
+
+
+def _copies(s: Scheme, t: Term) -> list[ast.Stmt]:
+    """The scheme's AND copies into t, t+1, ...; a protected term's first names its scheme."""
+    w, x = _e("w", t.b), _e("x", t.c)
+    out: list[ast.Stmt] = [ast.Instr("and", None, (_e("t", i), w, x)) for i in range(s.copies)]
+    if s.code:
+        out[0] = ast.Instr("and", None, (_e("t"), w, x), (), f"; {s.name}: b+c={t.sig}")
+    return out
+
+
+def _tree(s: Scheme, t: Term) -> str:
+    return s.tree[1] if t.neg else s.tree[0]
+
+
+def _lower_single(s: Scheme, t: Term) -> list[ast.Stmt]:
+    return [*_copies(s, t), ast.Instr(_tree(s, t), None, (_e("y"), _e("t"), ast.Num(t.sig)))]
+
+
+def _lower_tmr(s: Scheme, t: Term) -> list[ast.Stmt]:
+    vote = ast.Instr("maj3", None, (_e("t", 3), _e("t"), _e("t", 1), _e("t", 2)))
+    return [*_copies(s, t), vote, ast.Instr(_tree(s, t), None, (_e("y"), _e("t", 3), ast.Num(t.sig)))]
+
+
+def _lower_vote(s: Scheme, t: Term) -> list[ast.Stmt]:
+    copies = tuple(_e("t", i) for i in range(s.copies))
+    return [*_copies(s, t), ast.Instr(_tree(s, t), None, (_e("y"), *copies, ast.Num(t.sig)))]
+
+
+def _lower_dup(s: Scheme, t: Term) -> list[ast.Stmt]:
+    operands = (_e("y"), _e("t"), _e("t", 1), _e("w", t.b), _e("x", t.c), ast.Num(t.sig))
+    return [*_copies(s, t), ast.Instr(_tree(s, t), None, operands)]
+
+
+# ----------------------------------------------------------------------------- error rates
+def _through_read(v_wrong_given: Rates, r01: float, r10: float) -> Rates:
+    """P(sensed value wrong | correct 0), P(... | correct 1) after a read with flip rates r01, r10."""
+    g0, g1 = v_wrong_given
+    return g0 * (1 - r10) + (1 - g0) * r01, g1 * (1 - r01) + (1 - g1) * r10
+
+
+def _maj3_wrong(e: float) -> float:
+    return 3 * e * e * (1 - e) + e**3
+
+
+def _rates_none(fm: FaultModel) -> Rates:
+    g, r = fm.gate("and"), fm.read
+    return _through_read((g.p01, g.p10), r.p01, r.p10)
+
+
+def _rates_tmr(fm: FaultModel) -> Rates:
+    g, r = fm.gate("and"), fm.read
+    q0, q1 = _maj3_wrong(g.p01), _maj3_wrong(g.p10)
+    m = fm.gate("maj3")
+    # the MAJ3 gate's own fault depends on the value it should output (the inputs' majority)
+    out0 = (1 - q0) * m.p01 + q0 * (1 - m.p10)
+    out1 = (1 - q1) * m.p10 + q1 * (1 - m.p01)
+    return _through_read((out0, out1), r.p01, r.p10)
+
+
+def _rates_vote(fm: FaultModel) -> Rates:
+    e0, e1 = _rates_none(fm)
+    return _maj3_wrong(e0), _maj3_wrong(e1)
+
+
+def _rates_dup(fm: FaultModel) -> Rates:
+    # copies agree and are both wrong; or they disagree and the CMOS recompute (from sensed w, x) is wrong
+    e0, e1 = _rates_none(fm)
+    r = fm.read
+    rec1 = 1 - (1 - r.p10) ** 2
+    rec0 = r.p01 * (1 - r.p10)  # one operand 1, the other 0 misread as 1 (the likely case for a 0 product)
+    return e0 * e0 + 2 * e0 * (1 - e0) * rec0, e1 * e1 + 2 * e1 * (1 - e1) * rec1
+
+
+def _dup_recomputes(rows: float, fm: FaultModel) -> float:
+    """Rows whose two copies disagree: 2 e (1 - e) of those sensed, e one copy's sensed-product error (exact
+    for symmetric rates, else a bound)."""
+    e = max(_rates_none(fm))
+    return rows * 2 * e * (1 - e)
+
+
+NONE = Scheme("none", 0, 1, ("tadd", "tsub"), _lower_single, _rates_none)
+TMR = Scheme("tmr", 1, 3, ("tadd", "tsub"), _lower_tmr, _rates_tmr)
+VOTE = Scheme("vote", 2, 3, ("tvadd", "tvsub"), _lower_vote, _rates_vote)
+DUP = Scheme("dup", 3, 2, ("tdadd", "tdsub"), _lower_dup, _rates_dup, Recompute(2, _dup_recomputes))
+
+#: Every scheme, in the order specs and messages list them.
+SCHEMES: tuple[Scheme, ...] = (NONE, TMR, VOTE, DUP)
+BY_NAME: dict[str, Scheme] = {s.name: s for s in SCHEMES}
+_BY_CODE: dict[int, Scheme] = {s.code: s for s in SCHEMES}
+if len(BY_NAME) != len(SCHEMES) or len(_BY_CODE) != len(SCHEMES) or _BY_CODE.get(0) is not NONE:
+    raise InternalError("ecc schemes need distinct names and codes, and code 0 must be none")
+
+
+def scheme(code: int) -> Scheme:
+    """The scheme of a plan entry."""
+    s = _BY_CODE.get(code)
+    if s is None:
+        raise ValueError(f"unknown scheme {code}")
+    return s
+
+
+def protections() -> list[Scheme]:
+    """The schemes auto-ecc may choose, cheapest first (so that a tie in gain per cost goes to the cheaper)."""
+    return sorted((s for s in SCHEMES if s is not NONE), key=lambda s: (s.ops_per_term, s.code))
+
+
+def recomputing() -> list[tuple[Scheme, Recompute]]:
+    """The schemes whose periphery recomputes rows, with how."""
+    return [(s, s.recompute) for s in SCHEMES if s.recompute is not None]
+
+
+def describe(plan: list[int], wbits: int, xbits: int) -> str:
+    """'b+c 0..9: none, b+c 10..14: tmr'-style summary of a plan (one code per (b, c), b major)."""
+    by_sig: dict[int, set[int]] = {}
+    for i, code in enumerate(plan):
+        by_sig.setdefault(i // xbits + i % xbits, set()).add(code)
+    parts: list[tuple[int, str, int]] = []
+    for s in sorted(by_sig):
+        names = "/".join(scheme(c).name for c in sorted(by_sig[s]))
+        if parts and parts[-1][1] == names:
+            parts[-1] = (parts[-1][0], names, s)
+        else:
+            parts.append((s, names, s))
+    return ", ".join(f"b+c {a}..{z}: {n}" if a != z else f"b+c {a}: {n}" for a, n, z in parts)

@@ -10,57 +10,27 @@ where, over the active rows of the tile, n01 ~ Binomial(#zero products, e0)
 and n10 ~ Binomial(#one products, e1) are independent, and (e0, e1) are the
 probabilities that a sensed partial product whose correct value is 0 (1) is
 wrong.  `pp_error_rates` derives (e0, e1) from the fault model for each
-protection scheme; `noisy_evaluate` runs an IR graph exactly, except that every
-MVM gets that error sampled per output.  This is what `auto` error correction,
-error-aware fine-tuning and the statistical simulation mode use; a test checks
-it against the gate-level interpreter.
+protection scheme (its entry in cramc.ir.ecc); `noisy_evaluate` runs an IR
+graph exactly, except that every MVM gets that error sampled per output.  This
+is what `auto` error correction, error-aware fine-tuning and the statistical
+simulation mode use; a test checks it against the gate-level interpreter.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cramc.ir import ecc
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import eval_op, input_env
 from cramc.ir.tiling import Tile
 from cramc.sim.faults import FaultModel
 
 
-def _through_read(v_wrong_given: tuple[float, float], r01: float, r10: float) -> tuple[float, float]:
-    """P(sensed value wrong | correct 0), P(... | correct 1) after a read with flip rates r01, r10."""
-    g0, g1 = v_wrong_given
-    return g0 * (1 - r10) + (1 - g0) * r01, g1 * (1 - r01) + (1 - g1) * r10
-
-
-def _maj3_wrong(e: float) -> float:
-    return 3 * e * e * (1 - e) + e**3
-
-
 def pp_error_rates(fm: FaultModel, scheme: int) -> tuple[float, float]:
-    """(e0, e1): probability that the sensed partial product is wrong, by its correct value.
-
-    scheme: 0 none, 1 tmr (in-array MAJ3 voter), 2 vote (CMOS voter), 3 dup (compare + CMOS recompute).
-    """
-    g = fm.gate("and")
-    r = fm.read
-    if scheme == 0:
-        return _through_read((g.p01, g.p10), r.p01, r.p10)
-    if scheme == 1:
-        q0, q1 = _maj3_wrong(g.p01), _maj3_wrong(g.p10)
-        m = fm.gate("maj3")
-        # the MAJ3 gate's own fault depends on the value it should output (the inputs' majority)
-        out0 = (1 - q0) * m.p01 + q0 * (1 - m.p10)
-        out1 = (1 - q1) * m.p10 + q1 * (1 - m.p01)
-        return _through_read((out0, out1), r.p01, r.p10)
-    e0, e1 = _through_read((g.p01, g.p10), r.p01, r.p10)
-    if scheme == 2:
-        return _maj3_wrong(e0), _maj3_wrong(e1)
-    if scheme == 3:
-        # copies agree and are both wrong; or they disagree and the CMOS recompute (from sensed w, x) is wrong
-        rec1 = 1 - (1 - r.p10) ** 2
-        rec0 = r.p01 * (1 - r.p10)  # one operand 1, the other 0 misread as 1 (the likely case for a 0 product)
-        return e0 * e0 + 2 * e0 * (1 - e0) * rec0, e1 * e1 + 2 * e1 * (1 - e1) * rec1
-    raise ValueError(f"unknown scheme {scheme}")
+    """(e0, e1): probability that the sensed partial product is wrong, by its correct value, under a scheme
+    (a plan code; each scheme's entry in cramc.ir.ecc derives them)."""
+    return ecc.scheme(scheme).pp_error_rates(fm)
 
 
 def bit_planes(v: np.ndarray, bits: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cramc.errors import InternalError, UserError
-from cramc.ir.ecc import SCRATCH
+from cramc.ir.ecc import scheme
 from cramc.ir.graph import Graph, Op
 
 
@@ -133,7 +133,7 @@ def mvm_dims(x_shape: tuple[int, ...], w: np.ndarray, groups: int, replicas: int
 
 def scratch_columns(op: Op) -> int:
     """Scratch columns an MVM's micro-program needs (1, or more for the copies error correction makes)."""
-    return max((SCRATCH[c] for c in op.attrs.get("ecc", [])), default=1)
+    return max((scheme(c).scratch for c in set(op.attrs.get("ecc", []))), default=1)
 
 
 def plan_tile(

@@ -31,7 +31,7 @@ from cramc.isa.verifier import Linked, verify
 from cramc.sim.faults import FaultModel, Rate
 from cramc.sim.interp import RunResult, run
 
-NONE, TMR, VOTE, DUP = 0, 1, 2, 3  # cramc.ir.passes.insert_ecc.SCHEMES
+NONE, TMR, VOTE, DUP = 0, 1, 2, 3  # the codes of the schemes in cramc.ir.ecc.SCHEMES
 COPIES = {NONE: 1, TMR: 3, VOTE: 3, DUP: 2}
 
 

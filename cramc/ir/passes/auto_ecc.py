@@ -4,7 +4,7 @@ For a gate error rate (or a full fault model) the pass
 1. measures, on the calibration inputs and with the statistical fault model of
    cramc.ir.noisy, how often the network's top-1 output changes when faults hit
    only one layer at one partial-product significance (b + c), unprotected and
-   under each scheme (tmr, vote, dup);
+   under each scheme of the registry cramc.ir.ecc (tmr, vote, dup);
 2. greedily picks the (layer, significance, scheme) choices with the best
    damage reduction per unit of overhead until the overhead reaches the budget
    (a fraction of the unprotected in-array operation count: every AND and every
@@ -21,14 +21,11 @@ from typing import ClassVar, TextIO
 
 import numpy as np
 
+from cramc.ir.ecc import NONE, describe, protections
 from cramc.ir.graph import Graph, Op
 from cramc.ir.noisy import layer_rates, noisy_evaluate
-from cramc.ir.passes.insert_ecc import NAMES, describe
 from cramc.ir.semantics import evaluate, infer_shapes
 from cramc.sim.faults import FaultModel
-
-#: In-array operations per partial-product bit: ANDs (+ MAJ3) and one adder-tree operation.
-OPS_PER_TERM = {0: 2, 1: 5, 2: 4, 3: 3}
 
 
 @dataclass(eq=False)
@@ -53,27 +50,26 @@ class AutoEcc:
         self._spread = float(((ref - ref.mean(axis=0)) ** 2).sum(axis=1).mean()) or 1.0
         mvms = [op for op in g.ops if op.kind == "mvm"]
         work = {op.out: shapes[op.ins[0][1:]][0][0] * g.consts[op.attrs["w"][1:]].shape[0] for op in mvms}
-        base = sum(work[op.out] * op.attrs["wbits"] * op.attrs["xbits"] * OPS_PER_TERM[0] for op in mvms)
+        base = sum(work[op.out] * op.attrs["wbits"] * op.attrs["xbits"] * NONE.ops_per_term for op in mvms)
         cands: list[tuple[float, float, Op, int, int]] = []
         for op in mvms:
             terms = self._terms(op)
             for sig, n in terms.items():
-                d_none = self._damage(g, inputs, ref, op, sig, 0)
+                d_none = self._damage(g, inputs, ref, op, sig, NONE.code)
                 if d_none <= 0:
                     continue
                 best = None
-                for scheme in (3, 2, 1):
-                    gain = d_none - self._damage(g, inputs, ref, op, sig, scheme)
-                    cost = work[op.out] * n * (OPS_PER_TERM[scheme] - OPS_PER_TERM[0])
+                for s in protections():
+                    gain = d_none - self._damage(g, inputs, ref, op, sig, s.code)
+                    cost = work[op.out] * n * (s.ops_per_term - NONE.ops_per_term)
                     if gain > 0 and (best is None or gain / cost > best[0] / best[1]):
-                        best = (gain, cost, op, sig, scheme)
+                        best = (gain, cost, op, sig, s.code)
                 if best:
                     cands.append(best)
         cands.sort(key=lambda c: -c[0] / c[1])
         spent = 0.0
         plans = {op.out: [0] * (op.attrs["wbits"] * op.attrs["xbits"]) for op in mvms}
-        chosen = []
-        for gain, cost, op, sig, scheme in cands:
+        for _gain, cost, op, sig, scheme in cands:
             if spent + cost > self.budget * base:
                 continue
             spent += cost
@@ -81,7 +77,6 @@ class AutoEcc:
             for i in range(len(plans[op.out])):
                 if i // xb + i % xb == sig:
                     plans[op.out][i] = scheme
-            chosen.append((op.origin or op.out, sig, NAMES[scheme], gain))
         before = self._top1_all(g, inputs, ref)
         for op in mvms:
             if any(plans[op.out]):

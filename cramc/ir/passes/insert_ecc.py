@@ -5,19 +5,13 @@ each MVM layer and each partial-product significance s = b + c (weight bit b,
 input bit c) the first rule that matches applies:
 
     RULE  := SCHEME [':' COND]...
-    SCHEME:= none | tmr | vote | dup
+    SCHEME:= none | tmr | vote | dup   (the names in cramc.ir.ecc.SCHEMES)
     COND  := sig>=N | sig<=N | sig=N | layer=PATTERN[|PATTERN...]   (fnmatch on the ONNX node name)
 
-Schemes (see docs/error-correction.md for what each costs and buys):
-- ``tmr``  triple redundancy voted in the array: three AND gates and a MAJ3 gate,
-           which is a CRAM gate and fails like one;
-- ``vote`` triple redundancy voted in the CMOS periphery before the adder tree
-           (tvadd/tvsub): three AND gates, an exact voter;
-- ``dup``  duplicate and compare: two AND gates; rows where the copies differ
-           are recomputed in CMOS from the sensed operands (tdadd/tdsub).
-The pass records the choice as ``ecc=[...]`` (one code per (b, c), b major:
-0 none, 1 tmr, 2 vote, 3 dup); tiling reserves the scratch columns it needs and
-lowering emits the protected micro-program.
+The schemes, what each costs and buys, are the entries of the registry
+cramc.ir.ecc (docs/error-correction.md).  The pass records the choice as
+``ecc=[...]`` (one scheme code per (b, c), b major; 0 is none); tiling reserves
+the scratch columns it needs and lowering emits the protected micro-program.
 """
 
 from __future__ import annotations
@@ -27,7 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cramc.errors import UserError
-from cramc.ir.ecc import NAMES, SCHEMES
+from cramc.ir.ecc import BY_NAME
 from cramc.ir.graph import Graph, Op
 
 
@@ -54,9 +48,9 @@ def parse_spec(spec: str) -> list[Rule]:
         if not text:
             continue
         head, *conds = text.split(":")
-        if head not in SCHEMES:
-            raise UserError(f"--ecc: unknown scheme '{head}' in rule '{text}' (schemes: {', '.join(SCHEMES)})")
-        r = Rule(SCHEMES[head])
+        if head not in BY_NAME:
+            raise UserError(f"--ecc: unknown scheme '{head}' in rule '{text}' (schemes: {', '.join(BY_NAME)})")
+        r = Rule(BY_NAME[head].code)
         for c in conds:
             c = c.strip()
             try:
@@ -86,21 +80,6 @@ def plan_for(op: Op, rules: list[Rule]) -> list[int]:
         for c in range(xb):
             out.append(next((r.scheme for r in rules if r.matches(op, b + c)), 0))
     return out
-
-
-def describe(plan: list[int], wbits: int, xbits: int) -> str:
-    """'tmr for b+c >= 10, none otherwise'-style summary of a plan."""
-    by_sig: dict[int, set[int]] = {}
-    for i, code in enumerate(plan):
-        by_sig.setdefault(i // xbits + i % xbits, set()).add(code)
-    parts = []
-    for s in sorted(by_sig):
-        names = "/".join(NAMES[c] for c in sorted(by_sig[s]))
-        if parts and parts[-1][1] == names:
-            parts[-1] = (parts[-1][0], names, s)
-        else:
-            parts.append((s, names, s))
-    return ", ".join(f"b+c {a}..{z}: {n}" if a != z else f"b+c {a}: {n}" for a, n, z in parts)
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 
 from cramc.backend.lower_tiles import mac_micro
+from cramc.ir.ecc import SCHEMES, Scheme, describe
 from cramc.ir.graph import Graph, Op
 from cramc.ir.noisy import layer_rates, noisy_evaluate
-from cramc.ir.passes.auto_ecc import OPS_PER_TERM, AutoEcc
-from cramc.ir.passes.insert_ecc import describe
+from cramc.ir.passes.auto_ecc import AutoEcc
 from cramc.ir.semantics import evaluate
 from cramc.ir.text import parse_graph
 from cramc.isa import ast
@@ -40,7 +40,7 @@ from cramc.sim.faults import FaultModel
 GOLDEN_IR = Path(__file__).resolve().parents[2] / "golden" / "ir"
 SHAPES = {"qdq_mlp": (1, 8), "qdq_conv": (1, 4, 5, 5)}
 P = 1e-2
-DUP = 3  # the scheme code of dup (cramc.ir.passes.insert_ecc.SCHEMES)
+DUP = 3  # the scheme code of dup (cramc.ir.ecc.DUP)
 
 
 def _graph(case: str) -> Graph:
@@ -93,13 +93,13 @@ def _sigs(op: Op) -> list[int]:
     return [i // xb + i % xb for i in range(op.attrs["wbits"] * xb)]
 
 
-@pytest.mark.parametrize("scheme", sorted(OPS_PER_TERM))
-def test_cost_table_matches_the_lowering(scheme: int) -> None:
-    """OPS_PER_TERM[s] is what one term costs in the emitted micro-program, for every scheme."""
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
+def test_cost_table_matches_the_lowering(scheme: Scheme) -> None:
+    """A scheme's ops_per_term (what auto-ecc pays) is what one term costs in the emitted micro-program."""
     g = _graph("qdq_conv")
     for op in _mvms(g):
         n = op.attrs["wbits"] * op.attrs["xbits"]
-        assert _in_array_ops(op, [scheme] * n) == n * OPS_PER_TERM[scheme]
+        assert _in_array_ops(op, [scheme.code] * n) == n * scheme.ops_per_term
 
 
 @pytest.mark.parametrize(("case", "budget"), [("qdq_mlp", 0.03), ("qdq_mlp", 0.3), ("qdq_conv", 0.1)])
