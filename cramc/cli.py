@@ -374,12 +374,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     )
     data = load_npz(args.data)
     labels = load_npy(args.labels)
-    if (args.gate_error is not None or args.error_model) and args.ecc != "auto":
-        flag = "--gate-error" if args.gate_error is not None else "--error-model"
-        raise UserError(
-            f"{flag} tunes --ecc auto and does nothing without it; the fault rate of a simulation is an option "
-            "of cramc run"
-        )
+    check_values(data, args.data)
     calib = load_npz(args.calibration) if args.calibration else None
     if calib is not None:
         check_values(calib, args.calibration)

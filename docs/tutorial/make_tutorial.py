@@ -127,7 +127,7 @@ def _prose(lines: list[str], values: dict[str, str], last: Block | None, scratch
         m = LET.match(line.strip())
         if m:
             if last is not None and last.outputs:
-                found = re.search(m.group(2), "\n".join(last.outputs))
+                found = re.search(m.group(2), "\n".join(last.outputs), re.MULTILINE)
                 if not found:
                     raise SystemExit(f"tutorial: {m.group(2)!r} not found in the output of {last.commands}")
                 values[m.group(1)] = found.group(1)
