@@ -1,28 +1,46 @@
-"""`cramc compile`: ONNX model -> CRAM-ER program text, with embedded validation vectors."""
+"""`cramc compile`: ONNX model -> CRAM-ER program text, with embedded validation vectors.
+
+The one compile pipeline, which `cramc compile`, `cramc sweep` and the tests
+all go through:
+
+- `passes`: the IR passes in order: conv-to-mvm, error correction (insert-ecc
+  or auto-ecc), the tiling passes of the MVM lowering `--reduce` chooses, schedule;
+- `lower`: run them on a frontend's IR (optionally stopping before one);
+- `build_program`: the program of the lowered IR: the `ProgramBuilder` with the
+  chosen MVM lowering (cramc.backend.hybrid or cramc.backend.cram_only), the
+  validation data (cramc.backend.validation) and the header;
+- `compile_frontend` = both, printed; `compile_model` = the frontend, then that.
+"""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import onnx
 
-from cramc.backend.allocate import Allocate
-from cramc.backend.emit import Emitter, header_lines
+from cramc.backend.cram_only import CramOnlyMvm
+from cramc.backend.emit import MvmLowering, ProgramBuilder, header_lines
+from cramc.backend.hybrid import HybridMvm
 from cramc.backend.schedule import Schedule
+from cramc.backend.validation import run_onnxruntime as run_onnxruntime  # re-exported: tests and benches use it
+from cramc.backend.validation import validation_items
 from cramc.errors import InternalError, UserError
 from cramc.frontend.pipeline import Frontend, run_frontend
 from cramc.ir.graph import Graph, sanitize
 from cramc.ir.passes.conv_to_mvm import ConvToMvm
 from cramc.ir.passes.insert_ecc import InsertEcc
-from cramc.ir.passes.manager import run_passes
-from cramc.ir.passes.tile_mvm import TileMvm
+from cramc.ir.passes.manager import Pass, run_passes
 from cramc.isa import ast
 from cramc.isa.printer import print_program
 
-TRACE_BUDGET = 4_000_000  # elements of reference intermediates embedded for --trace
+if TYPE_CHECKING:
+    from cramc.sim.faults import FaultModel
+
+#: The MVM lowerings, by their `--reduce` name.
+LOWERINGS: dict[str, MvmLowering] = {m.name: m for m in (HybridMvm(), CramOnlyMvm())}
 
 
 @dataclass(frozen=True)
@@ -41,64 +59,6 @@ class Options:
     ecc_budget: float = 0.2  # auto: allowed extra in-array operations, as a fraction
     gate_error: float | None = None  # auto: the gate error rate to tune for
     error_model: str | None = None  # auto: or a full error model (file or preset name)
-
-
-def _ort_session(model: onnx.ModelProto, extra_outputs: list[str] | None = None):  # noqa: ANN202
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    if extra_outputs:
-        inferred = onnx.shape_inference.infer_shapes(m)
-        vis = {vi.name: vi for vi in inferred.graph.value_info}
-        have = {o.name for o in m.graph.output}
-        for name in extra_outputs:
-            if name in vis and name not in have:
-                m.graph.output.append(vis[name])
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    # The reference is the QDQ graph as written: DequantizeLinear -> float op -> QuantizeLinear, the
-    # semantics the ONNX spec gives it. With graph optimisations on, onnxruntime fuses it into integer
-    # kernels (QLinearMatMul, MatMulIntegerToFloat) whose U8S8 path uses VPMADDUBSW on AVX2 CPUs without
-    # VNNI; that instruction saturates pairs of products at int16, so the reference itself would be wrong
-    # on such machines (onnxruntime's quantisation docs, "reduce_range"; seen here on an AVX2 EPYC).
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]), m
-
-
-def run_onnxruntime(
-    model: onnx.ModelProto, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
-) -> dict[str, np.ndarray]:
-    """Run the (quantised) model sample by sample; where onnxruntime lacks a kernel, the ONNX reference evaluator."""
-    try:
-        return _run_ort(model, inputs, outputs)
-    except Exception as ort_error:  # noqa: BLE001 - onnxruntime raises its own exception types
-        from onnx.reference import ReferenceEvaluator
-
-        try:
-            ref = ReferenceEvaluator(model)
-            names = [o.name for o in model.graph.output]
-            n = next(iter(inputs.values())).shape[0]
-            res = [ref.run(None, {k: v[i] for k, v in inputs.items()}) for i in range(n)]
-        except Exception as ref_error:  # noqa: BLE001
-            first = str(ort_error).strip().splitlines()[0] if str(ort_error).strip() else type(ort_error).__name__
-            raise UserError(
-                f"cannot compute reference outputs: onnxruntime failed ({first}) and so did the ONNX "
-                f"reference evaluator ({ref_error})"
-            ) from None
-        return {k: np.stack([r[j] for r in res]) for j, k in enumerate(names)}
-
-
-def _run_ort(model: onnx.ModelProto, inputs: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
-    sess, m = _ort_session(model, outputs)
-    names = [o.name for o in sess.get_outputs()]
-    n = next(iter(inputs.values())).shape[0]
-    res: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    for i in range(n):
-        feed = {k: v[i] for k, v in inputs.items()}
-        for k, v in zip(names, sess.run(None, feed), strict=False):
-            res[k].append(v)
-    return {k: np.stack(v) for k, v in res.items()}
 
 
 def io_attributes(g: Graph, qmodel: onnx.ModelProto) -> dict[str, tuple[int | None, str | None]]:
@@ -122,113 +82,22 @@ def io_attributes(g: Graph, qmodel: onnx.ModelProto) -> dict[str, tuple[int | No
     return io
 
 
-def _validation(fe: Frontend, g: Graph, em: Emitter, opts: Options, log: TextIO) -> list[object]:
-    """The .expect (validation vectors and onnxruntime's outputs of the quantised model), the float model's
-    outputs for them (.expect_float) and the reference intermediate tensors of sample 0 (.trace)."""
-    avail = next(iter(fe.calibration.values())).shape[0]
-    nval = min(opts.n_validation, avail)
-    source = "synthetic calibration inputs" if fe.synthetic else "calibration data"
-    if opts.n_validation > avail:
-        print(
-            f"note: --validation {opts.n_validation}: the {source} has {avail} sample(s); embedding {nval} "
-            "validation vector(s)",
-            file=log,
-        )
-    if nval == 0:
-        print(
-            "note: no validation vectors embedded (--validation 0): cramc run needs --input, and run --trace has "
-            "no reference data",
-            file=log,
-        )
-        return []
-    vin = {k: v[:nval] for k, v in fe.calibration.items()}
-    onnx_in = [i.name for i in fe.qmodel.graph.input]
-    trace_names = list(fe.trace_map.values()) if opts.trace else []
-    ref = run_onnxruntime(fe.qmodel, vin, trace_names)
-    expect_attrs: list[ast.AttrVal] = []
-    for i, iname in zip(g.inputs, onnx_in, strict=True):
-        x = vin[iname]
-        expect_attrs.append(
-            ast.AttrVal(i.name, ast.ConstRef(em.add_data(f"expect.{i.name}", x.reshape(nval, *i.shape), i.dtype)[1:]))
-        )
-    onnx_out = [o.name for o in fe.qmodel.graph.output]
-    for o, oname in zip(g.outputs, onnx_out, strict=True):
-        y = ref[oname].reshape(nval, *o.shape)
-        dt = "f32" if np.issubdtype(y.dtype, np.floating) else "i64"
-        expect_attrs.append(ast.AttrVal(o.name, ast.ConstRef(em.add_data(f"expect.{o.name}", y, dt)[1:])))
-    expect_attrs.append(ast.AttrVal("tol", ast.Num(float(fe.output_tol))))
-    top: list[object] = [
-        ast.Expect(
-            tuple(expect_attrs),
-            f"; validation: {nval} input(s) from the {source} and onnxruntime's outputs of cramc's quantised "
-            "(QDQ) model",
-        )
-    ]
-    floats = _float_outputs(fe, g, em, vin, nval, log)
-    if floats:
-        top.append(ast.ExpectFloat(tuple(floats), "; the float model's outputs for the same inputs (onnxruntime)"))
-    if trace_names:
-        budget = TRACE_BUDGET
-        tattrs: list[ast.AttrVal] = []
-        for ir_name, oname in fe.trace_map.items():
-            v = ref.get(oname)
-            if v is None or ir_name not in em.shapes:
-                continue
-            shape = em.shapes[ir_name][0]
-            if int(np.prod(shape)) != v[:1].size or budget < v[:1].size:
-                continue
-            budget -= v[:1].size
-            dt = "f32" if np.issubdtype(v.dtype, np.floating) else "i64"
-            ref_name = em.add_data(f"trace.{ir_name}", v[:1].reshape(1, *shape), dt)
-            tattrs.append(ast.AttrVal(ir_name, ast.ConstRef(ref_name[1:])))
-        if tattrs:
-            top.append(ast.Trace(tuple(tattrs), "; onnxruntime's intermediate tensors for validation sample 0"))
-    return top
-
-
-def _float_outputs(
-    fe: Frontend, g: Graph, em: Emitter, vin: dict[str, np.ndarray], nval: int, log: TextIO
-) -> list[ast.AttrVal]:
-    """The float model's outputs for the validation inputs (none for a model that came quantised)."""
-    if fe.fmodel is None:
-        return []
-    try:
-        fref = run_onnxruntime(fe.fmodel, vin)
-    except UserError as e:
-        print(f"warning: the float model's outputs are not embedded: {e.message}", file=log)
-        return []
-    names = [o.name for o in fe.fmodel.graph.output]
-    attrs: list[ast.AttrVal] = []
-    for o, oname in zip(g.outputs, names, strict=True):
-        y = np.asarray(fref[oname])
-        if y.size != nval * int(np.prod(o.shape)) or not np.issubdtype(y.dtype, np.number):
-            continue
-        y = y.reshape(nval, *o.shape).astype(np.float32)
-        attrs.append(ast.AttrVal(o.name, ast.ConstRef(em.add_data(f"float.{o.name}", y, "f32")[1:])))
-    return attrs
-
-
-def compile_model(
-    path: str, calibration: dict[str, np.ndarray] | None, opts: Options, log: TextIO | None = None
-) -> str:
-    log = sys.stderr if log is None else log  # resolved per call, so redirected stderr is honoured
-    for k in ("arrays", "rows", "cols", "accs"):
-        if getattr(opts, k) < 1:
-            raise UserError(f"--{k} must be at least 1")
-    if opts.n_validation < 0:
-        raise UserError(f"--validation {opts.n_validation}: the number of validation vectors to embed is 0 or more")
-    fe = run_frontend(path, calibration, opts.weight_bits, opts.act_bits, log)
-    if opts.reduce not in ("tree", "cram"):
+def lowering(opts: Options) -> MvmLowering:
+    """The MVM lowering `--reduce` names."""
+    m = LOWERINGS.get(opts.reduce)
+    if m is None:
         raise UserError(f"--reduce {opts.reduce}: expected tree (CRAM-ER hybrid) or cram (CRAM-only baseline)")
-    if opts.reduce == "cram":
-        from cramc.backend.cram_only import TileCramOnly
+    return m
 
-        tiling: list = [TileCramOnly(opts.rows, opts.cols, opts.accs)]
-    else:
-        tiling = [TileMvm(opts.rows, opts.cols, opts.accs), Allocate(opts.cols, opts.accs)]
-    ecc: list = []
-    if opts.ecc == "auto":
-        from cramc.ir.passes.auto_ecc import AutoEcc
+
+def _ecc_passes(opts: Options, fe: Frontend | None, log: TextIO | None, faults: FaultModel | None) -> list[Pass]:
+    """insert-ecc for an explicit spec; auto-ecc, tuned for `faults` (default: the options' fault model)."""
+    if opts.ecc != "auto":
+        return [InsertEcc(opts.ecc)] if opts.ecc else []
+    from cramc.ir.passes.auto_ecc import AutoEcc
+
+    fm = faults
+    if fm is None:
         from cramc.sim.faults import FaultModel, load_error_model
 
         if opts.gate_error is None and not opts.error_model:
@@ -236,37 +105,90 @@ def compile_model(
         fm = load_error_model(opts.error_model) if opts.error_model else FaultModel()
         if opts.gate_error is not None:
             fm = fm.with_gate_error(opts.gate_error)
-        if not 0 < opts.ecc_budget:
-            raise UserError("--ecc-budget must be positive (a fraction, e.g. 0.2 for 20% more operations)")
-        names = {sanitize(k): v for k, v in fe.calibration.items()}
-        ecc = [
-            AutoEcc(
-                fm, opts.ecc_budget, {i.name: names[i.name].reshape(-1, *i.shape) for i in fe.graph.inputs}, log=log
-            )
-        ]
-    elif opts.ecc:
-        ecc = [InsertEcc(opts.ecc)]
-    g = run_passes(fe.graph, [ConvToMvm(), *ecc, *tiling, Schedule(opts.arrays)], opts.print_ir_after_all, log)
-    em = Emitter(g, opts.arrays, opts.rows, opts.cols, opts.accs, reduce=opts.reduce)
-    em.run()
+    if not 0 < opts.ecc_budget:
+        raise UserError("--ecc-budget must be positive (a fraction, e.g. 0.2 for 20% more operations)")
+    if fe is None:
+        raise InternalError("--ecc auto needs the frontend's calibration data")
+    names = {sanitize(k): v for k, v in fe.calibration.items()}
+    calibration = {i.name: names[i.name].reshape(-1, *i.shape) for i in fe.graph.inputs}
+    return [AutoEcc(fm, opts.ecc_budget, calibration, log=sys.stderr if log is None else log)]
+
+
+def passes(
+    opts: Options, fe: Frontend | None = None, log: TextIO | None = None, faults: FaultModel | None = None
+) -> list[Pass]:
+    """The compile pipeline's passes, in order (auto-ecc needs `fe`, for its calibration data)."""
+    tiling = lowering(opts).tiling(opts.rows, opts.cols, opts.accs)
+    return [ConvToMvm(), *_ecc_passes(opts, fe, log, faults), *tiling, Schedule(opts.arrays)]
+
+
+def lower(
+    fe: Frontend,
+    opts: Options,
+    log: TextIO | None = None,
+    faults: FaultModel | None = None,
+    stop_before: str | None = None,
+) -> Graph:
+    """Run the pipeline on the frontend's IR (which stays as it was: the pass manager works on a copy).
+
+    `stop_before` names a pass to stop at: the statistical mode of `cramc sweep` evaluates the IR before
+    schedule, which only orders the operations and places them.
+    """
+    log = sys.stderr if log is None else log
+    ps = passes(opts, fe, log, faults)
+    if stop_before is not None:
+        names = [p.name for p in ps]
+        if stop_before not in names:
+            raise InternalError(f"no pass {stop_before} in the pipeline ({', '.join(names)})")
+        ps = ps[: names.index(stop_before)]
+    return run_passes(fe.graph, ps, opts.print_ir_after_all, log)
+
+
+def build_program(path: str, fe: Frontend, g: Graph, opts: Options, log: TextIO | None = None) -> ast.Program:
+    """The program of the lowered IR `g` of model `path`: MVMs, CMOS operations, validation data, header."""
+    log = sys.stderr if log is None else log
+    mvm = lowering(opts)
+    b = ProgramBuilder(g, opts.arrays, opts.rows, opts.cols, opts.accs, mvm)
+    b.run()
     io = io_attributes(g, fe.qmodel)
-    top = _validation(fe, g, em, opts, log)
-    header = header_lines(path, opts.arrays, opts.rows, opts.cols)
-    if em.reload_layers:
+    top = validation_items(fe, g, b, opts.n_validation, opts.trace, log)
+    header = header_lines(path, opts.arrays, opts.rows, opts.cols, mvm)
+    if b.reload_layers:
         header.append(
-            f"; time-multiplexed: {len(em.reload_layers)} layer(s) reload their weights on every "
-            f"inference ({em.reload_bits} bits written per inference)"
+            f"; time-multiplexed: {len(b.reload_layers)} layer(s) reload their weights on every "
+            f"inference ({b.reload_bits} bits written per inference)"
         )
         print(
-            f"note: the model does not fit {opts.arrays} arrays at once; {len(em.reload_layers)} layer(s) reload "
-            f"{em.reload_bits} weight bits per inference",
+            f"note: the model does not fit {opts.arrays} arrays at once; {len(b.reload_layers)} layer(s) reload "
+            f"{b.reload_bits} weight bits per inference",
             file=log,
         )
-    if opts.reduce == "cram":
-        from cramc.backend.cram_only import chip_line
-
-        header[1] = chip_line(opts.arrays, opts.rows, opts.cols)
     if fe.synthetic:
         header.append("; calibrated on synthetic inputs (no --calibration given)")
-    prog = em.program(header, top, io)  # type: ignore[arg-type]
-    return print_program(prog)
+    return b.program(header, top, io)
+
+
+def check_options(opts: Options) -> None:
+    """The options' own errors, before any work."""
+    for k in ("arrays", "rows", "cols", "accs"):
+        if getattr(opts, k) < 1:
+            raise UserError(f"--{k} must be at least 1")
+    if opts.n_validation < 0:
+        raise UserError(f"--validation {opts.n_validation}: the number of validation vectors to embed is 0 or more")
+
+
+def compile_frontend(path: str, fe: Frontend, opts: Options, log: TextIO | None = None) -> str:
+    """The program text of a frontend's result (its IR stays as it was, so one result serves many compiles)."""
+    log = sys.stderr if log is None else log  # resolved per call, so redirected stderr is honoured
+    check_options(opts)
+    g = lower(fe, opts, log)
+    return print_program(build_program(path, fe, g, opts, log))
+
+
+def compile_model(
+    path: str, calibration: dict[str, np.ndarray] | None, opts: Options, log: TextIO | None = None
+) -> str:
+    log = sys.stderr if log is None else log  # resolved per call, so redirected stderr is honoured
+    check_options(opts)
+    fe = run_frontend(path, calibration, opts.weight_bits, opts.act_bits, log)
+    return compile_frontend(path, fe, opts, log)

@@ -27,7 +27,10 @@ Per output, one after another, every round:
 3. read row 0 (``rd``): the output's sum over the chunk's rows.
 
 The K chunks of an output sit in different arrays; their sums are added in
-CMOS, exactly as the hybrid adds its per-chunk accumulators.
+CMOS, exactly as the hybrid adds its per-chunk accumulators: the weights, the
+input layout, the passes and that sum are the program builder's
+(cramc.backend.emit), shared with the hybrid; `CramOnlyMvm` is the lowering
+strategy the compiler hands it for ``--reduce cram``.
 
 Columns (the pass records them as ``cram_cols=[x, bank, f, u, v, w]``):
 x the input bit-planes; bank the multiplier's running sum (min(wbits, xbits)
@@ -46,20 +49,18 @@ level's h rows.  The hybrid spends wbits * xbits per output and row.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-import numpy as np
-
+from cramc.backend.emit import MvmPass, ProgramBuilder
 from cramc.errors import InternalError, UserError
 from cramc.ir.graph import Graph, Op
+from cramc.ir.passes.manager import Pass
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import Place, Tile, mvm_dims
+from cramc.ir.tiling import Tile
 from cramc.isa import ast
-
-if TYPE_CHECKING:
-    from cramc.backend.emit import Emitter
 
 #: Scratch columns beside the multiplier's running sum: partial-product bit, carry (two, alternating),
 #: NOT carry, constant 0, constant 1 (offsets from the `f` column).
@@ -392,6 +393,7 @@ class _Cmos:
 
 
 def _reduce_output(
+    b: ProgramBuilder,
     body: list[ast.Stmt],
     region: tuple[int, int],
     lay: Layout,
@@ -399,7 +401,6 @@ def _reduce_output(
     wp: int,
     tmp: str,
     result: ast.TensorRef,
-    micros: dict[str, ast.Micro],
 ) -> None:
     """The log2 reduction of one output's products over rows 0..rows-1, then the read of row 0."""
     cmos = _Cmos(body)
@@ -417,7 +418,7 @@ def _reduce_output(
         body.append(
             _ins("wr", region, ast.Col(inc), ast.TensorRef(src[1:]), bits=_num(width + 1), rows=ast.Range(0, h))
         )
-        micros.setdefault(add_name(width), add_micro(width))
+        b.micro(add_name(width), functools.partial(add_micro, width))
         body.append(
             _ins(
                 "call",
@@ -433,95 +434,46 @@ def _reduce_output(
     body.append(_ins("rd", region, result, ast.Col(own), bits=_num(width), rows=ast.Range(0, 1)))
 
 
-def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
-    """Lower one tiled, placed `mvm` to the CRAM-only instruction sequence (see the module docstring)."""
-    a = op.attrs
-    if any(a.get("ecc", [])):
-        raise UserError(f"layer {op.origin or op.out}: error correction is not implemented with --reduce cram")
-    t: Tile = a["tile"]
-    lay = Layout.from_attr(a["cram_cols"])
-    place: Place = a["place"]
-    base, rep, passes, resident = place.base, place.replicas, place.passes, place.resident
-    wbits, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
-    wb = eff_wbits(wbits)
-    mul = mul_name(wbits, xb, xs)
-    em.micros.setdefault(mul, mul_micro(wbits, xb, xs))
-    w = em.g.consts[a["w"][1:]].astype(np.int64)
-    g_, c, rows, per, og, la = t.groups, t.chunks, t.rows, t.per, t.ogroups, t.arrays
-    p, k, n, kg, ng, rounds, pp = mvm_dims(em.shapes[op.ins[0][1:]][0], w, g_, rep)
-    o = op.out
-    wp = wb + xb
-    lv = levels(rows)
-    main = em.main
-    cmos = _Cmos(main)
-    wt = t.weight_planes(w)
-    main.append(
-        ast.Comment(
-            f"; mvm %{o}, CRAM-only: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, "
-            f"{per} output(s) x {og} group(s) per array, {la} arrays x {rep} replica(s), {rounds} round(s), "
-            f"{passes} pass(es); per output: "
-            f"{wb}x{xb}-bit in-array multiply, {lv} in-array adder level(s) to {wp + lv} bits"
+@dataclass(frozen=True)
+class CramOnlyLayer:
+    """One CRAM-only MVM layer: its column layout, multiplier and product width."""
+
+    lay: Layout
+    wbits: int  # stored weight bits (eff_wbits)
+    xbits: int
+    mul: str
+    levels: int
+
+    @property
+    def x_col(self) -> int:
+        return self.lay.x
+
+    @property
+    def w_col(self) -> int:
+        return self.lay.w
+
+    def comment(self, out: str, tile: str) -> str:
+        wp = self.wbits + self.xbits
+        return (
+            f"; mvm %{out}, CRAM-only: {tile}; per output: {self.wbits}x{self.xbits}-bit in-array multiply, "
+            f"{self.levels} in-array adder level(s) to {wp + self.levels} bits"
         )
-    )
-    x = op.ins[0]
-    cur = cmos("reshape", f"{o}.x3", x, shape=[p, g_, kg])
-    if pp != p or c * rows != kg:
-        cur = cmos("pad", f"{o}.xp", cur, pads=[0, 0, 0, pp - p, 0, c * rows - kg])
-    cur = cmos("reshape", f"{o}.x5", cur, shape=[pp, g_, c, 1, rows])
-    # as the hybrid: the `og` output groups of a K chunk share its input, one entry written to og arrays
-    # (wr repeat=og), unless a pass must cut through the output groups of one chunk
-    bcast = og if passes == 1 or og <= em.arrays else 1
-    if bcast != og:
-        cur = cmos("tile", f"{o}.xt", cur, reps=[1, 1, 1, og, 1])
-    xa = cmos("reshape", f"{o}.xa", cur, shape=[rounds, rep * la // bcast, rows])
-    if passes > 1:
-        span = (em.arrays // bcast) * bcast  # with bcast > 1, passes cut between K chunks only
-        passes = math.ceil(la / span)
-    else:
-        span = la
-    wdt = "i8" if wb <= 8 else ("i16" if wb <= 16 else "i32")
-    results: list[str] = []
-    for pi in range(passes):
-        a0, a1 = pi * span, min(la, (pi + 1) * span)
-        sfx = "" if passes == 1 else f".p{pi}"
-        wref = em.add_data(f"{o}.w{sfx}", wt if passes == 1 else wt[a0:a1], wdt)
-        xs_ref = xa if passes == 1 else cmos("slice", f"{o}.xa{sfx}", xa, axis=1, start=a0 // bcast, end=a1 // bcast)
-        region = (base, base + (a1 - a0) * rep)
-        loads = [
-            _ins(
-                "wr",
-                (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)),
-                ast.Col(lay.w),
-                ast.ConstRef(wref[1:]),
-                bits=_num(wb),
-                rows=ast.Range(0, rows),
-            )
-            for r in range(rep)
-        ]
-        if resident:
-            em.init.append(ast.Comment(f"; weights of %{o} ({op.origin})"))
-            em.init.extend(loads)
-        else:
-            which = f" (pass {pi + 1} of {passes})" if passes > 1 else ""
-            main.append(ast.Comment(f"; reload the weights of %{o}{which}: the arrays are shared"))
-            main.extend(loads)
-        main.append(_ins("fill", region, ast.Col(lay.f + ZERO_OFF), _num(0), rows=ast.Range(0, rows)))
-        main.append(_ins("fill", region, ast.Col(lay.f + ONE_OFF), _num(1), rows=ast.Range(0, rows)))
-        xattrs: dict[str, ast.Value] = {"bits": _num(xb)}
-        if bcast > 1:
-            xattrs["repeat"] = _num(bcast)
-        body: list[ast.Stmt] = [
-            _ins("wr", region, ast.Col(lay.x), ast.TensorRef(xs_ref[1:], "r"), **xattrs, rows=ast.Range(0, rows))
-        ]
+
+    def emit_pass(self, b: ProgramBuilder, p: MvmPass, body: list[ast.Stmt]) -> list[str]:
+        """The constant columns (once per pass), then per output: multiply every row, reduce, read row 0."""
+        lay, rows, region = self.lay, p.tile.rows, p.region
+        b.main.append(_ins("fill", region, ast.Col(lay.f + ZERO_OFF), _num(0), rows=ast.Range(0, rows)))
+        b.main.append(_ins("fill", region, ast.Col(lay.f + ONE_OFF), _num(1), rows=ast.Range(0, rows)))
+        o = p.op.out
         outs = []
-        for j in range(per):
-            body.append(ast.Comment(f"; output {j} of each array: products, then {lv} adder level(s)"))
+        for j in range(p.tile.per):
+            body.append(ast.Comment(f"; output {j} of each array: products, then {self.levels} adder level(s)"))
             body.append(
                 _ins(
                     "call",
                     region,
-                    ast.Expr(mul),
-                    w=ast.Col(lay.w + j * wb),
+                    ast.Expr(self.mul),
+                    w=ast.Col(lay.w + j * self.wbits),
                     x=ast.Col(lay.x),
                     bank=ast.Col(lay.bank),
                     f=ast.Col(lay.f),
@@ -529,24 +481,37 @@ def emit_mvm_cram_only(em: Emitter, op: Op) -> None:
                     rows=ast.Range(0, rows),
                 )
             )
-            name = f"{o}{sfx}.y{j}"
-            _reduce_output(body, region, lay, rows, wp, f"{o}.mv", ast.TensorRef(name, "r"), em.micros)
+            name = f"{o}{p.suffix}.y{j}"
+            _reduce_output(b, body, region, lay, rows, self.wbits + self.xbits, f"{o}.mv", ast.TensorRef(name, "r"))
             outs.append("%" + name)
-        main.append(ast.Repeat("r", rounds, tuple(body)))
-        results.append(outs[0] if per == 1 else cmos("concat", f"{o}{sfx}.acc", *outs, axis=2))
-    cur = results[0] if passes == 1 else cmos("concat", f"{o}.acc", *results, axis=1)
-    cur = cmos("reshape", f"{o}.a4", cur, shape=[pp, g_, c, og * per])
-    cur = cmos("sum", f"{o}.s", cur, axis=2)
-    if og * per != ng:
-        cur = cmos("slice", f"{o}.sn", cur, axis=2, start=0, end=ng)
-    if pp != p:
-        cur = cmos("slice", f"{o}.sp", cur, axis=0, start=0, end=p)
-    cmos("reshape", o, cur, shape=[p, n])
+        return outs
 
 
-def chip_line(arrays: int, rows: int, cols: int) -> str:
-    """The program header's chip line for a CRAM-only program (replaces the hybrid's)."""
-    return (
-        f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs CRAM-only: in-array multipliers and "
-        f"majority-gate adders, partial sums moved through the periphery (baseline, no adder tree)"
-    )
+@dataclass(frozen=True)
+class CramOnlyMvm:
+    """The `MvmLowering` of ``--reduce cram``: multiply and reduce in the arrays, no adder tree.
+
+    Its time-multiplexed layers reload their weights as the hybrid's do, but the reloaded bits are not
+    reported in the header and on stderr (`reports_reloads`), as before the lowerings shared one builder.
+    """
+
+    name: str = "cram"
+    reports_reloads: bool = False
+
+    def chip_line(self, arrays: int, rows: int, cols: int) -> str:
+        """The program header's chip line for a CRAM-only program."""
+        return (
+            f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs CRAM-only: in-array multipliers and "
+            f"majority-gate adders, partial sums moved through the periphery (baseline, no adder tree)"
+        )
+
+    def tiling(self, rows: int, cols: int, accs: int) -> list[Pass]:
+        return [TileCramOnly(rows, cols, accs)]
+
+    def layer(self, b: ProgramBuilder, op: Op, tile: Tile) -> CramOnlyLayer:
+        a = op.attrs
+        if any(a.get("ecc", [])):
+            raise UserError(f"layer {op.origin or op.out}: error correction is not implemented with --reduce cram")
+        wbits, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
+        mul = b.micro(mul_name(wbits, xb, xs), lambda: mul_micro(wbits, xb, xs))
+        return CramOnlyLayer(Layout.from_attr(a["cram_cols"]), eff_wbits(wbits), xb, mul, levels(tile.rows))

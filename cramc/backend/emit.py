@@ -1,29 +1,37 @@
 """Pass emit: turn the scheduled IR into a CRAM-ER assembly program (an ISA AST).
 
-Per MVM layer the program
-- writes the weights (bit-sliced, weight-stationary) in `.init`, or in `.main`
-  when the layer is time-multiplexed and must reload,
-- gathers each round's input chunks into a [rounds, arrays, rows] tensor with
+`ProgramBuilder` walks the IR in order.  Every operation but `mvm` is the CMOS
+instruction of the same name.  Every `mvm` is lowered by the MVM lowering the
+compiler chose (an `MvmLowering`: the CRAM-ER hybrid of cramc.backend.hybrid,
+or the CRAM-only baseline of cramc.backend.cram_only); what every lowering
+shares is written once, here:
+- the weights, bit-sliced and weight-stationary, written once per replica in
+  `.init`, or in `.main` before the layer when it is time-multiplexed and must
+  reload (one part per pass when the layer is larger than the chip),
+- each round's input chunks gathered into a [rounds, arrays, rows] tensor with
   CMOS layout operations,
-- loops over rounds: write the input bit-planes, clear the accumulators, call
-  the layer's MAC micro-program once per output slot, read the accumulators,
-- sums the K-chunk partial sums in CMOS and restores the [P, N] layout.
-Every other IR operation is the CMOS instruction of the same name.  Comments
-name the ONNX node each block comes from.
+- per pass a loop over rounds that writes the round's input bit-planes and then
+  runs the lowering's in-array work (`MvmLayer.emit_pass`),
+- the K-chunk partial sums added in CMOS and the [P, N] layout restored.
+Comments name the ONNX node each block comes from.  The compiler adds the
+validation vectors (cramc.backend.validation) and the header, and `program`
+assembles the whole.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from cramc import __version__
-from cramc.backend.lower_tiles import mac_micro, mac_name
 from cramc.ir.graph import Graph, Op
+from cramc.ir.passes.manager import Pass
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import Cols, Place, Tile, mvm_dims
+from cramc.ir.tiling import Place, Tile, mvm_dims
 from cramc.isa import ast
 from cramc.isa import data as tdata
 
@@ -72,10 +80,79 @@ def _dtype_for(arr: np.ndarray) -> str:
     return "i64"
 
 
-class Emitter:
-    def __init__(self, g: Graph, arrays: int, rows: int, cols: int, accs: int, reduce: str = "tree"):
+@dataclass(frozen=True)
+class MvmPass:
+    """One pass of an MVM layer: the arrays that run it (`region`) and its names' suffix ('' or '.pN')."""
+
+    op: Op
+    tile: Tile
+    index: int
+    passes: int
+    region: tuple[int, int]
+    suffix: str
+
+
+class MvmLayer(Protocol):
+    """One MVM layer as a lowering lays it out (returned by `MvmLowering.layer`)."""
+
+    @property
+    def x_col(self) -> int:
+        """First column of the input bit-planes."""
+        ...
+
+    @property
+    def w_col(self) -> int:
+        """First column of the weights of output slot 0; slot j's start wbits * j columns further."""
+        ...
+
+    @property
+    def wbits(self) -> int:
+        """Columns a stored weight takes."""
+        ...
+
+    def comment(self, out: str, tile: str) -> str:
+        """The layer's comment line in .main, given its value name and the tile description."""
+        ...
+
+    def emit_pass(self, b: ProgramBuilder, p: MvmPass, body: list[ast.Stmt]) -> list[str]:
+        """Append one round's in-array work to `body` (which has written the round's input already) and
+        return the tensors that round reads out (several are concatenated on the output axis).  Set-up the
+        pass needs once, before its rounds, goes to `b.main`."""
+        ...
+
+
+class MvmLowering(Protocol):
+    """How `mvm` operations become CRAM instructions: one strategy per `cramc compile --reduce` mode."""
+
+    @property
+    def name(self) -> str:
+        """The --reduce value that chooses it."""
+        ...
+
+    @property
+    def reports_reloads(self) -> bool:
+        """Whether the weight bits reloaded per inference are counted (in the header and a note)."""
+        ...
+
+    def chip_line(self, arrays: int, rows: int, cols: int) -> str:
+        """The program header's description of the chip and of how it computes an MVM."""
+        ...
+
+    def tiling(self, rows: int, cols: int, accs: int) -> list[Pass]:
+        """The passes that give every `mvm` the tile and columns this lowering reads."""
+        ...
+
+    def layer(self, b: ProgramBuilder, op: Op, tile: Tile) -> MvmLayer:
+        """Lay out one tiled, placed `mvm` (registering the micro-programs it calls with `b.micro`)."""
+        ...
+
+
+class ProgramBuilder:
+    """Builds the program of a scheduled IR graph on a chip, lowering its MVMs with `lowering`."""
+
+    def __init__(self, g: Graph, arrays: int, rows: int, cols: int, accs: int, lowering: MvmLowering):
         self.g, self.arrays, self.rows, self.cols, self.accs = g, arrays, rows, cols, accs
-        self.reduce = reduce
+        self.lowering = lowering
         self.reload_bits = 0  # weight bits rewritten on every inference (time-multiplexed layers)
         self.reload_layers: list[str] = []
         self.shapes = infer_shapes(g)
@@ -96,6 +173,12 @@ class Emitter:
         self.data.append(ast.DataDecl(n, ast.TensorType(dt, tuple(store.shape)), store, tdata.default_encoding(store)))
         return "$" + n
 
+    def micro(self, name: str, make: Callable[[], ast.Micro]) -> str:
+        """Register micro-program `name` (built by `make()` the first time it is asked for); its name."""
+        if name not in self.micros:
+            self.micros[name] = make()
+        return name
+
     def run(self) -> None:
         used: set[str] = set()
         for op in self.g.ops:
@@ -113,27 +196,20 @@ class Emitter:
             if op.origin != last_origin:
                 self.main.append(ast.Comment(f"; {op.origin}"))
                 last_origin = op.origin
-            if op.kind == "mvm" and self.reduce == "cram":
-                from cramc.backend.cram_only import emit_mvm_cram_only
-
-                emit_mvm_cram_only(self, op)
-            elif op.kind == "mvm":
+            if op.kind == "mvm":
                 self.mvm(op)
             else:
                 attrs = {k: v for k, v in op.attrs.items()}
                 self.main.append(instr(op.kind, None, "%" + op.out, *op.ins, **attrs))
 
     def mvm(self, op: Op) -> None:
+        """One tiled, placed `mvm`: what every lowering shares, around its `MvmLayer.emit_pass`."""
         a = op.attrs
         t: Tile = a["tile"]
-        cols: Cols = a["cols"]
         place: Place = a["place"]
-        xcol, tcol, wcol = cols.x, cols.t, cols.w
         base, rep, passes, resident = place.base, place.replicas, place.passes, place.resident
-        wb, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
-        plan = a.get("ecc")
-        micro = mac_name(wb, xb, xs, plan)
-        self.micros.setdefault(micro, mac_micro(wb, xb, xs, plan))
+        layer = self.lowering.layer(self, op, t)
+        wb = layer.wbits
         w = self.g.consts[a["w"][1:]].astype(np.int64)
         g_, c, rows, per, og, la = t.groups, t.chunks, t.rows, t.per, t.ogroups, t.arrays
         p, k, n, kg, ng, rounds, pp = mvm_dims(self.shapes[op.ins[0][1:]][0], w, g_, rep)
@@ -141,108 +217,93 @@ class Emitter:
         wt = t.weight_planes(w)
         self.main.append(
             ast.Comment(
-                f"; mvm %{o}: P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, {per} output(s) x "
-                f"{og} group(s) per array, {la} arrays x {rep} replica(s), {rounds} round(s), {passes} pass(es)"
+                layer.comment(
+                    o,
+                    f"P={p} K={k} N={n} groups={g_}; tile: {c} chunk(s) of {rows} rows, {per} output(s) x {og} "
+                    f"group(s) per array, {la} arrays x {rep} replica(s), {rounds} round(s), {passes} pass(es)",
+                )
             )
         )
         # input layout [rounds, rep*arrays, rows]
         x = op.ins[0]
-        cur = self._cmos("reshape", f"{o}.x3", x, shape=[p, g_, kg])
+        cur = self.cmos("reshape", f"{o}.x3", x, shape=[p, g_, kg])
         if pp != p or c * rows != kg:
-            cur = self._cmos("pad", f"{o}.xp", cur, pads=[0, 0, 0, pp - p, 0, c * rows - kg])
-        cur = self._cmos("reshape", f"{o}.x5", cur, shape=[pp, g_, c, 1, rows])
+            cur = self.cmos("pad", f"{o}.xp", cur, pads=[0, 0, 0, pp - p, 0, c * rows - kg])
+        cur = self.cmos("reshape", f"{o}.x5", cur, shape=[pp, g_, c, 1, rows])
         # the `og` output groups of a K chunk share its input: one entry, written to og arrays (wr repeat=og);
         # only when a pass must cut through the output groups of one chunk is the input copied per group
         bcast = og if passes == 1 or og <= self.arrays else 1
         if bcast != og:
-            cur = self._cmos("tile", f"{o}.xt", cur, reps=[1, 1, 1, og, 1])
-        xa = self._cmos("reshape", f"{o}.xa", cur, shape=[rounds, rep * la // bcast, rows])
+            cur = self.cmos("tile", f"{o}.xt", cur, reps=[1, 1, 1, og, 1])
+        xa = self.cmos("reshape", f"{o}.xa", cur, shape=[rounds, rep * la // bcast, rows])
         if passes > 1:
             span = (self.arrays // bcast) * bcast  # with bcast > 1, passes cut between K chunks only
             passes = math.ceil(la / span)
         else:
             span = la
-        accs: list[str] = []
+        wdt = "i8" if wb <= 8 else ("i16" if wb <= 16 else "i32")
+        results: list[str] = []
         for pi in range(passes):
             a0, a1 = pi * span, min(la, (pi + 1) * span)
-            if passes == 1:
-                wref = self.add_data(f"{o}.w", wt, "i8" if wb <= 8 else ("i16" if wb <= 16 else "i32"))
-                xs_ref = xa
-            else:
-                wref = self.add_data(f"{o}.w.p{pi}", wt[a0:a1], "i8" if wb <= 8 else ("i16" if wb <= 16 else "i32"))
-                xs_ref = self._cmos("slice", f"{o}.xa.p{pi}", xa, axis=1, start=a0 // bcast, end=a1 // bcast)
-            nset = (a1 - a0) * rep
-            region = (base, base + nset)
+            sfx = "" if passes == 1 else f".p{pi}"
+            wref = self.add_data(f"{o}.w{sfx}", wt if passes == 1 else wt[a0:a1], wdt)
+            xs_ref = xa
+            if passes > 1:
+                xs_ref = self.cmos("slice", f"{o}.xa{sfx}", xa, axis=1, start=a0 // bcast, end=a1 // bcast)
+            region = (base, base + (a1 - a0) * rep)
             loads = [
-                instr(
-                    "wr", (base + r * (a1 - a0), base + (r + 1) * (a1 - a0)), f"c{wcol}", wref, bits=wb, rows=(0, rows)
+                ast.Instr(
+                    "wr",
+                    ast.ArraySet(base + r * (a1 - a0), base + (r + 1) * (a1 - a0)),
+                    (ast.Col(layer.w_col), ast.ConstRef(wref[1:])),
+                    (ast.AttrVal("bits", ast.Num(wb)), ast.AttrVal("rows", ast.Range(0, rows))),
                 )
                 for r in range(rep)
             ]
-            loads = [ast.Instr(i.mnemonic, i.arrays, (ast.Col(wcol), i.operands[1]), i.attrs) for i in loads]
             if resident:
                 self.init.append(ast.Comment(f"; weights of %{o} ({op.origin})"))
                 self.init.extend(loads)
             else:
-                self.reload_bits += (a1 - a0) * rep * rows * per * wb
-                if op.origin not in self.reload_layers:
-                    self.reload_layers.append(op.origin)
-                self.main.append(
-                    ast.Comment(
-                        f"; reload the weights of %{o}{f' (pass {pi + 1} of {passes})' if passes > 1 else ''}: "
-                        "the arrays are shared"
-                    )
-                )
+                if self.lowering.reports_reloads:
+                    self.reload_bits += (a1 - a0) * rep * rows * per * wb
+                    if op.origin not in self.reload_layers:
+                        self.reload_layers.append(op.origin)
+                which = f" (pass {pi + 1} of {passes})" if passes > 1 else ""
+                self.main.append(ast.Comment(f"; reload the weights of %{o}{which}: the arrays are shared"))
                 self.main.extend(loads)
-            acc = f"{o}.acc" if passes == 1 else f"{o}.acc.p{pi}"
             body: list[ast.Stmt] = [
                 ast.Instr(
                     "wr",
                     ast.ArraySet(*region),
-                    (ast.Col(xcol), ast.TensorRef(xs_ref[1:], "r")),
+                    (ast.Col(layer.x_col), ast.TensorRef(xs_ref[1:], "r")),
                     (
-                        ast.AttrVal("bits", ast.Num(xb)),
+                        ast.AttrVal("bits", ast.Num(a["xbits"])),
                         *((ast.AttrVal("repeat", ast.Num(bcast)),) if bcast > 1 else ()),
                         ast.AttrVal("rows", ast.Range(0, rows)),
                     ),
-                ),
-                ast.Instr("aclr", ast.ArraySet(*region), (ast.AccRef(0, per),)),
-            ]
-            for j in range(per):
-                body.append(
-                    ast.Instr(
-                        "call",
-                        ast.ArraySet(*region),
-                        (ast.Expr(micro),),
-                        (
-                            ast.AttrVal("w", ast.Col(wcol + j * wb)),
-                            ast.AttrVal("x", ast.Col(xcol)),
-                            ast.AttrVal("t", ast.Col(tcol)),
-                            ast.AttrVal("y", ast.AccRef(j)),
-                            ast.AttrVal("rows", ast.Range(0, rows)),
-                        ),
-                    )
                 )
-            body.append(ast.Instr("ard", ast.ArraySet(*region), (ast.TensorRef(acc, "r"), ast.AccRef(0, per))))
+            ]
+            outs = layer.emit_pass(self, MvmPass(op, t, pi, passes, region, sfx), body)
             self.main.append(ast.Repeat("r", rounds, tuple(body)))
-            accs.append("%" + acc)
-        cur = accs[0] if passes == 1 else self._cmos("concat", f"{o}.acc", *accs, axis=1)
-        cur = self._cmos("reshape", f"{o}.a4", cur, shape=[pp, g_, c, og * per])
-        cur = self._cmos("sum", f"{o}.s", cur, axis=2)
+            results.append(outs[0] if len(outs) == 1 else self.cmos("concat", f"{o}{sfx}.acc", *outs, axis=2))
+        cur = results[0] if passes == 1 else self.cmos("concat", f"{o}.acc", *results, axis=1)
+        cur = self.cmos("reshape", f"{o}.a4", cur, shape=[pp, g_, c, og * per])
+        cur = self.cmos("sum", f"{o}.s", cur, axis=2)
         if og * per != ng:
-            cur = self._cmos("slice", f"{o}.sn", cur, axis=2, start=0, end=ng)
+            cur = self.cmos("slice", f"{o}.sn", cur, axis=2, start=0, end=ng)
         if pp != p:
-            cur = self._cmos("slice", f"{o}.sp", cur, axis=0, start=0, end=p)
+            cur = self.cmos("slice", f"{o}.sp", cur, axis=0, start=0, end=p)
         self.main.append(instr("reshape", None, "%" + o, cur, shape=[p, n]))
 
-    def _cmos(self, mn: str, out: str, *ins: str, **attrs: Any) -> str:
+    def cmos(self, mn: str, out: str, *ins: str, **attrs: Any) -> str:
+        """Append CMOS instruction `mn` defining %out to .main; returns '%out'."""
         self.main.append(instr(mn, None, "%" + out, *ins, **attrs))
         return "%" + out
 
     def program(
         self,
         header: list[str],
-        expect: list[ast.Stmt | ast.TopItem],
+        expect: Sequence[ast.TopItem],
         io: dict[str, tuple[int | None, str | None]] | None = None,
     ) -> ast.Program:
         """The program; `io` gives an input's or output's (batch axis, name in data files), see ast.IODecl."""
@@ -268,15 +329,13 @@ class Emitter:
             items.append(m)
         items.append(ast.Blank())
         items.extend(self.data)
-        items.extend(expect)  # type: ignore[arg-type]
+        items.extend(expect)
         items.append(ast.Blank())
         items.append(ast.Section("init", tuple(self.init)))
         items.append(ast.Section("main", tuple(self.main)))
         return ast.Program(tuple(items))
 
 
-def header_lines(model: str, arrays: int, rows: int, cols: int) -> list[str]:
-    return [
-        f"; compiled by cramc {__version__} from {model}",
-        f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs in-array (AND) + CMOS adder tree (CRAM-ER hybrid)",
-    ]
+def header_lines(model: str, arrays: int, rows: int, cols: int, lowering: MvmLowering) -> list[str]:
+    """The program's first lines: where it comes from, and the chip as the MVM lowering uses it."""
+    return [f"; compiled by cramc {__version__} from {model}", lowering.chip_line(arrays, rows, cols)]

@@ -28,7 +28,6 @@ import numpy as np
 import pytest
 from cramtest import REPO
 
-from cramc.backend.allocate import Allocate
 from cramc.backend.cram_only import (
     ONE_OFF,
     ZERO_OFF,
@@ -40,13 +39,13 @@ from cramc.backend.cram_only import (
     mul_name,
     mul_plan,
 )
-from cramc.backend.emit import Emitter
+from cramc.backend.emit import ProgramBuilder
 from cramc.backend.schedule import Schedule
 from cramc.cli import main as cramc_main
+from cramc.compiler import LOWERINGS
 from cramc.errors import UserError
 from cramc.ir.graph import Graph, IOValue, Op
 from cramc.ir.passes.manager import run_passes
-from cramc.ir.passes.tile_mvm import TileMvm
 from cramc.isa import ast
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.parser import parse, parse_file
@@ -210,14 +209,11 @@ def _mvm_graph(
 
 
 def _lower(g: Graph, reduce: str, arrays: int, rows: int, cols: int, accs: int = 64) -> Linked:
-    if reduce == "cram":
-        passes = [TileCramOnly(rows, cols, accs), Schedule(arrays)]
-    else:
-        passes = [TileMvm(rows, cols, accs), Allocate(cols, accs), Schedule(arrays)]
-    g = run_passes(g, passes)
-    em = Emitter(g, arrays, rows, cols, accs, reduce=reduce)
-    em.run()
-    return verify(parse(print_program(em.program(["; test"], []))))
+    mvm = LOWERINGS[reduce]  # the compiler's: the lowering's own tiling passes, then schedule
+    g = run_passes(g, [*mvm.tiling(rows, cols, accs), Schedule(arrays)])
+    b = ProgramBuilder(g, arrays, rows, cols, accs, mvm)
+    b.run()
+    return verify(parse(print_program(b.program(["; test"], []))))
 
 
 def _mnemonics(prog: ast.Program) -> set[str]:

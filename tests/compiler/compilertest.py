@@ -10,15 +10,11 @@ from pathlib import Path
 import numpy as np
 from cramtest import REPO
 
-from cramc.backend.allocate import Allocate
-from cramc.backend.schedule import Schedule
+from cramc import compiler
 from cramc.cli import main
 from cramc.compiler import Options
 from cramc.frontend.pipeline import Frontend, run_frontend
 from cramc.ir.graph import Graph
-from cramc.ir.passes.conv_to_mvm import ConvToMvm
-from cramc.ir.passes.manager import run_passes
-from cramc.ir.passes.tile_mvm import TileMvm
 from cramc.isa import data as tdata
 
 MODELS = REPO / "models"
@@ -86,17 +82,13 @@ def cramc(*argv: str) -> CliRun:
 
 
 def default_passes(opts: Options) -> list:
-    """The passes `compile_model` runs by default (no ECC, adder-tree reduction).
+    """The passes `compile_model` runs for `opts` (here without auto-ecc, which needs a frontend): the
+    compiler's own list, cramc.compiler.passes.
 
-    tests/compiler/test_digits.py checks that this list and the compiler agree, by comparing
-    the IR both print after every pass.
+    tests/compiler/test_digits.py checks that `lower` below and `compile_model` print the same IR after
+    every pass.
     """
-    return [
-        ConvToMvm(),
-        TileMvm(opts.rows, opts.cols, opts.accs),
-        Allocate(opts.cols, opts.accs),
-        Schedule(opts.arrays),
-    ]
+    return compiler.passes(opts)
 
 
 def lower(
@@ -106,8 +98,7 @@ def lower(
     opts = opts or Options()
     log = log if log is not None else io.StringIO()
     fe = run_frontend(str(model), calibration, opts.weight_bits, opts.act_bits, log)
-    g = run_passes(fe.graph, default_passes(opts), opts.print_ir_after_all, log)
-    return fe, g
+    return fe, compiler.lower(fe, opts, log)
 
 
 def graph_differences(a: Graph, b: Graph) -> list[str]:
