@@ -48,7 +48,8 @@ parsing, the simulation and writing the outputs all count.  Sections
     ``cramc sweep`` on LeNet-5: 6 gate error rates x 3 seeds x the 1000 test
     images, protection none and ecc, gate level: wall time against 120 s
     (target <= 1).  Killed at --sweep-timeout; the figure is then a lower
-    bound and FAILs.
+    bound and FAILs.  The same process's peak RSS is a memory figure too
+    (against the default --max-memory + 0.5 GiB).
 
 Peak memory is the cramc process's own ``ru_maxrss``.  Linux carries a
 process's peak RSS across fork and exec, so each cramc process is started by
@@ -171,6 +172,8 @@ class Run:
     def error(self) -> str | None:
         if self.proc.rc is None:
             return f"timed out after {self.proc.wall_s:.0f} s"
+        if self.proc.rc < 0:
+            return f"killed by signal {-self.proc.rc} after {self.proc.wall_s:.0f} s"
         if self.proc.rc != 0:
             return f"exit {self.proc.rc}: {error_line(self.proc.stderr)}"
         return None
@@ -245,6 +248,8 @@ class Bench:
             "peak_rss_mb": proc.peak_rss_mb,
             "launcher_floor_mb": floor,
             "error": r.error,
+            # what a failed process said last (a sweep's progress: the variants it was compiling)
+            "stderr_tail": proc.stderr[-2000:] if r.error else None,
         }
         return r
 
@@ -681,7 +686,8 @@ def section_sweep(b: Bench, timeout: float) -> None:
         points = len(json.loads(r.output.read_text())["results"])
         print(f"    {points} (rate, protection) points x {seeds} seed(s) written")
     b.info["sweep"] = {"rates": rates, "seeds": seeds, "images": n, "points": points}
-    timed_out = r.proc.rc is None
+    # killed at the timeout, or by a signal from outside (rc < 0): the wall time so far is a lower bound
+    timed_out = r.proc.rc is None or r.proc.rc < 0
     b.add(
         Figure(
             "sweep_lenet",
@@ -692,8 +698,28 @@ def section_sweep(b: Bench, timeout: float) -> None:
             1.0,
             "<=",
             f"`cramc sweep` LeNet-5, rates {rates} x {seeds} seed(s) x {n} images, protection none,ecc, gate level, "
-            "whole process" + (f" (killed at {timeout:.0f} s: a lower bound)" if timed_out else ""),
+            "whole process" + (f" (killed: {r.error}; a lower bound)" if timed_out else ""),
             "the 120 s target",
+            lower_bound=timed_out,
+            error=None if timed_out else r.error,
+        )
+    )
+    from cramc.sim.backend import get_backend
+
+    gib = get_backend("numpy").memory_budget() / GIB
+    # the same process's peak RSS: a long sweep is where memory that is never freed shows
+    b.add(
+        Figure(
+            "memory_sweep_campaign",
+            r.proc.peak_rss_mb * 2**20 / 1e6,
+            (gib + MEMORY_SLACK) * GIB / 1e6,
+            "MB",
+            "MB",
+            1.0,
+            "<=",
+            f"peak RSS of this sweep (--max-memory {gib:g} GiB, the default)"
+            + (" until it was killed" if timed_out else ""),
+            f"--max-memory {gib:g} GiB + {MEMORY_SLACK} GiB",
             lower_bound=timed_out,
             error=None if timed_out else r.error,
         )
