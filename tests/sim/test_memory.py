@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 from cramtest import EXAMPLES, REPO, example_paths, link, link_file
 from test_sim_perf_semantics import random_program
+from threadpoolctl import threadpool_limits
 
 from cramc.errors import UserError
 from cramc.isa.opcodes import OPCODES
@@ -221,13 +222,22 @@ def test_runs_stay_within_their_footprint(programs: Programs, name: str, fault: 
     n = LANES
     fp = memory.footprint(linked, fm, samples=n)  # inputs_bytes 0: they exist before the trace starts
     run(linked, dict(inputs), fm, seed=1, lanes=LANES)  # the process's one-time caches, outside the trace
+    # run() holds BLAS to one thread with threadpoolctl, which re-scans the process's native libraries on
+    # every call: its transient objects grow with what else is loaded (PyTorch's OpenMP, after the torch
+    # backend tests), not with the program, so they are measured here and allowed for
+    with traced():
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        with threadpool_limits(limits=1, user_api="blas"):
+            pass
+        scan = tracemalloc.get_traced_memory()[1] - base
     with traced():
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         res = run(linked, inputs, fm, seed=1, lanes=LANES)
         peak = tracemalloc.get_traced_memory()[1] - before
     assert res.samples == n
-    assert peak <= fp.need(LANES) + SLACK, (peak, fp)
+    assert peak <= fp.need(LANES) + SLACK + scan, (peak, scan, fp)
 
 
 def test_only_the_used_part_of_the_chip_is_allocated() -> None:
