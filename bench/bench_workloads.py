@@ -459,21 +459,7 @@ def section_memory(b: Bench, small: float) -> None:
         )
         s = b.cramc(
             f"sweep_mem{tag}",
-            "sweep",
-            str(LENET),
-            "--data",
-            str(x),
-            "--labels",
-            str(y),
-            "--calibration",
-            str(CALIB),
-            "--gate-error",
-            f"{P:g}",
-            "--protection",
-            "none",
-            "--seeds",
-            "1",
-            "--no-progress",
+            *_sweep_args(x, y, f"{P:g}", "none", 1),
             *flag,
             report=False,
             output=".json",
@@ -651,12 +637,9 @@ def section_finetune(b: Bench) -> None:
     b.info["finetune_plain_epoch_s"] = ref
 
 
-def section_sweep(b: Bench, timeout: float) -> None:
-    x, y, n = b.test_data()
-    rates, seeds = (f"{P:g}", 1) if b.quick else (SWEEP_RATES, SWEEP_SEEDS)
-    saved, b.timeout = b.timeout, timeout
-    r = b.cramc(
-        "sweep",
+def _sweep_args(x: Path, y: Path, rates: str, protection: str, seeds: int) -> list[str]:
+    """`cramc sweep` of LeNet-5 on the given data (the campaign and the memory sections share it)."""
+    return [
         "sweep",
         str(LENET),
         "--data",
@@ -668,12 +651,22 @@ def section_sweep(b: Bench, timeout: float) -> None:
         "--gate-error",
         rates,
         "--protection",
-        "none,ecc",
+        protection,
         "--seeds",
         str(seeds),
+        "--no-progress",
+    ]
+
+
+def section_sweep(b: Bench, timeout: float) -> None:
+    x, y, n = b.test_data()
+    rates, seeds = (f"{P:g}", 1) if b.quick else (SWEEP_RATES, SWEEP_SEEDS)
+    saved, b.timeout = b.timeout, timeout
+    r = b.cramc(
+        "sweep",
+        *_sweep_args(x, y, rates, "none,ecc", seeds),
         "--mode",
         "gate",
-        "--no-progress",
         report=False,
         output=".json",
     )
