@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_interp import STATE, program_text  # noqa: E402
 
+from cramc.errmodel import FaultModel  # noqa: E402
 from cramc.isa.parser import parse, parse_file  # noqa: E402
 from cramc.isa.verifier import Linked, verify  # noqa: E402
 from cramc.sim.backend import Backend, get_backend  # noqa: E402
-from cramc.sim.faults import FaultModel  # noqa: E402
 from cramc.sim.interp import RunResult, run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from cramc.compiler import Options, compile_model, run_onnxruntime
+from cramc.errmodel import FaultModel
 from cramc.fileio import load_npy, load_npz
 from cramc.frontend.pipeline import run_frontend
 from cramc.frontend.quantize import check_calibration
 from cramc.isa.parser import parse, parse_file
 from cramc.isa.verifier import verify
-from cramc.sim.faults import FaultModel
 from cramc.sim.interp import lanes_for, run
 from cramc.sim.report import accuracy
 

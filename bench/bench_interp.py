@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cramc.errmodel import FaultModel
 from cramc.isa.parser import parse
 from cramc.isa.verifier import Linked, verify
-from cramc.sim.faults import FaultModel
 from cramc.sim.interp import RunResult, run
 
 TARGET_FAULT_FREE = 0.5

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from cramc.compiler import Options, compile_model
+from cramc.errmodel import FaultModel
 from cramc.fileio import load_npy, load_npz
 from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
-from cramc.sim.faults import FaultModel
 from cramc.sim.interp import run
 from cramc.sim.report import accuracy
 

@@ -120,7 +120,7 @@ def _run_preflight(args: argparse.Namespace, linked, inputs: dict[str, np.ndarra
 
 
 def _fault_model(args: argparse.Namespace):  # noqa: ANN202 - FaultModel, imported lazily
-    from cramc.sim.faults import FaultModel, load_error_model
+    from cramc.errmodel import FaultModel, load_error_model
 
     fm = load_error_model(args.error_model) if args.error_model else FaultModel()
     if args.gate_error is not None:

@@ -37,7 +37,7 @@ from cramc.isa import ast
 from cramc.isa.printer import print_program
 
 if TYPE_CHECKING:
-    from cramc.sim.faults import FaultModel
+    from cramc.errmodel import FaultModel
 
 #: The MVM lowerings, by their `--reduce` name.
 LOWERINGS: dict[str, MvmLowering] = {m.name: m for m in (HybridMvm(), CramOnlyMvm())}
@@ -98,7 +98,7 @@ def _ecc_passes(opts: Options, fe: Frontend | None, log: TextIO | None, faults: 
 
     fm = faults
     if fm is None:
-        from cramc.sim.faults import FaultModel, load_error_model
+        from cramc.errmodel import FaultModel, load_error_model
 
         if opts.gate_error is None and not opts.error_model:
             raise UserError("--ecc auto needs the fault rate to tune for: --gate-error P or --error-model FILE")

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from cramc.errmodel import FaultModel
 from cramc.isa.parser import parse, parse_file
 from cramc.isa.verifier import Linked, verify
-from cramc.sim.faults import FaultModel
 from cramc.sim.interp import RunResult, run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ from cramc.isa import ast
 from cramc.isa.opcodes import OPCODES, Unit
 
 if TYPE_CHECKING:
-    from cramc.sim.faults import FaultModel
+    from cramc.errmodel import FaultModel
 
 #: (probability that the sensed product is wrong when its correct value is 0, ... when it is 1)
 Rates = tuple[float, float]

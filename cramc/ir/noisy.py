@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from cramc.errmodel import FaultModel
 from cramc.ir import ecc
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import eval_op, input_env
 from cramc.ir.tiling import Tile
-from cramc.sim.faults import FaultModel
 
 
 def pp_error_rates(fm: FaultModel, scheme: int) -> tuple[float, float]:

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cramc.errmodel import FaultModel
 from cramc.errors import UserError
-from cramc.sim.faults import FaultModel
 
 PROTECTIONS = ("none", "ecc", "finetuned", "both")
 MODES = ("gate", "statistical")
@@ -65,7 +65,7 @@ def parse_protections(text: str) -> tuple[str, ...]:
 
 def fault_model(rate: float, error_model: str | None) -> FaultModel:
     """The fault model of one sweep point: as `cramc run --gate-error rate [--error-model FILE]`."""
-    from cramc.sim.faults import load_error_model
+    from cramc.errmodel import load_error_model
 
     if error_model:
         return load_error_model(error_model).with_gate_error(rate)

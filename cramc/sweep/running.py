@@ -9,9 +9,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from cramc.errmodel import FaultModel
 from cramc.errors import UserError
 from cramc.ir.ecc import recomputing
-from cramc.sim.faults import FaultModel
 from cramc.sweep.options import SweepOptions, check_options, fault_model
 from cramc.sweep.stats import t_interval, wilson
 from cramc.sweep.variants import Variant, VariantBuilder

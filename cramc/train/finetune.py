@@ -28,10 +28,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from cramc.errmodel import FaultModel
 from cramc.errors import UserError
 from cramc.frontend import fold_constants, quantize
 from cramc.frontend.load import load_model
-from cramc.sim.faults import FaultModel
 
 NEEDS_TORCH = "cramc finetune needs PyTorch: pip install 'cramc[train]'"
 #: Calibration samples taken from the training data when no --calibration is given.

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cramc.errmodel import FaultModel
 from cramc.ir.noisy import bit_planes, pp_error_rates
-from cramc.sim.faults import FaultModel
 
 
 def counted_rows(k: int, rows: int) -> int:

@@ -46,9 +46,9 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
+from cramc.errmodel import FaultModel
 from cramc.errors import UserError
 from cramc.ir.graph import bits_for
-from cramc.sim.faults import FaultModel
 from cramc.train.noise import MvmNoise, counted_rows, rates_for, term_weights
 
 MVM_OPS = ("Conv", "Gemm", "MatMul")

@@ -43,6 +43,7 @@ from cramc.backend.emit import ProgramBuilder
 from cramc.backend.schedule import Schedule
 from cramc.cli import main as cramc_main
 from cramc.compiler import LOWERINGS
+from cramc.errmodel import FaultModel
 from cramc.errors import UserError
 from cramc.ir.graph import Graph, IOValue, Op
 from cramc.ir.passes.manager import run_passes
@@ -51,7 +52,6 @@ from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.parser import parse, parse_file
 from cramc.isa.printer import print_program
 from cramc.isa.verifier import Linked, verify
-from cramc.sim.faults import FaultModel
 from cramc.sim.interp import RunResult, run
 from cramc.sim.report import accuracy
 

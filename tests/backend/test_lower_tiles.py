@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 
 from cramc.backend.lower_tiles import mac_micro, mac_name
+from cramc.errmodel import FaultModel, Rate
 from cramc.isa import ast
 from cramc.isa.parser import parse
 from cramc.isa.printer import print_program
 from cramc.isa.verifier import Linked, verify
-from cramc.sim.faults import FaultModel, Rate
 from cramc.sim.interp import RunResult, run
 
 NONE, TMR, VOTE, DUP = 0, 1, 2, 3  # the codes of the schemes in cramc.ir.ecc.SCHEMES

@@ -11,11 +11,11 @@ from cramtest import REPO, example_paths, link, link_file
 from cramc.cost.model import area_mm2, dynamic_estimate, every_opcode_costed, static_estimate, tally_of_run
 from cramc.cost.params import Tech
 from cramc.cost.static import count_program
+from cramc.errmodel import FaultModel
 from cramc.errors import UserError
 from cramc.isa.opcodes import OPCODES, Kind, Opcode, Operand, Unit
 from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
-from cramc.sim.faults import FaultModel
 from cramc.sim.interp import run
 
 TECH = Tech.load()

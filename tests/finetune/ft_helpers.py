@@ -10,9 +10,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cramc.compiler import Options, compile_model
+from cramc.errmodel import FaultModel
 from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
-from cramc.sim.faults import FaultModel
 from cramc.sim.interp import run
 from cramc.train.noise import MvmNoise, ones_counts, term_weights
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from ft_helpers import gate_level_errors, kappa4, ks_2samp, ks_critical, model_samples
 
-from cramc.sim.faults import FaultModel, Rate
+from cramc.errmodel import FaultModel, Rate
 from cramc.train.noise import MvmNoise, counted_rows, error_moments, rates_for
 
 K, N, ROWS, SAMPLES = 40, 6, 16, 3000

@@ -18,10 +18,10 @@ from cramtest import REPO
 from ft_helpers import gate_level_errors, kappa4, ks_2samp, ks_critical
 
 from cramc.compiler import run_onnxruntime
+from cramc.errmodel import FaultModel, Rate
 from cramc.frontend.load import load_model
 from cramc.frontend.pipeline import run_frontend
 from cramc.isa.cmos import CMOS_OPS
-from cramc.sim.faults import FaultModel, Rate
 from cramc.train.noise import MvmNoise, counted_rows, error_moments, rates_for, term_weights
 
 torch = pytest.importorskip("torch", reason="PyTorch is optional (cramc[train]); these tests need it")

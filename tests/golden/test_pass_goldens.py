@@ -42,6 +42,7 @@ from foldmodels import const_chain, conv_bn, onnx_text, run_ort
 from cramc.backend.allocate import Allocate
 from cramc.backend.cram_only import TileCramOnly
 from cramc.backend.schedule import Schedule
+from cramc.errmodel import FaultModel, load_error_model
 from cramc.frontend import fold_batchnorm, fold_constants
 from cramc.ir.graph import Graph
 from cramc.ir.passes.auto_ecc import AutoEcc
@@ -49,7 +50,6 @@ from cramc.ir.passes.insert_ecc import InsertEcc
 from cramc.ir.passes.tile_mvm import TileMvm
 from cramc.ir.semantics import evaluate, verify_graph
 from cramc.ir.text import parse_graph, print_graph
-from cramc.sim.faults import FaultModel, load_error_model
 
 UPDATE = os.environ.get("CRAMC_UPDATE_GOLDEN", "") not in ("", "0")
 GOLDEN = Path(__file__).resolve().parent / "passes"

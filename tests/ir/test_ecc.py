@@ -23,6 +23,7 @@ from cramtest import REPO
 
 from cramc.cli import main
 from cramc.compiler import Options, compile_model
+from cramc.errmodel import FaultModel, Rate
 from cramc.ir import ecc
 from cramc.ir.ecc import DUP, NONE, SCHEMES, TMR, VOTE, Rates, Scheme, Term
 from cramc.ir.graph import Op
@@ -30,7 +31,6 @@ from cramc.ir.noisy import pp_error_rates
 from cramc.ir.tiling import scratch_columns
 from cramc.isa import ast
 from cramc.isa.opcodes import OPCODES, Unit
-from cramc.sim.faults import FaultModel, Rate
 
 DOC = REPO / "docs" / "error-correction.md"
 

@@ -1,4 +1,6 @@
-"""The fault model: flip rates, asymmetry, write/read faults, TOML models, seeds, sampling cost.
+"""The fault samplers: flip rates, asymmetry, write/read faults, per-gate TOML rates in a run, seeds, sampling cost.
+
+The model itself (rates, TOML files, presets, their errors) is tested in tests/errmodel.
 
 Every statistical assertion allows 5 standard deviations of the binomial count
 and uses a fixed seed, so a test either always passes or always fails for a
@@ -15,8 +17,9 @@ import numpy as np
 import pytest
 from cramtest import example, link, link_file, run_text
 
-from cramc.errors import UserError
-from cramc.sim.faults import GATE_NAMES, FaultModel, Rate, flip_bits, load_error_model, parse_error_model
+from cramc.errmodel import FaultModel, Rate, load_error_model
+from cramc.sim import faults
+from cramc.sim.faults import flip_bits
 from cramc.sim.interp import run
 
 SIGMAS = 5.0
@@ -37,6 +40,11 @@ def row_bits(words: np.ndarray, r0: int, r1: int) -> np.ndarray:
     """uint64 [M, W] -> bool [M, r1 - r0] (row r is bit r % 64 of word r // 64)."""
     b = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=1, bitorder="little")
     return b[:, r0:r1].astype(bool)
+
+
+def test_the_samplers_use_the_error_model_classes() -> None:
+    """cramc.sim.faults re-exports the model for the simulator's modules: the same classes, not copies."""
+    assert faults.FaultModel is FaultModel and faults.Rate is Rate
 
 
 # ---------------------------------------------------------------------------- flip_bits
@@ -284,94 +292,7 @@ def test_tmr_with_a_faulty_cram_voter(tmp_path: Path) -> None:
     assert wrong > n * p  # the voter makes it worse than a single AND
 
 
-# ---------------------------------------------------------------------------- error-model files
-def test_load_error_model(tmp_path: Path) -> None:
-    path = tmp_path / "dev.toml"
-    path.write_text(
-        'name = "device A"\n'
-        "tree = 1e-9\n"
-        "[gates]\n"
-        "default = 1e-3\n"
-        "maj5 = { p01 = 2e-3, p10 = 5e-4 }\n"
-        "not = { p = 1e-4 }\n"
-        "[write]\n"
-        "p01 = 1e-5\n"
-        "[read]\n"
-        "p = 1e-6\n",
-        encoding="utf-8",
-    )
-    m = load_error_model(str(path))
-    assert m.name == "device A"
-    assert set(m.gates) == set(GATE_NAMES)
-    assert m.gate("and") == Rate(1e-3, 1e-3)
-    assert m.gate("maj5") == Rate(2e-3, 5e-4)
-    assert m.gate("not") == Rate(1e-4, 1e-4)
-    assert m.write == Rate(1e-5, 0.0)
-    assert m.read == Rate(1e-6, 1e-6)
-    assert m.tree == 1e-9
-    assert not m.fault_free
-    assert load_error_model_text(tmp_path, "").fault_free
-
-
-def load_error_model_text(tmp_path: Path, text: str) -> FaultModel:
-    path = tmp_path / "m.toml"
-    path.write_text(text, encoding="utf-8")
-    return load_error_model(str(path))
-
-
-@pytest.mark.parametrize(
-    ("text", "line", "message"),
-    [
-        ("[gates]\nand = 0.1\nor = \n", 3, "invalid TOML"),
-        ("[gates\nand = 0.1\n", 1, "invalid TOML"),
-        ('name = "x"\n\n[gates]\nand = 0.1\nand = 0.2\n', 5, "invalid TOML"),
-    ],
-)
-def test_bad_toml_is_located(tmp_path: Path, text: str, line: int, message: str) -> None:
-    with pytest.raises(UserError) as ei:
-        load_error_model_text(tmp_path, text)
-    e = ei.value
-    assert message in e.message
-    assert e.loc is not None and e.loc.line == line and e.loc.file.endswith("m.toml")
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("[gates]\nxor = 0.1\n", "gates.xor: not a gate"),
-        ("[gates]\nand = 1.5\n", "a probability must be between 0 and 1"),
-        ("[gates]\nand = -0.1\n", "a probability must be between 0 and 1"),
-        ("[gates]\nand = { q = 0.1 }\n", "unknown key(s) q"),
-        ('[gates]\nand = "high"\n', "must be a number or a table"),
-        ("[gates]\nand = { p01 = true }\n", "gates.and.p01 must be a number"),
-        ("[wires]\np = 0.1\n", "unknown section(s) wires"),
-        ('tree = "x"\n', "tree must be a number"),
-        ("gates = 3\n", "[gates] must be a table"),
-    ],
-)
-def test_bad_error_model_values(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(UserError, match=None) as ei:
-        load_error_model_text(tmp_path, text)
-    assert message in ei.value.message
-
-
-def test_error_model_from_dict_and_gate_error_override() -> None:
-    m = parse_error_model({"write": {"p10": 0.1}, "gates": {"and": 0.2}})
-    o = m.with_gate_error(0.01)
-    assert all(o.gate(g) == Rate(0.01, 0.01) for g in GATE_NAMES)
-    assert o.write == Rate(0.0, 0.1)  # --gate-error keeps the file's write and read rates
-
-
-def test_cli_bad_error_model(cli, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[gates]\nand = \n", encoding="utf-8")
-    res = cli("run", str(example("full_adder.cram")), "--error-model", str(bad))
-    assert res.rc == 1
-    assert "Traceback" not in res.err
-    assert res.err.startswith(f"{bad}:2:")
-    assert ": error: invalid TOML" in res.err.splitlines()[0]
-
-
+# ---------------------------------------------------------------------------- an error-model file in a run
 def test_cli_error_model_is_used(cli, tmp_path: Path) -> None:
     model = tmp_path / "m.toml"
     model.write_text("[gates]\nmaj5 = 1.0\n", encoding="utf-8")

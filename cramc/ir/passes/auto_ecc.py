@@ -21,11 +21,11 @@ from typing import ClassVar, TextIO
 
 import numpy as np
 
+from cramc.errmodel import FaultModel
 from cramc.ir.ecc import NONE, describe, protections
 from cramc.ir.graph import Graph, Op
 from cramc.ir.noisy import layer_rates, noisy_evaluate
 from cramc.ir.semantics import evaluate, infer_shapes
-from cramc.sim.faults import FaultModel
 
 
 @dataclass(eq=False)

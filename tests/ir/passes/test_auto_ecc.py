@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from cramc.backend.lower_tiles import mac_micro
+from cramc.errmodel import FaultModel
 from cramc.ir.ecc import SCHEMES, Scheme, describe
 from cramc.ir.graph import Graph, Op
 from cramc.ir.noisy import layer_rates, noisy_evaluate
@@ -35,7 +36,6 @@ from cramc.ir.semantics import evaluate
 from cramc.ir.text import parse_graph
 from cramc.isa import ast
 from cramc.isa.opcodes import OPCODES, Unit
-from cramc.sim.faults import FaultModel
 
 GOLDEN_IR = Path(__file__).resolve().parents[2] / "golden" / "ir"
 SHAPES = {"qdq_mlp": (1, 8), "qdq_conv": (1, 4, 5, 5)}

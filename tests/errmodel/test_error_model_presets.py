@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cramtest import REPO, example
 
+from cramc.errmodel import GATE_NAMES, load_error_model, load_preset, preset_names
 from cramc.errors import UserError
-from cramc.sim.faults import GATE_NAMES, load_error_model, load_preset, preset_names
 
 PRESET_FILES = sorted((REPO / "isa" / "error_models").glob("*.toml"))
 #: The class each preset claims: every gate rate lies in [lo, hi].
