@@ -6,6 +6,7 @@ their records, as the table of operation kinds (cramc.ir.ops) declares.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import importlib.resources
 import math
@@ -83,51 +84,51 @@ def _num(t: str) -> int | float:
 
 
 class _Build(Transformer):
-    def tensor(self, items: list[Token]) -> str:
+    def tensor(self, items: builtins.list[Token]) -> str:
         return str(items[0])
 
-    def const_ref(self, items: list[Token]) -> str:
+    def const_ref(self, items: builtins.list[Token]) -> str:
         return str(items[0])
 
-    def number(self, items: list[Token]) -> int | float:
+    def number(self, items: builtins.list[Token]) -> int | float:
         return _num(str(items[0]))
 
-    def range(self, items: list[Token]) -> tuple[int, int]:
+    def range(self, items: builtins.list[Token]) -> tuple[int, int]:
         return (int(items[0]), int(items[1]))
 
-    def list(self, items: list[Token | None]) -> list[int | float]:
+    def list(self, items: builtins.list[Token | None]) -> builtins.list[int | float]:
         return [_num(str(t)) for t in items if t is not None]
 
-    def name(self, items: list[Token]) -> str:
+    def name(self, items: builtins.list[Token]) -> str:
         return str(items[0])
 
-    def attr(self, items: list[Any]) -> tuple[str, Any]:
+    def attr(self, items: builtins.list[Any]) -> tuple[str, Any]:
         return (str(items[0]), items[1])
 
-    def type(self, items: list[Token | None]) -> tuple[str, tuple[int, ...]]:
+    def type(self, items: builtins.list[Token | None]) -> tuple[str, tuple[int, ...]]:
         return (str(items[0]), tuple(int(t) for t in items[1:] if t is not None))
 
-    def list_payload(self, items: list[Token | None]) -> tuple[str, Any]:
+    def list_payload(self, items: builtins.list[Token | None]) -> tuple[str, Any]:
         return ("list", [_num(str(t)) for t in items if t is not None])
 
-    def encoded_payload(self, items: list[Token]) -> tuple[str, Any]:
+    def encoded_payload(self, items: builtins.list[Token]) -> tuple[str, Any]:
         enc, _, rest = str(items[0]).partition('"')
         return (enc, rest[:-1])
 
-    def io(self, items: list[Any]) -> tuple[str, Any]:
+    def io(self, items: builtins.list[Any]) -> tuple[str, Any]:
         return ("io", (str(items[0]), str(items[1])[1:], items[2]))
 
-    def const(self, items: list[Any]) -> tuple[str, Any]:
+    def const(self, items: builtins.list[Any]) -> tuple[str, Any]:
         return ("const", (str(items[0])[1:], items[1], items[2]))
 
-    def op(self, items: list[Any]) -> tuple[str, Any]:
+    def op(self, items: builtins.list[Any]) -> tuple[str, Any]:
         out, kind = str(items[0])[1:], str(items[1])
         rest = [i for i in items[2:] if i is not None]
         ins = tuple(i for i in rest if isinstance(i, str))
-        attrs = dict(i for i in rest if isinstance(i, tuple))
+        attrs: dict[str, Any] = dict(i for i in rest if isinstance(i, tuple))  # the attr rule's (name, value)s
         return ("op", (out, kind, ins, attrs))
 
-    def line(self, items: list[Any]) -> tuple[str, Any, str | None]:
+    def line(self, items: builtins.list[Any]) -> tuple[str, Any, str | None]:
         stmt = next((i for i in items if isinstance(i, tuple)), None)
         comment = next((str(i) for i in items if isinstance(i, Token) and i.type == "COMMENT"), None)
         return (stmt[0] if stmt else "blank", stmt[1] if stmt else None, comment)

@@ -8,19 +8,25 @@ module turns each line into a statement and then nests the lines between
 
 from __future__ import annotations
 
+import builtins
 import functools
 import importlib.resources
 import json
 import math
 import os
 import sys
+from typing import TYPE_CHECKING, cast
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.tree import Meta
 
 from cramc.errors import Loc, UserError, clip
 from cramc.isa import ast
 from cramc.isa import data as tdata
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,10 +35,22 @@ def _lark() -> Lark:
     return Lark(path.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
+def _pos(tok: Token) -> tuple[int, int]:
+    """A token's 1-based line and column.
+
+    Lark types both as optional: every token the parser reads carries them (the grammar is parsed with
+    positions), a token lark makes up itself has none and is placed at 1:1, as `_visit_loc` does.
+    """
+    return (tok.line if tok.line is not None else 1, tok.column if tok.column is not None else 1)
+
+
 class _LocatedError(Exception):
-    def __init__(self, message: str, line: int, col: int):
+    """A problem found by a transformer callback, at the token it is about (parse() makes it a UserError)."""
+
+    def __init__(self, message: str, tok: Token):
         super().__init__(message)
-        self.message, self.line, self.col = message, line, col
+        self.message = message
+        self.line, self.col = _pos(tok)
 
 
 def _num(text: str) -> int | float:
@@ -55,35 +73,43 @@ IO_ATTRS = ("batch", "name")
 def _batch_axis(tok: Token, typ: ast.TensorType) -> int:
     text = str(tok)
     if tok.type != "NUMBER" or not text.isdigit():
-        raise _LocatedError(f"batch must be an axis number of {list(typ.shape)}, got {text}", tok.line, tok.column)
+        raise _LocatedError(f"batch must be an axis number of {list(typ.shape)}, got {text}", tok)
     axis = int(text)
     shape = list(typ.shape)
     if axis >= len(shape):
-        raise _LocatedError(f"batch={axis}: the declared shape {shape} has no axis {axis}", tok.line, tok.column)
+        raise _LocatedError(f"batch={axis}: the declared shape {shape} has no axis {axis}", tok)
     if shape[axis] != 1:
         raise _LocatedError(
             f"batch={axis}: axis {axis} of {shape} has size {shape[axis]}; the batch axis holds one sample (size 1)",
-            tok.line,
-            tok.column,
+            tok,
         )
     return axis
 
 
 def _data_name(tok: Token) -> str:
     if tok.type != "STRING":
-        raise _LocatedError(f'name must be a string in double quotes (name="x/y"), got {tok}', tok.line, tok.column)
+        raise _LocatedError(f'name must be a string in double quotes (name="x/y"), got {tok}', tok)
     value = json.loads(str(tok))
     if not value:
-        raise _LocatedError("name must not be empty", tok.line, tok.column)
+        raise _LocatedError("name must not be empty", tok)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise _LocatedError("name holds an unpaired surrogate (not valid Unicode)", tok.line, tok.column) from None
+        raise _LocatedError("name holds an unpaired surrogate (not valid Unicode)", tok) from None
     return str(value)
 
 
+#: One line of a program: (statement kind, its payload as the _ToAst callback for the kind built it, the
+#: line's comment, where it starts).  _assemble nests these into blocks.
+_Line = tuple[str, object, str | None, Loc]
+
+
 class _ToAst(Transformer):
-    """Parse tree -> flat list of (kind, payload) line records."""
+    """Parse tree -> flat list of (kind, payload) line records.
+
+    `items` holds what the grammar rule's children became (tokens, None for an absent optional part, or
+    what the child rules returned); where a rule fixes the shape of an item, a cast says so and names the rule.
+    """
 
     def __init__(self, file: str):
         super().__init__()
@@ -91,102 +117,99 @@ class _ToAst(Transformer):
         self.data_bytes = 0  # decoded bytes of the data constants so far (bounded by tdata.MAX_DATA_BYTES)
 
     def _loc(self, tok: Token | None) -> Loc | None:
-        if tok is None or getattr(tok, "line", None) is None:
+        if tok is None or tok.line is None:
             return None
-        return Loc(self.file, tok.line, tok.column)
+        return Loc(self.file, *_pos(tok))
 
-    def _mloc(self, meta: object) -> Loc | None:
-        if getattr(meta, "empty", True):
+    def _mloc(self, meta: Meta) -> Loc | None:
+        if meta.empty:
             return None
-        return Loc(self.file, meta.line, meta.column)  # type: ignore[attr-defined]
+        return Loc(self.file, meta.line, meta.column)
 
     # ---- values
-    def col(self, items: list[Token]) -> ast.Col:
+    def col(self, items: builtins.list[Token]) -> ast.Col:
         return ast.Col(int(items[0][1:]), self._loc(items[0]))
 
     @v_args(meta=True)
-    def acc(self, meta: object, items: list[Token | None]) -> ast.AccRef:
-        lo = int(items[0][3:])
+    def acc(self, meta: Meta, items: builtins.list[Token | None]) -> ast.AccRef:
+        tok = cast(Token, items[0])  # acc: ACC [":" INT]
+        lo = int(tok[3:])
         hi = int(items[1]) if items[1] is not None else None
         if hi is not None and hi <= lo:
-            raise _LocatedError(f"empty accumulator range acc{lo}:{hi}", items[0].line, items[0].column)
-        return ast.AccRef(lo, hi, self._loc(items[0]))
+            raise _LocatedError(f"empty accumulator range acc{lo}:{hi}", tok)
+        return ast.AccRef(lo, hi, self._loc(tok))
 
-    def tensor(self, items: list[Token | None]) -> ast.TensorRef:
+    def tensor(self, items: builtins.list[Token | None]) -> ast.TensorRef:
         idx = items[1]
         index: str | int | None = None
         if idx is not None:
             index = int(idx) if idx.type == "INT" else str(idx)
         return ast.TensorRef(str(items[0])[1:], index, self._loc(items[0]))
 
-    def const(self, items: list[Token]) -> ast.ConstRef:
+    def const(self, items: builtins.list[Token]) -> ast.ConstRef:
         return ast.ConstRef(str(items[0])[1:], self._loc(items[0]))
 
-    def expr(self, items: list[Token | None]) -> ast.Expr:
+    def expr(self, items: builtins.list[Token | None]) -> ast.Expr:
         name, sign, off = items
         offset = 0 if off is None else int(off) * (-1 if sign == "-" else 1)
         return ast.Expr(str(name), offset, self._loc(name))
 
-    def number(self, items: list[Token]) -> ast.Num:
+    def number(self, items: builtins.list[Token]) -> ast.Num:
         return ast.Num(_num(str(items[0])), str(items[0]), self._loc(items[0]))
 
-    def range(self, items: list[Token]) -> ast.Range:
+    def range(self, items: builtins.list[Token]) -> ast.Range:
         lo, hi = _num(str(items[0])), _num(str(items[1]))
         if not isinstance(lo, int) or not isinstance(hi, int) or lo < 0:
-            raise _LocatedError("a range needs non-negative integers lo:hi", items[0].line, items[0].column)
+            raise _LocatedError("a range needs non-negative integers lo:hi", items[0])
         if hi <= lo:
-            raise _LocatedError(f"empty range {lo}:{hi}", items[0].line, items[0].column)
+            raise _LocatedError(f"empty range {lo}:{hi}", items[0])
         return ast.Range(lo, hi, self._loc(items[0]))
 
-    def list(self, items: list[Token | None]) -> ast.ListVal:
+    def list(self, items: builtins.list[Token | None]) -> ast.ListVal:
         vals = tuple(_num(str(t)) for t in items if t is not None)
         tok = next((t for t in items if t is not None), None)
         return ast.ListVal(vals, self._loc(tok))
 
-    def attr(self, items: list[object]) -> ast.AttrVal:
-        name = items[0]
-        return ast.AttrVal(str(name), items[1], self._loc(name))  # type: ignore[arg-type]
+    def attr(self, items: builtins.list[object]) -> ast.AttrVal:
+        name, value = cast(Token, items[0]), cast(ast.Value, items[1])  # attr: NAME "=" value
+        return ast.AttrVal(str(name), value, self._loc(name))
 
-    def type(self, items: list[Token | None]) -> ast.TensorType:
-        dtype = str(items[0])
+    def type(self, items: builtins.list[Token | None]) -> ast.TensorType:
+        name = cast(Token, items[0])  # rule type: NAME "[" [INT ("," INT)*] "]"
+        dtype = str(name)
         if dtype not in tdata.DTYPES:
-            raise _LocatedError(
-                f"unknown element type '{dtype}' (expected one of {', '.join(tdata.DTYPES)})",
-                items[0].line,
-                items[0].column,
-            )
+            raise _LocatedError(f"unknown element type '{dtype}' (expected one of {', '.join(tdata.DTYPES)})", name)
         return ast.TensorType(dtype, tuple(int(t) for t in items[1:] if t is not None))
 
-    def list_payload(self, items: list[Token | None]) -> tuple[str, object, Token | None]:
+    def list_payload(self, items: builtins.list[Token | None]) -> tuple[str, object, Token | None]:
         toks = [t for t in items if t is not None]
         return ("list", [_num(str(t)) for t in toks], toks[0] if toks else None)
 
-    def encoded_payload(self, items: list[Token]) -> tuple[str, object, Token]:
+    def encoded_payload(self, items: builtins.list[Token]) -> tuple[str, object, Token]:
         text = str(items[0])
         enc, _, rest = text.partition('"')
         return (enc, rest[:-1], items[0])
 
     # ---- statements: (kind, value, comment placeholder)
-    def machine(self, items: list[ast.AttrVal]) -> tuple[str, object]:
+    def machine(self, items: builtins.list[ast.AttrVal]) -> tuple[str, object]:
         return ("machine", tuple(items))
 
-    def io_attr(self, items: list[Token]) -> tuple[Token, Token]:
+    def io_attr(self, items: builtins.list[Token]) -> tuple[Token, Token]:
         return (items[0], items[1])
 
-    def io_decl(self, items: list[object]) -> tuple[str, object]:
+    def io_decl(self, items: builtins.list[object]) -> tuple[str, object]:
         direction, name, typ = str(items[0])[1:], str(items[1]), items[2]
         assert isinstance(typ, ast.TensorType)
         batch: int | None = None
         data_name: str | None = None
         seen: set[str] = set()
-        for key, val in items[3:]:  # type: ignore[misc]
+        # io_decl: IODIR NAME ":" type io_attr*, each io_attr a (NAME, NUMBER | STRING) pair
+        for key, val in cast("builtins.list[tuple[Token, Token]]", items[3:]):
             k = str(key)
             if k not in IO_ATTRS:
-                raise _LocatedError(
-                    f"unknown attribute '{k}' of .{direction} (allowed: {', '.join(IO_ATTRS)})", key.line, key.column
-                )
+                raise _LocatedError(f"unknown attribute '{k}' of .{direction} (allowed: {', '.join(IO_ATTRS)})", key)
             if k in seen:
-                raise _LocatedError(f"attribute '{k}' given twice", key.line, key.column)
+                raise _LocatedError(f"attribute '{k}' given twice", key)
             seen.add(k)
             if k == "batch":
                 batch = _batch_axis(val, typ)
@@ -194,55 +217,56 @@ class _ToAst(Transformer):
                 data_name = _data_name(val)
         return ("io", (direction, name, typ, batch, data_name))
 
-    def expect_float(self, items: list[ast.AttrVal]) -> tuple[str, object]:
+    def expect_float(self, items: builtins.list[ast.AttrVal]) -> tuple[str, object]:
         return ("expect_float", tuple(items))
 
-    def data_decl(self, items: list[object]) -> tuple[str, object]:
-        name, typ, (enc, payload, tok) = items  # type: ignore[misc]
-        need = tdata.declared_bytes(typ.dtype, typ.shape)  # type: ignore[union-attr]
+    def data_decl(self, items: builtins.list[object]) -> tuple[str, object]:
+        # data_decl: ".data" CONST ":" type "=" payload; payload is list_payload or encoded_payload's triple
+        name = cast(Token, items[0])
+        typ = cast(ast.TensorType, items[1])
+        enc, payload, tok = cast("tuple[str, object, Token | None]", items[2])
+        need = tdata.declared_bytes(typ.dtype, typ.shape)
         if self.data_bytes + need > tdata.MAX_DATA_BYTES:  # checked before anything is decoded
             total = f" bring the program's data constants to {self.data_bytes + need} bytes" if self.data_bytes else ""
             raise _LocatedError(
                 f"data {name}: {need} bytes as declared{total}, more than the limit of {tdata.MAX_DATA_BYTES >> 20} "
                 "MiB for all the data constants of a program",
-                name.line,  # type: ignore[union-attr]
-                name.column,  # type: ignore[union-attr]
+                name,
             )
         self.data_bytes += need
         try:
-            if enc == "list":
-                values = tdata.from_list(payload, typ.dtype, typ.shape)  # type: ignore[arg-type]
-            else:
-                values = tdata.decode(enc, payload, typ.dtype, typ.shape)  # type: ignore[arg-type]
+            if enc == "list":  # list_payload: the numbers
+                values = tdata.from_list(cast("builtins.list[int | float]", payload), typ.dtype, typ.shape)
+            else:  # encoded_payload: the text between the quotes
+                values = tdata.decode(enc, cast(str, payload), typ.dtype, typ.shape)
         except ValueError as e:
-            anchor = tok if tok is not None else name
-            raise _LocatedError(f"data {name}: {e}", anchor.line, anchor.column) from None  # type: ignore[union-attr]
+            raise _LocatedError(f"data {name}: {e}", tok if tok is not None else name) from None
         return ("data", (str(name)[1:], typ, values, enc, payload if enc != "list" else None))
 
-    def expect(self, items: list[ast.AttrVal]) -> tuple[str, object]:
+    def expect(self, items: builtins.list[ast.AttrVal]) -> tuple[str, object]:
         return ("expect", tuple(items))
 
-    def trace(self, items: list[ast.AttrVal]) -> tuple[str, object]:
+    def trace(self, items: builtins.list[ast.AttrVal]) -> tuple[str, object]:
         return ("trace", tuple(items))
 
-    def param(self, items: list[Token]) -> ast.Param:
+    def param(self, items: builtins.list[Token]) -> ast.Param:
         return ast.Param(str(items[0]), str(items[1]), self._loc(items[1]))
 
-    def micro_open(self, items: list[object]) -> tuple[str, object]:
+    def micro_open(self, items: builtins.list[object]) -> tuple[str, object]:
         return ("micro", (str(items[0]), tuple(p for p in items[1:] if p is not None)))
 
-    def section_open(self, items: list[Token]) -> tuple[str, object]:
+    def section_open(self, items: builtins.list[Token]) -> tuple[str, object]:
         return ("section", str(items[0])[1:])
 
-    def repeat_open(self, items: list[Token]) -> tuple[str, object]:
+    def repeat_open(self, items: builtins.list[Token]) -> tuple[str, object]:
         return ("repeat", (str(items[0]), int(items[1])))
 
-    def close(self, items: list[object]) -> tuple[str, object]:
+    def close(self, items: builtins.list[object]) -> tuple[str, object]:
         return ("close", None)
 
-    def instr(self, items: list[object]) -> tuple[str, object]:
+    def instr(self, items: builtins.list[object]) -> tuple[str, object]:
         name = items[0]
-        arrays_tok = items[1]
+        arrays_tok = cast("Token | None", items[1])  # instr: NAME [ARRAYS] ...
         arrays = None
         if arrays_tok is not None:
             text = str(arrays_tok)[1:]
@@ -250,15 +274,15 @@ class _ToAst(Transformer):
             a_lo = int(lo)
             a_hi = int(hi) if hi else a_lo + 1
             if a_hi <= a_lo:
-                raise _LocatedError(f"empty array set @{text}", arrays_tok.line, arrays_tok.column)  # type: ignore[union-attr]
-            arrays = ast.ArraySet(a_lo, a_hi, self._loc(arrays_tok))  # type: ignore[arg-type]
+                raise _LocatedError(f"empty array set @{text}", arrays_tok)
+            arrays = ast.ArraySet(a_lo, a_hi, self._loc(arrays_tok))
         rest = [i for i in items[2:] if i is not None]
         operands = tuple(i for i in rest if not isinstance(i, ast.AttrVal))
         attrs = tuple(i for i in rest if isinstance(i, ast.AttrVal))
         return ("instr", (str(name), arrays, operands, attrs))
 
     @v_args(meta=True)
-    def line(self, meta: object, items: list[object]) -> tuple[str, object, str | None, Loc]:
+    def line(self, meta: Meta, items: builtins.list[object]) -> _Line:
         stmt = next((i for i in items if isinstance(i, tuple)), None)
         comment = next((str(i) for i in items if isinstance(i, Token) and i.type == "COMMENT"), None)
         loc = self._mloc(meta) or Loc(self.file, 0, 1)
@@ -321,9 +345,8 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
         tree = _lark().parse(source)
         lines = _ToAst(file).transform(tree)
     except UnexpectedCharacters as e:
-        raise UserError(
-            f"unexpected character {source[e.pos_in_stream]!r}", Loc(file, e.line, e.column), source
-        ) from None
+        pos = e.pos_in_stream or 0  # always set on this error (typed optional on lark's base class)
+        raise UserError(f"unexpected character {source[pos]!r}", Loc(file, e.line, e.column), source) from None
     except UnexpectedToken as e:
         tok = e.token
         what = "end of line" if tok.type == "_NL" else f"'{clip(str(tok), 60)}'"
@@ -362,22 +385,22 @@ _BLOCK_KINDS = ("micro", "section", "repeat")
 MAX_NESTING = 64
 
 
-def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, source: str) -> ast.Program:
+def _assemble(lines: list[_Line], file: str, source: str) -> ast.Program:
     """Nest the flat lines into blocks and build the Program."""
-    # stack entries: (kind, header, comment, loc, collected items)
-    top: list[object] = []
-    stack: list[tuple[str, object, str | None, Loc, list[object]]] = []
+    top: list[ast.TopItem] = []
+    # open blocks: (kind, header, comment, loc, collected statements)
+    stack: list[tuple[str, object, str | None, Loc, list[ast.Stmt]]] = []
 
     def err(msg: str, loc: Loc) -> UserError:
         return UserError(msg, loc, source)
 
     for kind, val, comment, loc in lines:
-        where = stack[-1][4] if stack else top
-        inside = stack[-1][0] if stack else None
-        if kind == "blank":
-            where.append(ast.Blank(loc))
-        elif kind == "comment":
-            where.append(ast.Comment(comment or "", loc))
+        if kind in ("blank", "comment"):
+            item = ast.Blank(loc) if kind == "blank" else ast.Comment(comment or "", loc)
+            if stack:
+                stack[-1][4].append(item)
+            else:
+                top.append(item)
         elif kind in _BLOCK_KINDS:
             if kind in ("micro", "section") and stack:
                 raise err(f"a {'.micro' if kind == 'micro' else '.' + str(val)} block must be at top level", loc)
@@ -389,46 +412,70 @@ def _assemble(lines: list[tuple[str, object, str | None, Loc]], file: str, sourc
         elif kind == "close":
             if not stack:
                 raise err("'}' without an open block", loc)
-            bkind, header, bcomment, bloc, body = stack.pop()
-            if comment is not None:
-                body.append(ast.Comment(comment, loc))
-            node: object
-            if bkind == "micro":
-                name, params = header  # type: ignore[misc]
-                node = ast.Micro(name, params, tuple(body), bcomment, bloc)
-            elif bkind == "section":
-                node = ast.Section(str(header), tuple(body), bcomment, bloc)
-            else:
-                var, count = header  # type: ignore[misc]
-                if count < 1:
-                    raise err("repeat count must be at least 1", bloc)
-                node = ast.Repeat(var, count, tuple(body), bcomment, bloc)
-            (stack[-1][4] if stack else top).append(node)
+            block = _close_block(*stack.pop(), comment, loc, source)
+            if isinstance(block, ast.Repeat):  # opened inside a block (checked above), so one is still open
+                stack[-1][4].append(block)
+            else:  # .micro and sections open at top level only
+                top.append(block)
         elif kind == "instr":
-            if inside is None:
+            if not stack:
                 raise err("instructions must be inside .init { }, .main { } or a .micro", loc)
-            name, arrays, operands, attrs = val  # type: ignore[misc]
-            where.append(ast.Instr(name, arrays, operands, attrs, comment, loc))
+            # instr's payload: (name, ArraySet | None, operands, attrs)
+            name, arrays, operands, attrs = cast(
+                "tuple[str, ast.ArraySet | None, tuple[ast.Value, ...], tuple[ast.AttrVal, ...]]", val
+            )
+            stack[-1][4].append(ast.Instr(name, arrays, operands, attrs, comment, loc))
         else:
             if stack:
                 raise err(f".{kind if kind != 'io' else 'input/.output'} must be at top level", loc)
-            if kind == "machine":
-                top.append(ast.Machine(val, comment, loc))  # type: ignore[arg-type]
-            elif kind == "io":
-                direction, name, typ, batch, data_name = val  # type: ignore[misc]
-                top.append(ast.IODecl(direction, name, typ, comment, loc, batch=batch, data_name=data_name))
-            elif kind == "data":
-                name, typ, values, enc, raw = val  # type: ignore[misc]
-                top.append(ast.DataDecl(name, typ, values, enc, comment, loc, raw))
-            elif kind == "expect":
-                top.append(ast.Expect(val, comment, loc))  # type: ignore[arg-type]
-            elif kind == "expect_float":
-                top.append(ast.ExpectFloat(val, comment, loc))  # type: ignore[arg-type]
-            elif kind == "trace":
-                top.append(ast.Trace(val, comment, loc))  # type: ignore[arg-type]
+            top.append(_declaration(kind, val, comment, loc))
     if stack:
         raise err("block is never closed with '}'", stack[-1][3])
-    return ast.Program(tuple(top), file, source)  # type: ignore[arg-type]
+    return ast.Program(tuple(top), file, source)
+
+
+def _close_block(
+    kind: str,
+    header: object,
+    comment: str | None,
+    loc: Loc,
+    body: list[ast.Stmt],
+    close_comment: str | None,
+    close_loc: Loc,
+    source: str,
+) -> ast.Micro | ast.Section | ast.Repeat:
+    """The block opened by the line (kind, header, comment, loc) and closed by a '}' line (its comment kept)."""
+    if close_comment is not None:
+        body.append(ast.Comment(close_comment, close_loc))
+    if kind == "micro":
+        name, params = cast("tuple[str, tuple[ast.Param, ...]]", header)  # micro_open's payload
+        return ast.Micro(name, params, tuple(body), comment, loc)
+    if kind == "section":
+        return ast.Section(str(header), tuple(body), comment, loc)
+    var, count = cast("tuple[str, int]", header)  # repeat_open's payload
+    if count < 1:
+        raise UserError("repeat count must be at least 1", loc, source)
+    return ast.Repeat(var, count, tuple(body), comment, loc)
+
+
+def _declaration(kind: str, val: object, comment: str | None, loc: Loc) -> ast.TopItem:
+    """A top-level declaration line as its node; `val` is the payload the _ToAst callback for `kind` built."""
+    if kind == "machine":
+        return ast.Machine(cast("tuple[ast.AttrVal, ...]", val), comment, loc)
+    if kind == "io":
+        direction, name, typ, batch, data_name = cast("tuple[str, str, ast.TensorType, int | None, str | None]", val)
+        return ast.IODecl(direction, name, typ, comment, loc, batch=batch, data_name=data_name)
+    if kind == "data":
+        dname, dtyp, values, enc, raw = cast("tuple[str, ast.TensorType, np.ndarray, str, str | None]", val)
+        return ast.DataDecl(dname, dtyp, values, enc, comment, loc, raw)
+    attrs = cast("tuple[ast.AttrVal, ...]", val)  # .expect, .expect_float, .trace: attr*
+    if kind == "expect":
+        return ast.Expect(attrs, comment, loc)
+    if kind == "expect_float":
+        return ast.ExpectFloat(attrs, comment, loc)
+    if kind == "trace":
+        return ast.Trace(attrs, comment, loc)
+    raise AssertionError(f"no statement kind {kind!r} in the grammar")
 
 
 #: Bytes of program text: room for MAX_DATA_BYTES of data in base64 and the instructions.
