@@ -20,7 +20,7 @@ import numpy as np
 
 from cramc.isa import data as tdata
 from cramc.isa import parser, verifier
-from cramc.isa.opcodes import OPCODES, AKind, Attr, Kind, Opcode, Operand, Unit
+from cramc.isa.opcodes import OPCODES, Access, AKind, Attr, Kind, Opcode, Operand, Shape, Unit
 
 #: How each operand kind is written.
 OPERAND_SYNTAX: dict[Kind, tuple[str, str]] = {
@@ -152,10 +152,29 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _operand(o: Operand, variadic_last: bool) -> str:
+#: How each declared tensor shape (cramc.isa.opcodes.Shape) reads in an operand's entry.
+SHAPE_DOC: dict[Shape, str] = {
+    Shape.SLICED: "integer, shape [n, rows] or [n, rows, F]",
+    Shape.SLOTS: "integer, shape [n, slots]",
+    Shape.SEMANTIC: "shape and type from the semantics",
+}
+
+
+def _operand(op: Opcode, o: Operand, variadic_last: bool) -> str:
+    """An operand's entry: its kind and what the table declares about its dataflow (what the verifier checks)."""
     s = f"`{o.name}`: {o.kind.value}"
-    if o.writes:
-        s += " (written)"
+    if o.access is not Access.VALUE:
+        s += f" ({o.access.value})"
+    if o.span is not None:
+        fields = f"`{o.span.fields}`" if o.span.fields else f"the F of `{o.span.fields_of}`"
+        s += f", spans `{o.span.bits}` x {fields} columns"
+    if o.shape is not None:
+        s += f", {SHAPE_DOC[o.shape]}"
+    if o.bounds is not None:
+        s += f", {o.bounds.text}"
+    if o.distinct is not None:
+        others = ", ".join(f"`{p.name}`" for p in op.operands if p.distinct == o.distinct and p is not o)
+        s += f", a {o.distinct.what} operand: a column distinct from {others}"
     if variadic_last:
         s += ", repeatable"
     return s
@@ -163,6 +182,8 @@ def _operand(o: Operand, variadic_last: bool) -> str:
 
 def _attr(a: Attr) -> str:
     s = f"`{a.name}=` {_cell(a.kind.value)}" + (" **required**" if a.required else "")
+    if a.bounds is not None:
+        s += f" {a.bounds.text}"
     if a.doc:
         s += f": {_cell(a.doc)}"
     return s
@@ -281,7 +302,13 @@ def _structure_section() -> list[str]:
         "need one outside micro-programs and take none inside (the call gives it). `rows=lo:hi` restricts an "
         "array instruction to rows lo .. hi-1; instructions inside a micro-program without `rows=` inherit the "
         "call's. The verifier checks operand kinds and counts, ranges against the header, and dataflow: no "
-        "column read before it is written, no tensor used before it is defined, CMOS shapes.",
+        "column read before it is written, no tensor used before it is defined, CMOS shapes. It reads what "
+        "each instruction's table below declares per operand: whether the instruction reads it, writes it (a "
+        "tensor: defines it) or both (all reads come first, so an instruction may write what it reads), how "
+        "many columns a column operand spans, the shape a tensor operand has (n: the arrays of the set, or "
+        "for a source of `wr` one entry per `repeat` arrays or a single entry for all; rows: the active rows; "
+        "slots: the accumulator range), the values an integer may take, and which operands must name "
+        "distinct columns. Accumulator slots start at 0, so reading one before writing it is allowed.",
         "",
         "| operand kind | written as | meaning |",
         "|---|---|---|",
@@ -319,7 +346,7 @@ def _unit_section(unit: Unit, ops: list[Opcode]) -> list[str]:
     out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for op in ops:
         operands = "<br>".join(
-            _operand(o, op.variadic and i == len(op.operands) - 1) for i, o in enumerate(op.operands)
+            _operand(op, o, op.variadic and i == len(op.operands) - 1) for i, o in enumerate(op.operands)
         )
         attrs = "<br>".join(_attr(a) for a in op.attrs) or "-"
         cells = [f"`{op.mnemonic}`", _syntax(op), operands, attrs, _cell(op.semantics or op.summary)]

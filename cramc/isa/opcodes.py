@@ -1,7 +1,13 @@
 """The CRAM-ER instruction set: one declarative table.
 
-Parser checks, the canonical printer, the verifier, the interpreter's dispatch,
-the cost counters and docs/isa.md are all derived from `OPCODES`.  Adding an
+`OPCODES` drives the verifier (operand counts and kinds, attributes, and the
+dataflow: what each operand reads or writes and over which extent, see
+`Operand`), the interpreter's dispatch and the memory estimate (one function per
+mnemonic, checked against the table), the unit costs of the cost model, the
+per-gate fault rates, and docs/isa.md (cramc.isa.docgen).  It does not drive the
+parser or the canonical printer: the instruction syntax is uniform
+(`MNEMONIC [@lo:hi] OPERANDS [ATTR=VALUE ...]`), so both work without it and
+the verifier checks a parsed instruction against its entry.  Adding an
 instruction means adding one `Opcode` here (plus its interpreter function,
 which a test insists on).
 """
@@ -52,12 +58,118 @@ class AKind(Enum):
     DTYPE = "dtype"
 
 
+class Access(Enum):
+    """What an instruction does with the machine state an operand names (the verifier's dataflow reads it).
+
+    The verifier reads the READ (and UPDATE) operands of an instruction first, in
+    operand order, then writes the WRITE (and UPDATE) ones: a column must have been
+    written before it is read, a tensor defined before it is used.  Accumulator
+    slots start at 0 (the file is cleared with the chip), so they are declared but
+    not tracked.
+    """
+
+    READ = "read"
+    WRITE = "written"  # written (a column, an accumulator) or defined (a tensor)
+    UPDATE = "read and written"  # an accumulator the adder tree adds into
+    VALUE = "value"  # an immediate or a name: no machine state
+
+
+class Shape(Enum):
+    """How a tensor operand's shape follows from the instruction (checked on a read, inferred on a write)."""
+
+    # an integer tensor [n, rows] or [n, rows, F]: entry i of the first axis is array i of the set (for a
+    # source: one entry per `repeat` arrays, or a single entry for every array), r an active row, F the
+    # fields of the instruction's column operand (its `Span`)
+    SLICED = "[n, rows] or [n, rows, F]"
+    SLOTS = "[n, slots]"  # an integer tensor: array i of the set, slot j of the accumulator range operand
+    SEMANTIC = "reference semantics"  # what the opcode's `cmos` function computes from its sources
+
+
+@dataclass(frozen=True)
+class Span:
+    """The consecutive columns a column operand covers: `bits` columns per field, field after field.
+
+    It relates the column operand to the instruction's `Shape.SLICED` tensor
+    operand: bit b of field f is column (operand + f*bits + b).
+    """
+
+    bits: str  # the attribute that gives the columns per field
+    fields: str = ""  # the attribute that gives the number of fields (0 or absent: one, and no field axis)
+    fields_of: str = ""  # or the SLICED tensor operand whose third axis gives it (a 2-D tensor: one)
+    repeat: str = ""  # the attribute: each first-axis entry of the tensor feeds this many consecutive arrays
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values an integer operand or attribute may take, lo..hi inclusive (hi None: no upper bound)."""
+
+    lo: int
+    hi: int | None = None
+    message: str = ""  # the verifier's error; default "<name> must be between lo and hi"
+
+    def holds(self, v: int) -> bool:
+        return self.lo <= v and (self.hi is None or v <= self.hi)
+
+    def error(self, name: str) -> str:
+        if self.message:
+            return self.message
+        if self.hi is None:
+            return f"{name} must be at least {self.lo}"
+        return f"{name} must be between {self.lo} and {self.hi}"
+
+    @property
+    def text(self) -> str:
+        return f"{self.lo}..{self.hi}" if self.hi is not None else f">= {self.lo}"
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """Column operands of one instruction that share a `Distinct` must name different columns (verified)."""
+
+    what: str  # what the operands are, for the error: "the copy operands c0 and c1 both name column ..."
+    why: str
+
+
+#: The redundant copies of one partial-product column read by the protected tree ops (tvadd, tdadd, ...).
+COPIES = Distinct("copy", "the protection needs distinct copies (a fault in one column would agree with itself)")
+
+
 @dataclass(frozen=True)
 class Operand:
+    """One operand position: what it accepts (`kind`) and what the instruction does with it (`access`).
+
+    `span` (columns), `shape` (tensors), `bounds` (integers) and `distinct`
+    (columns) declare the rest of what the verifier checks; docs/isa.md shows them.
+    """
+
     name: str
     kind: Kind
-    writes: bool = False  # True when the instruction defines/writes this operand
+    access: Access
+    span: Span | None = None
+    shape: Shape | None = None
+    bounds: Bounds | None = None
+    distinct: Distinct | None = None
     doc: str = ""
+
+    def __post_init__(self) -> None:
+        state = self.kind not in (Kind.INT, Kind.MICRO)
+        if state == (self.access is Access.VALUE):
+            raise AssertionError(f"operand {self.name}: a {self.kind.value} operand cannot have access {self.access}")
+        if (self.span or self.distinct) and self.kind is not Kind.COL:
+            raise AssertionError(f"operand {self.name}: span and distinct are for column operands")
+        if self.shape and self.kind not in (Kind.TENSOR, Kind.SOURCE):
+            raise AssertionError(f"operand {self.name}: shape is for tensor operands")
+        if self.bounds and self.kind is not Kind.INT:
+            raise AssertionError(f"operand {self.name}: bounds are for integer operands")
+
+    @property
+    def writes(self) -> bool:
+        """True when the instruction writes or defines this operand."""
+        return self.access in (Access.WRITE, Access.UPDATE)
+
+    @property
+    def reads(self) -> bool:
+        return self.access in (Access.READ, Access.UPDATE)
 
 
 @dataclass(frozen=True)
@@ -66,6 +178,7 @@ class Attr:
     kind: AKind
     required: bool = False
     doc: str = ""
+    bounds: Bounds | None = None  # an INT attribute's allowed values (checked by the verifier)
 
 
 ROWS_ATTR = Attr("rows", AKind.RANGE, doc="active row range lo:hi (end exclusive); default all rows")
@@ -92,12 +205,12 @@ class Opcode:
 
 
 def _gate(mn: str, n_in: int, logic: GateFn, meaning: str) -> Opcode:
-    ins = tuple(Operand(f"in{i}", Kind.COL) for i in range(n_in))
+    ins = tuple(Operand(f"in{i}", Kind.COL, Access.READ) for i in range(n_in))
     return Opcode(
         mn,
         Unit.GATE,
         f"row-parallel CRAM gate: dst = {meaning}",
-        (Operand("dst", Kind.COL, writes=True), *ins),
+        (Operand("dst", Kind.COL, Access.WRITE), *ins),
         (ROWS_ATTR,),
         on_arrays=True,
         logic=logic,
@@ -147,12 +260,12 @@ def _c(
     variadic: bool = False,
     semantics: str = "",
 ) -> Opcode:
-    srcs = tuple(Operand(f"src{i}" if n_src > 1 else "src", Kind.SOURCE) for i in range(n_src))
+    srcs = tuple(Operand(f"src{i}" if n_src > 1 else "src", Kind.SOURCE, Access.READ) for i in range(n_src))
     return Opcode(
         mn,
         Unit.CMOS,
         summary,
-        (Operand("dst", Kind.TENSOR, writes=True), *srcs),
+        (Operand("dst", Kind.TENSOR, Access.WRITE, shape=Shape.SEMANTIC), *srcs),
         attrs,
         variadic=variadic,
         cmos=CMOS_OPS[mn],
@@ -263,12 +376,18 @@ CMOS: tuple[Opcode, ...] = (
     ),
 )
 
+#: The shift operand of the adder-tree ops: at most 62, so a shifted count stays inside the int64 accumulator.
+_SHIFT = Operand("shift", Kind.INT, Access.VALUE, bounds=Bounds(0, 62))
+
 ARRAY_OPS: tuple[Opcode, ...] = (
     Opcode(
         "fill",
         Unit.WRITE,
         "write the constant 0 or 1 into a column",
-        (Operand("dst", Kind.COL, writes=True), Operand("value", Kind.INT)),
+        (
+            Operand("dst", Kind.COL, Access.WRITE),
+            Operand("value", Kind.INT, Access.VALUE, bounds=Bounds(0, 1, "fill writes 0 or 1")),
+        ),
         (ROWS_ATTR,),
         on_arrays=True,
         semantics="Every active row of dst in every array of the set is written with value (0 or 1). "
@@ -278,9 +397,18 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         "wr",
         Unit.WRITE,
         "write a bit-sliced integer tensor into columns",
-        (Operand("dst", Kind.COL, writes=True), Operand("src", Kind.SOURCE)),
         (
-            Attr("bits", AKind.INT, required=True, doc="bits per value (two's complement, LSB first)"),
+            Operand("dst", Kind.COL, Access.WRITE, span=Span("bits", fields_of="src", repeat="repeat")),
+            Operand("src", Kind.SOURCE, Access.READ, shape=Shape.SLICED),
+        ),
+        (
+            Attr(
+                "bits",
+                AKind.INT,
+                required=True,
+                doc="bits per value (two's complement, LSB first)",
+                bounds=Bounds(1, 64),
+            ),
             Attr("repeat", AKind.INT, doc="each source entry feeds this many consecutive arrays (default 1)"),
             ROWS_ATTR,
         ),
@@ -295,10 +423,18 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         "rd",
         Unit.READ,
         "read columns back into a CMOS tensor",
-        (Operand("dst", Kind.TENSOR, writes=True), Operand("src", Kind.COL)),
         (
-            Attr("bits", AKind.INT, required=True),
-            Attr("fields", AKind.INT, doc="number of consecutive fields of `bits` columns (default: no field axis)"),
+            Operand("dst", Kind.TENSOR, Access.WRITE, shape=Shape.SLICED),
+            Operand("src", Kind.COL, Access.READ, span=Span("bits", fields="fields")),
+        ),
+        (
+            Attr("bits", AKind.INT, required=True, bounds=Bounds(1, 63)),
+            Attr(
+                "fields",
+                AKind.INT,
+                doc="number of consecutive fields of `bits` columns (default: no field axis)",
+                bounds=Bounds(0),
+            ),
             Attr("signed", AKind.INT, doc="1: two's complement (default), 0: unsigned"),
             ROWS_ATTR,
         ),
@@ -310,7 +446,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         "tadd",
         Unit.TREE,
         "adder tree: acc += popcount(column) << shift",
-        (Operand("acc", Kind.ACC, writes=True), Operand("src", Kind.COL), Operand("shift", Kind.INT)),
+        (Operand("acc", Kind.ACC, Access.UPDATE), Operand("src", Kind.COL, Access.READ), _SHIFT),
         (ROWS_ATTR,),
         on_arrays=True,
         semantics="In each array of the set, the CMOS adder tree counts the ones of column src over the "
@@ -322,7 +458,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         "tsub",
         Unit.TREE,
         "adder tree: acc -= popcount(column) << shift (two's-complement sign bits)",
-        (Operand("acc", Kind.ACC, writes=True), Operand("src", Kind.COL), Operand("shift", Kind.INT)),
+        (Operand("acc", Kind.ACC, Access.UPDATE), Operand("src", Kind.COL, Access.READ), _SHIFT),
         (ROWS_ATTR,),
         on_arrays=True,
         semantics="As tadd, but subtracts: used for partial products that involve exactly one sign bit.",
@@ -333,11 +469,11 @@ ARRAY_OPS: tuple[Opcode, ...] = (
             Unit.TREE,
             f"adder tree behind a CMOS majority voter: acc {sign}= popcount(MAJ(c0, c1, c2)) << shift",
             (
-                Operand("acc", Kind.ACC, writes=True),
-                Operand("c0", Kind.COL),
-                Operand("c1", Kind.COL),
-                Operand("c2", Kind.COL),
-                Operand("shift", Kind.INT),
+                Operand("acc", Kind.ACC, Access.UPDATE),
+                Operand("c0", Kind.COL, Access.READ, distinct=COPIES),
+                Operand("c1", Kind.COL, Access.READ, distinct=COPIES),
+                Operand("c2", Kind.COL, Access.READ, distinct=COPIES),
+                _SHIFT,
             ),
             (ROWS_ATTR,),
             on_arrays=True,
@@ -355,12 +491,12 @@ ARRAY_OPS: tuple[Opcode, ...] = (
             Unit.TREE,
             f"adder tree with duplicate-and-compare: acc {sign}= popcount(c0 if c0 == c1 else w AND x) << shift",
             (
-                Operand("acc", Kind.ACC, writes=True),
-                Operand("c0", Kind.COL),
-                Operand("c1", Kind.COL),
-                Operand("w", Kind.COL),
-                Operand("x", Kind.COL),
-                Operand("shift", Kind.INT),
+                Operand("acc", Kind.ACC, Access.UPDATE),
+                Operand("c0", Kind.COL, Access.READ, distinct=COPIES),
+                Operand("c1", Kind.COL, Access.READ, distinct=COPIES),
+                Operand("w", Kind.COL, Access.READ),
+                Operand("x", Kind.COL, Access.READ),
+                _SHIFT,
             ),
             (ROWS_ATTR,),
             on_arrays=True,
@@ -376,7 +512,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         "aclr",
         Unit.ACC,
         "clear accumulators",
-        (Operand("accs", Kind.ACCS, writes=True),),
+        (Operand("accs", Kind.ACCS, Access.WRITE),),
         on_arrays=True,
         semantics="Set the accumulator slots to 0 in every array of the set.",
     ),
@@ -384,7 +520,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         "ard",
         Unit.ACC,
         "read accumulators into a CMOS tensor",
-        (Operand("dst", Kind.TENSOR, writes=True), Operand("accs", Kind.ACCS)),
+        (Operand("dst", Kind.TENSOR, Access.WRITE, shape=Shape.SLOTS), Operand("accs", Kind.ACCS, Access.READ)),
         on_arrays=True,
         semantics="dst[i, j] = slot j of the range in the i-th array of the set (int64).",
     ),
@@ -392,7 +528,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         "call",
         Unit.CONTROL,
         "run a micro-program on a set of arrays",
-        (Operand("micro", Kind.MICRO),),
+        (Operand("micro", Kind.MICRO, Access.VALUE),),
         (ROWS_ATTR,),
         on_arrays=True,
         semantics="Runs the body of the micro-program on the given array set, binding its parameters to "

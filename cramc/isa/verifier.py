@@ -8,7 +8,10 @@ Checks, all reported as located `UserError`s:
 - names: micro-programs, parameters, tensors, data constants, loop variables;
 - dataflow, by walking `.init` then `.main` once (loops once, calls inlined):
   columns read before they are written, tensors used before they are defined,
-  CMOS shapes (computed by the reference semantics on one zero sample).
+  CMOS shapes (computed by the reference semantics on one zero sample).  What
+  each instruction reads and writes, and over which extent, is declared per
+  operand in the opcode table (cramc.isa.opcodes.Operand); `_dataflow` is one
+  loop over those declarations, with no per-mnemonic case.
 
 The result, a `Linked` program (cramc.isa.linked), has every micro-program
 call inlined with its parameters bound (cramc.isa.link) and every constant
@@ -17,6 +20,7 @@ resolved, so the interpreter only executes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,7 +41,7 @@ from cramc.isa.linked import (
     TRef,
     Work,
 )
-from cramc.isa.opcodes import OPCODES, AKind, Kind, Opcode, Unit
+from cramc.isa.opcodes import OPCODES, Access, AKind, Distinct, Kind, Opcode, Operand, Shape, Span
 
 #: Limits that keep a header from asking for absurd allocations.
 MAX_ARRAYS = 1 << 22
@@ -55,8 +59,6 @@ DEFAULT_MAX_WORK = 5 * 10**13
 #: Elements of one CMOS tensor per sample (declared or inferred): shapes are inferred by running
 #: the reference semantics on zeros, so this bounds the verifier's own memory too.
 MAX_TENSOR_ELEMENTS = 1 << 26
-#: Operands of the protected tree ops (tvadd, tdadd, ...) that hold redundant copies of one column.
-COPY_OPERANDS = ("c0", "c1", "c2")
 MACHINE_KEYS = {"arrays": True, "rows": True, "cols": True, "accs": False}
 DEFAULT_ACCS = 64
 
@@ -607,8 +609,8 @@ class Verifier(_Checker):
             raise self.err(f"index {t.index} of %{t.name} runs past its first axis ({list(shape)})", loc, env.site)
         return shape[1:], is_int
 
-    def _define(self, t: TRef, shape: tuple[int, ...], is_int: bool, ins: ast.Instr, env: Env) -> None:
-        loc = ins.operands[0].loc
+    def _define(self, t: TRef, shape: tuple[int, ...], is_int: bool, ins: ast.Instr, env: Env, pos: int) -> None:
+        loc = ins.operands[pos].loc
         if t.index is None:
             self.tensors[t.name] = (shape, is_int)
             return
@@ -625,101 +627,151 @@ class Verifier(_Checker):
             raise self.err(f"%{t.name}[{t.index}] does not fit %{t.name} of shape {list(cshape)}", loc, env.site)
 
     def _dataflow(self, bop: BoundOp, ins: ast.Instr, env: Env) -> None:
+        """Check what the instruction reads and record what it writes, as its opcode declares per operand.
+
+        One loop for every opcode (cramc.isa.opcodes: `Access`, `Span`, `Shape`,
+        `Bounds`, `Distinct`): the attributes' bounds first, then the operands
+        it reads (and the integers it takes), in operand order, then the ones it
+        writes.  Reading first lets an instruction write what it reads.
+        """
         op = bop.op
-        ops = bop.operands
-        nrows = (bop.rows[1] - bop.rows[0]) if bop.rows else self.spec.rows
-        if op.unit is Unit.GATE:
-            for i, c in enumerate(ops[1:], start=1):
-                self._read_cols(bop, range(c, c + 1), ins, env, i)
-            self._write_cols(bop, range(ops[0], ops[0] + 1), ins, env)
-        elif op.mnemonic == "fill":
-            if ops[1] not in (0, 1):
-                raise self.err("fill writes 0 or 1", ins.operands[1].loc, env.site)
-            self._write_cols(bop, range(ops[0], ops[0] + 1), ins, env)
-        elif op.mnemonic == "wr":
-            bits = bop.attrs["bits"]
-            if not 1 <= bits <= 64:
-                raise self.err("bits must be between 1 and 64", ins.loc, env.site)
-            src = ops[1]
-            if isinstance(src, TRef):
-                shape, is_int = self._shape_of(src, ins, env, 1)
-                if not is_int:
+        for a in op.attrs:
+            if a.bounds is not None and a.name in bop.attrs and not a.bounds.holds(bop.attrs[a.name]):
+                raise self.err(a.bounds.error(a.name), ins.loc, env.site)
+        specs = op.operands + (op.operands[-1],) * (len(bop.operands) - len(op.operands))
+        flow = _Flow()
+        for pos, (spec, v) in enumerate(zip(specs, bop.operands, strict=True)):
+            if spec.access is Access.VALUE:
+                if spec.bounds is not None and not spec.bounds.holds(v):
+                    raise self.err(spec.bounds.error(spec.name), ins.operands[pos].loc, env.site)
+            elif spec.reads:
+                self._read(bop, spec, v, pos, flow, ins, env)
+        for pos, (spec, v) in enumerate(zip(specs, bop.operands, strict=True)):
+            if spec.writes:
+                self._write(bop, spec, v, pos, flow, ins, env)
+
+    def _columns(self, bop: BoundOp, spec: Operand, c: int, flow: _Flow) -> range:
+        """The columns a column operand covers: one, or its `Span` of bits x fields."""
+        span = spec.span
+        if span is None:
+            return range(c, c + 1)
+        bits = bop.attrs[span.bits]
+        fields = max(bop.attrs.get(span.fields, 0), 1) if span.fields else flow.fields[span.fields_of]
+        return range(c, c + fields * bits)
+
+    def _read(self, bop: BoundOp, spec: Operand, v: Any, pos: int, flow: _Flow, ins: ast.Instr, env: Env) -> None:
+        if spec.kind is Kind.COL:
+            self._read_cols(bop, self._columns(bop, spec, v, flow), ins, env, pos)
+            if spec.distinct is not None:
+                same = flow.distinct.setdefault(spec.distinct, {})
+                if v in same:
+                    # one column given twice: a fault in it is "confirmed" by itself, the protection is void
                     raise self.err(
-                        f"wr needs an integer tensor; %{src.name} holds floats (quantise it first)",
-                        ins.operands[1].loc,
+                        f"{bop.op.mnemonic}: the {spec.distinct.what} operands {same[v]} and {spec.name} both name "
+                        f"column c{v}; {spec.distinct.why}",
+                        ins.operands[pos].loc,
                         env.site,
                     )
+                same[v] = spec.name
+        elif spec.kind in (Kind.TENSOR, Kind.SOURCE):
+            if isinstance(v, TRef):
+                shape, is_int = self._shape_of(v, ins, env, pos)
+                flow.sources.append((shape, is_int))
+            else:  # a data constant
+                shape, is_int = tuple(v.shape), bool(np.issubdtype(v.dtype, np.integer))
+                flow.sources.append(v)
+            if spec.shape is Shape.SLICED:
+                flow.fields[spec.name] = self._sliced_source(bop, v, shape, is_int, pos, ins, env)
+        # accumulator slots start at 0 (cramc.isa.opcodes.Access): nothing to check
+
+    def _sliced_source(
+        self, bop: BoundOp, v: Any, shape: tuple[int, ...], is_int: bool, pos: int, ins: ast.Instr, env: Env
+    ) -> int:
+        """Check a tensor the instruction bit-slices into columns; its fields (the third axis, or one)."""
+        mn = bop.op.mnemonic
+        loc = ins.operands[pos].loc
+        if not is_int:
+            if isinstance(v, TRef):
+                raise self.err(
+                    f"{mn} needs an integer tensor; %{v.name} holds floats (quantise it first)", loc, env.site
+                )
+            raise self.err(f"{mn} needs integer data", loc, env.site)
+        span = _span(bop.op)
+        n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
+        rep = bop.attrs.get(span.repeat, 1) if span.repeat else 1
+        if rep < 1 or n % rep:
+            raise self.err(f"{span.repeat}={rep} must divide the {n} arrays of the set", ins.loc, env.site)
+        n //= rep
+        nrows = (bop.rows[1] - bop.rows[0]) if bop.rows else self.spec.rows
+        if len(shape) not in (2, 3) or shape[0] not in (1, n) or shape[1] != nrows:
+            lead = f"{n} or 1" if n > 1 else "1"
+            raise self.err(
+                f"{mn} source has shape {list(shape)}; expected [{lead}, {nrows}] or [{lead}, {nrows}, F] "
+                f"for {n} array{'s' if n > 1 else ''} and {nrows} active rows",
+                loc,
+                env.site,
+            )
+        return shape[2] if len(shape) == 3 else 1
+
+    def _write(self, bop: BoundOp, spec: Operand, v: Any, pos: int, flow: _Flow, ins: ast.Instr, env: Env) -> None:
+        if spec.kind is Kind.COL:
+            self._write_cols(bop, self._columns(bop, spec, v, flow), ins, env)
+        elif spec.kind is Kind.TENSOR:
+            n = bop.arrays[1] - bop.arrays[0] if bop.arrays else 0
+            if spec.shape is Shape.SLICED:
+                span = _span(bop.op)
+                fields = bop.attrs.get(span.fields, 0)
+                nrows = (bop.rows[1] - bop.rows[0]) if bop.rows else self.spec.rows
+                self._define(v, (n, nrows, fields) if fields else (n, nrows), True, ins, env, pos)
+            elif spec.shape is Shape.SLOTS:
+                lo, hi = next(o for s, o in zip(bop.op.operands, bop.operands, strict=False) if s.kind is Kind.ACCS)
+                self._define(v, (n, hi - lo), True, ins, env, pos)
+            elif spec.shape is Shape.SEMANTIC:
+                res = self._evaluate(bop, flow.sources, ins, env)
+                self._define(v, tuple(res.shape[1:]), bool(np.issubdtype(res.dtype, np.integer)), ins, env, pos)
             else:
-                shape = tuple(src.shape)
-                if not np.issubdtype(src.dtype, np.integer):
-                    raise self.err("wr needs integer data", ins.operands[1].loc, env.site)
-            n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
-            rep = bop.attrs.get("repeat", 1)
-            if rep < 1 or n % rep:
-                raise self.err(f"repeat={rep} must divide the {n} arrays of the set", ins.loc, env.site)
-            n //= rep
-            if len(shape) not in (2, 3) or shape[0] not in (1, n) or shape[1] != nrows:
-                lead = f"{n} or 1" if n > 1 else "1"
-                raise self.err(
-                    f"wr source has shape {list(shape)}; expected [{lead}, {nrows}] or [{lead}, {nrows}, F] "
-                    f"for {n} array{'s' if n > 1 else ''} and {nrows} active rows",
-                    ins.operands[1].loc,
-                    env.site,
-                )
-            fields = shape[2] if len(shape) == 3 else 1
-            self._write_cols(bop, range(ops[0], ops[0] + fields * bits), ins, env)
-        elif op.mnemonic == "rd":
-            bits = bop.attrs["bits"]
-            fields = bop.attrs.get("fields", 0)
-            if not 1 <= bits <= 63 or fields < 0:
-                raise self.err("rd needs 1 <= bits <= 63 and fields >= 1", ins.loc, env.site)
-            self._read_cols(bop, range(ops[1], ops[1] + max(fields, 1) * bits), ins, env, 1)
-            n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
-            self._define(ops[0], (n, nrows, fields) if fields else (n, nrows), True, ins, env)
-        elif op.unit is Unit.TREE:
-            copies: dict[int, str] = {}  # column -> the copy operand (c0, c1, c2) that names it
-            for i, (spec, c) in enumerate(zip(op.operands, ops, strict=False)):
-                if spec.kind is Kind.COL:
-                    self._read_cols(bop, range(c, c + 1), ins, env, i)
-                if spec.kind is Kind.COL and spec.name in COPY_OPERANDS:
-                    if c in copies:
-                        # one column given twice: a fault in it is "confirmed" by itself, the protection is void
-                        raise self.err(
-                            f"{op.mnemonic}: the copy operands {copies[c]} and {spec.name} both name column c{c}; "
-                            "the protection needs distinct copies (a fault in one column would agree with itself)",
-                            ins.operands[i].loc,
-                            env.site,
-                        )
-                    copies[c] = spec.name
-            if not 0 <= ops[-1] < 63:
-                raise self.err("shift must be between 0 and 62", ins.operands[-1].loc, env.site)
-        elif op.mnemonic == "ard":
-            n = bop.arrays[1] - bop.arrays[0]  # type: ignore[index]
-            lo, hi = ops[1]
-            self._define(ops[0], (n, hi - lo), True, ins, env)
-        elif op.unit is Unit.CMOS:
-            args: list[np.ndarray] = []
-            for i, s in enumerate(ops[1:], start=1):
-                if isinstance(s, TRef):
-                    shape, is_int = self._shape_of(s, ins, env, i)
-                    args.append(np.zeros((1, *shape), dtype=np.int64 if is_int else np.float32))
-                else:
-                    args.append(s[None])
-            try:
-                res = op.cmos(args, bop.attrs)  # type: ignore[misc]
-            except (ValueError, IndexError, KeyError, TypeError) as e:
-                raise self.err(f"{op.mnemonic}: {e}", ins.loc, env.site) from None
-            except MemoryError:
-                raise self.err(f"{op.mnemonic}: the result is too large to simulate", ins.loc, env.site) from None
-            if res.size > MAX_TENSOR_ELEMENTS:
-                raise self.err(
-                    f"{op.mnemonic}: the result has {res.size} elements per sample, more than the simulator "
-                    f"limit of {MAX_TENSOR_ELEMENTS}",
-                    ins.loc,
-                    env.site,
-                )
-            self.cmos_cost[id(bop)] = max(1, res.size + sum(a.size for a in args))
-            self._define(ops[0], tuple(res.shape[1:]), bool(np.issubdtype(res.dtype, np.integer)), ins, env)
+                raise AssertionError(f"{bop.op.mnemonic}: a written tensor operand declares no shape")
+        # accumulator slots start at 0 (cramc.isa.opcodes.Access): nothing to record
+
+    def _evaluate(
+        self, bop: BoundOp, sources: list[tuple[tuple[int, ...], bool] | np.ndarray], ins: ast.Instr, env: Env
+    ) -> np.ndarray:
+        """The result of a CMOS instruction on one zero sample of its sources: its shape and element type."""
+        op = bop.op
+        args = [
+            s[None] if isinstance(s, np.ndarray) else np.zeros((1, *s[0]), dtype=np.int64 if s[1] else np.float32)
+            for s in sources
+        ]
+        try:
+            res = op.cmos(args, bop.attrs)  # type: ignore[misc]
+        except (ValueError, IndexError, KeyError, TypeError) as e:
+            raise self.err(f"{op.mnemonic}: {e}", ins.loc, env.site) from None
+        except MemoryError:
+            raise self.err(f"{op.mnemonic}: the result is too large to simulate", ins.loc, env.site) from None
+        if res.size > MAX_TENSOR_ELEMENTS:
+            raise self.err(
+                f"{op.mnemonic}: the result has {res.size} elements per sample, more than the simulator "
+                f"limit of {MAX_TENSOR_ELEMENTS}",
+                ins.loc,
+                env.site,
+            )
+        self.cmos_cost[id(bop)] = max(1, res.size + sum(a.size for a in args))
+        return res
+
+
+@dataclass
+class _Flow:
+    """What the reads of one instruction found, for its writes."""
+
+    #: the tensors read, in operand order: (shape, integer) of a tensor, or a data constant itself
+    sources: list[tuple[tuple[int, ...], bool] | np.ndarray] = field(default_factory=list)
+    fields: dict[str, int] = field(default_factory=dict)  # SLICED source operand -> its fields
+    distinct: dict[Distinct, dict[int, str]] = field(default_factory=dict)  # column -> the operand naming it
+
+
+def _span(op: Opcode) -> Span:
+    """The column span of an instruction that moves a bit-sliced tensor (wr, rd)."""
+    return next(o.span for o in op.operands if o.span is not None)
 
 
 def verify(program: ast.Program) -> Linked:

@@ -13,7 +13,7 @@ from cramc.cost.params import Tech
 from cramc.cost.static import count_program
 from cramc.errmodel import FaultModel
 from cramc.errors import UserError
-from cramc.isa.opcodes import OPCODES, Kind, Opcode, Operand, Unit
+from cramc.isa.opcodes import OPCODES, Access, Kind, Opcode, Operand, Unit
 from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
 from cramc.sim.interp import run
@@ -65,8 +65,8 @@ def test_every_opcode_gets_a_cost() -> None:
 
 def test_a_new_opcode_is_costed_by_its_unit() -> None:
     # the lead adds opcodes to the table: they must cost something without code changes
-    new_tree = Opcode("tvote", Unit.TREE, "a new adder-tree op", (Operand("acc", Kind.ACC, writes=True),))
-    new_gate = Opcode("maj7", Unit.GATE, "a new gate", (Operand("dst", Kind.COL, writes=True),))
+    new_tree = Opcode("tvote", Unit.TREE, "a new adder-tree op", (Operand("acc", Kind.ACC, Access.UPDATE),))
+    new_gate = Opcode("maj7", Unit.GATE, "a new gate", (Operand("dst", Kind.COL, Access.WRITE),))
     assert TECH.op_cost(new_tree).latency_s == TECH.num("tree", "latency_s")
     assert TECH.op_cost(new_tree).energy_j == TECH.num("tree", "energy_j")
     assert TECH.op_cost(new_gate).energy_j == TECH.num("gate", "energy_j")
