@@ -49,10 +49,20 @@ PROPERTIES: dict[str, tuple[str, Callable[[Graph], Op | None]]] = {
 
 
 class Pass(Protocol):
-    name: str
-    requires: frozenset[str]
-    ensures: frozenset[str]
-    changes_input: bool
+    """What the manager reads off a pass.  Read-only properties, so that a frozen dataclass field or a
+    ClassVar (how the passes declare them) satisfies the protocol."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def requires(self) -> frozenset[str]: ...
+
+    @property
+    def ensures(self) -> frozenset[str]: ...
+
+    @property
+    def changes_input(self) -> bool: ...
 
     def run(self, g: Graph) -> Graph: ...
 
