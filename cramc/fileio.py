@@ -179,8 +179,11 @@ def _write_error(path: str, e: OSError) -> UserError:
     return UserError(f"cannot write {path}: {why}")
 
 
-def atomic_write(path: str, writer: Callable[[str], None]) -> None:
-    """Call writer(file_path) so that `path` ends up complete or untouched (see the module docstring)."""
+def atomic_write(path: str, writer: Callable[[str], object]) -> None:
+    """Call writer(file_path) so that `path` ends up complete or untouched (see the module docstring).
+
+    What `writer` returns is ignored (so `Path.write_text`, which returns a count, can be one).
+    """
     t = _target(path)
     if t.in_place:
         # a device, FIFO or terminal may not seek (zip archives need to): write a scratch file, then stream it
@@ -239,6 +242,7 @@ def write_json(path: str, obj: Any) -> None:
 def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     def w(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            # numpy's stub lets a keyword array bind savez's allow_pickle: bool; the names are tensors'
+            np.savez(f, **arrays)  # type: ignore[arg-type]
 
     atomic_write(path, w)

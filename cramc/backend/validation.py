@@ -18,7 +18,7 @@ the program through the program builder, next to the weights.
 
 from __future__ import annotations
 
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 import numpy as np
 import onnx
@@ -78,7 +78,8 @@ def run_onnxruntime(
             ref = ReferenceEvaluator(model)
             names = [o.name for o in model.graph.output]
             n = next(iter(inputs.values())).shape[0]
-            res = [ref.run(None, {k: v[i] for k, v in inputs.items()}) for i in range(n)]
+            # run() gives the list of outputs (a dict only when asked for intermediate results)
+            res = [cast(list[Any], ref.run(None, {k: v[i] for k, v in inputs.items()})) for i in range(n)]
         except Exception as ref_error:  # noqa: BLE001
             first = str(ort_error).strip().splitlines()[0] if str(ort_error).strip() else type(ort_error).__name__
             raise UserError(

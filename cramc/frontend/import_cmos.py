@@ -116,7 +116,7 @@ def _requant(imp: ImportState, node: onnx.NodeProto, f: Val, si: int, dt_from: i
     zv = imp.get(node.input[si + 1], node) if len(node.input) > si + 1 and node.input[si + 1] else None
     dt = (
         NP_QTYPES.get(np.asarray(zv.value).dtype, "u8") if isinstance(zv, Const) else imp.int_dtype(node.input[dt_from])
-    )  # type: ignore[union-attr]
+    )
     imp.env[node.output[0]] = imp.emit(
         "quant",
         node.output[0],
@@ -167,7 +167,7 @@ def op_q_linear_concat(imp: ImportState, node: onnx.NodeProto) -> None:
     f = imp.emit("concat", node.output[0] + "_f", parts, {"axis": int(attrs_of(node)["axis"])}, node.name)
     sy, zy = imp.const_value(node.input[0], node), imp.zp(node, 1)
     zv = imp.get(node.input[1], node)
-    dt = NP_QTYPES.get(np.asarray(zv.value).dtype, "u8") if isinstance(zv, Const) else "u8"  # type: ignore[union-attr]
+    dt = NP_QTYPES.get(np.asarray(zv.value).dtype, "u8") if isinstance(zv, Const) else "u8"
     imp.env[node.output[0]] = imp.emit(
         "quant",
         node.output[0],
@@ -313,7 +313,7 @@ def _pool_attrs(imp: ImportState, node: onnx.NodeProto, ref: str) -> dict[str, A
             need = (out_ceil - 1) * strides[i] + eff - size
             if need > 0:
                 pads[i + 2] += need
-    out = {"kernel": k, "strides": strides, "pads": pads, "dilations": dil}
+    out: dict[str, Any] = {"kernel": k, "strides": strides, "pads": pads, "dilations": dil}
     if node.op_type in ("AveragePool", "QLinearAveragePool"):
         out["count_include_pad"] = int(a.get("count_include_pad", 0))
     return out

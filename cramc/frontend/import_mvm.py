@@ -329,11 +329,8 @@ def op_q_linear_conv(imp: ImportState, node: onnx.NodeProto) -> None:
     w = QConst(int_const(imp, node.input[3], node), imp.const_value(node.input[4], node), imp.zp(node, 5), 0)
     sy = float(scalar(imp.const_value(node.input[6], node), "y_scale", node))
     zy = int(scalar(imp.zp(node, 7), "y_zero_point", node))
-    ydt = (
-        NP_QTYPES.get(np.asarray(imp.get(node.input[7], node).value).dtype, "u8")
-        if len(node.input) > 7 and node.input[7]
-        else xdt
-    )  # type: ignore[union-attr]
+    zv = imp.get(node.input[7], node) if len(node.input) > 7 and node.input[7] else None
+    ydt = NP_QTYPES.get(np.asarray(zv.value).dtype, "u8") if isinstance(zv, Const) else xdt
     acc, wp = _emit_conv(imp, node, x, zx, xdt, w)
     bias = Const(int_const(imp, node.input[8], node)) if len(node.input) > 8 and node.input[8] else None
     sw = _per_out(w.scale, wp.shape[0])

@@ -61,7 +61,7 @@ class Importer(ImportState):
                 raise UserError(f"node '{node.name or node.output[0]}': operator {node.op_type} is not supported")
             handler.fn(self, node)
         for o in m.graph.output:
-            ref, is_int = self.any_ref(o.name, o)  # type: ignore[arg-type]
+            ref, is_int = self.any_ref(o.name, o)
             want = sanitize(o.name)
             if ref != "%" + want:
                 if want in self.names:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import TextIO
 
 import numpy as np
 import onnx
@@ -31,7 +32,7 @@ def run_frontend(
     calibration: dict[str, np.ndarray] | None = None,
     weight_bits: int = 8,
     act_bits: int = 8,
-    log: object = None,
+    log: TextIO | None = None,
 ) -> Frontend:
     log = sys.stderr if log is None else log  # resolved per call, so redirected stderr is honoured
     quantize.check_bits(weight_bits, act_bits)
@@ -51,7 +52,7 @@ def run_frontend(
         model = fold_batchnorm.run(model)
         if calibration is not None:
             for w in calibration_warnings(model, calibration):
-                print(f"warning: {w}", file=log)  # type: ignore[arg-type]
+                print(f"warning: {w}", file=log)
         if calibration is None:
             calibration = quantize.synthetic_calibration(model)
             synthetic = True
@@ -59,7 +60,7 @@ def run_frontend(
                 "warning: no --calibration data: quantising on synthetic uniform [0, 1) inputs; accuracy on real "
                 "data may suffer",
                 file=log,
-            )  # type: ignore[arg-type]
+            )
         fmodel = model
         qmodel = quantize.quantise(model, calibration, weight_bits, act_bits)
         qmodel = fold_constants.run(qmodel)

@@ -60,7 +60,7 @@ def _axis(axis: int, ndim: int) -> int:
 
 def _per_axis(v: Any, x: np.ndarray, axis: int, dtype: type) -> np.ndarray:
     """Broadcast a scalar or a per-channel vector along `axis` of x."""
-    arr = np.asarray(v, dtype=dtype)
+    arr: np.ndarray = np.asarray(v, dtype=dtype)
     if arr.ndim == 0 or arr.size == 1:
         return arr.reshape(())
     if arr.ndim != 1:

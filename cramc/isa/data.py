@@ -85,7 +85,7 @@ _CHUNK = 1 << 24
 def _inflate(raw: bytes, nbytes: int) -> np.ndarray:
     """The zlib stream `raw` inflated into exactly `nbytes` bytes; ValueError if it holds more or less."""
     out = np.empty(nbytes, dtype=np.uint8)
-    view = memoryview(out)
+    view = out.data  # a memoryview of the array's bytes
     d = zlib.decompressobj()
     pos = 0
     data = raw

@@ -13,7 +13,7 @@ the bias holds at the borders too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cramc.ir.graph import Graph, Op
 from cramc.ir.semantics import infer_shapes
@@ -38,7 +38,7 @@ class ConvToMvm:
             m = w.shape[0]
             g.consts[a["w"][1:]] = w.reshape(m, -1)
             oc, oh, ow = shapes[op.out][0][1:]
-            win = {k: a[k] for k in ("kernel", "strides", "pads", "dilations") if k in a}
+            win: dict[str, Any] = {k: a[k] for k in ("kernel", "strides", "pads", "dilations") if k in a}
             cols = Op("im2col", op.out + ".cols", op.ins, {**win, "value": a.get("xzp", 0)}, op.origin)
             mv = {"w": a["w"], "wbits": a["wbits"], "xbits": a["xbits"], "xsigned": a["xsigned"]}
             if a.get("group", 1) != 1:
