@@ -37,6 +37,7 @@ batch size 1 or a symbolic one, and layout operations must keep axis 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,12 @@ from cramc.ir.graph import bits_for
 from cramc.train.noise import MvmNoise, counted_rows, rates_for, term_weights
 
 MVM_OPS = ("Conv", "Gemm", "MatMul")
+#: The elementwise arithmetic of two tensors.
+_ARITH: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "Add": torch.add,
+    "Sub": torch.sub,
+    "Mul": torch.mul,
+}
 LAYOUT_OPS = ("Flatten", "Reshape", "Transpose", "Concat", "Identity", "Dropout")
 SUPPORTED = (
     *MVM_OPS,
@@ -217,7 +224,8 @@ def conv_patches(
     [S, OH*OW, C*kh*kw], K ordered like the ONNX weights, as cramc's conv-to-mvm pass builds it.
     """
     pt, pl, pb, pr = pads
-    cols = F.unfold(F.pad(xq, (pl, pr, pt, pb), value=float(zp)), kernel, dilation=dilations, stride=strides)
+    padded = F.pad(xq, (pl, pr, pt, pb), value=float(zp))
+    cols = F.unfold(padded, kernel, dilation=tuple(dilations), stride=tuple(strides))
     return cols.transpose(1, 2)
 
 
@@ -408,8 +416,8 @@ class QatGraph(torch.nn.Module):
         op, a = node.op_type, _attrs(node)
         x = args[0]
         assert x is not None
-        if op in ("Identity", "Dropout"):
-            return x
+        if op in LAYOUT_OPS:
+            return self._layout(node, x, args, a)
         if op == "Relu":
             return F.relu(x)
         if op == "LeakyRelu":
@@ -421,9 +429,22 @@ class QatGraph(torch.nn.Module):
         if op in ("Add", "Sub", "Mul"):
             y = args[1]
             assert y is not None
-            return {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul}[op](x, y.to(x.dtype))
+            return _ARITH[op](x, y.to(x.dtype))
         if op == "Softmax":
             return torch.softmax(x, dim=int(a.get("axis", -1 if self.opset >= 13 else 1)))
+        if op == "GlobalAveragePool":
+            return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+        if op in ("MaxPool", "AveragePool"):
+            return self._pool(node, x, a)
+        raise UserError(f"{_where(node)}: not supported by cramc finetune")
+
+    def _layout(
+        self, node: onnx.NodeProto, x: torch.Tensor, args: list[torch.Tensor | None], a: dict[str, Any]
+    ) -> torch.Tensor:
+        """The LAYOUT_OPS: values move, none changes."""
+        op = node.op_type
+        if op in ("Identity", "Dropout"):
+            return x
         if op == "Flatten":
             if int(a.get("axis", 1)) % x.dim() != 1:
                 raise UserError(f"{_where(node)}: cramc finetune supports Flatten with axis=1 (keeps the batch axis)")
@@ -442,13 +463,8 @@ class QatGraph(torch.nn.Module):
             if perm[0] != 0:
                 raise UserError(f"{_where(node)}: Transpose must keep the batch axis first")
             return x.permute(perm)
-        if op == "Concat":
-            return torch.cat([t for t in args if t is not None], dim=int(a["axis"]))
-        if op == "GlobalAveragePool":
-            return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
-        if op in ("MaxPool", "AveragePool"):
-            return self._pool(node, x, a)
-        raise UserError(f"{_where(node)}: not supported by cramc finetune")
+        assert op == "Concat", op
+        return torch.cat([t for t in args if t is not None], dim=int(a["axis"]))
 
     def _pool(self, node: onnx.NodeProto, x: torch.Tensor, a: dict[str, Any]) -> torch.Tensor:
         k = list(a["kernel_shape"])
