@@ -23,11 +23,14 @@ import numpy as np
 import pytest
 from cramtest import link
 
+from cramc.isa.counting import Counts
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.verifier import Linked
 from cramc.sim.backend import get_backend
 from cramc.sim.faults import FaultModel, FaultStream, Rate
-from cramc.sim.interp import GATE_MNEMONICS, Counts, Machine, execute, kernels, run
+from cramc.sim.interp import execute, run
+from cramc.sim.machine import Machine
+from cramc.sim.ops.gates import GATE_MNEMONICS, kernels
 
 SIGMAS = 5.0
 

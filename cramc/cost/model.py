@@ -33,9 +33,9 @@ from typing import Any
 
 from cramc.cost.params import OpCost, Tech
 from cramc.cost.static import ProgramCounts, Tally, count_init, count_program
+from cramc.isa.counting import Counts
 from cramc.isa.linked import Linked, MachineSpec
 from cramc.isa.opcodes import OPCODES
-from cramc.sim.interp import Counts
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The walk visits every node of `.init` and `.main` once, multiplying by the trip
 counts of the enclosing loops (micro-program calls are already inlined by the
 linker).  For each instruction it computes the simulator's ``row_ops`` from the
-opcode's unit (the same rules cramc/sim/interp.py counts by):
+opcode's unit (the same rules the simulator's opcode implementations, cramc/sim/ops, count by):
 
 - gate, tree: active rows x arrays;
 - write, read: active rows x arrays x bits x fields (``fill``: one bit per row);

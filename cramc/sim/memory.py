@@ -3,7 +3,7 @@
 A batch of S sample lanes holds, per lane:
 
 - the **state**: the cells and accumulators of the arrays, columns and slots the
-  program uses (`extent`; the interpreter allocates no more than that);
+  program uses (cramc.sim.machine.extent; the machine allocates no more than that);
 - the **tensors**: every CMOS tensor of the program, kept until the batch ends;
 - the **temporaries** of the instruction that needs the most while it runs (the
   fused MAC's stacked blocks, a write's bit planes, a read's unpacked bits, a
@@ -14,7 +14,7 @@ Beside the lanes, whatever their number, it holds the inputs and outputs of all
 samples, the program's data constants, the fault sampler's buffers and the
 prepared runner of every instruction (`Footprint.fixed`).  `plan_lanes` picks the lane count that fits all of it in a
 budget.  The estimates below sit next to the allocations they describe in
-cramc/sim/interp.py and fuse.py: tests/sim/test_memory.py measures every
+cramc/sim/machine.py and cramc/sim/ops: tests/sim/test_memory.py measures every
 instruction's temporaries on the shipped programs against them, and the peak
 resident memory of ``cramc run`` against the budget.
 
@@ -35,8 +35,12 @@ import numpy as np
 from cramc.errors import UserError
 from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import OPCODES, Kind, Unit
+from cramc.sim.backend import NUMPY
 from cramc.sim.faults import CHUNK_CANDIDATES, STREAM_BATCH, WINDOW_WORDS, FaultModel
-from cramc.sim.fuse import FUSED_TEMP_BLOCKS, MIN_PAIRS, FusedMac, chunk_pairs, fuse
+from cramc.sim.fuse import MIN_PAIRS, FusedMac, fuse
+from cramc.sim.machine import extent, source_shape, walk
+from cramc.sim.ops.gates import kernels
+from cramc.sim.ops.tree import FUSED_TEMP_BLOCKS, chunk_pairs
 
 #: The most lanes a batch runs side by side.
 MAX_LANES = 1024
@@ -53,62 +57,6 @@ INJECT_BYTES = 64 * (CHUNK_CANDIDATES + CHUNK_CANDIDATES // 10)
 RUNNER_BYTES = 2048
 #: The run's own bookkeeping (generators, counts, tallies, the fused plan): measured about 100 KB.
 RUN_BYTES = 256 << 10
-
-
-@dataclass(frozen=True)
-class Extent:
-    """The arrays, columns and accumulator slots a program touches: [0, arrays) x [0, cols), [0, accs)."""
-
-    arrays: int
-    cols: int
-    accs: int
-
-
-def walk(nodes: tuple[Node, ...]) -> Iterator[BoundOp]:
-    """Every instruction of a node list, loop bodies once."""
-    for n in nodes:
-        if isinstance(n, Loop):
-            yield from walk(n.body)
-        else:
-            yield n
-
-
-def _source_shape(linked: Linked, src: Any) -> tuple[int, ...]:
-    if isinstance(src, np.ndarray):
-        return tuple(src.shape)
-    shape = linked.tensor_shapes[src.name][0]
-    return tuple(shape[1:]) if src.index is not None else tuple(shape)
-
-
-def _columns(linked: Linked, b: BoundOp) -> Iterator[int]:
-    """The columns instruction b reads or writes (the last of each block)."""
-    mn = b.op.mnemonic
-    if mn == "wr":
-        shape = _source_shape(linked, b.operands[1])
-        nf = shape[2] if len(shape) == 3 else 1
-        yield b.operands[0] + nf * b.attrs["bits"] - 1
-    elif mn == "rd":
-        yield b.operands[1] + max(b.attrs.get("fields", 0), 1) * b.attrs["bits"] - 1
-    else:
-        for spec, v in zip(b.op.operands, b.operands, strict=False):
-            if spec.kind is Kind.COL:
-                yield v
-
-
-def extent(linked: Linked) -> Extent:
-    """The part of the chip the program uses (at least one array, column and slot)."""
-    arrays = cols = accs = 1
-    for b in walk((*linked.init, *linked.main)):
-        if b.arrays is not None:
-            arrays = max(arrays, b.arrays[1])
-        for c in _columns(linked, b):
-            cols = max(cols, c + 1)
-        for spec, v in zip(b.op.operands, b.operands, strict=False):
-            if spec.kind is Kind.ACC:
-                accs = max(accs, v + 1)
-            elif spec.kind is Kind.ACCS:
-                accs = max(accs, v[1])
-    return Extent(arrays, cols, accs)
 
 
 @dataclass(frozen=True)
@@ -197,7 +145,7 @@ def _fill(z: Sizes, b: BoundOp) -> tuple[int, int]:
 @temporaries("wr")
 def _wr(z: Sizes, b: BoundOp) -> tuple[int, int]:
     src = b.operands[1]
-    shape = _source_shape(z.linked, src)
+    shape = source_shape(z.linked, src)
     n, nrows = shape[0], shape[1]
     nf = shape[2] if len(shape) == 3 else 1
     planes = nf * b.attrs["bits"]  # columns written
@@ -271,7 +219,7 @@ def _cmos(z: Sizes, b: BoundOp) -> tuple[int, int]:
 
 
 def fused_temporaries(z: Sizes, f: FusedMac) -> int:
-    """Bytes per lane a fused run's chunk holds at once (see cramc.sim.fuse)."""
+    """Bytes per lane a fused run's chunk holds at once (see cramc.sim.ops.tree)."""
     g = f.first
     nA, nw = z.narrays(g), z.nw(g)
     k = min(len(f.pairs), chunk_pairs(nA, nw))
@@ -279,10 +227,7 @@ def fused_temporaries(z: Sizes, f: FusedMac) -> int:
 
 
 def kernel_temps() -> dict[str, int]:
-    """Scratch buffers each prepared gate kernel needs (cramc.sim.interp.kernels)."""
-    from cramc.sim.backend import NUMPY
-    from cramc.sim.interp import kernels
-
+    """Scratch buffers each prepared gate kernel needs (cramc.sim.ops.gates.kernels)."""
     return {mn: k[1] for mn, k in kernels(NUMPY).items()}
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from cramc.errors import UserError
+from cramc.isa.counting import Counts
 from cramc.sim.faults import FaultModel
-from cramc.sim.interp import Counts
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 from cramtest import run_text
 
 from cramc.isa.opcodes import OPCODES, Unit
-from cramc.sim.interp import IMPLS
+from cramc.sim.ops.registry import IMPLS
 
 
 def _maj(bits: tuple[int, ...]) -> int:

@@ -31,7 +31,8 @@ from cramc.isa.parser import parse_file
 from cramc.isa.verifier import Linked, Loop, Node, verify
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultModel, Rate
-from cramc.sim.interp import Machine, execute, run
+from cramc.sim.interp import execute, run
+from cramc.sim.machine import Machine
 
 SIGMAS = 5.0
 MODELS = REPO / "models"

@@ -50,10 +50,11 @@ from cramtest import link
 
 from cramc.isa.opcodes import OPCODES, Kind, Unit
 from cramc.isa.verifier import Linked
-from cramc.sim import interp
 from cramc.sim.faults import FaultModel, Rate
 from cramc.sim.fuse import FusedMac, fuse
-from cramc.sim.interp import Machine, execute, run
+from cramc.sim.interp import execute, run
+from cramc.sim.machine import Machine
+from cramc.sim.ops import tree as tree_ops
 
 ROWS = 150  # three words, the last one partial
 MACHINE_ARRAYS = 6
@@ -482,7 +483,7 @@ def run_pair(
     monkeypatch.setattr(Machine, "fuse_mac", execution == "fused")
     sensed: list[np.ndarray] = []
     flips = [0]
-    orig = interp._sense
+    orig = tree_ops._sense
     outside = ~active_words(g)
 
     def record(be: Any, src: Any, read: Any) -> Any:
@@ -496,7 +497,7 @@ def run_pair(
 
     machines = []
     for model, seed in ((FaultModel(), 0), (fm, 5)):
-        monkeypatch.setattr(interp, "_sense", record if model is fm else orig)
+        monkeypatch.setattr(tree_ops, "_sense", record if model is fm else orig)
         m = Machine(
             linked, g.lanes, model, np.random.default_rng(seed), reference=execution == "reference", backend=backend
         )
@@ -505,7 +506,7 @@ def run_pair(
         execute(m, linked.init)
         execute(m, linked.main)
         machines.append(m)
-    monkeypatch.setattr(interp, "_sense", orig)
+    monkeypatch.setattr(tree_ops, "_sense", orig)
     return Runs(machines[0], machines[1], g, sensed, flips[0])
 
 

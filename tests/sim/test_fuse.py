@@ -10,6 +10,7 @@ from cramc.isa.verifier import Linked, verify
 from cramc.sim import interp
 from cramc.sim.faults import FaultModel, Rate
 from cramc.sim.fuse import FusedMac, fuse
+from cramc.sim.machine import Machine
 
 DOT = "isa/examples/dot256.cram"
 
@@ -21,7 +22,7 @@ def test_fused_equals_sequential(p: float, monkeypatch: pytest.MonkeyPatch) -> N
     fm = FaultModel({"and": Rate(p, p / 2)})
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(interp.Machine, "fuse_mac", fused)
+        monkeypatch.setattr(Machine, "fuse_mac", fused)
         r = interp.run(linked, dict(inputs), fm, seed=7)
         results.append((r.outputs, r.counts))
     (o1, c1), (o2, c2) = results
@@ -41,7 +42,7 @@ def fused_and_sequential(linked: Linked, monkeypatch: pytest.MonkeyPatch) -> lis
     """The fault-free outputs with and without fusion, checked equal."""
     outs = []
     for fused in (True, False):
-        monkeypatch.setattr(interp.Machine, "fuse_mac", fused)
+        monkeypatch.setattr(Machine, "fuse_mac", fused)
         outs.append(interp.run(linked, dict(linked.expect.inputs), FaultModel(), seed=1).outputs)
     for k in outs[0]:
         np.testing.assert_array_equal(outs[0][k], outs[1][k])

@@ -35,12 +35,14 @@ from test_sim_perf_semantics import random_program
 from threadpoolctl import threadpool_limits
 
 from cramc.errors import UserError
-from cramc.isa.opcodes import OPCODES
+from cramc.isa.linked import TRef
+from cramc.isa.opcodes import OPCODES, Unit
 from cramc.isa.verifier import BoundOp, Linked
-from cramc.sim import interp, memory
+from cramc.sim import interp, machine, memory
 from cramc.sim.faults import FaultModel, Rate
 from cramc.sim.fuse import FusedMac
-from cramc.sim.interp import Machine, run
+from cramc.sim.interp import run
+from cramc.sim.machine import Machine
 
 MODELS = REPO / "models"
 LANES = 16
@@ -148,7 +150,7 @@ def traced() -> Iterator[None]:
 def _out_bytes(linked: Linked, b: BoundOp, lanes: int) -> int:
     """The tensor an instruction stores (an indexed store allocates the whole tensor on its first use)."""
     dst = b.operands[0] if b.operands else None
-    if not isinstance(dst, interp.TRef):
+    if not isinstance(dst, TRef):
         return 0
     shape, _ = linked.tensor_shapes[dst.name]
     return lanes * int(np.prod(shape)) * memory.WORD
@@ -158,7 +160,7 @@ def _allowance(z: memory.Sizes, node: Any, lanes: int, temps: dict[str, int]) ->
     if isinstance(node, FusedMac):
         return lanes * memory.fused_temporaries(z, node), f"fused run at {node.first.text}"
     per, fix = memory.TEMPORARIES[node.op.mnemonic](z, node)
-    got = memory.gate_scratch(z, node, temps) if node.op.unit is interp.Unit.GATE and not z.reference else None
+    got = memory.gate_scratch(z, node, temps) if node.op.unit is Unit.GATE and not z.reference else None
     scratch = got[1] * got[0][0] * got[0][1] * memory.WORD if got else 0
     return lanes * (per + scratch) + fix + _out_bytes(z.linked, node, lanes), node.text or node.op.mnemonic
 
@@ -196,16 +198,16 @@ def test_instructions_stay_within_their_estimates(
 
         return run_measured
 
-    orig_runner, orig_fused = Machine.runner, interp.prepare_fused
+    orig_runner, orig_fused = interp.runner, interp.prepare_fused
 
-    def runner(self: Machine, b: BoundOp) -> Any:
-        fn = self._runners.get(b)
+    def runner(m: Machine, b: BoundOp) -> Any:
+        fn = m._runners.get(b)
         if fn is None:
-            fn = self._runners[b] = measured(orig_runner(self, b), b, self)
+            fn = m._runners[b] = measured(orig_runner(m, b), b, m)
         return fn
 
     run(linked, dict(inputs), fm, seed=1, lanes=LANES, reference=reference)  # one-time caches, untraced
-    monkeypatch.setattr(Machine, "runner", runner)
+    monkeypatch.setattr(interp, "runner", runner)
     monkeypatch.setattr(interp, "prepare_fused", lambda m, f: measured(orig_fused(m, f), f, m))
     with traced():
         run(linked, dict(inputs), fm, seed=1, lanes=LANES, reference=reference)
@@ -255,7 +257,7 @@ def test_only_the_used_part_of_the_chip_is_allocated() -> None:
         ]
     )
     linked = link(text)
-    assert memory.extent(linked) == memory.Extent(arrays=5, cols=8, accs=3)
+    assert machine.extent(linked) == machine.Extent(arrays=5, cols=8, accs=3)
     m = Machine(linked, 2, FaultModel(), np.random.default_rng(0))
     assert tuple(m.cells.shape) == (8, 5, 2, 4) and tuple(m.acc.shape) == (5, 3, 2)
     res = run(linked, {}, FaultModel())

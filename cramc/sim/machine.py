@@ -1,0 +1,325 @@
+"""The state of the bit-level machine, and the row and word helpers every opcode implementation uses.
+
+State, per sample lane s (one inference each):
+- ``cells[c, a, s, w]``: cell rows bit-packed along the rows of array a,
+  column c (row r is bit r % 64 of word r // 64), uint64; ``bits`` is the
+  same memory as ``[a, c, s, w]``;
+- ``acc[a, k, s]``: the exact int64 accumulators beside each array;
+- ``tensors``: the CMOS buffers, each with a leading sample axis.
+
+``cells`` and ``acc`` are arrays of the machine's backend (cramc.sim.backend:
+numpy, or torch on a GPU); the CMOS buffers are always numpy arrays on the
+host.  `Machine` also owns what the opcode implementations (cramc.sim.ops)
+share between instructions: the fault streams and injectors, row masks,
+scratch buffers and the cache of prepared runners.  It knows no opcode: the
+implementations live in cramc/sim/ops, the execution loop in cramc/sim/interp.py.
+
+Faults are drawn from per-kind Bernoulli streams (cramc.sim.faults) and counted
+lazily: read ``Machine.counts``, which brings them up to date.
+
+`extent` (the part of the chip a program touches) sits here because it is what
+`Machine` allocates; cramc.sim.memory sizes runs from it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cramc.isa.counting import Counts
+from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
+from cramc.isa.opcodes import Kind
+from cramc.sim.backend import Backend, get_backend
+from cramc.sim.faults import FaultModel, Rate, row_mask_words
+
+
+@functools.lru_cache(maxsize=4096)
+def row_mask(r0: int, r1: int, words: int) -> np.ndarray:
+    """uint64 [words] with the bits of rows r0 .. r1-1 set (read-only, cached)."""
+    m = row_mask_words(r0, r1, words)
+    m.flags.writeable = False
+    return m
+
+
+def word_range(r0: int, r1: int) -> tuple[int, int]:
+    """The words [w0, w1) that hold rows [r0, r1)."""
+    return r0 >> 6, (r1 + 63) >> 6
+
+
+#: The fault kinds, in the order that keys each kind's stream (and names counts.faults).
+FAULT_KINDS = ("gate", "write", "read", "tree")
+
+
+class Machine:
+    """The state of one batch of sample lanes running one linked program.
+
+    ``cells[c, a, s, w]`` holds column c of array a for lane s, rows bit-packed
+    along w; a column across a range of arrays is therefore one contiguous
+    block, which is what a row-parallel gate reads and writes.  ``bits`` is the
+    same memory seen as ``[a, c, s, w]``.
+
+    Runners are built on an instruction's first execution and keep views of
+    ``cells`` and the fault model's rates: replace neither afterwards (``counts``
+    may be replaced; it is looked up on every instruction).
+
+    With ``reference=True`` every gate runs the plain path (the opcode table's
+    logic into a fresh array, faults, masked store) instead of the prepared
+    in-place kernels; both give the same state and the same faults for the same
+    seed, which the tests check.
+    """
+
+    def __init__(
+        self,
+        linked: Linked,
+        lanes: int,
+        faults: FaultModel,
+        rng: np.random.Generator,
+        *,
+        reference: bool = False,
+        backend: Backend | str | None = None,
+        used: Extent | None = None,
+    ):
+        spec = linked.machine
+        self.linked = linked
+        self.spec = spec
+        self.lanes = lanes
+        self.words = spec.words
+        self.be = be = get_backend(backend)
+        # Only the arrays, columns and slots the program touches (`extent`): the others
+        # would stay zero and are never read.
+        ext = used or extent(linked)
+        self.cells = be.words((ext.cols, ext.arrays, lanes, spec.words))
+        self.acc = be.ints((ext.arrays, ext.accs, lanes))
+        self.tensors: dict[str, np.ndarray] = {}
+        self.faults = faults
+        self.rng = rng  # thinning of asymmetric rates and adder-tree faults draw from it, in program order
+        self._entropy = int(rng.integers(0, 2**63))
+        self._counts = Counts()
+        self.loopvars: dict[str, int] = {}
+        self.trace: Callable[[BoundOp, Machine], None] | None = None
+        self.reference = reference
+        # Per-instruction runners, built on first execution: views, masks and kernels resolved once.
+        self._runners: dict[BoundOp, Callable[[], None]] = {}
+        self._streams: dict[tuple[str, float], Any] = {}
+        self._scratch: dict[tuple[int, ...], list[Any]] = {}
+        self._injectors: dict[tuple[str, Rate, int, int], Callable[[Any], Any]] = {}
+        self._masks: dict[tuple[int, int, int, int], Any] = {}
+        self._reported: dict[tuple[str, float], int] = {}
+        self._fused: dict[int, tuple[tuple[Node, ...], tuple[object, ...]]] = {}
+        self._tallies: dict[int, tuple[tuple[Node, ...], Any]] = {}  # cramc.sim.interp.Tally, by node list
+
+    @property
+    def fusable(self) -> bool:
+        """Whether multiply-accumulate runs may execute vectorised (see cramc.sim.fuse)."""
+        f = self.faults
+        return not self.reference and self.trace is None and f.read.zero and f.tree == 0.0 and self.fuse_mac
+
+    fuse_mac: bool = True
+
+    def close(self) -> None:
+        """Let go of the state, the tensors and the runners now (read `counts` first).
+
+        The runners are closures over this machine and hold views of its cells: a cycle that only the
+        garbage collector would break, long after the next batch has allocated its own state.
+        """
+        self.sync_counts()
+        for d in (self._runners, self._fused, self._tallies, self._scratch, self._injectors, self._masks):
+            d.clear()
+        self._streams.clear()
+        self.tensors = {}
+        self.cells = self.acc = None
+
+    def flip_region(self, words: Any, r0: int, r1: int, rate: Rate, kind: str) -> None:
+        """Inject faults into words [..., nw] that hold exactly the word range of rows [r0, r1)."""
+        inj = self.injector(kind, rate, r0, r1)
+        flat = self.be.contiguous(words)
+        inj(self.be.flat(flat))
+        if flat is not words:
+            words[...] = flat
+
+    @property
+    def counts(self) -> Counts:
+        """Event counts so far (fault counts brought up to date on every access)."""
+        self.sync_counts()
+        return self._counts
+
+    @counts.setter
+    def counts(self, value: Counts) -> None:
+        self._counts = value
+        for key, st in self._streams.items():
+            self._reported[key] = st.handed_out() - st.dropped
+
+    @property
+    def bits(self) -> Any:
+        """The cells as ``[array, column, lane, word]`` (a writable view)."""
+        return self.cells.swapaxes(0, 1)  # numpy and torch spell it alike
+
+    # ---- helpers shared by the opcode functions
+    def rows(self, b: BoundOp) -> tuple[int, int]:
+        return b.rows if b.rows is not None else (0, self.spec.rows)
+
+    def stream(self, kind: str, p: float) -> Any:
+        """The Bernoulli(p) fault stream for faults of `kind` (one per kind and distinct rate)."""
+        st = self._streams.get((kind, p))
+        if st is None:
+            # Each stream has its own generator, seeded from the machine's generator and its key:
+            # when a stream draws its next batch then never moves any other random number, so the
+            # fast paths (which render ahead) and the plain path draw the same faults.
+            key = [self._entropy, FAULT_KINDS.index(kind), int(np.float64(p).view(np.uint64))]
+            st = self._streams[(kind, p)] = self.be.stream(p, key)
+            self._reported[(kind, p)] = 0
+        return st
+
+    def sync_counts(self) -> None:
+        """Bring counts.faults up to date with the fault streams (flips are counted lazily, per stream)."""
+        for key, st in self._streams.items():
+            flipped = st.handed_out() - st.dropped
+            new = flipped - self._reported[key]
+            if new:
+                self._counts.faults[key[0]] += new
+                self._reported[key] = flipped
+
+    def scratch(self, shape: tuple[int, ...], k: int) -> list[Any]:
+        """k distinct word buffers of the given shape, reused between instructions."""
+        pool = self._scratch.setdefault(shape, [])
+        while len(pool) < k:
+            pool.append(self.be.empty_words(shape))
+        return pool[:k]
+
+    def mask(self, r0: int, r1: int, w0: int = 0, w1: int | None = None) -> Any:
+        """Words [w0, w1) of the row mask of rows [r0, r1), on the backend (cached)."""
+        key = (r0, r1, w0, self.words if w1 is None else w1)
+        got = self._masks.get(key)
+        if got is None:
+            got = self._masks[key] = self.be.put(row_mask(r0, r1, self.words)[w0 : key[3]])
+        return got
+
+    def store(self, b: BoundOp, ref: TRef, value: np.ndarray) -> None:
+        if ref.index is None:
+            self.tensors[ref.name] = value
+            return
+        i = self.loopvars[ref.index] if isinstance(ref.index, str) else ref.index
+        cur = self.tensors.get(ref.name)
+        if cur is None:
+            lead = self.linked.tensor_shapes[ref.name][0][0]
+            cur = np.zeros((self.lanes, lead, *value.shape[1:]), dtype=value.dtype)
+            self.tensors[ref.name] = cur
+        cur[:, i] = value
+
+    def load(self, src: TRef | np.ndarray) -> np.ndarray:
+        if isinstance(src, np.ndarray):
+            return src[None]
+        t = self.tensors[src.name]
+        if src.index is None:
+            return t
+        i = self.loopvars[src.index] if isinstance(src.index, str) else src.index
+        return t[:, i]
+
+    def put_column(self, b: BoundOp, cols: slice, new: Any) -> None:
+        """Write words [ncols, nA, lanes, W] (or any shape that broadcasts to it) into the active rows."""
+        lo, hi = b.arrays  # type: ignore[misc]
+        r0, r1 = self.rows(b)
+        dst = self.cells[cols, lo:hi]
+        if r0 == 0 and r1 >= self.spec.rows:
+            dst[...] = new
+            return
+        # words wholly inside the range are copied; the (at most two) edge words are merged under the mask
+        f0, f1 = (r0 + 63) >> 6, r1 >> 6
+        if f0 < f1:
+            dst[..., f0:f1] = new[..., f0:f1]
+        for e in sorted({r0 >> 6, (r1 - 1) >> 6} - set(range(f0, f1))):
+            m = self.mask(r0, r1, e, e + 1)
+            dst[..., e : e + 1] = (new[..., e : e + 1] & m) | (dst[..., e : e + 1] & ~m)
+
+    def injector(self, kind: str, rate: Rate, r0: int, r1: int) -> Callable[[Any], Any]:
+        """Fault injection of `kind` at `rate` into regions of the words that hold rows [r0, r1) (see `flip`).
+
+        Its flips are counted in counts.faults[kind] by `sync_counts`, not by the caller.
+        """
+        key = (kind, rate, r0, r1)
+        inj = self._injectors.get(key)
+        if inj is None:
+            w0, w1 = word_range(r0, r1)
+            active = None if (r0 | r1) & 63 == 0 else row_mask(r0 - 64 * w0, r1 - 64 * w0, w1 - w0)
+            inj = self._injectors[key] = self.be.injector(self.stream(kind, rate.pmax), rate, self.rng, w1 - w0, active)
+        return inj
+
+    def flip(self, words: Any, b: BoundOp, rate: Rate, kind: str) -> None:
+        """Inject faults of `kind` into freshly computed words [..., W] (active rows only), in place.
+
+        The region is the words that hold the active rows, in the C order of the
+        leading axes: the fast paths of the gates use the same regions, so they
+        draw the same faults.
+        """
+        if rate.zero:
+            return
+        r0, r1 = self.rows(b)
+        w0, w1 = word_range(r0, r1)
+        inj = self.injector(kind, rate, r0, r1)
+        if w0 == 0 and w1 == self.words and self.be.is_contiguous(words):
+            inj(self.be.flat(words))
+        else:
+            sub = self.be.copy(words[..., w0:w1])
+            inj(self.be.flat(sub))
+            words[..., w0:w1] = sub
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The arrays, columns and accumulator slots a program touches: [0, arrays) x [0, cols), [0, accs)."""
+
+    arrays: int
+    cols: int
+    accs: int
+
+
+def walk(nodes: tuple[Node, ...]) -> Iterator[BoundOp]:
+    """Every instruction of a node list, loop bodies once."""
+    for n in nodes:
+        if isinstance(n, Loop):
+            yield from walk(n.body)
+        else:
+            yield n
+
+
+def source_shape(linked: Linked, src: Any) -> tuple[int, ...]:
+    """The per-sample shape of a source operand (a data constant or a tensor, indexed or not)."""
+    if isinstance(src, np.ndarray):
+        return tuple(src.shape)
+    shape = linked.tensor_shapes[src.name][0]
+    return tuple(shape[1:]) if src.index is not None else tuple(shape)
+
+
+def _columns(linked: Linked, b: BoundOp) -> Iterator[int]:
+    """The columns instruction b reads or writes (the last of each block)."""
+    mn = b.op.mnemonic
+    if mn == "wr":
+        shape = source_shape(linked, b.operands[1])
+        nf = shape[2] if len(shape) == 3 else 1
+        yield b.operands[0] + nf * b.attrs["bits"] - 1
+    elif mn == "rd":
+        yield b.operands[1] + max(b.attrs.get("fields", 0), 1) * b.attrs["bits"] - 1
+    else:
+        for spec, v in zip(b.op.operands, b.operands, strict=False):
+            if spec.kind is Kind.COL:
+                yield v
+
+
+def extent(linked: Linked) -> Extent:
+    """The part of the chip the program uses (at least one array, column and slot)."""
+    arrays = cols = accs = 1
+    for b in walk((*linked.init, *linked.main)):
+        if b.arrays is not None:
+            arrays = max(arrays, b.arrays[1])
+        for c in _columns(linked, b):
+            cols = max(cols, c + 1)
+        for spec, v in zip(b.op.operands, b.operands, strict=False):
+            if spec.kind is Kind.ACC:
+                accs = max(accs, v + 1)
+            elif spec.kind is Kind.ACCS:
+                accs = max(accs, v[1])
+    return Extent(arrays, cols, accs)
