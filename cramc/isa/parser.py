@@ -402,12 +402,7 @@ def _assemble(lines: list[_Line], file: str, source: str) -> ast.Program:
             else:
                 top.append(item)
         elif kind in _BLOCK_KINDS:
-            if kind in ("micro", "section") and stack:
-                raise err(f"a {'.micro' if kind == 'micro' else '.' + str(val)} block must be at top level", loc)
-            if kind == "repeat" and not stack:
-                raise err("repeat must be inside .init, .main or a micro-program", loc)
-            if len(stack) >= MAX_NESTING:
-                raise err(f"blocks nest more than {MAX_NESTING} deep (the limit; .init, .main and .micro count)", loc)
+            _check_open(kind, val, len(stack), loc, source)
             stack.append((kind, val, comment, loc, []))
         elif kind == "close":
             if not stack:
@@ -432,6 +427,19 @@ def _assemble(lines: list[_Line], file: str, source: str) -> ast.Program:
     if stack:
         raise err("block is never closed with '}'", stack[-1][3])
     return ast.Program(tuple(top), file, source)
+
+
+def _check_open(kind: str, header: object, depth: int, loc: Loc, source: str) -> None:
+    """UserError unless a block of `kind` may open inside `depth` open blocks."""
+    if kind in ("micro", "section") and depth:
+        what = ".micro" if kind == "micro" else "." + str(header)
+        raise UserError(f"a {what} block must be at top level", loc, source)
+    if kind == "repeat" and not depth:
+        raise UserError("repeat must be inside .init, .main or a micro-program", loc, source)
+    if depth >= MAX_NESTING:
+        raise UserError(
+            f"blocks nest more than {MAX_NESTING} deep (the limit; .init, .main and .micro count)", loc, source
+        )
 
 
 def _close_block(
