@@ -2,14 +2,11 @@
 
 The walk visits every node of `.init` and `.main` once, multiplying by the trip
 counts of the enclosing loops (micro-program calls are already inlined by the
-linker).  For each instruction it computes the simulator's ``row_ops`` from the
-opcode's unit (the same rules the simulator's opcode implementations, cramc/sim/ops, count by):
-
-- gate, tree: active rows x arrays;
-- write, read: active rows x arrays x bits x fields (``fill``: one bit per row);
-- acc: accumulator slots x arrays;
-- cmos: elements of the result;
-- control: nothing (calls are inlined).
+linker).  For each instruction it computes the simulator's ``row_ops`` by the
+counting rule of the opcode's unit (cramc.isa.counting: the rule the simulator
+counts by), filling in from the program's tensor shapes the factors the
+instruction alone does not fix (a CMOS result's elements, the fields of a
+``wr`` source).
 
 No count depends on data or faults, so these are exact: the tests check them
 against the simulator's counts.  Instructions are grouped by layer: the first
@@ -28,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from cramc.isa import ast
+from cramc.isa.counting import Factor, instruction_factors, rule
 from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import Kind, Unit
 
@@ -166,44 +164,29 @@ class _Counter:
 
     # ------------------------------------------------------------ counts
     def row_ops(self, b: BoundOp) -> int:
+        """What instruction b adds to its opcode's row_ops, by its unit's counting rule (cramc.isa.counting)."""
         op = b.op
         unit = op.unit
-        if unit is Unit.CONTROL:
-            return 0
+        tensor_fields = None
+        for spec in op.operands:
+            if spec.span is not None and spec.span.fields_of:
+                names = [o.name for o in op.operands]
+                shape = self._shape(b.operands[names.index(spec.span.fields_of)])
+                tensor_fields = shape[2] if len(shape) == 3 else 1
+        f = instruction_factors(b, self.spec.rows, tensor_fields)
         if unit is Unit.CMOS:
-            return int(np.prod(self._cmos_shape(b), dtype=np.int64))
-        lo, hi = b.arrays  # type: ignore[misc]
-        arrays = hi - lo
-        r0, r1 = b.rows if b.rows is not None else (0, self.spec.rows)
-        rows = r1 - r0
-        if unit in (Unit.GATE, Unit.TREE):
-            return arrays * rows
-        if unit is Unit.ACC:
-            n = 0
-            for spec, v in zip(op.operands, b.operands, strict=False):
-                if spec.kind is Kind.ACCS:
-                    n = max(n, v[1] - v[0])
-                elif spec.kind is Kind.ACC:
-                    n = max(n, 1)
+            f[Factor.ELEMENTS] = int(np.prod(self._cmos_shape(b), dtype=np.int64))
+        elif unit is Unit.ACC:
             for spec, v in zip(op.operands, b.operands, strict=False):
                 if spec.kind is Kind.TENSOR and spec.writes:
-                    self._define(v, (arrays, n), True)
-            return arrays * n
-        bits = int(b.attrs.get("bits", 1))
-        if unit is Unit.WRITE:
-            fields = 1
-            src = next((v for spec, v in zip(op.operands, b.operands, strict=False) if spec.kind is Kind.SOURCE), None)
-            if src is not None:
-                shape = self._shape(src)
-                fields = shape[2] if len(shape) == 3 else 1
-            return arrays * rows * fields * bits
-        if unit is Unit.READ:
+                    self._define(v, (f[Factor.ARRAYS], f[Factor.SLOTS]), True)
+        elif unit is Unit.READ:
             fields = int(b.attrs.get("fields", 0))
             dst = b.operands[0]
             if isinstance(dst, TRef):
+                arrays, rows = f[Factor.ARRAYS], f[Factor.ROWS]
                 self._define(dst, (arrays, rows, fields) if fields else (arrays, rows), True)
-            return arrays * rows * max(fields, 1) * bits
-        raise AssertionError(f"no counting rule for unit {unit}")
+        return rule(op).row_ops(f)
 
     def walk(self, nodes: tuple[Node, ...], labels: dict[int, str], default: str) -> dict[str, Tally]:
         out: dict[str, Tally] = {}

@@ -187,6 +187,32 @@ GateFn = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
+class Tree:
+    """What an adder-tree instruction computes (the interpreter, the fused runner and the counting rule read it).
+
+    The tree senses `copies` column operands per active row (the first `copies`
+    COL operands, in order): one is counted as it is; three are combined by an
+    exact CMOS majority voter; two are compared, and in rows where they differ
+    the periphery senses the `recompute` operands as well and recomputes the
+    product bit (their AND) in CMOS.  The count is shifted and added into the
+    accumulator (`sign` +1) or subtracted from it (-1).
+    """
+
+    sign: int  # +1: acc += count << shift; -1: acc -= count << shift
+    copies: int = 1  # columns sensed per row: 1 (plain), 2 (duplicate-and-compare), 3 (majority vote)
+    recompute: tuple[str, ...] = ()  # duplicate-and-compare: the operands sensed where the copies differ
+
+    def __post_init__(self) -> None:
+        if self.sign not in (1, -1) or self.copies not in (1, 2, 3) or bool(self.recompute) != (self.copies == 2):
+            raise AssertionError(f"bad adder-tree spec {self}")
+
+    @property
+    def vote(self) -> bool:
+        """Whether a majority voter combines the copies."""
+        return self.copies == 3
+
+
+@dataclass(frozen=True)
 class Opcode:
     mnemonic: str
     unit: Unit
@@ -197,6 +223,7 @@ class Opcode:
     variadic: bool = False  # the last operand may repeat
     logic: GateFn | None = None  # gates: the boolean function on packed words
     cmos: CmosFn | None = None  # CMOS ops: reference semantics
+    tree: Tree | None = None  # adder-tree ops: sign, copies sensed, recompute
     semantics: str = ""
 
     @property
@@ -449,6 +476,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         (Operand("acc", Kind.ACC, Access.UPDATE), Operand("src", Kind.COL, Access.READ), _SHIFT),
         (ROWS_ATTR,),
         on_arrays=True,
+        tree=Tree(+1),
         semantics="In each array of the set, the CMOS adder tree counts the ones of column src over the "
         "active rows (a sensed read of the column), shifts the count left by shift and adds it to "
         "accumulator acc of that array. Exact unless tree faults are configured; read faults apply to "
@@ -461,6 +489,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
         (Operand("acc", Kind.ACC, Access.UPDATE), Operand("src", Kind.COL, Access.READ), _SHIFT),
         (ROWS_ATTR,),
         on_arrays=True,
+        tree=Tree(-1),
         semantics="As tadd, but subtracts: used for partial products that involve exactly one sign bit.",
     ),
     *(
@@ -477,6 +506,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
             ),
             (ROWS_ATTR,),
             on_arrays=True,
+            tree=Tree(1 if sign == "+" else -1, copies=3),
             semantics="Triple redundancy voted in the CMOS periphery: the tree senses the three copies c0, c1, c2 "
             "of a partial-product column, a CMOS majority voter (exact: it does not fail the way a CRAM gate "
             "does) combines them row by row, and the tree counts the voted ones, shifts and "
@@ -500,6 +530,7 @@ ARRAY_OPS: tuple[Opcode, ...] = (
             ),
             (ROWS_ATTR,),
             on_arrays=True,
+            tree=Tree(1 if sign == "+" else -1, copies=2, recompute=("w", "x")),
             semantics="Detect and recompute: the tree senses two copies c0, c1 of a partial-product column; in "
             "rows where they differ, the periphery senses the operand cells w and x and recomputes the product "
             "bit in CMOS (counted as extra sensed bits and as recomputes). Cheaper than triple redundancy; "

@@ -42,7 +42,7 @@ class FusedMac:
 
 
 def _pairable(g: BoundOp, t: BoundOp) -> bool:
-    if g.op.unit is not Unit.GATE or t.op.mnemonic not in ("tadd", "tsub"):
+    if g.op.unit is not Unit.GATE or t.op.tree is None or t.op.tree.copies != 1:
         return False
     dst, *srcs = g.operands
     return len(srcs) == 2 and dst not in srcs and t.operands[1] == dst and g.arrays == t.arrays and g.rows == t.rows

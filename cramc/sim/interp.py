@@ -26,24 +26,28 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cramc.errors import UserError
+from cramc.isa import counting
 from cramc.isa.counting import Counts
 from cramc.isa.linked import BoundOp, Linked, Loop, Node
+from cramc.isa.opcodes import OPCODES, Unit
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultModel
 from cramc.sim.fuse import FusedMac, fuse
 from cramc.sim.machine import Machine, extent
 from cramc.sim.memory import footprint, plan_lanes
-from cramc.sim.ops.gates import GATE_MNEMONICS
 from cramc.sim.ops.registry import runner
 from cramc.sim.ops.tree import prepare_fused
 
-#: Opcodes whose counts depend only on the program (see `Tally`): their runners do not count.
-TALLIED = frozenset((*GATE_MNEMONICS, "tadd", "tsub"))
+#: Opcodes whose counts the instruction alone fixes (cramc.isa.counting): `Tally` counts them once per node
+#: list and their runners count nothing but what they measure (the recomputes of duplicate-and-compare).
+#: The others (``wr``, whose columns follow its source's shape, and the CMOS ops) evaluate the same rule
+#: in their runners, with the shapes they executed.
+TALLIED = frozenset(mn for mn, op in OPCODES.items() if op.unit is not Unit.CONTROL and not counting.needs_shapes(op))
 
 
 @dataclass
 class Tally:
-    """The counts of the gate and `tadd`/`tsub` instructions of a node list, per sample lane.
+    """The counts of the `TALLIED` instructions of a node list, per sample lane, by the counting rule.
 
     They depend on nothing but the program (loops are unrolled by their trip
     counts), so they are added once per `execute` instead of once per
@@ -51,9 +55,7 @@ class Tally:
     unfused execution count alike by construction.
     """
 
-    gate_evals: int = 0
-    reduces: int = 0
-    tree_sensed: int = 0
+    counters: dict[str, int] = field(default_factory=dict)  # gate_evals, writes, ... (all but row_ops)
     ops: dict[str, list[int]] = field(default_factory=dict)  # mnemonic -> [instructions, row operations]
 
     @staticmethod
@@ -66,32 +68,26 @@ class Tally:
             mn = node.op.mnemonic
             if mn not in TALLIED:
                 continue
-            lo, hi = node.arrays  # type: ignore[misc]
-            r0, r1 = node.rows if node.rows is not None else (0, rows)
-            n = (hi - lo) * (r1 - r0)
-            if mn in ("tadd", "tsub"):
-                t.reduces += hi - lo
-                t.tree_sensed += n
-            else:
-                t.gate_evals += n
-            t.ops.setdefault(mn, [0, 0])
-            t.ops[mn][0] += 1
-            t.ops[mn][1] += n
+            for counter, v in counting.rule(node.op).static(counting.instruction_factors(node, rows)).items():
+                if counter == "row_ops":
+                    d = t.ops.setdefault(mn, [0, 0])
+                    d[0] += 1
+                    d[1] += v
+                else:
+                    t.counters[counter] = t.counters.get(counter, 0) + v
         return t
 
     def add(self, other: Tally, times: int) -> None:
-        self.gate_evals += times * other.gate_evals
-        self.reduces += times * other.reduces
-        self.tree_sensed += times * other.tree_sensed
+        for counter, v in other.counters.items():
+            self.counters[counter] = self.counters.get(counter, 0) + times * v
         for mn, (k, n) in other.ops.items():
             mine = self.ops.setdefault(mn, [0, 0])
             mine[0] += times * k
             mine[1] += times * n
 
     def count(self, c: Counts, lanes: int) -> None:
-        c.gate_evals += lanes * self.gate_evals
-        c.reduces += lanes * self.reduces
-        c.tree_sensed += lanes * self.tree_sensed
+        for counter, v in self.counters.items():
+            setattr(c, counter, getattr(c, counter) + lanes * v)
         for mn, (k, n) in self.ops.items():
             c.op(mn, lanes * k, lanes * n)
 

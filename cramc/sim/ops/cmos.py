@@ -2,13 +2,16 @@
 
 Both are exact (no faults).  The vector unit runs each opcode's reference
 semantics (cramc.isa.cmos) on the host tensors, with the sample lanes as the
-leading axis; ``ard`` hands accumulators over to it as an int64 tensor.
+leading axis; ``ard`` hands accumulators over to it as an int64 tensor.  The
+accumulator ops are counted by the interpreter's tally (cramc.isa.counting),
+the vector unit's here (the elements it produces follow the shapes).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cramc.isa.counting import Factor
 from cramc.isa.linked import BoundOp
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.sim.machine import Machine
@@ -21,7 +24,6 @@ def aclr(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     s0, s1 = b.operands[0]
     m.acc[lo:hi, s0:s1] = 0
-    m._counts.op("aclr", m.lanes, (hi - lo) * (s1 - s0) * m.lanes)
 
 
 @impl("ard")
@@ -29,7 +31,6 @@ def ard(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     dst, (s0, s1) = b.operands
     m.store(b, dst, np.ascontiguousarray(m.be.get(m.acc[lo:hi, s0:s1]).transpose(2, 0, 1)))
-    m._counts.op("ard", m.lanes, (hi - lo) * (s1 - s0) * m.lanes)
 
 
 # ---------------------------------------------------------------- CMOS vector unit
@@ -40,4 +41,5 @@ def cmos_op(m: Machine, b: BoundOp) -> None:
     if res.shape[0] != m.lanes:
         res = np.ascontiguousarray(np.broadcast_to(res, (m.lanes, *res.shape[1:])))
     m.store(b, dst, res)
-    m._counts.op(b.op.mnemonic, m.lanes, int(res.size))
+    # the elements produced follow the sources' shapes: counted here, by the unit's rule
+    m._counts.add(b.op, {Factor.ELEMENTS: int(res.size) // m.lanes}, m.lanes)

@@ -4,13 +4,16 @@ Values cross between the CMOS tensors on the host and the bit-packed cells:
 ``wr`` bit-slices integers into columns (two's complement, LSB first) and
 ``rd`` reassembles them, each a byte of rows at a time so that the only
 temporaries are packed bytes.  Write faults apply to the stored bits, read
-faults to the sensed bits (the cells keep their values).
+faults to the sensed bits (the cells keep their values).  ``fill`` and ``rd``
+are counted by the interpreter's tally (cramc.isa.counting), ``wr`` here:
+its columns follow its source's shape.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cramc.isa import counting
 from cramc.isa.linked import BoundOp
 from cramc.sim.machine import Machine, word_range
 from cramc.sim.ops.registry import impl
@@ -42,7 +45,6 @@ def fill(m: Machine, b: BoundOp) -> None:
     lo, hi = b.arrays  # type: ignore[misc]
     dst, value = b.operands
     r0, r1 = m.rows(b)
-    n = (hi - lo) * (r1 - r0) * m.lanes
     rate = m.faults.write
     if rate.zero and r0 == 0 and r1 == m.spec.rows:
         m.cells[dst, lo:hi] = m.be.ONES if value else 0
@@ -50,8 +52,6 @@ def fill(m: Machine, b: BoundOp) -> None:
         res = m.be.full_words((1, hi - lo, m.lanes, m.words), bool(value))
         m.flip(res, b, rate, "write")
         m.put_column(b, slice(dst, dst + 1), res)
-    m._counts.writes += n
-    m._counts.op("fill", m.lanes, n)
 
 
 @impl("wr")
@@ -62,7 +62,7 @@ def wr(m: Machine, b: BoundOp) -> None:
     val = m.load(src)  # [S|1, n|1, nrows(, F)]
     if val.ndim == 3:
         val = val[..., None]
-    nrows, nf = val.shape[2], val.shape[3]
+    nf = val.shape[3]
     # Bit b of a value is bit b of its little-endian two's-complement int64: unpacked from the bytes,
     # one byte per bit (no int64 temporary per bit).
     by = np.ascontiguousarray(val, dtype="<i8").view(np.uint8).reshape(*val.shape, 8)
@@ -82,9 +82,8 @@ def wr(m: Machine, b: BoundOp) -> None:
         words = m.be.broadcast(words, (nf * bits, hi - lo, m.lanes, m.words))
         m.flip(words, b, m.faults.write, "write")
     m.put_column(b, slice(dst, dst + nf * bits), words)
-    n = (hi - lo) * nrows * nf * bits * m.lanes
-    m._counts.writes += n
-    m._counts.op("wr", m.lanes, n)
+    # the columns written follow the source's shape: counted here, by the unit's rule
+    m._counts.add(b.op, counting.instruction_factors(b, m.spec.rows, tensor_fields=nf), m.lanes)
 
 
 @impl("rd")
@@ -117,6 +116,3 @@ def rd(m: Machine, b: BoundOp) -> None:
     if not fields:
         vals = vals[..., 0]
     m.store(b, dst, np.ascontiguousarray(vals))
-    n = (hi - lo) * (r1 - r0) * nf * bits * m.lanes
-    m._counts.reads += n
-    m._counts.op("rd", m.lanes, n)

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from cramc.isa import counting
 from cramc.isa.linked import BoundOp
+from cramc.isa.opcodes import OPCODES, Kind
 from cramc.sim.backend import Backend
 from cramc.sim.faults import Rate, flip_bits
 from cramc.sim.fuse import FusedMac
@@ -56,12 +58,17 @@ def _accumulate(be: Backend, acc: Any, count: Any, shift: int, sign: int) -> Non
     (be.add if sign > 0 else be.sub)(acc, count, out=acc)
 
 
-@impl("tadd", "tsub")
+#: The plain adder-tree ops (one column sensed) and the protected ones (copies voted or compared).
+PLAIN = tuple(mn for mn, op in OPCODES.items() if op.tree is not None and op.tree.copies == 1)
+PROTECTED = tuple(mn for mn, op in OPCODES.items() if op.tree is not None and op.tree.copies > 1)
+
+
+@impl(*PLAIN)
 def tree(m: Machine, b: BoundOp) -> None:
     runner(m, b)()
 
 
-@prepare("tadd", "tsub")
+@prepare(*PLAIN)
 def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     """popcount of the active rows of one column per array (and lane), shifted into an accumulator."""
     lo, hi = b.arrays  # type: ignore[misc]
@@ -75,7 +82,7 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
     tree_p = m.faults.tree
     width = max(int(r1 - r0).bit_length(), 1)
-    sign = 1 if b.op.mnemonic == "tadd" else -1
+    sign = b.op.tree.sign  # type: ignore[union-attr]
     acc = m.acc[lo:hi, slot]  # [nA, S], a view
 
     def run_tree() -> None:
@@ -90,37 +97,44 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     return run_tree
 
 
-@impl("tvadd", "tvsub", "tdadd", "tdsub")
+@impl(*PROTECTED)
 def tree_protected(m: Machine, b: BoundOp) -> None:
     runner(m, b)()
 
 
-@prepare("tvadd", "tvsub", "tdadd", "tdsub")
+@prepare(*PROTECTED)
 def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
     """Adder tree behind a CMOS voter (tv*) or a duplicate-and-compare with CMOS recompute (td*)."""
     lo, hi = b.arrays  # type: ignore[misc]
-    slot, *cols, shift = b.operands
+    spec = b.op.tree
+    assert spec is not None
+    cols = [v for o, v in zip(b.op.operands, b.operands, strict=False) if o.kind is Kind.COL]
+    names = [o.name for o in b.op.operands]
+    recompute = [b.operands[names.index(name)] for name in spec.recompute]
+    slot, shift = b.operands[0], b.operands[-1]
     r0, r1 = m.rows(b)
     w0, w1 = word_range(r0, r1)
     be = m.be
-    srcs = [m.cells[c, lo:hi, :, w0:w1] for c in cols]
+    # the copies first, then the operands of a recompute: the order the tree senses them (and draws read faults)
+    srcs = [m.cells[c, lo:hi, :, w0:w1] for c in (*cols[: spec.copies], *recompute)]
     whole = (r0 | r1) & 63 == 0
     mask = None if whole else m.mask(r0, r1, w0, w1)
     read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
-    vote = b.op.mnemonic.startswith("tv")
-    sign = 1 if b.op.mnemonic.endswith("add") else -1
+    vote, sign = spec.vote, spec.sign
     tree_p = m.faults.tree
     width = max(int(r1 - r0).bit_length(), 1)
     acc = m.acc[lo:hi, slot]
-    n = (hi - lo) * m.lanes
-    mn = b.op.mnemonic
+    # The interpreter's tally counts what the instruction fixes; a recompute adds what the counting rule
+    # says per recomputed row (the operands it senses, the recompute itself).
+    per_recompute = counting.rule(b.op).per_measured(
+        counting.instruction_factors(b, m.spec.rows), counting.Factor.RECOMPUTED
+    )
 
     def sensed(i: int) -> Any:
         return _sense(be, srcs[i], read)  # run() never writes into what it senses
 
     def run() -> None:
         a, c = sensed(0), sensed(1)
-        extra = 0
         if vote:
             d = sensed(2)
             words = (a & c) | (a & d) | (c & d)
@@ -131,20 +145,19 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
             nd = be.total(be.popcount_sum(diff))
             words = a
             if nd:
-                prod = sensed(2) & sensed(3)
+                prod = sensed(2)
+                for i in range(3, len(srcs)):
+                    prod = prod & sensed(i)  # the product bit: the AND of the recompute operands
                 words = (a & ~diff) | (prod & diff)
-                extra = 2 * nd
-                m._counts.recomputes += nd
+                cnt = m._counts
+                for counter, k in per_recompute:
+                    setattr(cnt, counter, getattr(cnt, counter) + k * nd)
         if mask is not None:
             words = words & mask
         count = be.popcount_sum(words)
         if tree_p:
             count = _count_faults(m, count, width)  # the voter and the recompute sit before the tree
         _accumulate(be, acc, count, shift, sign)
-        cnt = m._counts
-        cnt.reduces += n
-        cnt.tree_sensed += n * (r1 - r0) * (3 if vote else 2) + extra
-        cnt.op(mn, m.lanes, n * (r1 - r0))
 
     return run
 
@@ -198,7 +211,7 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
     whole = (r0 | r1) & 63 == 0
     mask = None if whole else m.mask(r0, r1, w0, w1)
     slots = np.array([t.operands[0] for _, t in pairs])
-    weights = np.array([(1 if t.op.mnemonic == "tadd" else -1) << t.operands[2] for _, t in pairs], dtype=np.int64)
+    weights = np.array([t.op.tree.sign << t.operands[2] for _, t in pairs], dtype=np.int64)  # type: ignore[union-attr]
     uniq = np.unique(slots)
     slot_idx = be.put(uniq)
     # The accumulator updates as one product: acc[:, slot] += sum_i wmat[slot, i] * count_i, the
