@@ -37,8 +37,14 @@ from cramc.isa.opcodes import OPCODES, Unit
 if TYPE_CHECKING:
     from cramc.errmodel import FaultModel
 
-#: (probability that the sensed product is wrong when its correct value is 0, ... when it is 1)
-Rates = tuple[float, float]
+#: P(the sensed product is wrong | k of its two operand bits w_b, x_c are 1), for k = 0, 1, 2.  The correct
+#: product is 0 for k = 0 and 1, and 1 for k = 2.  The four operand states (w, x) reduce to k because every
+#: scheme is symmetric in w and x (an AND gate's rate depends on how many inputs are 1, by_ones; the reads of
+#: w and x have the same rates).  With output-conditioned gate rates (p01, p10) and no recompute, k = 0 and
+#: k = 1 have the same rate; with by_ones they differ (an AND with one input at 1 is next to its threshold).
+Rates = tuple[float, float, float]
+#: The operand-bit counts k = w_b + x_c whose correct product is 0, and the one whose product is 1.
+PRODUCT_ZERO, PRODUCT_ONE = (0, 1), 2
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class Scheme:
     copies: int  # AND gates that compute the partial product, into scratch columns t, t+1, ...
     tree: tuple[str, str]  # the adder-tree instruction that senses the term: (adding, subtracting)
     lower: Callable[[Scheme, Term], list[ast.Stmt]]  # the term's statements, parameters w, x, t, y
-    pp_error_rates: Callable[[FaultModel], Rates]  # P(sensed product wrong | correct 0), (... | correct 1)
+    pp_error_rates: Callable[[FaultModel], Rates]  # P(sensed product wrong | k = w_b + x_c), k = 0, 1, 2
     recompute: Recompute | None = None
 
     def term(self, b: int, c: int, neg: bool) -> list[ast.Stmt]:
@@ -137,48 +143,78 @@ def _lower_dup(s: Scheme, t: Term) -> list[ast.Stmt]:
 
 
 # ----------------------------------------------------------------------------- error rates
-def _through_read(v_wrong_given: Rates, r01: float, r10: float) -> Rates:
-    """P(sensed value wrong | correct 0), P(... | correct 1) after a read with flip rates r01, r10."""
-    g0, g1 = v_wrong_given
-    return g0 * (1 - r10) + (1 - g0) * r01, g1 * (1 - r01) + (1 - g1) * r10
+def _through_read(wrong: float, correct: int, r01: float, r10: float) -> float:
+    """P(sensed value wrong) of a cell that is wrong with probability `wrong` (its correct value `correct`), read
+    with flip rates r01, r10."""
+    if correct:
+        return wrong * (1 - r01) + (1 - wrong) * r10
+    return wrong * (1 - r10) + (1 - wrong) * r01
 
 
 def _maj3_wrong(e: float) -> float:
     return 3 * e * e * (1 - e) + e**3
 
 
+def _and_wrong(fm: FaultModel) -> Rates:
+    """P(one AND gate's output is wrong) with k = 0, 1, 2 of its inputs at 1."""
+    return fm.gate_wrong("and", 0), fm.gate_wrong("and", 1), fm.gate_wrong("and", 2)
+
+
 def _rates_none(fm: FaultModel) -> Rates:
-    g, r = fm.gate("and"), fm.read
-    return _through_read((g.p01, g.p10), r.p01, r.p10)
+    a, r = _and_wrong(fm), fm.read
+    e0, e1, e2 = (_through_read(a[k], int(k == PRODUCT_ONE), r.p01, r.p10) for k in range(3))
+    return e0, e1, e2
+
+
+def _voted(a: float, correct: int, fm: FaultModel) -> float:
+    """P(a MAJ3 gate voting three copies, each wrong independently with probability a, outputs the wrong value).
+
+    j copies wrong puts 3 - j (correct 1) or j (correct 0) of the voter's inputs at 1; its output is wrong when
+    exactly one of (most copies are wrong, j >= 2) and (the voter itself fails at that input count) holds.
+    """
+    ones = [3 - j if correct else j for j in range(4)]
+    gw = [fm.gate_wrong("maj3", o) for o in ones]
+    q = _maj3_wrong(a)  # P(j >= 2)
+    low = (1 - q) * gw[0] if gw[0] == gw[1] else (1 - a) ** 3 * gw[0] + 3 * a * (1 - a) ** 2 * gw[1]
+    high = q * (1 - gw[2]) if gw[2] == gw[3] else 3 * a * a * (1 - a) * (1 - gw[2]) + a**3 * (1 - gw[3])
+    return low + high
 
 
 def _rates_tmr(fm: FaultModel) -> Rates:
-    g, r = fm.gate("and"), fm.read
-    q0, q1 = _maj3_wrong(g.p01), _maj3_wrong(g.p10)
-    m = fm.gate("maj3")
-    # the MAJ3 gate's own fault depends on the value it should output (the inputs' majority)
-    out0 = (1 - q0) * m.p01 + q0 * (1 - m.p10)
-    out1 = (1 - q1) * m.p10 + q1 * (1 - m.p01)
-    return _through_read((out0, out1), r.p01, r.p10)
+    # the three ANDs read the same operand cells, so they see the same k; their faults are independent
+    a, r = _and_wrong(fm), fm.read
+    e0, e1, e2 = (
+        _through_read(_voted(a[k], int(k == PRODUCT_ONE), fm), int(k == PRODUCT_ONE), r.p01, r.p10) for k in range(3)
+    )
+    return e0, e1, e2
 
 
 def _rates_vote(fm: FaultModel) -> Rates:
-    e0, e1 = _rates_none(fm)
-    return _maj3_wrong(e0), _maj3_wrong(e1)
+    e0, e1, e2 = (_maj3_wrong(e) for e in _rates_none(fm))
+    return e0, e1, e2
+
+
+def _recompute_wrong(k: int, fm: FaultModel) -> float:
+    """P(the CMOS recompute AND(sensed w, sensed x) is wrong) with k of w, x at 1."""
+    r = fm.read
+    if k == 2:
+        return 1 - (1 - r.p10) ** 2  # either 1 misread as 0
+    if k == 1:
+        return r.p01 * (1 - r.p10)  # the 0 misread as 1 and the 1 read right
+    return r.p01 * r.p01  # both 0s misread as 1
 
 
 def _rates_dup(fm: FaultModel) -> Rates:
     # copies agree and are both wrong; or they disagree and the CMOS recompute (from sensed w, x) is wrong
-    e0, e1 = _rates_none(fm)
-    r = fm.read
-    rec1 = 1 - (1 - r.p10) ** 2
-    rec0 = r.p01 * (1 - r.p10)  # one operand 1, the other 0 misread as 1 (the likely case for a 0 product)
-    return e0 * e0 + 2 * e0 * (1 - e0) * rec0, e1 * e1 + 2 * e1 * (1 - e1) * rec1
+    e = _rates_none(fm)
+    e0, e1, e2 = (e[k] * e[k] + 2 * e[k] * (1 - e[k]) * _recompute_wrong(k, fm) for k in range(3))
+    return e0, e1, e2
 
 
 def _dup_recomputes(rows: float, fm: FaultModel) -> float:
-    """Rows whose two copies disagree: 2 e (1 - e) of those sensed, e one copy's sensed-product error (exact
-    for symmetric rates, else a bound)."""
+    """Rows whose two copies disagree: 2 e (1 - e) of those sensed, e one copy's sensed-product error.  The
+    operand states of the rows are not known here, so e is the largest over k = w_b + x_c: exact when the rate
+    does not depend on k, else an upper bound."""
     e = max(_rates_none(fm))
     return rows * 2 * e * (1 - e)
 

@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from cramc.errmodel import FaultModel, Rate
+from cramc.errors import UserError
 
 __all__ = [
     "CHUNK_CANDIDATES",
@@ -226,6 +227,18 @@ class FaultStream:
         self._end = end
 
 
+def check_sampled(rate: Rate) -> None:
+    """Refuse a rate these samplers cannot draw yet: an input-dependent gate rate (``by_ones``), whose flip
+    probability depends on the gate's input pattern rather than on its output bit."""
+    if rate.by_ones is not None:
+        raise UserError(
+            "input-dependent gate rates are not sampled yet: the simulator draws gate faults by the correct "
+            "output (p, p01, p10); this error model gives a gate's rate per number of inputs at 1 (by_ones, or "
+            "derived from its [device] section). Give the gates p/p01/p10 rates (or --gate-error P) to simulate; "
+            "the statistical mode (cramc sweep --mode statistical), --ecc auto and cramc finetune take by_ones"
+        )
+
+
 def chunk_step(block: int, pmax: float) -> int:
     """Words per chunk of a region, a multiple of `block`, so that a chunk holds about CHUNK_CANDIDATES candidates."""
     step = max(block, int(CHUNK_CANDIDATES / (64.0 * pmax)))
@@ -244,6 +257,7 @@ class Injector:
     def __init__(
         self, stream: FaultStream, rate: Rate, rng: np.random.Generator, block: int, active: np.ndarray | None
     ):
+        check_sampled(rate)
         self.stream, self.rate, self.rng = stream, rate, rng
         self.block, self.active = block, active
         self.pmax = rate.pmax

@@ -176,24 +176,42 @@ def ones_counts(x: torch.Tensor, w: torch.Tensor, wbits: int, xbits: int, groups
     return parts[0] if groups == 1 else torch.cat(parts, dim=2)
 
 
-def term_groups(spec: MvmNoise) -> list[tuple[np.ndarray, int, float, float]]:
-    """Partial-product terms that can share one binomial draw: (mask [wbits, xbits], weight, e0, e1).
+def operand_ones(x: torch.Tensor, w: torch.Tensor, wbits: int, xbits: int, groups: int = 1) -> torch.Tensor:
+    """popcount(w_b) + popcount(x_c) over K (each output's group of K): float [S, P, N, wbits, xbits]."""
+    s, p, k = x.shape
+    n, kg = w.shape
+    ng = n // groups
+    nx = bit_planes(x, xbits).reshape(s, p, groups, kg, xbits).sum(dim=3)  # [S, P, G, xb]
+    nw = bit_planes(w, wbits).sum(dim=1)  # [N, wb]
+    nx_n = nx.repeat_interleave(ng, dim=2)  # [S, P, N, xb]
+    return nx_n[:, :, :, None, :] + nw[None, None, :, :, None]
+
+
+def term_groups(spec: MvmNoise) -> list[tuple[np.ndarray, int, float, float, float]]:
+    """Partial-product terms that can share one binomial draw: (mask [wbits, xbits], weight, e_0, e_1, e_2).
 
     Terms (b, c) with the same signed weight s(b, c) 2^(b+c) and the same rates
     add Binom(n1, p) + Binom(n2, p) = Binom(n1 + n2, p): drawing once per group
     is exact and needs about a third of the draws (22 instead of 64 for 8 x 8 bits).
     """
     t = term_weights(spec.wbits, spec.xbits, spec.xsigned)
-    e0 = spec.rates[:, 0].reshape(t.shape)
-    e1 = spec.rates[:, 1].reshape(t.shape)
-    keys = sorted({(int(t[i]), float(e0[i]), float(e1[i])) for i in np.ndindex(t.shape)})
-    return [((t == tw) & (e0 == a) & (e1 == b), tw, a, b) for tw, a, b in keys if a > 0 or b > 0]
+    e = [spec.rates[:, k].reshape(t.shape) for k in range(3)]
+    keys = sorted({(int(t[i]), float(e[0][i]), float(e[1][i]), float(e[2][i])) for i in np.ndindex(t.shape)})
+    return [
+        ((t == tw) & (e[0] == a) & (e[1] == b) & (e[2] == c), tw, a, b, c)
+        for tw, a, b, c in keys
+        if a > 0 or b > 0 or c > 0
+    ]
 
 
 def sample_error(
     x: torch.Tensor, w: torch.Tensor, spec: MvmNoise, gen: torch.Generator, mode: str = "binomial"
 ) -> torch.Tensor:
-    """One draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups]."""
+    """One draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups].
+
+    Rows with k = w_b + x_c operand bits at 1 flip with e_k; where e_0 = e_1 in every group (rates that depend
+    only on the product), the zero products are drawn as one binomial.
+    """
     ones = ones_counts(x, w, spec.wbits, spec.xbits, spec.groups)
     groups = term_groups(spec)
     if not groups:
@@ -202,17 +220,30 @@ def sample_error(
     ones_g = ones.reshape(*ones.shape[:3], -1) @ member  # [S, P, N, G]: ones summed over each group's terms
     zeros_g = member.sum(0) * spec.rows - ones_g
     tw = torch.tensor([g[1] for g in groups], dtype=torch.float64)
-    e0 = torch.tensor([g[2] for g in groups], dtype=torch.float32)
-    e1 = torch.tensor([g[3] for g in groups], dtype=torch.float32)
+    e0, e1, e2 = (torch.tensor([g[k] for g in groups], dtype=torch.float32) for k in (2, 3, 4))
+    split = bool((e0 != e1).any())
+    if split:  # rows with exactly one operand bit at 1, per group
+        one_op = operand_ones(x, w, spec.wbits, spec.xbits, spec.groups) - 2 * ones
+        one_g = one_op.reshape(*one_op.shape[:3], -1) @ member
     if mode == "normal":
-        z, o, p0, p1 = zeros_g.double(), ones_g.double(), e0.double(), e1.double()
-        mean = (tw * (z * p0 - o * p1)).sum(-1)
-        var = (tw * tw * (z * p0 * (1 - p0) + o * p1 * (1 - p1))).sum(-1)
+        z, o, p0, p2 = zeros_g.double(), ones_g.double(), e0.double(), e2.double()
+        if split:
+            m1, p1 = one_g.double(), e1.double()
+            z = z - m1
+            mean = (tw * (z * p0 + m1 * p1 - o * p2)).sum(-1)
+            var = (tw * tw * (z * p0 * (1 - p0) + m1 * p1 * (1 - p1) + o * p2 * (1 - p2))).sum(-1)
+        else:
+            mean = (tw * (z * p0 - o * p2)).sum(-1)
+            var = (tw * tw * (z * p0 * (1 - p0) + o * p2 * (1 - p2))).sum(-1)
         return mean + var.sqrt() * torch.randn(mean.shape, generator=gen, dtype=torch.float64)
     if mode != "binomial":
         raise ValueError(f"unknown noise mode {mode}")
-    delta = torch.binomial(zeros_g, e0.expand_as(zeros_g).contiguous(), generator=gen)
-    delta -= torch.binomial(ones_g, e1.expand_as(ones_g).contiguous(), generator=gen)
+    if split:
+        delta = torch.binomial(zeros_g - one_g, e0.expand_as(zeros_g).contiguous(), generator=gen)
+        delta += torch.binomial(one_g, e1.expand_as(one_g).contiguous(), generator=gen)
+    else:
+        delta = torch.binomial(zeros_g, e0.expand_as(zeros_g).contiguous(), generator=gen)
+    delta -= torch.binomial(ones_g, e2.expand_as(ones_g).contiguous(), generator=gen)
     return (delta.double() * tw).sum(-1)
 
 

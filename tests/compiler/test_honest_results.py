@@ -275,7 +275,7 @@ def test_validation_counts(tmp_path: Path) -> None:
     assert res.rc == 0 and "accuracy (logits argmax vs labels): 0.9750" in res.out
 
 
-@pytest.mark.parametrize("flag", [["--gate-error", "1e-3"], ["--error-model", "near_term"]])
+@pytest.mark.parametrize("flag", [["--gate-error", "1e-3"], ["--error-model", "near_term_flat"]])
 @pytest.mark.parametrize("ecc", [[], ["--ecc", "dup"]])
 def test_fault_rates_without_ecc_auto_are_errors(tmp_path: Path, flag: list[str], ecc: list[str]) -> None:
     d = DIGITS["mlp"]

@@ -113,13 +113,13 @@ def test_cli_bad_error_model(cli, tmp_path: Path) -> None:
         ("[gates]\nand = 1.5\n", "gates.and: a probability must be between 0 and 1, got 1.5"),
         ("[gates]\nmaj5 = nan\n", "gates.maj5: a probability must be between 0 and 1, got nan"),
         ("[gates]\ndefault = inf\n", "gates.default: a probability must be between 0 and 1, got inf"),
-        ("[gates]\nand = { q = 0.1, r = 1 }\n", "gates.and: unknown key(s) q, r (use p, p01, p10)"),
-        ('[gates]\nand = "high"\n', "gates.and must be a number or a table with p, p01, p10"),
+        ("[gates]\nand = { q = 0.1, r = 1 }\n", "gates.and: unknown key(s) q, r (use p, p01, p10, by_ones)"),
+        ('[gates]\nand = "high"\n', "gates.and must be a number or a table with p, p01, p10, by_ones"),
         ("[read]\np10 = [1]\n", "read.p10 must be a number"),
         ("read = true\n", "read must be a number or a table with p, p01, p10"),
         ("[write]\np01 = 2\n", "write.p01: a probability must be between 0 and 1, got 2.0"),
         ("tree = 2\n", "tree: a probability must be between 0 and 1, got 2.0"),
-        ("[wires]\n[gates]\nxor = 1\n", "unknown section(s) wires (expected gates, write, read, tree)"),
+        ("[wires]\n[gates]\nxor = 1\n", "unknown section(s) wires (expected gates, write, read, tree, device)"),
         (
             "[gates]\nxor = 1\n[write]\np = 2\n",
             "gates.xor: not a gate (gates are not, copy, and, nand, or, nor, maj3, min3, maj5, min5)",
@@ -156,7 +156,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
         load_error_model(str(tmp_path / "absent.toml"))
     assert ei.value.message == (
         f"cannot read error model {tmp_path / 'absent.toml'}: No such file or directory "
-        "(or a preset: early, near_term, projected)"
+        "(or a preset: early, early_flat, near_term, near_term_flat, projected, projected_flat)"
     )
     (tmp_path / "latin1.toml").write_bytes(b'name = "\xe9"\n')
     with pytest.raises(UserError, match=r"error model .*latin1.toml is not UTF-8 text"):

@@ -14,7 +14,7 @@ from cramc.errmodel import FaultModel
 from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
 from cramc.sim.interp import run
-from cramc.train.noise import MvmNoise, ones_counts, term_weights
+from cramc.train.noise import MvmNoise, state_counts, term_weights
 
 
 def one_mvm_model(path: Path, w: np.ndarray) -> None:
@@ -78,17 +78,15 @@ def model_samples(x: np.ndarray, w: np.ndarray, spec: MvmNoise, samples: int, se
 
 def kappa4(x: np.ndarray, w: np.ndarray, spec: MvmNoise) -> np.ndarray:
     """Fourth cumulant of the model's error per output (cumulants of independent terms add)."""
-    ones = ones_counts(x.reshape(1, 1, -1), w.T, spec.wbits, spec.xbits)[0, 0].astype(np.float64)
-    zeros = spec.rows - ones
-    e0 = spec.rates[:, 0].reshape(spec.wbits, spec.xbits)
-    e1 = spec.rates[:, 1].reshape(spec.wbits, spec.xbits)
+    n = state_counts(x.reshape(1, 1, -1), w.T, spec)[0, 0].astype(np.float64)  # [N, wb, xb, 3]
+    e = spec.rates.reshape(spec.wbits, spec.xbits, 3)
     t4 = term_weights(spec.wbits, spec.xbits, spec.xsigned).astype(np.float64) ** 4
 
     def k4(n: np.ndarray, p: np.ndarray) -> np.ndarray:
         q = p * (1 - p)
         return n * q * (1 - 6 * q)
 
-    return (t4 * (k4(zeros, e0) + k4(ones, e1))).sum(axis=(-2, -1))
+    return (t4 * k4(n, e).sum(-1)).sum(axis=(-2, -1))
 
 
 def ks_2samp(a: np.ndarray, b: np.ndarray) -> float:

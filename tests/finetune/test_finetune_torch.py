@@ -84,14 +84,14 @@ def test_torch_normal_injection_has_the_exact_moments() -> None:
 
 
 def test_term_groups_partition_the_terms() -> None:
-    rates = np.random.default_rng(0).choice([0.0, 0.01, 0.02], size=(64, 2))
+    rates = np.random.default_rng(0).choice([0.0, 0.01, 0.02], size=(64, 3))
     spec = MvmNoise(8, 8, False, 10, rates)
     seen = np.zeros((8, 8), dtype=int)
     t = term_weights(8, 8, False)
-    for mask, weight, e0, e1 in qat.term_groups(spec):
+    for mask, weight, *es in qat.term_groups(spec):
         seen += mask
         assert np.all(t[mask] == weight)
-        assert np.all(rates[mask.reshape(-1), 0] == e0) and np.all(rates[mask.reshape(-1), 1] == e1)
+        assert all(np.all(rates[mask.reshape(-1), k] == es[k]) for k in range(3))
     zero = (rates == 0).all(axis=1).reshape(8, 8)
     assert np.array_equal(seen, (~zero).astype(int))
 

@@ -12,7 +12,7 @@ tests/golden/programs/ holds
 - ``runs/<run>.json``: for each run in RUNS, `cramc run`'s REPORT.json without its wall-clock
   ("wall_s") and path ("program") fields, plus the SHA-256, dtype and shape of every array of its
   --output file.  The shipped models run on their first SUBSET[model] test images with their
-  labels, fault free, with ``--gate-error 1e-3 --seed 1`` and with ``--error-model near_term
+  labels, fault free, with ``--gate-error 1e-3 --seed 1`` and with ``--error-model near_term_flat
   --seed 2``; the compile variants run on SMALL (CRAM-only: TINY) images with ``--gate-error 1e-3
   --seed 1`` (faults are what the protections act on); every isa/examples/*.cram program runs on its embedded
   validation vectors in the same three settings as the models.
@@ -85,7 +85,7 @@ COMPILES: dict[str, tuple[str, list[str]]] = {
     "digits_cnn-ecc_vote_dup_sig": ("digits_cnn", ["--ecc", "vote:sig>=10;dup:sig>=6"]),
     "digits_mlp-ecc_vote_sig8": ("digits_mlp", ["--ecc", "vote:sig>=8"]),
     "digits_mlp-ecc_auto": ("digits_mlp", ["--ecc", "auto", "--gate-error", "1e-3"]),
-    "digits_mlp-ecc_auto_near_term": ("digits_mlp", ["--ecc", "auto", "--error-model", "near_term"]),
+    "digits_mlp-ecc_auto_near_term": ("digits_mlp", ["--ecc", "auto", "--error-model", "near_term_flat"]),
     "digits_mlp-small_chip": ("digits_mlp", ["--arrays", "16", "--rows", "64", "--cols", "64"]),
     "digits_cnn-small_chip": ("digits_cnn", ["--arrays", "16", "--rows", "64", "--cols", "64", "--accs", "16"]),
     "digits_mlp-w4": ("digits_mlp", ["--weight-bits", "4"]),
@@ -98,7 +98,7 @@ COMPILES: dict[str, tuple[str, list[str]]] = {
 SETTINGS: dict[str, list[str]] = {
     "clean": [],
     "gate1e-3": ["--gate-error", "1e-3", "--seed", "1"],
-    "near_term": ["--error-model", "near_term", "--seed", "2"],
+    "near_term": ["--error-model", "near_term_flat", "--seed", "2"],
 }
 
 

@@ -108,7 +108,7 @@ IR_CHAINS: dict[str, IrChain] = {
     "auto_ecc_near_term_qdq_conv": IrChain(
         "qdq_conv",
         lambda log: [
-            AutoEcc(load_error_model("near_term").with_gate_error(3e-3), 0.1, _calibration((1, 4, 5, 5)), log=log),
+            AutoEcc(load_error_model("near_term_flat").with_gate_error(3e-3), 0.1, _calibration((1, 4, 5, 5)), log=log),
             TileMvm(8, 32, 64),
             Allocate(32, 64),
             Schedule(16),

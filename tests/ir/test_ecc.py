@@ -93,8 +93,8 @@ def test_error_rates_have_the_documented_closed_forms(p: float) -> None:
     maj = 3 * p * p - 2 * p**3
     want = {"none": p, "vote": maj, "dup": p * p, "tmr": (1 - maj) * p + maj * (1 - p)}
     for s in SCHEMES:
-        e0, e1 = pp_error_rates(fm, s.code)
-        assert e0 == pytest.approx(want[s.name], rel=1e-12) and e1 == pytest.approx(want[s.name], rel=1e-12), s.name
+        rates = pp_error_rates(fm, s.code)
+        assert len(rates) == 3 and all(e == pytest.approx(want[s.name], rel=1e-12) for e in rates), s.name
     (dup, rec), *others = ecc.recomputing()
     assert dup is DUP and not others
     assert rec.sensed == 2 and rec.expected(1000.0, fm) == pytest.approx(1000 * 2 * p * (1 - p), rel=1e-12)
@@ -103,8 +103,32 @@ def test_error_rates_have_the_documented_closed_forms(p: float) -> None:
 def test_read_faults_enter_every_scheme() -> None:
     fm = FaultModel({}, read=Rate(0.01, 0.02))  # gates exact: only reads fail
     for s in SCHEMES:
-        e0, e1 = pp_error_rates(fm, s.code)
-        assert e0 > 0 and e1 > 0, s.name
+        assert all(e > 0 for e in pp_error_rates(fm, s.code)), s.name
+
+
+def test_input_dependent_gate_rates_enter_every_scheme_by_operand_state() -> None:
+    """With by_ones gates, a partial product's error depends on its operand bits k = w_b + x_c, in closed form."""
+    a = (1e-7, 2e-3, 1e-4)  # AND wrong with 0, 1, 2 inputs at 1
+    m = (1e-6, 5e-2, 4e-2, 3e-5)  # MAJ3 wrong with 0..3 inputs at 1
+    fm = FaultModel({"and": Rate(by_ones=a), "maj3": Rate(by_ones=m)})
+    assert pp_error_rates(fm, NONE.code) == pytest.approx(a, rel=1e-12)
+    assert pp_error_rates(fm, VOTE.code) == pytest.approx([3 * e * e - 2 * e**3 for e in a], rel=1e-12)
+    assert pp_error_rates(fm, DUP.code) == pytest.approx([e * e for e in a], rel=1e-12)  # exact reads
+    for k, e in enumerate(a):
+        ones = [3 - j if k == 2 else j for j in range(4)]  # voter inputs at 1 with j copies wrong
+        pj = [math.comb(3, j) * e**j * (1 - e) ** (3 - j) for j in range(4)]
+        want = sum(pj[j] * (m[ones[j]] if j < 2 else 1 - m[ones[j]]) for j in range(4))
+        assert pp_error_rates(fm, TMR.code)[k] == pytest.approx(want, rel=1e-12), k
+    # a TMR voter whose three copies agree (k = 0 product 0: all inputs 0) fails at its unanimous rate m[0]
+    assert pp_error_rates(FaultModel({"maj3": Rate(by_ones=m)}), TMR.code) == pytest.approx((m[0], m[0], m[3]))
+
+
+def test_dup_recompute_depends_on_the_operand_state() -> None:
+    r01, r10 = 0.01, 0.02
+    fm = FaultModel({"and": Rate(0.1, 0.1)}, read=Rate(r01, r10))
+    e = pp_error_rates(fm, NONE.code)
+    rec = (r01 * r01, r01 * (1 - r10), 1 - (1 - r10) ** 2)  # both 0s misread; the 0 misread; either 1 misread
+    assert pp_error_rates(fm, DUP.code) == pytest.approx([e[k] ** 2 + 2 * e[k] * (1 - e[k]) * rec[k] for k in range(3)])
 
 
 # ----------------------------------------------------------------------------- a new scheme
@@ -118,13 +142,16 @@ def _lower_maj5(s: Scheme, t: Term) -> list[ast.Stmt]:
 
 
 def _rates_maj5(fm: FaultModel) -> Rates:
-    g, m = fm.gate("and"), fm.gate("maj5")
+    m = fm.gate("maj5")  # output-conditioned (p01, p10): this test's models have no by_ones
 
     def wrong3of5(e: float) -> float:
         return sum(math.comb(5, k) * e**k * (1 - e) ** (5 - k) for k in range(3, 6))
 
-    q0, q1 = wrong3of5(g.p01), wrong3of5(g.p10)
-    return (1 - q0) * m.p01 + q0 * (1 - m.p10), (1 - q1) * m.p10 + q1 * (1 - m.p01)
+    def voted(k: int) -> float:
+        q = wrong3of5(fm.gate_wrong("and", k))
+        return (1 - q) * m.p10 + q * (1 - m.p01) if k == 2 else (1 - q) * m.p01 + q * (1 - m.p10)
+
+    return voted(0), voted(1), voted(2)
 
 
 MAJ5 = Scheme("maj5", 4, 5, ("tadd", "tsub"), _lower_maj5, _rates_maj5)
