@@ -128,6 +128,19 @@ def _fault_model(args: argparse.Namespace):  # noqa: ANN202 - FaultModel, import
     return fm
 
 
+def _tech(path: str | None, faults):  # noqa: ANN001, ANN202 - FaultModel, Tech: imported lazily
+    """The cost model's technology (defaults merged with --tech), its CRAM gate energy and latency taken from
+    the error model's [device] section when it has one (cramc.errmodel.device.cost_overrides)."""
+    from cramc.cost.params import Tech
+
+    tech = Tech.load(path)
+    if faults is not None and faults.device is not None:
+        from cramc.errmodel.device import cost_overrides
+
+        tech = tech.with_overrides(cost_overrides(faults.device, tech.name))
+    return tech
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from cramc.sim.interp import run
     from cramc.sim.layout import program_inputs, user_outputs
@@ -204,10 +217,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cost = None
     if args.report or args.tech:
         from cramc.cost.model import dynamic_estimate
-        from cramc.cost.params import Tech
         from cramc.cost.report import one_line
 
-        est = dynamic_estimate(result.counts, result.samples, linked, Tech.load(args.tech))
+        est = dynamic_estimate(result.counts, result.samples, linked, _tech(args.tech, faults))
         lines.append(one_line(est))
         cost = est.as_dict()
     if args.report:
@@ -238,12 +250,16 @@ def _validation_notes(linked, outputs: dict[str, np.ndarray], extra: dict[str, o
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from cramc.cost.model import static_estimate
-    from cramc.cost.params import Tech
     from cramc.cost.report import format_stats
+    from cramc.errmodel import load_error_model
 
-    check_outputs([("--json", args.json)], [("the program", args.program), ("--tech", args.tech)])
+    check_outputs(
+        [("--json", args.json)],
+        [("the program", args.program), ("--tech", args.tech), ("--error-model", args.error_model)],
+    )
+    faults = load_error_model(args.error_model) if args.error_model else None
     linked = verify(parse_file(args.program))
-    est = static_estimate(linked, Tech.load(args.tech))
+    est = static_estimate(linked, _tech(args.tech, faults))
     print(format_stats(est, args.program))
     if args.json:
         write_json(args.json, {"program": args.program, **est.as_dict()})
@@ -431,6 +447,18 @@ def _trace(linked, faults, args: argparse.Namespace) -> int:  # noqa: ANN001 - L
     return 0 if not faults.fault_free else 1
 
 
+def _cmd_errmodel_show(args: argparse.Namespace) -> int:
+    from cramc.errmodel import load_error_model
+    from cramc.errmodel.show import format_model, model_table
+
+    check_outputs([("--json", args.json)], [("the error model", args.model)])
+    fm = load_error_model(args.model)
+    print(format_model(fm, args.model), end="")
+    if args.json:
+        write_json(args.json, model_table(fm, args.model))
+    return 0
+
+
 def _cmd_isa_doc(args: argparse.Namespace) -> int:
     from cramc.isa.docgen import render_isa_reference
 
@@ -515,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--error-model",
         help="FILE.toml with per-gate, write and read fault rates, or a shipped "
-        "preset: early, near_term, projected (docs/error-model.md)",
+        "preset: early, near_term, projected (docs/error-model.md); a [device] section also sets the gate "
+        "energy and latency of the report",
     )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--report", help="write REPORT.json with counts, faults and results")
@@ -538,6 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="static latency, energy and area of a program, per layer and in total")
     s.add_argument("program")
     s.add_argument("--tech", help="FILE.toml: technology parameters merged over the defaults (docs/cost-model.md)")
+    s.add_argument(
+        "--error-model",
+        help="FILE.toml or preset: with a [device] section, CRAM gate energy and latency come from it "
+        "(docs/cost-model.md)",
+    )
     s.add_argument("--json", help="write the estimate to OUT.json")
     s.set_defaults(fn=_cmd_stats)
 
@@ -616,6 +650,17 @@ def build_parser() -> argparse.ArgumentParser:
         "with its exact mean and variance (an approximation)",
     )
     t.set_defaults(fn=_cmd_finetune)
+
+    e = sub.add_parser("errmodel", help="inspect error models (docs/error-model.md)")
+    esub = e.add_subparsers(dest="errmodel_command", required=True)
+    es = esub.add_parser(
+        "show",
+        help="print an error model's gate error per number of inputs at 1 (and its [device] parameters, "
+        "operating voltage, energy and latency per gate)",
+    )
+    es.add_argument("model", help="FILE.toml or a preset name (early, near_term, projected)")
+    es.add_argument("--json", help="also write the tables to OUT.json")
+    es.set_defaults(fn=_cmd_errmodel_show)
 
     d = sub.add_parser("isa-doc", help="print the ISA reference (docs/isa.md), generated from the opcode table")
     d.add_argument("-o", "--output", help="write it to FILE instead of standard output")

@@ -88,7 +88,7 @@ class VariantBuilder:
         self._frontends: dict[str, Frontend] = {}
         self._variants: dict[tuple[str, str], Variant] = {}
         self.specs: dict[tuple[str, float], str] = {}  # (protection, rate) -> explicit spec
-        self.tech = _load_tech(o.tech)
+        self.tech = _load_tech(o.tech, o.error_model)
 
     def frontend(self, model: str) -> Frontend:
         from cramc.frontend.pipeline import run_frontend
@@ -137,12 +137,21 @@ class VariantBuilder:
         return v
 
 
-def _load_tech(path: str | None) -> Any:
-    """The cost model's technology parameters, or None where cramc has no cost model."""
+def _load_tech(path: str | None, error_model: str | None = None) -> Any:
+    """The cost model's technology parameters, or None where cramc has no cost model.  With a base error model
+    that has a [device] section, its CRAM gate energy and latency replace the file's (as in cramc run)."""
     try:
         from cramc.cost.params import Tech
     except ImportError:
         if path:
             raise UserError("--tech: this cramc has no cost model") from None
         return None
-    return Tech.load(path)
+    tech = Tech.load(path)
+    if error_model:
+        from cramc.errmodel import load_error_model
+        from cramc.errmodel.device import cost_overrides
+
+        params = load_error_model(error_model).device
+        if params is not None:
+            tech = tech.with_overrides(cost_overrides(params, tech.name))
+    return tech
