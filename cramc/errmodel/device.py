@@ -33,8 +33,8 @@ from typing import Literal
 
 import numpy as np
 
-from cramc.errors import UserError
-from cramc.isa.opcodes import OPCODES, Unit
+from cramc.errors import InternalError, UserError
+from cramc.isa.opcodes import OPCODES, Opcode, Unit
 
 SwitchingModel = Literal["combined", "thermal", "precessional"]
 VoltageRule = Literal["minimax", "mid"]
@@ -126,25 +126,35 @@ class GateCircuit:
         return 1 - self.preset if ones <= self.threshold else self.preset
 
 
-#: Every CRAM gate of the ISA as a preset + threshold circuit.  Preset-0 gates
-#: switch P -> AP (to 1) and invert; preset-1 gates switch AP -> P (to 0).  This
-#: is the construction of [Zabihi19] and of the reprogrammable MTJ gates of
-#: [M14, Tables 4.1-4.2]; tests check each against the opcode table's logic.
-CIRCUITS: dict[str, GateCircuit] = {
-    c.name: c
-    for c in (
-        GateCircuit("not", 1, 0, 0),
-        GateCircuit("copy", 1, 1, 0),
-        GateCircuit("and", 2, 1, 1),
-        GateCircuit("nand", 2, 0, 1),
-        GateCircuit("or", 2, 1, 0),
-        GateCircuit("nor", 2, 0, 0),
-        GateCircuit("maj3", 3, 1, 1),
-        GateCircuit("min3", 3, 0, 1),
-        GateCircuit("maj5", 5, 1, 2),
-        GateCircuit("min5", 5, 0, 2),
-    )
-}
+def circuit_of(op: Opcode) -> GateCircuit:
+    """The preset + threshold circuit that realises gate `op`, read off its truth table in the opcode table.
+
+    A CRAM gate's inputs are alike, so its output can depend only on how many of
+    them are 1; the current falls as inputs go to the high-resistance state 1,
+    so the output keeps its preset above a threshold count and switches at or
+    below it.  Hence preset = the output with every input at 1 and k_th = the
+    largest count whose output differs.  A gate in the table whose logic is not
+    such a threshold function cannot be built this way (InternalError).
+    """
+    n = len(op.operands) - 1  # dst, then the inputs
+    assert op.logic is not None
+    # the truth table per input count: the first k inputs at 1, on one-bit words
+    outs = [
+        int(op.logic(*(np.array([1 if i < k else 0], dtype=np.uint8) for i in range(n)))[0] & 1) for k in range(n + 1)
+    ]
+    preset = outs[n]
+    flipped = [k for k in range(n + 1) if outs[k] != preset]
+    threshold = max(flipped) if flipped else -1
+    if flipped != list(range(threshold + 1)):
+        raise InternalError(f"gate {op.mnemonic}: outputs by input count {outs} are not a threshold function")
+    return GateCircuit(op.mnemonic, n, preset, threshold)
+
+
+#: Every CRAM gate of the ISA as a preset + threshold circuit, derived from the opcode table: preset-0
+#: gates switch P -> AP (to 1) and invert; preset-1 gates switch AP -> P (to 0).  This is the
+#: construction of [Zabihi19] and of the reprogrammable MTJ gates of [M14, Tables 4.1-4.2]; a new gate
+#: in the table gets its circuit here without an edit.
+CIRCUITS: dict[str, GateCircuit] = {op.mnemonic: circuit_of(op) for op in OPCODES.values() if op.unit is Unit.GATE}
 
 
 def gate_circuit(gate: str) -> GateCircuit:
