@@ -6,7 +6,9 @@ header keys, defaults and limits from the verifier, element types from
 `data.DTYPES`, gate truth tables by evaluating each gate's logic.  The prose
 here only explains what those tables mean, keyed by the enums of the table so
 that a new unit, operand kind or attribute kind without an explanation fails
-loudly instead of going undocumented.
+loudly instead of going undocumented.  What each instruction counts is rendered
+from the counting rules (cramc.isa.counting), the ones the simulator and the
+cost model count by.
 
 `cramc isa-doc -o docs/isa.md` rewrites the file; tests/test_isa_doc.py fails
 when the file and `render_isa_reference()` differ.
@@ -18,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cramc.isa import counting, parser, verifier
 from cramc.isa import data as tdata
-from cramc.isa import parser, verifier
 from cramc.isa.opcodes import OPCODES, Access, AKind, Attr, Kind, Opcode, Operand, Shape, Unit
 
 #: How each operand kind is written.
@@ -58,13 +60,18 @@ ATTR_SYNTAX: dict[AKind, str] = {
 
 @dataclass(frozen=True)
 class UnitDoc:
-    """What a unit is, what the simulator counts for it (REPORT.json keys) and which faults apply."""
+    """What a unit is, remarks on what it counts, and which faults apply.
+
+    What an instruction counts is not written here: it is rendered from the unit's
+    counting rule (cramc.isa.counting.RULES), the rule the simulator and the cost
+    model count by; `counts` and `counts_cell` only add remarks to it.
+    """
 
     title: str
     about: str
-    counts: str
+    counts: str  # a remark after the rule's text in the unit's section ("" for none)
     faults: str
-    counts_cell: str  # the same, short, for each opcode's row ({mn} = the mnemonic)
+    counts_cell: str  # a remark after the rule's text in each opcode's row
     faults_cell: str
 
 
@@ -76,44 +83,44 @@ UNIT_DOC: dict[Unit, UnitDoc] = {
         "array of the set computes at once. The destination may be one of the inputs (the inputs are read "
         "before the output is written). **Each gate includes the preset write of its output cell and is "
         "counted as such**: one gate evaluation is one preset write plus one switching pulse.",
-        "`gate_evals` (reported again as `preset_writes`): active rows x arrays, per sample",
+        "`gate_evals` is reported again as `preset_writes`",
         "`[gates] <mnemonic>` (or `default`) in the error model: each output bit flips 0->1 with p01 and "
         "1->0 with p10, judged on its correct value; counted in `faults.gate`",
-        "`gate_evals` += active rows x arrays (one preset write + one pulse each)",
+        "one preset write + one pulse each",
         "`[gates] {mn}`: p01 / p10 on each dst bit",
     ),
     Unit.WRITE: UnitDoc(
         "Writes through the periphery",
         "Host data written into array columns through the normal memory path.",
-        "`writes`: bits written (active rows x arrays x columns), per sample",
+        "a write is one bit stored in one cell",
         "`[write]`: each written bit is stored flipped with p01 / p10; counted in `faults.write`",
-        "`writes` += bits written",
+        "",
         "`[write]`: p01 / p10 on each stored bit",
     ),
     Unit.READ: UnitDoc(
         "Reads through the periphery",
         "Columns sensed and handed to the CMOS side as integers.",
-        "`reads`: bits sensed (active rows x arrays x columns), per sample",
+        "a read is one bit sensed",
         "`[read]`: each sensed bit is misread with p01 / p10, the cell keeps its value; counted in `faults.read`",
-        "`reads` += bits sensed",
+        "",
         "`[read]`: p01 / p10 on each sensed bit",
     ),
     Unit.TREE: UnitDoc(
         "Adder tree (CMOS, beside each array)",
         "Counts the ones of a sensed column over the active rows of each array and adds the count, shifted, "
         "into an exact int64 accumulator: the accumulation of an MVM without sequential MRAM writes.",
-        "`reduces`: one per array, per sample; `tree_sensed_bits`: active rows x arrays, per sample",
+        "rows recomputed: the active rows where the two copies of a duplicate-and-compare op differ",
         "`[read]` on every sensed bit (counted in `faults.read`); `tree`: each of the bit_length(active rows) "
         "low bits of the count flips with that probability (counted in `faults.tree`); exact by default",
-        "`reduces` += arrays; `tree_sensed_bits` += active rows x arrays",
+        "",
         "`[read]` on each sensed bit; `tree` on each bit of the count",
     ),
     Unit.ACC: UnitDoc(
         "Accumulator file (CMOS, beside each array)",
         "The int64 accumulator slots of each array.",
-        "the instruction counts only",
+        "",
         "none: exact",
-        "-",
+        "",
         "none",
     ),
     Unit.CMOS: UnitDoc(
@@ -121,16 +128,16 @@ UNIT_DOC: dict[Unit, UnitDoc] = {
         "Everything between MVMs: quantisation, activations, pooling, reshapes. Tensors carry one inference "
         "(the simulator adds the sample axis); integer tensors are int64, float tensors float32. The "
         "semantics are the reference implementations in cramc/isa/cmos.py (ONNX semantics where named).",
-        "the instruction counts only (`row_ops` = elements produced)",
+        "",
         "none: exact",
-        "-",
+        "",
         "none",
     ),
     Unit.CONTROL: UnitDoc(
         "Control",
         "Micro-program calls. The verifier inlines every call when it links the program, so a call costs "
         "nothing by itself: its body's instructions are counted.",
-        "nothing (the body is counted)",
+        "nothing: the body's instructions count",
         "none (the body's apply)",
         "the body's",
         "the body's",
@@ -146,6 +153,46 @@ def _check_complete() -> None:
     )
     if missing:
         raise AssertionError("cramc.isa.docgen has no documentation for " + ", ".join(missing))
+
+
+def _factor_text(f: counting.Factor, op: Opcode | None) -> str:
+    """How a factor of a counting rule reads, for one opcode (its own values filled in) or for its unit."""
+    if op is not None and op.tree is not None and f is counting.Factor.COPIES:
+        return str(op.tree.copies)
+    if op is not None and f in (counting.Factor.RECOMPUTE_SENSED, counting.Factor.RECOMPUTED):
+        if op.tree is None or not op.tree.recompute:
+            return "0"  # nothing to recompute
+        if f is counting.Factor.RECOMPUTE_SENSED:
+            return str(len(op.tree.recompute))
+    if op is not None and f is counting.Factor.COLUMNS:
+        span = next((o.span for o in op.operands if o.span is not None), None)
+        if span is None:
+            return "1"
+        parts = [f"`{span.bits}`"]
+        if span.fields:
+            parts.append(f"`{span.fields}` (at least 1)")
+        if span.fields_of:
+            parts.append(f"the fields of `{span.fields_of}`")
+        return " x ".join(parts)
+    return f.value + (" (measured)" if f in counting.MEASURED else "")
+
+
+def _counts_text(unit: Unit, op: Opcode | None, remark: str) -> str:
+    """What an instruction counts, rendered from its unit's counting rule: `counter` += factor x ..."""
+    parts = []
+    for e in counting.RULES[unit].events:
+        factors = [_factor_text(f, op) for f in e.factors]
+        if "0" in factors:
+            continue  # this opcode never adds to it (e.g. a plain tree op: no recompute)
+        product = " x ".join(t for t in factors if t != "1") or "1"
+        key = counting.COUNTERS[e.counter]
+        if op is not None:
+            key = key.replace("<mnemonic>", op.mnemonic)
+        parts.append(f"`{key}` += {product}")
+    text = "; ".join(parts)
+    if remark:
+        text = f"{text} ({remark})" if text else remark
+    return text
 
 
 def _cell(text: str) -> str:
@@ -328,8 +375,8 @@ def _unit_section(unit: Unit, ops: list[Opcode]) -> list[str]:
         "",
         doc.about,
         "",
-        f"- **Counts:** {doc.counts}; every instruction also adds to `opcodes.<mnemonic>` "
-        "(`instructions`: executions x samples; `row_ops`).",
+        f"- **Counts** (each execution, per sample; `opcodes.<mnemonic>.instructions` counts executions x "
+        f"samples): {_counts_text(unit, None, doc.counts)}.",
         f"- **Faults:** {doc.faults}.",
         "",
     ]
@@ -352,7 +399,7 @@ def _unit_section(unit: Unit, ops: list[Opcode]) -> list[str]:
         cells = [f"`{op.mnemonic}`", _syntax(op), operands, attrs, _cell(op.semantics or op.summary)]
         if gate:
             cells.append(f"`{truth_table(op)}`")
-        cells += [doc.counts_cell.format(mn=op.mnemonic), doc.faults_cell.format(mn=op.mnemonic)]
+        cells += [_counts_text(unit, op, doc.counts_cell), doc.faults_cell.format(mn=op.mnemonic)]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     return out

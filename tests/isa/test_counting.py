@@ -243,3 +243,22 @@ def test_a_whole_run_counts_what_the_static_model_counts(fused: bool, monkeypatc
     trees = [op.tree for op in OPCODES.values() if op.tree is not None]
     assert res.counts.reduces == LANES * 3 * len(trees)
     assert res.counts.recomputes == LANES * 3 * (DIFF[1] - DIFF[0]) * sum(1 for t in trees if t.recompute)
+
+
+def test_the_isa_reference_renders_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/isa.md says what each opcode counts from the rule itself: change the rule, the text follows."""
+    from cramc.isa.docgen import render_isa_reference
+
+    text = render_isa_reference()
+    assert (
+        "`opcodes.tvadd.row_ops` += arrays x active rows; `reduces` += arrays; `tree_sensed_bits` += arrays x "
+        "active rows x 3 |" in text
+    )
+    assert "`opcodes.wr.row_ops` += arrays x active rows x `bits` x the fields of `src`" in text
+    changed = dict(RULES)
+    changed[Unit.GATE] = counting.Rule((*RULES[Unit.GATE].events, counting.Event("writes", (Factor.ARRAYS,))))
+    monkeypatch.setattr(counting, "RULES", changed)
+    assert (
+        "`opcodes.and.row_ops` += arrays x active rows; `gate_evals` += arrays x active rows; `writes` += arrays"
+        in (render_isa_reference())
+    )
