@@ -9,6 +9,8 @@ mean energy per evaluation (inputs 1 with probability 1/2) and the latency.
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 from cramc.errmodel import device as dev
@@ -120,3 +122,48 @@ def format_model(fm: FaultModel, label: str) -> str:
             )
         lines += _aligned(["gate", "window (V)", "V", "energy (pJ)", "latency (ns)"], rows, left=1)
     return "\n".join(lines) + "\n"
+
+
+def _mean_wrong(fm: FaultModel, gate: str, p_one: float = 0.5) -> float:
+    """P(gate output wrong) averaged over inputs that are 1 independently with probability `p_one`."""
+    n = gate_inputs(gate)
+    return sum(math.comb(n, k) * p_one**k * (1 - p_one) ** (n - k) * fm.gate_wrong(gate, k) for k in range(n + 1))
+
+
+def preset_markdown(presets: tuple[str, ...] = ("early", "near_term", "projected")) -> str:
+    """The presets' tables of docs/error-model.md: device parameters, and per gate the old output-conditioned rate
+    (NAME_flat) against the derived by_ones table.  ``python -m cramc.errmodel.show`` prints them."""
+    from cramc.errmodel.model import load_preset
+
+    models = {n: load_preset(n) for n in presets}
+    out = ["| parameter | " + " | ".join(f"`{n}`" for n in presets) + " |", "|---" * (1 + len(presets)) + "|"]
+    first = next(iter(models.values())).device
+    assert first is not None
+    for k in device_dict(first):
+        vals = []
+        for n in presets:
+            v = device_dict(models[n].device)[k]  # type: ignore[arg-type]
+            vals.append(f"{v:g}" if isinstance(v, float) else str(v))
+        unit = DEVICE_UNITS[k]
+        out.append(f"| `{k}`{f' ({unit})' if unit else ''} | " + " | ".join(vals) + " |")
+    for n, fm in models.items():
+        flat = load_preset(f"{n}_flat")
+        out += [
+            "",
+            f"`{n}` (old: `{n}_flat`):",
+            "",
+            "| gate | old p | new by_ones [p0 .. pn] | new worst | new mean (inputs 1 w.p. 1/2) |",
+            "|---|---|---|---|---|",
+        ]
+        for g in GATE_NAMES:
+            old = flat.gate(g)
+            row = gate_row(fm, g)
+            out.append(
+                f"| `{g}` | {_p(old.pmax)} | [{', '.join(_p(x) for x in row)}] | {_p(max(row))} "
+                f"| {_p(_mean_wrong(fm, g))} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - prints the docs tables
+    sys.stdout.write(preset_markdown())

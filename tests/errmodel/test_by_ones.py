@@ -292,3 +292,16 @@ def test_state_counts_are_the_rows_in_each_operand_state() -> None:
                         want = [int((k == j).sum()) for j in range(3)]
                         want[0] += 9 - 6  # padding rows: zero operands
                         assert list(n[s_, p_, o, b, c]) == want
+
+
+def test_docs_quote_the_generated_preset_tables() -> None:
+    import re
+
+    from cramtest import REPO
+
+    from cramc.errmodel.show import preset_markdown
+
+    text = (REPO / "docs" / "error-model.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- preset-tables:begin -->\n(.*?)<!-- preset-tables:end -->", text, re.S)
+    assert m, "docs/error-model.md lacks the generated preset tables (python -m cramc.errmodel.show)"
+    assert m.group(1) == preset_markdown(), "regenerate with: python -m cramc.errmodel.show"

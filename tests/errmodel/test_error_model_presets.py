@@ -78,9 +78,3 @@ def test_cli_runs_with_a_preset(cli) -> None:
     assert res.rc == 0, res.err
     assert "error model: near term" in res.out
 
-
-def test_the_simulator_refuses_input_dependent_rates_until_it_samples_them(cli) -> None:
-    """A device preset's by_ones gates are not sampled yet: one clear error, not silently ignored rates."""
-    res = cli("run", str(example("full_adder.cram")), "--error-model", "near_term")
-    assert res.rc == 1 and "Traceback" not in res.err
-    assert res.err.startswith("error: input-dependent gate rates are not sampled yet"), res.err
