@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from cramc.errors import UserError
-from cramc.sim.faults import GAP_CAP, FaultStream, Injector, Rate, chunk_step
+from cramc.sim.faults import GAP_CAP, FaultInjector, FaultStream, Injector, Rate, chunk_step
 
 #: Names accepted by --backend (torch:DEVICE picks a torch device, e.g. torch:cuda:1).
 BACKEND_HELP = "numpy (default), torch (its default device: cuda when available), torch:cpu, torch:cuda[:N]"
@@ -165,13 +165,13 @@ class Backend:
         return int(x.sum())
 
     # ---- faults
-    def stream(self, p: float, key: list[int]) -> FaultStream:
+    def stream(self, p: float, key: list[int]) -> FaultStream | RegionSampler:
         """The Bernoulli(p) fault stream of one fault kind and rate, seeded by `key`."""
         return FaultStream(p, np.random.default_rng(key))
 
     def injector(
         self, stream: Any, rate: Rate, rng: np.random.Generator, block: int, active: np.ndarray | None
-    ) -> Callable[[Any], Any]:
+    ) -> FaultInjector:
         """Flips bits of regions of words at `rate` (see cramc.sim.faults.Injector)."""
         return Injector(stream, rate, rng, block, active)
 
@@ -304,7 +304,7 @@ class TorchBackend(Backend):
 
     def injector(
         self, stream: Any, rate: Rate, rng: np.random.Generator, block: int, active: np.ndarray | None
-    ) -> Callable[[Any], Any]:
+    ) -> FaultInjector:
         return RegionInjector(stream, rate, block, None if active is None else self.put(active))
 
 
@@ -369,7 +369,12 @@ class RegionSampler:
 
 
 class RegionInjector:
-    """Flips bits of regions of device words at one rate (the device twin of faults.Injector)."""
+    """Flips bits of regions of device words at one rate (the device twin of faults.Injector).
+
+    An input-dependent gate rate (``by_ones``) is thinned at each candidate by by_ones[k]/pmax, k the
+    number of the gate's inputs at 1 in that row, gathered from `ins` (the input words laid out as the
+    region, [..., block]) at the candidates only.
+    """
 
     def __init__(self, stream: RegionSampler, rate: Rate, block: int, active: Any | None):
         self.stream, self.rate = stream, rate
@@ -377,17 +382,38 @@ class RegionInjector:
         self.pmax = rate.pmax
         self.symmetric = rate.symmetric
         self.step = chunk_step(block, self.pmax)
+        t, dev = stream.t, stream.be.dev
+        self.accept = (
+            None
+            if rate.by_ones is None
+            else t.tensor([p / self.pmax for p in rate.by_ones], dtype=t.float64, device=dev)
+        )
 
     def dense(self, size: int) -> bool:
         """Never: the host's rendered-mask path has no device counterpart (see faults.Injector.dense)."""
         return False
 
-    def __call__(self, flat: Any) -> None:
+    def __call__(self, flat: Any, ins: list[Any] | None = None) -> None:
+        rows = self._rows(ins)
         n = flat.numel()
-        if n > self.step:
-            for s in range(0, n, self.step):
-                self(flat[s : s + self.step])
-            return
+        for s in range(0, n, self.step):  # one chunk at a time: bounded candidate buffers
+            self.flip(flat, [self._chunk(s, min(self.step, n - s), flat, rows)])
+
+    def _rows(self, ins: list[Any] | None) -> list[Any] | None:
+        """The gate's inputs as [-1, block] words, for an input-dependent rate (None otherwise)."""
+        if self.accept is None:
+            return None
+        assert ins is not None, "an input-dependent rate needs the gate's inputs"
+        return [x.reshape(-1, self.block) for x in ins]
+
+    def pick(self, ins: list[Any], size: int) -> list[tuple[int, Any, Any]]:
+        """The faults of an input-dependent rate in a region of `size` words, per chunk: (first word, word
+        index, flip mask).  Reads only the inputs, so a caller may pick before the gate overwrites one and
+        `flip` after; draws what ``__call__`` draws."""
+        rows = self._rows(ins)
+        return [self._chunk(s, min(self.step, size - s), None, rows) for s in range(0, size, self.step)]
+
+    def _chunk(self, s: int, n: int, flat: Any, rows: list[Any] | None) -> tuple[int, Any, Any]:
         st = self.stream
         t = st.t
         pos, inside = st.candidates(64 * n, self.pmax)
@@ -396,16 +422,33 @@ class RegionInjector:
         keep = inside
         if self.active is not None:
             keep = keep & ((self.active[w % self.block] & mk) != 0)
-        if not self.symmetric:
-            one = (flat[w.clamp(max=n - 1)] & mk) != 0
+        if rows is not None:
+            accept = self.accept
+            assert accept is not None
+            wc = w.clamp(max=n - 1) + s
+            r, c = wc // self.block, wc % self.block
+            ones = t.zeros_like(w)
+            for x in rows:
+                ones += (x[r, c] & mk) != 0
+            u = t.rand(pos.shape, dtype=t.float64, device=pos.device, generator=st.gen)
+            keep = keep & (u < accept[ones])
+        elif not self.symmetric:
+            one = (flat[s + w.clamp(max=n - 1)] & mk) != 0
             u = t.rand(pos.shape, dtype=t.float64, device=pos.device, generator=st.gen) * self.pmax
             keep = keep & (u < t.where(one, self.rate.p10, self.rate.p01))
-        mk = t.where(keep, mk, 0)
-        # Same-word successes are distinct bits: their sum is their OR, with no carries.
-        delta = t.zeros(n + 1, dtype=t.int64, device=flat.device)
-        delta.index_add_(0, w, mk)
-        flat.bitwise_xor_(delta[:n])
         st.flipped.add_(keep.sum())
+        return s, w, t.where(keep, mk, 0)
+
+    def flip(self, flat: Any, picked: list[tuple[int, Any, Any]]) -> None:
+        """XOR what `pick` chose into the region."""
+        t = self.stream.t
+        for s, w, mk in picked:
+            n = min(self.step, flat.numel() - s)
+            # Same-word successes are distinct bits: their sum is their OR, with no carries.
+            delta = t.zeros(n + 1, dtype=t.int64, device=flat.device)
+            delta.index_add_(0, w, mk)
+            part = flat[s : s + n]
+            part.bitwise_xor_(delta[:n])
 
 
 _MADE: dict[str, Backend] = {}

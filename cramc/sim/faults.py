@@ -12,6 +12,10 @@ faults are cumulative sums of geometric draws (`FaultStream`), and an operation
 that gets none costs one comparison.  Each candidate is then kept with
 probability p(value)/pmax, where value is the bit's correct value (thinning).
 This is exact: every bit fails independently with the rate for its value.
+An input-dependent gate rate (``by_ones[k]``: the output is wrong with that
+probability when k of the gate's inputs are 1) is thinned the same way, by
+by_ones[k]/pmax with pmax = max(by_ones): k is read from the gate's input
+words at the candidates only, so the cost stays proportional to the faults.
 docs/error-model.md gives the argument in full.
 
 `FaultModel` and `Rate` are re-exported here for the simulator's own modules
@@ -22,11 +26,11 @@ imports them from cramc.errmodel.
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
 import numpy as np
 
 from cramc.errmodel import FaultModel, Rate
-from cramc.errors import UserError
 
 __all__ = [
     "CHUNK_CANDIDATES",
@@ -34,6 +38,7 @@ __all__ = [
     "STREAM_BATCH",
     "WINDOW_SUCCESSES",
     "WINDOW_WORDS",
+    "FaultInjector",
     "FaultModel",
     "FaultStream",
     "Injector",
@@ -227,16 +232,23 @@ class FaultStream:
         self._end = end
 
 
-def check_sampled(rate: Rate) -> None:
-    """Refuse a rate these samplers cannot draw yet: an input-dependent gate rate (``by_ones``), whose flip
-    probability depends on the gate's input pattern rather than on its output bit."""
-    if rate.by_ones is not None:
-        raise UserError(
-            "input-dependent gate rates are not sampled yet: the simulator draws gate faults by the correct "
-            "output (p, p01, p10); this error model gives a gate's rate per number of inputs at 1 (by_ones, or "
-            "derived from its [device] section). Give the gates p/p01/p10 rates (or --gate-error P) to simulate; "
-            "the statistical mode (cramc sweep --mode statistical), --ecc auto and cramc finetune take by_ones"
-        )
+class FaultInjector(Protocol):
+    """What a backend's injector offers (`Injector` on the host, backend.RegionInjector on a torch device)."""
+
+    stream: Any
+    step: int
+
+    def __call__(self, flat: Any, ins: list[Any] | None = None) -> Any:
+        """Flip bits of the region `flat` (a gate's inputs `ins` for an input-dependent rate)."""
+
+    def dense(self, size: int) -> bool:
+        """Whether a region of `size` words takes the rendered-mask path."""
+
+    def pick(self, ins: list[Any], size: int) -> Any:
+        """An input-dependent rate's faults in a region of `size` words, read from the inputs only."""
+
+    def flip(self, flat: Any, picked: Any) -> Any:
+        """Flip what `pick` chose."""
 
 
 def chunk_step(block: int, pmax: float) -> int:
@@ -251,18 +263,27 @@ class Injector:
     A region is a 1-D uint64 array, `block` words per lane and array, in which
     only the bits set in ``active[i % block]`` of word i are trials (all bits
     when `active` is None).  Calling it flips the region in place and returns
-    how many bits flipped; a bit's correct value is its value before the call.
+    how many bits flipped.
+
+    Candidates come from the stream at pmax and are thinned to the rate of
+    each bit: for p01/p10 by the bit's correct value (its value before the
+    call); for an input-dependent gate rate (``by_ones``) by k, the number of
+    the gate's inputs at 1 in that row, read from `ins` at the candidates only
+    (cost O(candidates), never O(words)).  `ins` are the gate's input words
+    laid out as the region is: arrays of shape [..., block] whose C-order
+    flattening matches the region word for word.
     """
 
     def __init__(
         self, stream: FaultStream, rate: Rate, rng: np.random.Generator, block: int, active: np.ndarray | None
     ):
-        check_sampled(rate)
         self.stream, self.rate, self.rng = stream, rate, rng
         self.block, self.active = block, active
         self.pmax = rate.pmax
         self.symmetric = rate.symmetric
         self.step = chunk_step(block, self.pmax)
+        #: by_ones[k] / pmax: the acceptance probability of a candidate whose gate has k inputs at 1
+        self.accept = None if rate.by_ones is None else np.array(rate.by_ones) / self.pmax
 
     def plain(self, size: int) -> bool:
         """True when a region of `size` words needs no row filter, no thinning and no chunking."""
@@ -272,7 +293,9 @@ class Injector:
         """True when a plain region of `size` words expects a fault or more: XOR a rendered mask instead."""
         return self.plain(size) and 64 * size * self.pmax >= 1.0
 
-    def __call__(self, flat: np.ndarray) -> int:
+    def __call__(self, flat: np.ndarray, ins: list[np.ndarray] | None = None) -> int:
+        if self.accept is not None:
+            return self.flip(flat, self.pick(ins, flat.size))  # O(faults) buffers: no chunked flipping needed
         if flat.size > self.step:
             return sum(self(flat[s : s + self.step]) for s in range(0, flat.size, self.step))
         got = self.stream.take(flat.size)
@@ -290,6 +313,46 @@ class Injector:
         np.bitwise_xor.at(flat, w, mk)
         self.stream.dropped += k - w.size
         return w.size
+
+    def pick(self, ins: list[np.ndarray] | None, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The faults of an input-dependent gate rate in a region of `size` words: (word, bit mask), or None.
+
+        Reads only the inputs, so a caller may pick before the gate overwrites an input and `flip` after.
+        Draws what ``__call__`` draws (the same candidates, chunks and thinning uniforms, in order).
+        """
+        assert self.accept is not None and ins is not None, "an input-dependent rate needs the gate's inputs"
+        rows = [x.reshape(-1, self.block) for x in ins]
+        ws, ms = [], []
+        for s in range(0, size, self.step):
+            got = self.stream.take(min(self.step, size - s))
+            if got is None:
+                continue
+            w, mk = got
+            n = w.size
+            if self.active is not None:
+                keep = (self.active[w % self.block] & mk) != 0
+                w, mk = w[keep], mk[keep]
+            r, c = np.divmod(w + s, self.block)
+            ones = np.zeros(w.size, dtype=np.intp)
+            for x in rows:
+                ones += (x[r, c] & mk) != 0
+            keep = self.rng.random(w.size) < self.accept[ones]
+            w, mk = w[keep], mk[keep]
+            self.stream.dropped += n - w.size
+            ws.append(w + s)
+            ms.append(mk)
+        if not ws:
+            return None
+        return (ws[0], ms[0]) if len(ws) == 1 else (np.concatenate(ws), np.concatenate(ms))
+
+    @staticmethod
+    def flip(flat: np.ndarray, picked: tuple[np.ndarray, np.ndarray] | None) -> int:
+        """Flip the bits `pick` chose; return how many."""
+        if picked is None:
+            return 0
+        w, mk = picked
+        np.bitwise_xor.at(flat, w, mk)
+        return int(w.size)
 
 
 def row_mask_words(r0: int, r1: int, words: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from cramc.isa.counting import Counts
 from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import Kind
 from cramc.sim.backend import Backend, get_backend
-from cramc.sim.faults import FaultModel, Rate, row_mask_words
+from cramc.sim.faults import FaultInjector, FaultModel, Rate, row_mask_words
 
 
 @functools.lru_cache(maxsize=4096)
@@ -106,7 +106,7 @@ class Machine:
         self._runners: dict[BoundOp, Callable[[], None]] = {}
         self._streams: dict[tuple[str, float], Any] = {}
         self._scratch: dict[tuple[int, ...], list[Any]] = {}
-        self._injectors: dict[tuple[str, Rate, int, int], Callable[[Any], Any]] = {}
+        self._injectors: dict[tuple[str, Rate, int, int], FaultInjector] = {}
         self._masks: dict[tuple[int, int, int, int], Any] = {}
         self._reported: dict[tuple[str, float], int] = {}
         self._fused: dict[int, tuple[tuple[Node, ...], tuple[object, ...]]] = {}
@@ -133,11 +133,14 @@ class Machine:
         self.tensors = {}
         self.cells = self.acc = None
 
-    def flip_region(self, words: Any, r0: int, r1: int, rate: Rate, kind: str) -> None:
-        """Inject faults into words [..., nw] that hold exactly the word range of rows [r0, r1)."""
+    def flip_region(self, words: Any, r0: int, r1: int, rate: Rate, kind: str, ins: list[Any] | None = None) -> None:
+        """Inject faults into words [..., nw] that hold exactly the word range of rows [r0, r1).
+
+        `ins`: a gate's input words laid out as `words`, which an input-dependent rate (by_ones) reads.
+        """
         inj = self.injector(kind, rate, r0, r1)
         flat = self.be.contiguous(words)
-        inj(self.be.flat(flat))
+        inj(self.be.flat(flat), ins)
         if flat is not words:
             words[...] = flat
 
@@ -235,7 +238,7 @@ class Machine:
             m = self.mask(r0, r1, e, e + 1)
             dst[..., e : e + 1] = (new[..., e : e + 1] & m) | (dst[..., e : e + 1] & ~m)
 
-    def injector(self, kind: str, rate: Rate, r0: int, r1: int) -> Callable[[Any], Any]:
+    def injector(self, kind: str, rate: Rate, r0: int, r1: int) -> FaultInjector:
         """Fault injection of `kind` at `rate` into regions of the words that hold rows [r0, r1) (see `flip`).
 
         Its flips are counted in counts.faults[kind] by `sync_counts`, not by the caller.
@@ -248,12 +251,13 @@ class Machine:
             inj = self._injectors[key] = self.be.injector(self.stream(kind, rate.pmax), rate, self.rng, w1 - w0, active)
         return inj
 
-    def flip(self, words: Any, b: BoundOp, rate: Rate, kind: str) -> None:
+    def flip(self, words: Any, b: BoundOp, rate: Rate, kind: str, ins: list[Any] | None = None) -> None:
         """Inject faults of `kind` into freshly computed words [..., W] (active rows only), in place.
 
         The region is the words that hold the active rows, in the C order of the
         leading axes: the fast paths of the gates use the same regions, so they
-        draw the same faults.
+        draw the same faults.  `ins`: a gate's input words [..., W] laid out as
+        `words`, which an input-dependent rate (by_ones) reads at its candidates.
         """
         if rate.zero:
             return
@@ -261,10 +265,10 @@ class Machine:
         w0, w1 = word_range(r0, r1)
         inj = self.injector(kind, rate, r0, r1)
         if w0 == 0 and w1 == self.words and self.be.is_contiguous(words):
-            inj(self.be.flat(words))
+            inj(self.be.flat(words), ins)
         else:
             sub = self.be.copy(words[..., w0:w1])
-            inj(self.be.flat(sub))
+            inj(self.be.flat(sub), None if ins is None else [x[..., w0:w1] for x in ins])
             words[..., w0:w1] = sub
 
 

@@ -6,12 +6,15 @@ fresh array, injects the gate faults and stores the active rows; the prepared
 path writes straight into the destination column with the backend's ``out=``
 ufuncs (no temporaries when every row is active) and draws the very same
 faults.  The in-place kernels are what makes the prepared path fast; a gate
-without one runs the table's logic.
+without one runs the table's logic.  An input-dependent rate (by_ones) reads
+the gate's input words at its candidate faults: every path hands the injector
+the inputs laid out as the output region.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -139,7 +142,18 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
             return functools.partial(kern, ins, d, temps)
         flat = m.be.flat(d)  # the column block is contiguous
         inj = m.injector("gate", rate, r0, r1)
-        n_words = flat.size
+        n_words = math.prod(d.shape)
+        if rate.by_ones is not None:
+            # Input-dependent rate: the faults are picked from the inputs before the kernel runs (the
+            # output may be one of them), then flipped into the output.
+            pick, flip = inj.pick, inj.flip
+
+            def run_full_by_ones() -> None:
+                picked = pick(ins, n_words)
+                kern(ins, d, temps)
+                flip(flat, picked)
+
+            return run_full_by_ones
         if inj.dense(n_words):
             # Faults expected in most instructions: XOR a flip mask rendered in bulk, one stream window
             # at a time (the same successes as one mask of the whole block, in bounded memory).
@@ -172,13 +186,14 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     out, *temps = m.scratch(d.shape, 1 + ntemp)
     out_flat = m.be.flat(out)
     mask = m.mask(r0, r1, w0, w1)
-    inj = None if rate.zero else m.injector("gate", rate, r0, r1)
+    inj_rows = None if rate.zero else m.injector("gate", rate, r0, r1)
+    by_ones = None if rate.by_ones is None else ins  # what an input-dependent rate reads (out is scratch)
     xor, and_ = m.be.xor, m.be.and_
 
     def run_rows() -> None:
         kern(ins, out, temps)
-        if inj is not None:
-            inj(out_flat)
+        if inj_rows is not None:
+            inj_rows(out_flat, by_ones)
         # d = out on active rows, d elsewhere: d ^= (out ^ d) & mask
         xor(out, d, out=out)
         and_(out, mask, out=out)
@@ -191,6 +206,7 @@ def _gate_plain(m: Machine, b: BoundOp) -> None:
     """The plain path: the table's logic into a fresh array, faults, masked store."""
     lo, hi = b.arrays  # type: ignore[misc]
     dst, *srcs = b.operands
-    res = b.op.logic(*(m.cells[c, lo:hi] for c in srcs))  # type: ignore[misc]
-    m.flip(res, b, m.faults.gate(b.op.mnemonic), "gate")
+    ins = [m.cells[c, lo:hi] for c in srcs]
+    res = b.op.logic(*ins)  # type: ignore[misc]
+    m.flip(res, b, m.faults.gate(b.op.mnemonic), "gate", ins)
     m.put_column(b, slice(dst, dst + 1), res[None])

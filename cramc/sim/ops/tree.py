@@ -11,7 +11,8 @@ A compiled MVM is mostly pairs ``<gate> t, a, b`` + ``tadd|tsub acc, t, s``;
 cramc.sim.fuse rewrites long runs of them into `FusedMac` nodes, and
 `prepare_fused` here executes one as a few vector operations: every gate of
 the run on a stacked [n, arrays, lanes, words] block (each output bit its own
-fault draw, in the order sequential execution would draw them), every tree
+fault draw, in the order sequential execution would draw them; an
+input-dependent rate reads the stacked operands at its candidates), every tree
 operation as a popcount of its slice, and the scratch column left holding the
 last gate's output, as sequential execution would.
 """
@@ -207,7 +208,9 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
     a_idx = be.put(np.array([g.operands[1] for g, _ in pairs]))
     b_idx = be.put(np.array([g.operands[2] for g, _ in pairs]))
     logic = g0.op.logic
+    assert logic is not None, f"{g0.op.mnemonic} is a gate: the opcode table gives its logic"
     rate = m.faults.gate(g0.op.mnemonic)
+    by_ones = rate.by_ones is not None
     whole = (r0 | r1) & 63 == 0
     mask = None if whole else m.mask(r0, r1, w0, w1)
     slots = np.array([t.operands[0] for _, t in pairs])
@@ -229,11 +232,15 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
         cells = m.cells
         a = cells[a_idx, lo:hi, :, w0:w1]  # [n, nA, S, nw]
         b = cells[b_idx, lo:hi, :, w0:w1]
-        res = logic(a, b)
-        del a, b  # before the next temporaries: the chunk's peak memory is FUSED_TEMP_BLOCKS blocks
-        res = be.contiguous(res)
+        res = be.contiguous(logic(a, b))
+        # An input-dependent rate reads the operands at its candidates: k = w + x for the AND of a weight
+        # bit and an input bit.  Otherwise they go before the next temporaries: the chunk's peak memory is
+        # FUSED_TEMP_BLOCKS blocks (the gathered operands and the output, at most, while faults are drawn).
+        ins = [a, b] if by_ones else None
+        del a, b
         if not rate.zero:
-            m.flip_region(res, r0, r1, rate, "gate")
+            m.flip_region(res, r0, r1, rate, "gate", ins)
+        del ins
         words = res & mask if mask is not None else res
         if exact:
             contrib = be.contract(wmat, be.popcounts(words))  # [k, nA * S]
