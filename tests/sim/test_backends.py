@@ -190,13 +190,25 @@ def test_device_sampler_is_seeded(device: Backend) -> None:
     assert not np.array_equal(draw([1, 2, 3]), draw([1, 2, 4]))
 
 
-def test_faulty_runs_agree_in_distribution(digits_cnn: tuple[Linked, np.ndarray, np.ndarray], backend: str) -> None:
-    """The digits CNN at p = 2e-3 on numpy and on the backend: logit errors from one distribution."""
+#: The two-sample models: a symmetric rate, and an input-dependent one (by_ones: an AND with one input at 1
+#: is marginal), whose device sampler reads the gate's inputs at its candidates.
+DISTRIBUTION_MODELS = {
+    "uniform 2e-3": FaultModel.uniform(2e-3),
+    "by_ones": FaultModel({"and": Rate(by_ones=(1e-4, 5e-3, 1e-3))}),
+}
+
+
+@pytest.mark.parametrize("model", list(DISTRIBUTION_MODELS))
+def test_faulty_runs_agree_in_distribution(
+    digits_cnn: tuple[Linked, np.ndarray, np.ndarray], backend: str, model: str
+) -> None:
+    """The digits CNN with gate faults on numpy and on the backend: logit errors from one distribution, fault
+    counts within 5 sigma of each other (independent seeds)."""
     linked, x, _ = digits_cnn
     out = linked.outputs[0].name
     xs = {"input": x[:48]}
     clean = run(linked, dict(xs), seed=0, lanes=16).outputs[out]
-    fm = FaultModel.uniform(2e-3)
+    fm = DISTRIBUTION_MODELS[model]
     errs: dict[str, list[np.ndarray]] = {"numpy": [], "backend": []}
     faults = dict.fromkeys(errs, 0)
     for which, be, seed0 in (("numpy", "numpy", 0), ("backend", backend, 100)):  # independent seeds

@@ -32,7 +32,9 @@ faults the machine counts must equal the bits that differ:
 
 The cases are built from the opcode table, and a test fails when an opcode of
 a unit that can fault has no case.  Seeds are fixed; the rates are high (0.2
-symmetric, or 0.3 / 0.08 asymmetric) so that every run injects many faults.
+symmetric, or 0.3 / 0.08 asymmetric, and for the gates an input-dependent rate
+per number of inputs at 1, by_ones) so that every run injects many faults.
+tests/sim/test_by_ones.py checks where and how often the by_ones faults land.
 """
 
 from __future__ import annotations
@@ -555,6 +557,37 @@ def test_counted_faults_are_the_bits_that_differ(
     if c.fuses and execution == "fused":
         assert any(isinstance(n, FusedMac) for n in r.bad._runners), "the MAC run did not run fused"
     assert c.effect(r) == counted[c.kind]
+
+
+#: An input-dependent gate rate (by_ones): P(output wrong | k inputs at 1), the first n + 1 of these for a
+#: gate of n inputs (high, and different per k, so that every run injects many faults at several rates).
+BY_ONES = (0.3, 0.08, 0.2, 0.05, 0.25, 0.12)
+GATE_CASE_EXECUTIONS = [p for p in CASE_EXECUTIONS if CASES[p.values[0]].kind == "gate"]
+
+
+@pytest.mark.parametrize("lanes", LANES)
+@pytest.mark.parametrize("rows", list(ROW_RANGES))
+@pytest.mark.parametrize("arrays", list(ARRAY_SETS))
+@pytest.mark.parametrize(("case", "execution"), GATE_CASE_EXECUTIONS)
+def test_counted_input_dependent_faults_are_the_bits_that_differ(
+    case: str, execution: str, arrays: str, rows: str, lanes: int, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate cases again with a by_ones rate: its faults are thinned by the inputs at each candidate, and
+    every one counted is still a wrong bit (in the cells, or in the slot of a MAC run)."""
+    c = CASES[case]
+    lo, hi = ARRAY_SETS[arrays]
+    g = Geometry(lo, hi, ROW_RANGES[rows], lanes)
+    linked = linked_program(c.program(g), case)
+    inputs = c.inputs(g, np.random.default_rng(3))
+    fan_in = len(OPCODES[c.mnemonic].operands) - 1
+    fm = FaultModel({c.mnemonic: Rate(by_ones=BY_ONES[: fan_in + 1])})
+    r = run_pair(linked, inputs, fm, g, execution, backend, monkeypatch)
+    counted = r.bad.counts.faults
+    assert counted["gate"] > 0, "no fault injected: the case tests nothing"
+    assert counted == {**{k: 0 for k in counted}, "gate": counted["gate"]}, "a fault of another kind"
+    if c.fuses and execution == "fused":
+        assert any(isinstance(n, FusedMac) for n in r.bad._runners), "the MAC run did not run fused"
+    assert c.effect(r) == counted["gate"]
 
 
 # ---------------------------------------------------------------------------- the report, end to end
