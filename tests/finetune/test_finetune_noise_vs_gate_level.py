@@ -14,6 +14,10 @@ error-aware fine-tuning injects (cramc.train.noise / cramc.ir.noisy):
   reject at significance 1e-3 per output (conservative for these discrete
   distributions).
 
+The models include input-dependent AND rates (by_ones), whose partial-product
+error the model takes per operand state k = w_b + x_c and the gate level
+samples per row from the AND's inputs.
+
 Seeds are fixed, so the verdicts are reproducible.
 """
 
@@ -26,7 +30,7 @@ import pytest
 from ft_helpers import gate_level_errors, kappa4, ks_2samp, ks_critical, model_samples
 
 from cramc.errmodel import FaultModel, Rate
-from cramc.train.noise import MvmNoise, counted_rows, error_moments, rates_for
+from cramc.train.noise import MvmNoise, counted_rows, error_moments, ones_counts, operand_ones, rates_for
 
 K, N, ROWS, SAMPLES = 40, 6, 16, 3000
 SIGMAS = 5.0
@@ -46,10 +50,19 @@ def _asymmetric() -> FaultModel:
     return FaultModel(gates, read=Rate(0.002, 0.01), name="asymmetric and + read")
 
 
+def _by_ones(read: bool) -> FaultModel:
+    """An input-dependent AND (by_ones: one input at 1 is next to the threshold): the partial product's error
+    depends on its operand state k = w_b + x_c, which the gate level samples at each row."""
+    gates = {"and": Rate(by_ones=(0.002, 0.03, 0.008))}
+    return FaultModel(gates, read=Rate(0.002, 0.01) if read else Rate(), name="by_ones and" + " + read" * read)
+
+
 CASES = {
     "uniform-0.02": FaultModel.uniform(0.02),
     "uniform-0.003": FaultModel.uniform(0.003),
     "asymmetric-and-read": _asymmetric(),
+    "by_ones-and": _by_ones(read=False),
+    "by_ones-and-read": _by_ones(read=True),
 }
 
 
@@ -86,6 +99,28 @@ def test_ks_detects_a_wrong_model(tmp_path: Path) -> None:
     gate, _ = gate_level_errors(tmp_path, x, w, fm, SAMPLES, ROWS, seed=11)
     wrong = MvmNoise(8, 8, False, counted_rows(K, ROWS), 0.6 * rates_for(fm, 8, 8))
     draws = model_samples(x, w, wrong, SAMPLES, seed=12)
+    crit = ks_critical(ALPHA, gate.shape[0], draws.shape[0])
+    assert max(ks_2samp(gate[:, j], draws[:, j]) for j in range(N)) > crit
+
+
+def test_ks_detects_a_model_blind_to_the_operand_state(tmp_path: Path) -> None:
+    """With by_ones the zero products err at e_0 (no operand bit at 1) and e_1 (one): a model that gives every
+    zero product one rate, chosen so that it makes as many zero-product faults in expectation over this MVM,
+    is rejected, so the test sees where the faults are (which products, so which bit weights), not only how
+    many."""
+    fm = FaultModel({"and": Rate(by_ones=(0.0, 0.05, 0.0))})
+    x, w = _operands()
+    gate, _ = gate_level_errors(tmp_path, x, w, fm, SAMPLES, ROWS, seed=11)
+    spec = MvmNoise(8, 8, False, counted_rows(K, ROWS), rates_for(fm, 8, 8))
+    assert spec.rates[0].tolist() == [0.0, 0.05, 0.0]
+    # the zero products' rows by state, over every output and (b, c): n_2 both bits, n_1 one, n_0 none
+    n2 = ones_counts(x.reshape(1, 1, -1), w.T, 8, 8)
+    n1 = operand_ones(x.reshape(1, 1, -1), w.T, 8, 8) - 2 * n2
+    n0 = spec.rows - n1 - n2
+    e = 0.05 * n1.sum() / (n0 + n1).sum()  # as many zero-product faults in expectation, spread evenly
+    assert 0.005 < e < 0.045
+    flat = MvmNoise(8, 8, False, spec.rows, np.tile([e, e, 0.0], (64, 1)))
+    draws = model_samples(x, w, flat, SAMPLES, seed=12)
     crit = ks_critical(ALPHA, gate.shape[0], draws.shape[0])
     assert max(ks_2samp(gate[:, j], draws[:, j]) for j in range(N)) > crit
 
