@@ -148,6 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise UserError("--seed must be non-negative")
+    _check_chips(args)
     if args.trace:
         # the trace compares with reference tensors embedded for validation sample 0 only
         given = [f for f, v in (("--input", args.input), ("--labels", args.labels), ("--output", args.output),
@@ -181,7 +182,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         labels = check_labels(labels, n_in, int(np.prod(first_out.shape)), args.labels, first_out.key)
     lines: list[str] = []  # printed after the output files are written (a closed pipe cannot lose them)
     t0 = time.perf_counter()
-    result = run(linked, inputs, faults, seed=args.seed, max_memory=_budget(args.max_memory), backend=backend)
+    budget = _budget(args.max_memory)
+    chip_seeds = [(args.chip_seed or 0) + i for i in range(args.chips)]
+    results = [run(linked, inputs, faults, args.seed, budget, backend=backend, chip_seed=c) for c in chip_seeds]
+    result = results[0] if len(results) == 1 else _merged(results)
     wall = time.perf_counter() - t0
     extra: dict[str, object] = {
         "program": args.program,
@@ -197,21 +201,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{result.counts.gate_evals} gate evaluations, {result.counts.faults_injected} faults injected"
     )
     if validating:
-        rows = [
-            compare(o.name, result.outputs[o.name], linked.expect.outputs[o.name], linked.expect.tol)  # type: ignore[union-attr]
-            for o in linked.outputs
-        ]
+        want = {k: np.concatenate([v] * len(results)) for k, v in linked.expect.outputs.items()}  # type: ignore[union-attr]
+        rows = [compare(o.name, result.outputs[o.name], want[o.name], linked.expect.tol) for o in linked.outputs]  # type: ignore[union-attr]
         lines.append(format_table(rows))
         extra["validation"] = [r.to_dict() for r in rows]
-        lines.extend(_validation_notes(linked, result.outputs, extra))
+        lines.extend(_validation_notes(linked, results[0].outputs, extra))  # the first chip
         if faults.fault_free and not all(r.ok for r in rows):
             print("error: outputs differ from the embedded expected outputs at zero faults", file=sys.stderr)
             status = 1
     if labels is not None:
         first = linked.outputs[0]
-        acc = accuracy(result.outputs[first.name], labels)
+        acc = accuracy(result.outputs[first.name], np.tile(labels, len(results)))  # every chip's samples in turn
         lines.append(f"accuracy ({first.key} argmax vs labels): {acc:.4f} over {result.samples} samples")
         extra["accuracy"] = acc
+    _chips_report(args, linked, results, faults, labels, lines, extra)
     if args.output:
         write_npz(args.output, user_outputs(linked, result.outputs))
     cost = None
@@ -226,6 +229,97 @@ def _cmd_run(args: argparse.Namespace) -> int:
         write_json(args.report, build_report(result.counts, result.samples, args.seed, faults, extra, cost=cost))
     print("\n".join(lines))
     return status
+
+
+def _check_chips(args: argparse.Namespace) -> None:
+    """--chips and --chip-seed: a positive count, a non-negative seed; one chip's outputs for --output/--trace."""
+    if args.chip_seed is not None and args.chip_seed < 0:
+        raise UserError("--chip-seed must be non-negative")
+    if args.chips < 1:
+        raise UserError(f"--chips must be at least 1, got {args.chips}")
+    if args.chips > 1:
+        for flag, given in (("--output", args.output), ("--trace", args.trace)):
+            if given:
+                raise UserError(
+                    f"{flag} takes one chip's outputs; with --chips {args.chips}, rerun chip i alone with "
+                    f"--chip-seed {args.chip_seed or 0}+i (the same --seed gives the same inference faults)"
+                )
+
+
+def _merged(results: list) -> object:  # noqa: ANN202 - RunResult, imported lazily
+    """The results of several chips as one: counts summed, outputs and samples of all chips in turn."""
+    from cramc.isa.counting import Counts
+    from cramc.sim.interp import RunResult
+
+    total = Counts()
+    init: dict[str, int] = {}
+    for r in results:
+        total.merge(r.counts)
+        for k, v in r.init.items():
+            init[k] = init.get(k, 0) + v
+    outs = {k: np.concatenate([r.outputs[k] for r in results]) for k in results[0].outputs}
+    return RunResult(outs, total, sum(r.samples for r in results), {}, init, results[0].chip_seed, {})
+
+
+def _chips_report(args, linked, results: list, faults, labels, lines: list[str], extra: dict) -> None:  # noqa: ANN001
+    """REPORT.json's "chips" (given --chips, --chip-seed or [defects]): the chip seeds, the [defects] densities,
+    each chip's .init, defects, faults and accuracy (labels) or validated samples (embedded vectors), and the
+    spread across chips apart from the spread across inferences (cramc.sweep.stats.chip_spread); a line per
+    chip and the spread into `lines`."""
+    from cramc.sweep.stats import chip_spread
+
+    if not (args.chips > 1 or args.chip_seed is not None or faults.defects.any):
+        return
+
+    per_chip, correct = [], []
+    for r in results:
+        d = dict(r.chip)
+        d["faults"] = dict(r.counts.faults)
+        k = _samples_right(linked, r.outputs, labels)
+        if k is not None:
+            d["samples_right"] = k
+            correct.append([k])
+        per_chip.append(d)
+    out: dict[str, object] = {
+        "count": len(results),
+        "chip_seeds": [r.chip_seed for r in results],
+        "defects": faults.defects.to_dict() if faults.defects.any else None,
+        "per_chip": per_chip,
+    }
+    what = "accuracy" if labels is not None else "validated samples"
+    for d in per_chip:
+        right = f"; {what} {d['samples_right'] / results[0].samples:.4f}" if "samples_right" in d else ""
+        defects = d.get("defects")
+        dtext = f"; defects {', '.join(f'{k} {v}' for k, v in defects.items())}" if defects else ""  # type: ignore[union-attr]
+        lines.append(f"chip {d['chip_seed']}: .init faults {sum(d['init_faults'].values())}{dtext}{right}")  # type: ignore[union-attr,call-overload]
+    if correct and len(results) > 1:
+        sp = chip_spread(correct, results[0].samples)
+        out["spread"] = {"metric": what, **sp}
+        lines.append(
+            f"{what} over {len(results)} chips: mean {sp['acc_mean']:.4f}; between chips sd {sp['chip_sd']:.4f}, "
+            f"95% t-interval of the mean [{sp['chip_ci_low']:.4f}, {sp['chip_ci_high']:.4f}]; within a chip "
+            f"(binomial, {results[0].samples} inferences) sd {sp['within_sd']:.4f}, 95% Wilson "
+            f"[{sp['within_low']:.4f}, {sp['within_high']:.4f}]"
+        )
+    extra["chips"] = out
+
+
+def _samples_right(linked, outputs: dict[str, np.ndarray], labels) -> int | None:  # noqa: ANN001
+    """Samples whose first output's argmax is the label, or (no labels, embedded vectors) whose every output
+    matches the expected outputs within tolerance; None when neither applies."""
+    if labels is not None:
+        first = outputs[linked.outputs[0].name]
+        return int((first.reshape(first.shape[0], -1).argmax(axis=1) == labels.reshape(-1)).sum())
+    exp = linked.expect
+    if exp is None:
+        return None
+    ok = None
+    for o in linked.outputs:
+        w = exp.outputs[o.name].astype(np.float64)
+        g = outputs[o.name].astype(np.float64).reshape(w.shape)
+        within = (np.abs(g - w) <= exp.tol + 1e-9 * np.maximum(1.0, np.abs(w))).reshape(w.shape[0], -1).all(axis=1)
+        ok = within if ok is None else ok & within
+    return int(ok.sum()) if ok is not None else None
 
 
 def _validation_notes(linked, outputs: dict[str, np.ndarray], extra: dict[str, object]) -> list[str]:  # noqa: ANN001
@@ -546,7 +640,19 @@ def build_parser() -> argparse.ArgumentParser:
         "preset: early, near_term, projected (docs/error-model.md); a [device] section also sets the gate "
         "energy and latency of the report",
     )
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="seed of the per-inference faults (default 0)")
+    r.add_argument(
+        "--chip-seed",
+        type=int,
+        help="the chip instance: seed of its .init faults and static defects (default 0; docs/error-model.md)",
+    )
+    r.add_argument(
+        "--chips",
+        type=int,
+        default=1,
+        help="run N chip instances (chip seeds S..S+N-1, the same --seed) and report the spread across chips "
+        "apart from the spread across inferences (default 1)",
+    )
     r.add_argument("--report", help="write REPORT.json with counts, faults and results")
     r.add_argument("--labels", help="LABELS.npy: class labels; report argmax accuracy of the first output")
     r.add_argument(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from cramc.errmodel.model import (
     GATE_NAMES,
     PRESET_DIR,
+    Defects,
     FaultModel,
     Rate,
     load_error_model,
@@ -23,6 +24,7 @@ from cramc.errmodel.model import (
 __all__ = [
     "GATE_NAMES",
     "PRESET_DIR",
+    "Defects",
     "FaultModel",
     "Rate",
     "load_error_model",

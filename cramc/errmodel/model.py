@@ -50,7 +50,7 @@ else:  # pragma: no cover
 #: The CRAM gates, in opcode-table order: each has its own rate.
 GATE_NAMES = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE)
 #: The top-level tables of an error-model document that set rates, in the order error messages list them.
-SECTIONS = ("gates", "write", "read", "tree", "device")
+SECTIONS = ("gates", "write", "read", "tree", "device", "defects")
 #: Top-level keys that describe the document rather than set a rate.
 META_KEYS = ("name", "source", "preset")
 #: The keys of a rate table: ``p`` sets both directions, ``p01``/``p10`` one each (overriding ``p``).
@@ -120,6 +120,36 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class Defects:
+    """Static defects of a chip instance: cells that are broken for the chip's lifetime, drawn once per chip.
+
+    Densities are per cell (each cell of the chip independently, at most one defect per cell):
+    ``stuck0``/``stuck1``: the cell holds 0 / 1 whatever is written into it (gate outputs, ``fill``,
+    ``wr``); ``weak``: the cell switches unreliably, so a gate whose output is that cell fails with
+    ``weak_factor`` times the gate's rate for its input pattern (capped at 0.5; host writes into it keep
+    the write rate).  The simulator draws them per chip seed (cramc.sim.chip); docs/error-model.md,
+    section "Chips and static defects".
+    """
+
+    stuck0: float = 0.0
+    stuck1: float = 0.0
+    weak: float = 0.0
+    weak_factor: float = 1.0
+
+    @property
+    def any(self) -> bool:
+        return self.stuck0 > 0.0 or self.stuck1 > 0.0 or self.weak > 0.0
+
+    @property
+    def density(self) -> float:
+        """The probability that a cell has a defect of some kind."""
+        return self.stuck0 + self.stuck1 + self.weak
+
+    def to_dict(self) -> dict[str, float]:
+        return {"stuck0": self.stuck0, "stuck1": self.stuck1, "weak": self.weak, "weak_factor": self.weak_factor}
+
+
+@dataclass(frozen=True)
 class FaultModel:
     """The flip rates of one chip: per gate type, of host writes, of sensed reads, of adder-tree count bits.
 
@@ -134,6 +164,8 @@ class FaultModel:
     #: the [device] section's MTJ parameters (the gates' by_ones tables and the cost model's gate energy and
     #: latency derive from them), or None
     device: dev.DeviceParams | None = None
+    #: static defects drawn once per chip instance (the [defects] section); none by default
+    defects: Defects = Defects()
 
     def gate(self, mnemonic: str) -> Rate:
         return self.gates.get(mnemonic, Rate())
@@ -149,7 +181,13 @@ class FaultModel:
 
     @property
     def fault_free(self) -> bool:
-        return all(r.zero for r in self.gates.values()) and self.write.zero and self.read.zero and self.tree == 0.0
+        return (
+            all(r.zero for r in self.gates.values())
+            and self.write.zero
+            and self.read.zero
+            and self.tree == 0.0
+            and not self.defects.any
+        )
 
     @staticmethod
     def uniform(p: float) -> FaultModel:
@@ -174,6 +212,8 @@ class FaultModel:
         }
         if self.device is not None:
             out["device"] = device_dict(self.device)
+        if self.defects.any:
+            out["defects"] = self.defects.to_dict()
         return out
 
 
@@ -351,6 +391,41 @@ def device_rates(params: dev.DeviceParams) -> dict[str, Rate]:
     return out
 
 
+#: The keys of a [defects] section: three densities per cell and the weak cells' rate factor.
+DEFECT_KEYS = ("stuck0", "stuck1", "weak", "weak_factor")
+
+
+def _defects(doc: dict[str, Any], file: str, src: _Where | None = None) -> Defects:
+    """[defects]: per-cell densities of stuck-at-0, stuck-at-1 and weak cells, and the weak cells' factor."""
+    src = src or _Where(file)
+    d = doc.get("defects")
+    if d is None:
+        return Defects()
+    if not isinstance(d, dict):
+        raise UserError(f"{file}: [defects] must be a table")
+    for k in d:
+        if k not in DEFECT_KEYS:
+            raise src.error("defects", k, f"defects.{k}", f"not a defect parameter (use {', '.join(DEFECT_KEYS)})")
+    for k, v in d.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise src.error("defects", k, f"defects.{k}", f"must be a number, got {v!r}")
+        if k == "weak_factor":
+            if v < 1.0:
+                raise src.error(
+                    "defects", k, f"defects.{k}", f"must be at least 1 (a weak cell fails more often), got {v}"
+                )
+        elif not 0.0 <= v <= 1.0:
+            raise src.error("defects", k, f"defects.{k}", f"a density per cell must be between 0 and 1, got {v}")
+    out = Defects(**{k: float(v) for k, v in d.items()})
+    if out.density > 1.0:
+        first = next(k for k in DEFECT_KEYS if k in d)
+        msg = f"stuck0 + stuck1 + weak is {out.density:g}; a cell has at most one defect, so they sum to 1 at most"
+        raise src.error("defects", first, "defects", msg)
+    if "weak_factor" in d and out.weak == 0.0:
+        raise src.error("defects", "weak_factor", "defects.weak_factor", "is set but weak is 0: give weak a density")
+    return out
+
+
 def _tree(doc: dict[str, Any], file: str) -> float:
     """``tree``: the flip probability of each adder-tree count bit, a number or a table with ``p``."""
     tree = doc.get("tree", 0.0)
@@ -379,6 +454,7 @@ def parse_error_model(doc: dict[str, Any], file: str = "<error model>", text: st
         tree,
         str(doc.get("name", Path(file).stem)),
         params,
+        _defects(doc, file, src),
     )
 
 

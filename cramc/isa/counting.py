@@ -227,8 +227,8 @@ class Counts:
         self.tree_sensed += other.tree_sensed
         self.reduces += other.reduces
         self.recomputes += other.recomputes
-        for k, v in other.faults.items():
-            self.faults[k] += v
+        for k, v in other.faults.items():  # a run with static defects adds the kind "defect" (cramc.sim.chip)
+            self.faults[k] = self.faults.get(k, 0) + v
 
     @property
     def faults_injected(self) -> int:

@@ -28,12 +28,13 @@ from threadpoolctl import threadpool_limits
 from cramc.errors import UserError
 from cramc.isa import counting
 from cramc.isa.counting import Counts
-from cramc.isa.linked import BoundOp, Linked, Loop, Node
+from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import OPCODES, Unit
 from cramc.sim.backend import Backend, get_backend
+from cramc.sim.chip import CHIP_KEY, ChipDefects, apply_stuck, draw_defects
 from cramc.sim.faults import FaultModel
 from cramc.sim.fuse import FusedMac, fuse
-from cramc.sim.machine import Machine, extent
+from cramc.sim.machine import Extent, Machine, extent, walk
 from cramc.sim.memory import footprint, plan_lanes
 from cramc.sim.ops.registry import runner
 from cramc.sim.ops.tree import prepare_fused
@@ -112,7 +113,7 @@ def _execute(m: Machine, nodes: tuple[Node, ...]) -> None:
         if type(node) is FusedMac:
             fn = runners.get(node)  # type: ignore[arg-type]
             if fn is None:
-                fn = runners[node] = prepare_fused(m, node)  # type: ignore[index,arg-type]
+                fn = runners[node] = _prepare_mac(m, node)  # type: ignore[index,arg-type]
             fn()
         elif type(node) is Loop:
             var = node.var
@@ -127,6 +128,21 @@ def _execute(m: Machine, nodes: tuple[Node, ...]) -> None:
             fn()
             if m.trace is not None:
                 m.trace(node, m)
+
+
+def _prepare_mac(m: Machine, f: FusedMac) -> Callable[[], None]:
+    """The fused runner of a MAC run, or, when the chip has a defect in its scratch column (which every gate
+    of the run writes: each write meets the defect), its pairs one by one, each behind the defect hook."""
+    g = f.first
+    if m.defects is not None and m.defects.region(range(g.operands[0], g.operands[0] + 1), *g.arrays, *m.rows(g)).size:
+        fns = [runner(m, op) for pair in f.pairs for op in pair]
+
+        def run_pairs() -> None:
+            for fn in fns:
+                fn()
+
+        return run_pairs
+    return prepare_fused(m, f)
 
 
 def lanes_for(
@@ -144,6 +160,91 @@ class RunResult:
     samples: int
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     init: dict[str, int] = field(default_factory=dict)  # events of .init (weight loading), summed over lanes
+    chip_seed: int = 0
+    #: the chip instance: its .init events once (not per lane) and, with [defects], its defects by kind
+    chip: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Chip:
+    """One chip instance: the state `.init` left on it (one lane, on the backend) and its static defects.
+
+    Every batch of inference lanes starts from a copy of this state, so what `.init` wrote (and its
+    write faults) is the same for every inference on the chip; the defects act in every batch.
+    """
+
+    seed: int
+    cells: object
+    acc: object
+    tensors: dict[str, np.ndarray]
+    init: Counts  # the .init events on this chip, once
+    defects: ChipDefects | None
+
+    def load(self, m: Machine) -> None:
+        """Put this chip's state into a fresh machine of any number of lanes (its lanes share the chip)."""
+        m.be.copyto(m.cells, self.cells)
+        m.be.copyto(m.acc, self.acc)
+        for name, t in self.tensors.items():
+            m.tensors[name] = np.repeat(t, m.lanes, axis=0)
+        m.defects = self.defects
+        if self.defects is not None:
+            m._counts.faults.setdefault("defect", 0)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "chip_seed": self.seed,
+            "init": {"gate_evals": self.init.gate_evals, "writes": self.init.writes, "reads": self.init.reads},
+            "init_faults": dict(self.init.faults),
+        }
+        if self.defects is not None:
+            out["defects"] = self.defects.counts
+        return out
+
+
+def make_chip(
+    linked: Linked,
+    faults: FaultModel,
+    chip_seed: int,
+    *,
+    reference: bool = False,
+    backend: Backend | None = None,
+    used: Extent | None = None,
+    trace: Callable[[BoundOp, Machine], None] | None = None,
+    run_init: bool = True,
+) -> Chip:
+    """Chip `chip_seed`: its defects drawn (cramc.sim.chip), `.init` run once on one lane with its own faults
+    (unless not `run_init`)."""
+    used = used or extent(linked)
+    rng = np.random.default_rng(np.random.SeedSequence([chip_seed, CHIP_KEY]))
+    m = Machine(linked, 1, faults, rng, reference=reference, backend=backend, used=used)
+    m.trace = trace
+    m.defects = draw_defects(linked.machine, used.arrays, used.cols, faults.defects, chip_seed)
+    if m.defects is not None:
+        m._counts.faults.setdefault("defect", 0)
+        apply_stuck(m)
+    if run_init:
+        execute(m, linked.init)
+    chip = Chip(chip_seed, m.cells, m.acc, dict(m.tensors), m.counts, m.defects)
+    m.close()
+    return chip
+
+
+def init_reads_inputs(linked: Linked) -> bool:
+    """Whether `.init` reads an inference's input.  A chip's `.init` loads what its inferences share (the
+    weights) once, so such a program's `.init` cannot run per chip: `run` runs it in every inference, after
+    the inputs, as it ran before chips existed (its faults are then per inference, the defects still per chip)."""
+    names = {s.name for s in linked.inputs}
+    return any(isinstance(v, TRef) and v.name in names for b in walk(linked.init) for v in b.operands)
+
+
+def _times(c: Counts, k: int) -> Counts:
+    """c counted k times (a chip's .init, once in each of k lanes)."""
+    out = Counts(
+        {mn: {key: k * v for key, v in d.items()} for mn, d in c.per_opcode.items()},
+        *(k * getattr(c, f) for f in ("gate_evals", "writes", "reads", "tree_sensed", "reduces", "recomputes")),
+        faults={kind: k * v for kind, v in c.faults.items()},
+    )
+    return out
 
 
 def run(
@@ -158,17 +259,23 @@ def run(
     progress: Callable[[int], None] | None = None,
     reference: bool = False,
     backend: Backend | str | None = None,
+    chip_seed: int = 0,
 ) -> RunResult:
-    """Run every sample of `inputs` (name -> [N, *shape]) through the program.
+    """Run every sample of `inputs` (name -> [N, *shape]) through the program, on chip instance `chip_seed`.
 
-    Samples run `lanes` at a time (default: as many as fit in `max_memory` bytes,
-    by default the backend's budget: 2 GiB on the host, 40% of a GPU's free memory;
-    the budget covers everything the run holds, cramc.sim.memory); the faults of
-    each batch come from its own generator spawned from `seed`, so the same seed,
-    inputs and lanes give the same outputs, counts and faults.
-    `reference=True` runs gates on the plain path (see `Machine`); `backend`
-    picks where the machine state lives (cramc.sim.backend: numpy, torch,
-    torch:cuda, ...).
+    The chip (`make_chip`) is built once: its static defects (the fault model's [defects]) and `.init`,
+    whose writes and faults come from `chip_seed` and stay for every inference.  Samples then run `lanes`
+    at a time from a copy of that state (default: as many as fit in `max_memory` bytes, by default the
+    backend's budget: 2 GiB on the host, 40% of a GPU's free memory; the budget covers everything the run
+    holds, cramc.sim.memory); the per-inference faults of `.main` in each batch come from its own generator
+    spawned from `seed`, so the same seed, chip seed, inputs and lanes give the same outputs, counts and
+    faults, and the per-inference faults do not depend on the chip seed.
+
+    Counts are summed over inferences, each charged its chip's `.init` (its events and faults once per lane:
+    a weight written wrong is a wrong bit in every inference's state); `RunResult.init` lists them to
+    subtract and `RunResult.chip` gives them once.
+    `reference=True` runs gates on the plain path (see `Machine`); `backend` picks where the machine state
+    lives (cramc.sim.backend: numpy, torch, torch:cuda, ...).
     """
     faults = faults or FaultModel()
     be = get_backend(backend)
@@ -196,15 +303,23 @@ def run(
     # threads only spin against each other and against other runs (measured: light ResNet-50 28 s
     # on one thread, 34 s wall and 58 s CPU on two), so the simulator keeps BLAS to one thread.
     with threadpool_limits(limits=1, user_api="blas"):
+        shared = not init_reads_inputs(linked)
+        chip = make_chip(linked, faults, chip_seed, reference=reference, backend=be, used=used, trace=trace,
+                         run_init=shared)  # fmt: skip
         for start in range(0, n, lanes):
             stop = min(n, start + lanes)
             rng = np.random.default_rng(seeds.spawn(1)[0])
             m = Machine(linked, stop - start, faults, rng, reference=reference, backend=be, used=used)
             m.trace = trace
+            chip.load(m)
             for spec in linked.inputs:
                 m.tensors[spec.name] = _as_lane_input(inputs[spec.name][start:stop], spec.dtype)
-            execute(m, linked.init)
-            c = m.counts
+            if not shared:
+                m.counts = Counts(faults=dict(m._counts.faults))  # the chip's .init events are this batch's
+                execute(m, linked.init)
+                chip.init = m.counts
+                m.counts = Counts(faults={k: 0 for k in m._counts.faults})
+            c = _times(chip.init, m.lanes if shared else 1)
             for k, v in (("gate_evals", c.gate_evals), ("writes", c.writes), ("reads", c.reads)):
                 init_events[k] = init_events.get(k, 0) + v
             init_events["faults"] = init_events.get("faults", 0) + c.faults_injected
@@ -214,6 +329,7 @@ def run(
             if keep_tensors:
                 for name, t in m.tensors.items():
                     kept.setdefault(name, []).append(_own(t))
+            total.merge(c)
             total.merge(m.counts)
             m.close()  # before the next batch's machine: never two batches' state at once
             del m
@@ -221,7 +337,8 @@ def run(
                 progress(stop - start)
     result = {k: np.concatenate(v) for k, v in outs.items()}
     outs.clear()
-    return RunResult(result, total, n, {k: np.concatenate(v) for k, v in kept.items()}, init_events)
+    tensors = {k: np.concatenate(v) for k, v in kept.items()}
+    return RunResult(result, total, n, tensors, init_events, chip_seed, chip.as_dict())
 
 
 def _own(x: np.ndarray) -> np.ndarray:

@@ -111,6 +111,17 @@ class Machine:
         self._reported: dict[tuple[str, float], int] = {}
         self._fused: dict[int, tuple[tuple[Node, ...], tuple[object, ...]]] = {}
         self._tallies: dict[int, tuple[tuple[Node, ...], Any]] = {}  # cramc.sim.interp.Tally, by node list
+        #: the static defects of the chip these lanes run on (cramc.sim.chip.ChipDefects), or None: every
+        #: instruction that writes a defective cell runs behind cramc.sim.chip.guard
+        self.defects: Any = None
+        self._defect_rng: np.random.Generator | None = None
+
+    @property
+    def defect_rng(self) -> np.random.Generator:
+        """The generator of the weak cells' extra flips: its own, so that defects move no other draw."""
+        if self._defect_rng is None:
+            self._defect_rng = np.random.default_rng([self._entropy, 0xDEFEC7])
+        return self._defect_rng
 
     @property
     def fusable(self) -> bool:

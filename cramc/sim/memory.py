@@ -12,8 +12,9 @@ A batch of S sample lanes holds, per lane:
 
 Beside the lanes, whatever their number, it holds the inputs and outputs of all
 samples, the program's data constants, the fault sampler's buffers and the
-prepared runner of every instruction (`Footprint.fixed`).  `plan_lanes` picks the lane count that fits all of it in a
-budget.  The estimates below sit next to the allocations they describe in
+prepared runner of every instruction, and the chip: the one-lane state `.init` left, which every
+batch starts from, and its defect tables (`Footprint.fixed`).  `plan_lanes` picks the lane count
+that fits all of it in a budget.  The estimates below sit next to the allocations they describe in
 cramc/sim/machine.py and cramc/sim/ops: tests/sim/test_memory.py measures every
 instruction's temporaries on the shipped programs against them, and the peak
 resident memory of ``cramc run`` against the budget.
@@ -36,6 +37,7 @@ from cramc.errors import UserError
 from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import OPCODES, Kind, Unit
 from cramc.sim.backend import NUMPY
+from cramc.sim.chip import DEFECT_BYTES, expected_defects
 from cramc.sim.faults import CHUNK_CANDIDATES, STREAM_BATCH, WINDOW_WORDS, FaultModel
 from cramc.sim.fuse import MIN_PAIRS, FusedMac, fuse
 from cramc.sim.machine import extent, source_shape, walk
@@ -307,7 +309,9 @@ def footprint(
     sampler = sampler_bytes(linked, faults)
     kept = samples * tensors if keep_tensors else 0
     runners = RUNNER_BYTES * sum(1 for _ in walk((*linked.init, *linked.main)))
-    fixed = inputs_bytes + 2 * samples * outputs + data + sampler + fixed_temp + kept + runners + RUN_BYTES
+    # the chip: the state .init left (one lane, copied into every batch) and its defect tables (cramc.sim.chip)
+    chip = state + tensors + int(DEFECT_BYTES * expected_defects(spec, ext.arrays, faults.defects))
+    fixed = inputs_bytes + 2 * samples * outputs + data + sampler + fixed_temp + kept + runners + RUN_BYTES + chip
     return Footprint(state, tensors, worst + scratch, fixed, worst_at)
 
 

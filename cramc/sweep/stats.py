@@ -1,4 +1,5 @@
-"""Confidence intervals of a sweep: Student-t over per-seed accuracies, Wilson over pooled trials."""
+"""Confidence intervals of a sweep: Student-t over per-seed accuracies, Wilson over pooled trials, and the
+spread across chips apart from the spread across inferences (`chip_spread`)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,41 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = _Z975 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def chip_spread(correct: Sequence[Sequence[int]], n: int) -> dict[str, float | int | list[float]]:
+    """The spread of accuracy across chips apart from the spread across inferences.
+
+    ``correct[c][s]``: samples classified right on chip c with inference seed s, of `n` each (every chip
+    runs the same inference seeds).  Returns:
+
+    - ``acc_mean``: the accuracy over every chip, seed and sample;
+    - ``acc_chips``: each chip's accuracy over its seeds and samples;
+    - ``chip_sd``, ``chip_ci_low``/``chip_ci_high``: between chips: the standard deviation of the chips'
+      accuracies and the 95% Student-t interval of their mean (nan for one chip): how much the chip
+      instance (its .init faults and defects) moves the accuracy, and where the mean over chips lies;
+    - ``within_sd``, ``within_low``/``within_high``: within a chip: the binomial standard deviation of one
+      chip's accuracy from its seeds x n inferences, sqrt(p (1 - p) / (seeds n)) at the mean accuracy p, and
+      the 95% Wilson interval of that many trials at p: the spread that inference faults and the finite
+      sample alone give.  A chip_sd well above within_sd means the chips differ.
+    """
+    k = np.asarray(correct, dtype=np.float64)
+    chips, seeds = k.shape
+    trials = seeds * n
+    per_chip = k.sum(axis=1) / trials
+    p = float(per_chip.mean())
+    _, lo, hi = t_interval(list(per_chip))
+    if not math.isnan(lo):
+        lo, hi = max(0.0, lo), min(1.0, hi)
+    wl, wh = wilson(round(p * trials), trials)
+    return {
+        "chips": chips,
+        "acc_mean": p,
+        "acc_chips": [float(x) for x in per_chip],
+        "chip_sd": float(per_chip.std(ddof=1)) if chips > 1 else 0.0,
+        "chip_ci_low": lo,
+        "chip_ci_high": hi,
+        "within_sd": math.sqrt(p * (1.0 - p) / trials) if trials else math.nan,
+        "within_low": wl,
+        "within_high": wh,
+    }
