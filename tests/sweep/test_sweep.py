@@ -204,6 +204,38 @@ def test_statistical_mode_matches_gate_level() -> None:
     assert abs(g["recomputes"] - s["recomputes"]) < 0.1 * s["recomputes"]
 
 
+def test_statistical_mode_matches_gate_level_with_input_dependent_rates() -> None:
+    """An AND whose error depends on its inputs (by_ones): the gate level samples it per row from the operand
+    bits, the statistical mode per operand state k = w_b + x_c (cramc.ir.noisy, cramc.ir.ecc, unprotected and
+    under duplicate-and-compare); pooled accuracy of the digits MLP agrees within 5 sigma (fixed seeds).  The
+    sweep's --gate-error levels replace every gate's rate, so the points are evaluated here with the model
+    itself."""
+    import dataclasses
+
+    from cramc.errmodel import FaultModel, Rate
+    from cramc.sweep.running import _run_one, _static_counts
+    from cramc.sweep.variants import VariantBuilder
+
+    x, y, cal = _inputs(60)
+    fm = FaultModel({"and": Rate(by_ones=(1e-3, 2e-2, 5e-3))}, name="by_ones and")
+    seeds = 3
+    for spec in ("", "dup"):
+        o = SweepOptions(MLP, (0.0,), ("none",), seeds=seeds, ecc=spec, mode="statistical")
+        b = VariantBuilder(o, cal, io.StringIO())
+        v = b.variant("ecc" if spec else "none", 0.0)
+        _static_counts(v, None, b.tech)
+        acc = {}
+        for mode in ("gate", "statistical"):
+            om = dataclasses.replace(o, mode=mode)
+            acc[mode] = sum(_run_one(v, om, fm, x, y, seed, b.tech)[0] for seed in range(seeds)) / (seeds * 60)
+        n = seeds * 60
+        p = (acc["gate"] + acc["statistical"]) / 2
+        sigma = math.sqrt(2 * max(p * (1 - p), 1 / n) / n)
+        assert abs(acc["gate"] - acc["statistical"]) <= 5 * sigma, (spec, acc)
+        if not spec:
+            assert acc["gate"] < 0.95, "the rates should cost accuracy (else the test compares nothing)"
+
+
 def test_interval_helpers() -> None:
     scipy_stats = pytest.importorskip("scipy.stats")
     for df in (1, 2, 4, 9, 30, 31, 50, 200):
