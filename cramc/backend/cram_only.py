@@ -3,7 +3,8 @@
 This is the baseline that the CRAM-ER claims are measured against: CRAM
 without a CMOS adder tree.  Every product and every addition of the K
 reduction is a chain of majority-gate full adders inside the arrays
-(Cout = MAJ3(a, b, c), Sum = MAJ5(a, b, c, NOT Cout, NOT Cout)), and partial
+(Cout = MAJ3(a, b, c), Sum = MAJ5(a, b, c, NOT Cout, NOT Cout), NOT Cout in two
+cells: one cell cannot be two inputs of a gate), and partial
 sums move between rows the only way CRAM can move them: through the
 periphery (``rd`` into a CMOS tensor, CMOS layout, ``wr`` into other rows).
 No adder-tree (``tadd``/``tsub``) or accumulator instruction is emitted.
@@ -34,8 +35,8 @@ strategy the compiler hands it for ``--reduce cram``.
 
 Columns (the pass records them as ``cram_cols=[x, bank, f, u, v, w]``):
 x the input bit-planes; bank the multiplier's running sum (min(wbits, xbits)
-columns); f six scratch columns (partial-product bit, two carries, NOT
-carry, constant 0, constant 1); u and v two sum areas of wbits + xbits +
+columns); f seven scratch columns (partial-product bit, two carries, two
+cells of NOT carry, constant 0, constant 1); u and v two sum areas of wbits + xbits +
 levels + 1 columns each (an adder writes bit i of its result where bit i-1
 of its incoming operand was, one column down, so that no gate writes a cell
 it reads; the areas swap roles every level); then the weights.  Everything
@@ -43,8 +44,10 @@ but the weights is shared by the outputs of an array, so the column budget
 decides `per` through the weights alone.
 
 Gate evaluations per output and row (R = min, S = max of wbits, xbits):
-multiply R + (S - 1) * 4R - 1; reduce 3W + 2 per level of width W, on the
-level's h rows.  The hybrid spends wbits * xbits per output and row.
+multiply R + (S - 1) * 5R - 1; reduce 4W + 3 per level of width W, on the level's h rows.  Each
+full adder is four gates: MAJ3 carry, NOT carry twice (the two MAJ5 inputs
+must be two cells), MAJ5 sum; where MIN3 gives NOT carry directly, a COPY
+makes its second cell.  The hybrid spends wbits * xbits per output and row.
 """
 
 from __future__ import annotations
@@ -63,9 +66,10 @@ from cramc.ir.tiling import Tile
 from cramc.isa import ast
 
 #: Scratch columns beside the multiplier's running sum: partial-product bit, carry (two, alternating),
-#: NOT carry, constant 0, constant 1 (offsets from the `f` column).
-P_OFF, C_OFF, T_OFF, ZERO_OFF, ONE_OFF = 0, 1, 3, 4, 5
-F_COLS = 6
+#: NOT carry (two cells: the sum's MAJ5 takes it twice, and one cell cannot be two inputs of a gate),
+#: constant 0, constant 1 (offsets from the `f` column).
+P_OFF, C_OFF, T_OFF, ZERO_OFF, ONE_OFF = 0, 1, 3, 5, 6
+F_COLS = 7
 
 
 def eff_wbits(wbits: int) -> int:
@@ -186,6 +190,22 @@ def _g(mn: str, *operands: ast.Value, comment: str | None = None) -> ast.Instr:
     return ast.Instr(mn, None, tuple(operands), (), comment)
 
 
+def _full_adder(
+    s: ast.Expr, a: ast.Expr, b: ast.Expr, cin: ast.Expr, cout: ast.Expr, t: ast.Expr, t2: ast.Expr
+) -> list[ast.Stmt]:
+    """cout = MAJ3(a, b, cin), s = MAJ5(a, b, cin, NOT cout, NOT cout), NOT cout in two cells t, t2.
+
+    One cell cannot be two inputs of the MAJ5, so NOT cout is written twice:
+    two NOTs of the carry rather than a NOT and a COPY of it.  Either wrong
+    cell flips the sum of a mixed input (a wrong NOT cout counts once, which
+    is enough), so the sum fails with P(t or t2 wrong): 2 p_not for two NOTs,
+    p_not + p_copy for a NOT and a COPY.  The device model (cramc.errmodel.device,
+    default parameters) has p_copy about 9x p_not and a COPY costs more energy;
+    the presets and the technology tables rate them alike.
+    """
+    return [_g("maj3", cout, a, b, cin), _g("not", t, cout), _g("not", t2, cout), _g("maj5", s, a, b, cin, t, t2)]
+
+
 @dataclass(frozen=True)
 class MulPlan:
     """How a wbits x xbits multiplier is laid out: which operand steps, and where its constants go.
@@ -252,7 +272,7 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
     """y = w * x in every active row: wbits-bit signed w, xbits-bit x, wbits + xbits bits of product.
 
     Parameters: w, x (the operands' lowest bit-planes), bank (min(wbits,
-    xbits) columns of running sum), f (the six scratch columns), y (the
+    xbits) columns of running sum), f (the seven scratch columns), y (the
     product, wbits + xbits columns).  Step 0 writes the first partial product
     as the running sum; step j >= 1 adds partial product j with a
     ripple-carry adder whose lowest sum bit is final (to y) and whose other
@@ -261,8 +281,9 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
     """
     pl = mul_plan(wbits, xbits, xsigned)
     r, s = pl.r, pl.s
-    P, T, ZERO, ONE = _e("f", P_OFF), _e("f", T_OFF), _e("f", ZERO_OFF), _e("f", ONE_OFF)
+    P, ZERO, ONE = _e("f", P_OFF), _e("f", ZERO_OFF), _e("f", ONE_OFF)
     C = (_e("f", C_OFF), _e("f", C_OFF + 1))
+    T, T2 = _e("f", T_OFF), _e("f", T_OFF + 1)  # NOT carry, twice
 
     def bank(i: int) -> ast.Expr:
         return _e("bank", i)
@@ -302,19 +323,21 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
             cin = (ONE if j in pl.carry_in else ZERO) if i == 0 else C[(i - 1) % 2]
             dst = y(j) if i == 0 else (y(j + i) if last else bank(i - 1))
             if i < r - 1:
-                cout = C[i % 2]
-                body += [_g("maj3", cout, bank(i), P, cin), _g("not", T, cout), _g("maj5", dst, bank(i), P, cin, T, T)]
+                body += _full_adder(dst, bank(i), P, cin, C[i % 2], T, T2)
             elif last and pl.flip:
                 top = y(r + s - 1)
                 body += [
                     _g("min3", top, bank(i), P, cin, comment="; top bit = NOT carry: adds the constant 2^top"),
-                    _g("maj5", dst, bank(i), P, cin, top, top),
+                    _g("copy", T, top),
+                    _g("maj5", dst, bank(i), P, cin, top, T),
                 ]
             else:
-                # min3 gives NOT carry directly: the carry lands in the cell the two gates have just read
+                # min3 gives NOT carry directly (its second cell a copy: no carry cell exists yet to NOT), and
+                # the carry lands in the cell the gates have just read
                 body += [
                     _g("min3", T, bank(i), P, cin),
-                    _g("maj5", dst, bank(i), P, cin, T, T),
+                    _g("copy", T2, T),
+                    _g("maj5", dst, bank(i), P, cin, T, T2),
                     _g("not", y(r + s - 1) if last else bank(i), T),
                 ]
     params = tuple(ast.Param("col", n) for n in ("w", "x", "bank", "f", "y"))
@@ -341,17 +364,16 @@ def add_micro(width: int) -> ast.Micro:
     column below b and no gate writes a cell it reads.
     """
     C = (_e("f", C_OFF), _e("f", C_OFF + 1))
-    T, Z = _e("f", T_OFF), _e("f", ZERO_OFF)
+    T, T2, Z = _e("f", T_OFF), _e("f", T_OFF + 1), _e("f", ZERO_OFF)
     body: list[ast.Stmt] = []
     for i in range(width):
         cin = Z if i == 0 else C[(i - 1) % 2]
-        cout = C[i % 2]
-        a, b = _e("a", i), _e("b", i)
-        body += [_g("maj3", cout, a, b, cin), _g("not", T, cout), _g("maj5", _e("b", i - 1), a, b, cin, T, T)]
+        body += _full_adder(_e("b", i - 1), _e("a", i), _e("b", i), cin, C[i % 2], T, T2)
     a, b, cin = _e("a", width - 1), _e("b", width), C[(width - 1) % 2]
     body += [
         _g("min3", T, a, b, cin, comment="; sign bit: a's sign extended, carry out dropped"),
-        _g("maj5", _e("b", width - 1), a, b, cin, T, T),
+        _g("copy", T2, T),
+        _g("maj5", _e("b", width - 1), a, b, cin, T, T2),
     ]
     params = tuple(ast.Param("col", n) for n in ("a", "b", "f"))
     return ast.Micro(

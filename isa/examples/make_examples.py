@@ -48,9 +48,12 @@ def full_adder() -> str:
             "; One-bit full adder from CRAM majority gates (the primer's construction):",
             ";   Cout = MAJ3(a, b, cin)",
             ";   Sum  = MAJ5(a, b, cin, NOT Cout, NOT Cout)",
+            "; NOT Cout is written into two cells: a gate's inputs are separate MTJs, so one",
+            "; cell cannot be two of them.  Two NOTs rather than a NOT and a COPY: either",
+            "; wrong cell flips the sum, and the device model rates NOT well below COPY.",
             "; Row r holds the input combination r = 4a + 2b + cin, so the 8 rows of one",
             "; array test all combinations at once (exhaustive).",
-            ".machine arrays=1 rows=8 cols=6 accs=1",
+            ".machine arrays=1 rows=8 cols=7 accs=1",
             "",
             "; x[0, r] = (a, b, cin) of row r, one bit per field",
             ".input x : u8[1,8,3]",
@@ -67,8 +70,9 @@ def full_adder() -> str:
             "  wr @0 c0, %x bits=1  ; field f lands in column f: a -> c0, b -> c1, cin -> c2",
             "  maj3 @0 c3, c0, c1, c2  ; c3 = Cout",
             "  not @0 c4, c3  ; c4 = NOT Cout",
-            "  maj5 @0 c5, c0, c1, c2, c4, c4  ; c5 = Sum (NOT Cout counts twice)",
-            "  rd @0 %s, c5 bits=1 signed=0",
+            "  not @0 c5, c3  ; c5 = NOT Cout again: the MAJ5 counts it twice, from two cells",
+            "  maj5 @0 c6, c0, c1, c2, c4, c5  ; c6 = Sum",
+            "  rd @0 %s, c6 bits=1 signed=0",
             "  rd @0 %cout, c3 bits=1 signed=0",
             "}",
         ]
@@ -111,12 +115,14 @@ def tmr_and() -> str:
 
 # ----------------------------------------------------------------------------- adders
 FA_MICRO = [
-    "; One full adder; t is scratch for NOT cout.  Every gate writes a cell that",
-    "; none of its inputs use (a CRAM gate presets its output cell first).",
-    ".micro fa(col a, col b, col cin, col s, col cout, col t) {",
+    "; One full adder; t and u are scratch for NOT cout, which the MAJ5 takes twice",
+    "; (one MTJ per terminal: a gate's output cell is none of its inputs, and one cell",
+    "; is never two inputs of one gate).",
+    ".micro fa(col a, col b, col cin, col s, col cout, col t, col u) {",
     "  maj3 cout, a, b, cin",
     "  not t, cout",
-    "  maj5 s, a, b, cin, t, t",
+    "  not u, cout",
+    "  maj5 s, a, b, cin, t, u",
     "}",
 ]
 
@@ -138,8 +144,8 @@ def ripple_adder8() -> str:
         ";",
         "; columns: a c0-c7, b c8-c15 (LSB first), carries c16-c23 (c16 = carry in = 0),",
         ";          sum c24-c31, carry out c32 (so c24-c32 read back as one 9-bit number),",
-        ";          scratch c33",
-        f".machine arrays={arrays} rows={rows} cols=34 accs=1",
+        ";          scratch c33-c34",
+        f".machine arrays={arrays} rows={rows} cols=35 accs=1",
         "",
         f".input x : u8[{arrays},{rows},2]  ; (a, b) per row",
         f".output y : i64[{arrays},{rows}]",
@@ -157,7 +163,7 @@ def ripple_adder8() -> str:
     ]
     for i in range(8):
         cout = f"c{17 + i}" if i < 7 else "c32"
-        lines.append(f"  call @0:{arrays} fa a=c{i} b=c{8 + i} cin=c{16 + i} s=c{24 + i} cout={cout} t=c33  ; bit {i}")
+        lines.append(f"  call @0:{arrays} fa a=c{i} b=c{8 + i} cin=c{16 + i} s=c{24 + i} cout={cout} t=c33 u=c34  ; bit {i}")
     lines += [f"  rd @0:{arrays} %y, c24 bits=9 signed=0", "}"]
     return "\n".join(lines)
 
@@ -176,7 +182,7 @@ def mul8x8() -> str:
     # column map
     a = [f"c{i}" for i in range(8)]
     b = [f"c{8 + i}" for i in range(8)]
-    zero, t = "c16", "c17"
+    zero, t, u = "c16", "c17", "c88"
     pp = [f"c{18 + i}" for i in range(8)]
     carry = [zero] + [f"c{26 + i}" for i in range(7)]  # carry into bit i of the step's adder
     top = "c39"  # carry out of the last step (bit 15 before the constant)
@@ -201,8 +207,9 @@ def mul8x8() -> str:
         ";",
         "; columns: a c0-c7, b c8-c15, zero c16, scratch c17, partial product c18-c25,",
         ";          carries c26-c32, last carry c39, product c40-c55 (bit k in c40+k),",
-        ";          running-sum banks c56-c71 and c72-c87 (bit k in c56+k or c72+k)",
-        f".machine arrays={arrays} rows={rows} cols=88 accs=1",
+        ";          running-sum banks c56-c71 and c72-c87 (bit k in c56+k or c72+k),",
+        ";          second scratch c88",
+        f".machine arrays={arrays} rows={rows} cols=89 accs=1",
         "",
         f".input x : i8[{arrays},{rows},2]  ; (a, b) per row",
         f".output y : i64[{arrays},{rows}]",
@@ -241,7 +248,7 @@ def mul8x8() -> str:
                 cout = carry[i + 1]
             else:
                 cout = nxt[j + 8] if j < 7 else top
-            lines.append(f"  call {A} fa a={cur[k]} b={pp[i]} cin={carry[i]} s={s} cout={cout} t={t}")
+            lines.append(f"  call {A} fa a={cur[k]} b={pp[i]} cin={carry[i]} s={s} cout={cout} t={t} u={u}")
     lines += [
         f"  not {A} {res[15]}, {top}  ; adds the constant 2^15 (mod 2^16)",
         f"  rd {A} %y, {res[0]} bits=16",

@@ -29,6 +29,7 @@ import pytest
 from cramtest import REPO
 
 from cramc.backend.cram_only import (
+    F_COLS,
     ONE_OFF,
     ZERO_OFF,
     TileCramOnly,
@@ -110,7 +111,7 @@ def test_every_baugh_wooley_constant_has_a_place(wbits: int, xbits: int, xsigned
     assert pl.s >= pl.r >= 2  # steps over the wider operand
     assert pl.flip == 1  # a signed factor always contributes 2^(top)
     m = mul_micro(wbits, xbits, xsigned)
-    assert _gates(m) == pl.r + (pl.s - 1) * 4 * pl.r - 1  # the count the module docstring states
+    assert _gates(m) == pl.r + (pl.s - 1) * 5 * pl.r - 1  # the count the module docstring states
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ def test_multiplier_is_exact(wbits: int, xbits: int, xsigned: int, pairs: int | 
         w[:4], x[:4] = [wv[0], wv[0], wv[-1], wv[-1]], [xv[0], xv[-1], xv[0], xv[-1]]
     rows = w.size
     r = min(wb, xbits)
-    wcol, xcol, bank, f, y = 0, wb, wb + xbits, wb + xbits + r, wb + xbits + r + 6
+    wcol, xcol, bank, f, y = 0, wb, wb + xbits, wb + xbits + r, wb + xbits + r + F_COLS
     micro = mul_micro(wbits, xbits, xsigned)
     linked = _micro_program(
         micro,
@@ -176,14 +177,14 @@ def test_adder_is_exact(width: int) -> None:
     linked = _micro_program(
         micro,
         a.size,
-        f + 6,
+        f + F_COLS,
         [("a", acol, width), ("b", bcol, width + 1)],
         {"a": acol, "b": bcol, "f": f},
         (bcol - 1, width + 1),
     )
     res = run(linked, {"a": a[None, None], "b": b[None, None]})
     assert np.array_equal(res.outputs["y"][0, 0], a + b)
-    assert _gates(micro) == 3 * width + 2
+    assert _gates(micro) == 4 * width + 3
 
 
 # ----------------------------------------------------------------------------- random MVMs
@@ -271,17 +272,17 @@ def test_random_mvm_exact_and_equal_to_hybrid(
 
 
 def test_gate_count_is_the_documented_one() -> None:
-    """Per output and round: rows x multiplier gates + sum over levels of h x (3W + 2)."""
+    """Per output and round: rows x multiplier gates + sum over levels of h x (4W + 3)."""
     p, k, n, rows = 2, 13, 3, 16
     g, _ = _mvm_graph(p, k, n, 8, 8, 0, 1, np.random.default_rng(0))
     linked = _lower(g, "cram", 64, rows, 128)
     res = run(linked, {"x": np.ones((1, p, k), dtype=np.int64)})
     r = s = 8
-    per_output = k * (r + (s - 1) * 4 * r - 1)
+    per_output = k * (r + (s - 1) * 5 * r - 1)
     m, width = k, 16
     while m > 1:
         h = (m + 1) // 2
-        per_output += h * (3 * width + 2)
+        per_output += h * (4 * width + 3)
         m, width = h, width + 1
     assert levels(k) == 4 and width == 16 + 4
     assert res.counts.gate_evals == p * n * per_output  # one array, one replica per patch, 3 outputs

@@ -77,8 +77,8 @@ def _mvm_graph(p: int, k: int, n: int) -> Graph:
 
 def _program(reduce: str, arrays: int) -> ast.Program:
     """y = x [5, 21] . w [12, 21]^T on arrays of 16 rows: 2 K chunks of 11 rows, 4 output groups of 3 (the
-    hybrid is held to 3 accumulators, the CRAM-only lowering to 52 columns), 8 arrays a replica."""
-    rows, cols, accs = 16, 52, 3
+    hybrid is held to 3 accumulators, the CRAM-only lowering to 53 columns), 8 arrays a replica."""
+    rows, cols, accs = 16, 53, 3
     mvm = LOWERINGS[reduce]
     g = run_passes(_mvm_graph(5, 21, 12), [*mvm.tiling(rows, cols, accs), Schedule(arrays)])
     assert g.ops[0].attrs["tile"].as_attr() == [1, 2, 11, 3, 4]
@@ -131,5 +131,5 @@ def test_the_lowerings_share_layout_weights_and_gather(arrays: int) -> None:
 def test_the_chip_line_is_the_lowerings() -> None:
     for reduce, mvm in LOWERINGS.items():
         text = print_program(_program(reduce, 64))
-        assert text.splitlines()[1] == mvm.chip_line(64, 16, 52)
+        assert text.splitlines()[1] == mvm.chip_line(64, 16, 53)
         assert ("adder tree (CRAM-ER hybrid)" in text) == (reduce == "tree")

@@ -80,7 +80,7 @@ def test_full_adder_carry_gate_inverted() -> None:
 
 def test_ripple_adder_drops_one_carry() -> None:
     """Bit 3's full adder gets carry-in 0 (the zero column c16): y = a + b - carry-into-bit-3 * 8."""
-    old = "  call @0:4 fa a=c3 b=c11 cin=c19 s=c27 cout=c20 t=c33  ; bit 3"
+    old = "  call @0:4 fa a=c3 b=c11 cin=c19 s=c27 cout=c20 t=c33 u=c34  ; bit 3"
     text = _edit("ripple_adder8.cram", old, old.replace("cin=c19", "cin=c16"))
     linked = link(text)
     x = np.random.default_rng(2).integers(0, 256, (8, 4, 256, 2)).astype(np.uint8)

@@ -80,12 +80,12 @@ def test_run_refuses_a_chip_beyond_the_memory_budget(cli, tmp_path) -> None:
 def test_calls_are_inlined() -> None:
     linked = link_file(example("ripple_adder8.cram"))
     names = [n.op.mnemonic for n in linked.main]
-    assert names == ["wr", "fill", *(["maj3", "not", "maj5"] * 8), "rd"]
-    # bit 5's adder: a=c5 b=c13 cin=c21 s=c29 cout=c22 t=c33
-    maj3, inv, maj5 = linked.main[2 + 3 * 5 : 2 + 3 * 6]
+    assert names == ["wr", "fill", *(["maj3", "not", "not", "maj5"] * 8), "rd"]
+    # bit 5's adder: a=c5 b=c13 cin=c21 s=c29 cout=c22 t=c33 u=c34
+    maj3, inv, inv2, maj5 = linked.main[2 + 4 * 5 : 2 + 4 * 6]
     assert maj3.operands == (22, 5, 13, 21)
-    assert inv.operands == (33, 22)
-    assert maj5.operands == (29, 5, 13, 21, 33, 33)
+    assert inv.operands == (33, 22) and inv2.operands == (34, 22)
+    assert maj5.operands == (29, 5, 13, 21, 33, 34)
     assert maj3.arrays == (0, 4) and maj3.rows is None
     assert len(maj3.site) == 1 and maj3.loc.line < maj3.site[0].line  # body line, then the call
 
