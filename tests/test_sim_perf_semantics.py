@@ -69,7 +69,10 @@ def test_every_gate_has_a_kernel(backend: str) -> None:
 
 # ---------------------------------------------------------------------------- random programs
 def random_program(seed: int, rows: int, arrays: int = 4, cols: int = 20, n_instr: int = 60) -> str:
-    """A program of random gates (random array subsets, row ranges, aliased operands), trees and reads."""
+    """A program of random gates (random array subsets, row ranges, operands), trees and reads.
+
+    A gate's inputs are different columns and its output is none of them (one MTJ per terminal, verified).
+    """
     rng = np.random.default_rng(seed)
     lines = [
         f".machine arrays={arrays} rows={rows} cols={cols} accs=4",
@@ -107,11 +110,15 @@ def random_program(seed: int, rows: int, arrays: int = 4, cols: int = 20, n_inst
             continue
         op = gates[int(rng.integers(0, len(gates)))]
         n_in = len(op.operands) - 1
-        srcs = [int(c) for c in rng.choice(written, size=n_in)]
+        # the draws of the aliasing generator this replaced, so its programs (and their fault counts) stay;
+        # a repeated input, and an output on an input, move to the next free column
+        srcs: list[int] = []
+        for c in rng.choice(written, size=n_in):
+            srcs.append(_free(int(c), set(srcs), 0, cols))
         if rng.random() < 0.2:
-            dst = srcs[int(rng.integers(0, n_in))]  # write over one of the inputs
+            dst = _free(srcs[int(rng.integers(0, n_in))], set(srcs), 6, cols)  # beside the inputs
         else:
-            dst = int(rng.integers(6, cols))
+            dst = _free(int(rng.integers(6, cols)), set(srcs), 6, cols)
         lines.append(f"  {op.mnemonic} @{lo}:{hi} c{dst}, " + ", ".join(f"c{c}" for c in srcs) + rows_attr)
     lines += [
         f"  rd @0:{arrays} %y, c0 bits=1 fields={cols} signed=0",
@@ -120,6 +127,14 @@ def random_program(seed: int, rows: int, arrays: int = 4, cols: int = 20, n_inst
         "",
     ]
     return "\n".join(lines)
+
+
+def _free(c: int, taken: set[int], lo: int, cols: int) -> int:
+    """Column c, or the next one after it (cyclically over lo .. cols-1) that is not taken."""
+    c = max(c, lo)
+    while c in taken:
+        c = lo + (c + 1 - lo) % (cols - lo)
+    return c
 
 
 def run_machine(

@@ -22,7 +22,7 @@ import numpy as np
 
 from cramc.isa import counting, parser, verifier
 from cramc.isa import data as tdata
-from cramc.isa.opcodes import OPCODES, Access, AKind, Attr, Kind, Opcode, Operand, Shape, Unit
+from cramc.isa.opcodes import INPUT_CELLS, OPCODES, OUTPUT_CELL, Access, AKind, Attr, Kind, Opcode, Operand, Shape, Unit
 
 #: How each operand kind is written.
 OPERAND_SYNTAX: dict[Kind, tuple[str, str]] = {
@@ -80,9 +80,11 @@ UNIT_DOC: dict[Unit, UnitDoc] = {
         "CRAM logic gates",
         "A row-parallel gate in the array itself: the output cell is preset, then a pulse across the input "
         "cells switches it or not. All operands are columns of the same arrays; every active row of every "
-        "array of the set computes at once. The destination may be one of the inputs (the inputs are read "
-        "before the output is written). **Each gate includes the preset write of its output cell and is "
-        "counted as such**: one gate evaluation is one preset write plus one switching pulse.",
+        "array of the set computes at once. **One MTJ per terminal:** `dst` is a column apart from every input "
+        f"({OUTPUT_CELL.why}), and no column is two inputs of one gate ({INPUT_CELLS.why}). The verifier rejects "
+        "both, at the operand; inside a micro-program when a call binds two parameters to one column, and in the "
+        "definition itself when two operands are the same expression. **Each gate includes the preset write of its "
+        "output cell and is counted as such**: one gate evaluation is one preset write plus one switching pulse.",
         "`gate_evals` is reported again as `preset_writes`",
         "`[gates] <mnemonic>` (or `default`) in the error model: each output bit flips 0->1 with p01 and "
         "1->0 with p10, judged on its correct value; counted in `faults.gate`",
@@ -220,8 +222,13 @@ def _operand(op: Opcode, o: Operand, variadic_last: bool) -> str:
     if o.bounds is not None:
         s += f", {o.bounds.text}"
     if o.distinct is not None:
-        others = ", ".join(f"`{p.name}`" for p in op.operands if p.distinct == o.distinct and p is not o)
-        s += f", a {o.distinct.what} operand: a column distinct from {others}"
+        if o.distinct.of_reads:
+            others = ", ".join(f"`{p.name}`" for p in op.operands if p.kind is Kind.COL and p.reads)
+            s += f", the {o.distinct.what} operand: a column distinct from every input ({others})"
+        else:
+            others = ", ".join(f"`{p.name}`" for p in op.operands if p.distinct == o.distinct and p is not o)
+            article = "an" if o.distinct.what[0] in "aeiou" else "a"
+            s += f", {article} {o.distinct.what} operand: a column distinct from {others}"
     if variadic_last:
         s += ", repeatable"
     return s

@@ -124,14 +124,35 @@ class Bounds:
 
 @dataclass(frozen=True)
 class Distinct:
-    """Column operands of one instruction that share a `Distinct` must name different columns (verified)."""
+    """A rule that column operands of one instruction name different columns (verified; docs/isa.md shows it).
+
+    The operands that declare the same `Distinct` must name pairwise different
+    columns.  With `of_reads`, the one operand that declares it (a written one)
+    must also name none of the columns the instruction reads.  Inside a
+    micro-program the verifier checks the rule where the columns are known, at
+    each call's bindings, and at once when two operands are the same expression.
+    """
 
     what: str  # what the operands are, for the error: "the copy operands c0 and c1 both name column ..."
-    why: str
+    why: str  # the reason, one clause, after the error
+    of_reads: bool = False
 
 
 #: The redundant copies of one partial-product column read by the protected tree ops (tvadd, tdadd, ...).
 COPIES = Distinct("copy", "the protection needs distinct copies (a fault in one column would agree with itself)")
+#: One MTJ per terminal (a CRAM gate's circuit): the output cell is not one of the inputs ...
+OUTPUT_CELL = Distinct(
+    "output",
+    "the output cell is preset and then carries the logic current in series with the inputs, so it cannot be one "
+    "of them",
+    of_reads=True,
+)
+#: ... and no cell is two of the inputs.
+INPUT_CELLS = Distinct(
+    "input",
+    "each input is its own MTJ, in parallel with the others in the gate's circuit, so one cell cannot be two "
+    "inputs of one gate",
+)
 
 
 @dataclass(frozen=True)
@@ -157,6 +178,8 @@ class Operand:
             raise AssertionError(f"operand {self.name}: a {self.kind.value} operand cannot have access {self.access}")
         if (self.span or self.distinct) and self.kind is not Kind.COL:
             raise AssertionError(f"operand {self.name}: span and distinct are for column operands")
+        if self.distinct is not None and self.distinct.of_reads and not self.writes:
+            raise AssertionError(f"operand {self.name}: a distinct-from-the-reads rule is for a written operand")
         if self.shape and self.kind not in (Kind.TENSOR, Kind.SOURCE):
             raise AssertionError(f"operand {self.name}: shape is for tensor operands")
         if self.bounds and self.kind is not Kind.INT:
@@ -232,18 +255,22 @@ class Opcode:
 
 
 def _gate(mn: str, n_in: int, logic: GateFn, meaning: str) -> Opcode:
-    ins = tuple(Operand(f"in{i}", Kind.COL, Access.READ) for i in range(n_in))
+    # one MTJ per terminal: dst is none of the inputs, and (two or more of them) the inputs are different cells
+    inputs = INPUT_CELLS if n_in > 1 else None
+    ins = tuple(Operand(f"in{i}", Kind.COL, Access.READ, distinct=inputs) for i in range(n_in))
     return Opcode(
         mn,
         Unit.GATE,
         f"row-parallel CRAM gate: dst = {meaning}",
-        (Operand("dst", Kind.COL, Access.WRITE), *ins),
+        (Operand("dst", Kind.COL, Access.WRITE, distinct=OUTPUT_CELL), *ins),
         (ROWS_ATTR,),
         on_arrays=True,
         logic=logic,
         semantics=(
             f"In every array of the set and every active row: preset the dst cell, then pulse the "
-            f"inputs so that dst = {meaning}. Counts one gate evaluation (which includes the preset "
+            f"inputs so that dst = {meaning}. dst is a column apart from every input"
+            + (", and the inputs are different columns" if n_in > 1 else "")
+            + f" (one MTJ per terminal; verified). Counts one gate evaluation (which includes the preset "
             f"write of the output cell) per active row per array. Output bits may flip per the "
             f"fault model for `{mn}`."
         ),

@@ -41,7 +41,7 @@ from cramc.isa.linked import (
     TRef,
     Work,
 )
-from cramc.isa.opcodes import OPCODES, Access, AKind, Distinct, Kind, Opcode, Operand, Shape, Span
+from cramc.isa.opcodes import OPCODES, Access, AKind, Distinct, Kind, Opcode, Operand, Shape, Span, Unit
 
 #: Limits that keep a header from asking for absurd allocations.
 MAX_ARRAYS = 1 << 22
@@ -408,7 +408,7 @@ class Verifier(_Checker):
         return out
 
     def _static_body(self, body: tuple[ast.Stmt, ...], micro: ast.Micro) -> None:
-        """Checks that need no bindings: names of params used in the body exist."""
+        """Checks that need no bindings: names of params used in the body exist, distinct operands differ."""
         names = {q.name for q in micro.params}
         for s in body:
             if isinstance(s, ast.Repeat):
@@ -428,6 +428,31 @@ class Verifier(_Checker):
                             f"unknown name '{v.name}' in micro-program '{micro.name}'{self._suggest(v.name, names)}",
                             v.loc,
                         )
+                self._static_distinct(s)
+
+    def _static_distinct(self, ins: ast.Instr) -> None:
+        """A `Distinct` rule broken by two operands that are the same expression, whatever a call binds.
+
+        Different parameters may or may not bind to one column, so the walk
+        checks the rule at each call (`_dataflow`); `w` and `w` are one column
+        under every binding, so that is an error in the definition itself.
+        """
+        op = OPCODES.get(ins.mnemonic)
+        if op is None or op.unit is Unit.CONTROL:
+            return
+        specs = op.operands + (op.operands[-1],) * (len(ins.operands) - len(op.operands))
+        cols = [(o, v) for o, v in zip(specs, ins.operands, strict=False) if o.kind is Kind.COL]
+        for i, (oa, va) in enumerate(cols):
+            for ob, vb in cols[i + 1 :]:
+                rule = _shared_rule(oa, ob)
+                if rule is None or _expr_key(va) is None or _expr_key(va) != _expr_key(vb):
+                    continue
+                if rule.of_reads:
+                    w, r = (oa, ob) if oa.writes else (ob, oa)
+                    what = f"the {rule.what} operand {w.name} and the input operand {r.name}"
+                else:
+                    what = f"the {rule.what} operands {oa.name} and {ob.name}"
+                raise self.err(f"{op.mnemonic}: {what} both name column {_expr_text(va)}; {rule.why}", vb.loc)
 
     def _opcode(self, ins: ast.Instr, site: tuple[Loc, ...]) -> Opcode:
         op = OPCODES.get(ins.mnemonic)
@@ -661,11 +686,12 @@ class Verifier(_Checker):
 
     def _read(self, bop: BoundOp, spec: Operand, v: Any, pos: int, flow: _Flow, ins: ast.Instr, env: Env) -> None:
         if spec.kind is Kind.COL:
-            self._read_cols(bop, self._columns(bop, spec, v, flow), ins, env, pos)
+            cols = self._columns(bop, spec, v, flow)
+            self._read_cols(bop, cols, ins, env, pos)
             if spec.distinct is not None:
                 same = flow.distinct.setdefault(spec.distinct, {})
                 if v in same:
-                    # one column given twice: a fault in it is "confirmed" by itself, the protection is void
+                    # one column given twice: copies that are one column, two gate inputs that are one MTJ
                     raise self.err(
                         f"{bop.op.mnemonic}: the {spec.distinct.what} operands {same[v]} and {spec.name} both name "
                         f"column c{v}; {spec.distinct.why}",
@@ -673,6 +699,7 @@ class Verifier(_Checker):
                         env.site,
                     )
                 same[v] = spec.name
+            flow.read_cols.append((spec.name, cols))
         elif spec.kind in (Kind.TENSOR, Kind.SOURCE):
             if isinstance(v, TRef):
                 shape, is_int = self._shape_of(v, ins, env, pos)
@@ -715,7 +742,18 @@ class Verifier(_Checker):
 
     def _write(self, bop: BoundOp, spec: Operand, v: Any, pos: int, flow: _Flow, ins: ast.Instr, env: Env) -> None:
         if spec.kind is Kind.COL:
-            self._write_cols(bop, self._columns(bop, spec, v, flow), ins, env)
+            cols = self._columns(bop, spec, v, flow)
+            if spec.distinct is not None and spec.distinct.of_reads:
+                for name, read in flow.read_cols:
+                    both = range(max(cols.start, read.start), min(cols.stop, read.stop))
+                    if both:  # a gate's output cell that is also one of its inputs
+                        raise self.err(
+                            f"{bop.op.mnemonic}: the {spec.distinct.what} operand {spec.name} and the input operand "
+                            f"{name} both name column c{both.start}; {spec.distinct.why}",
+                            ins.operands[pos].loc,
+                            env.site,
+                        )
+            self._write_cols(bop, cols, ins, env)
         elif spec.kind is Kind.TENSOR:
             n = bop.arrays[1] - bop.arrays[0] if bop.arrays else 0
             if spec.shape is Shape.SLICED:
@@ -767,6 +805,34 @@ class _Flow:
     sources: list[tuple[tuple[int, ...], bool] | np.ndarray] = field(default_factory=list)
     fields: dict[str, int] = field(default_factory=dict)  # SLICED source operand -> its fields
     distinct: dict[Distinct, dict[int, str]] = field(default_factory=dict)  # column -> the operand naming it
+    read_cols: list[tuple[str, range]] = field(default_factory=list)  # (operand, the columns it reads)
+
+
+def _shared_rule(a: Operand, b: Operand) -> Distinct | None:
+    """The `Distinct` rule that keeps two column operands of one instruction apart, or None."""
+    for x, y in ((a, b), (b, a)):
+        rule = x.distinct
+        if rule is not None and rule.of_reads and y.reads:
+            return rule
+    if a.distinct is not None and a.distinct == b.distinct and not a.distinct.of_reads:
+        return a.distinct
+    return None
+
+
+def _expr_key(v: ast.Value) -> tuple[str, int] | int | None:
+    """What a column operand is, as written: a literal column, a parameter plus offset, or None."""
+    if isinstance(v, ast.Col):
+        return v.index
+    if isinstance(v, ast.Expr):
+        return (v.name, v.offset)
+    return None
+
+
+def _expr_text(v: ast.Value) -> str:
+    if isinstance(v, ast.Col):
+        return f"c{v.index}"
+    assert isinstance(v, ast.Expr)
+    return v.name + (f"{v.offset:+d}" if v.offset else "")
 
 
 def _span(op: Opcode) -> Span:

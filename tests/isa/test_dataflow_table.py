@@ -14,7 +14,20 @@ from dataclasses import dataclass
 import pytest
 
 from cramc.errors import UserError
-from cramc.isa.opcodes import OPCODES, Access, AKind, Attr, Kind, Opcode, Operand, Shape, Unit
+from cramc.isa.opcodes import (
+    COPIES,
+    INPUT_CELLS,
+    OPCODES,
+    OUTPUT_CELL,
+    Access,
+    AKind,
+    Attr,
+    Kind,
+    Opcode,
+    Operand,
+    Shape,
+    Unit,
+)
 from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
 
@@ -115,7 +128,10 @@ def test_every_operand_declares_its_dataflow(op: Opcode) -> None:
             if o.span.fields_of:
                 src = next(p for p in op.operands if p.name == o.span.fields_of)
                 assert src.shape is Shape.SLICED and src.reads, (op.mnemonic, o.name)
-        if o.distinct is not None:
+        if o.distinct is not None and o.distinct.of_reads:  # one written operand, apart from the columns read
+            assert o.writes and sum(p.distinct == o.distinct for p in op.operands) == 1, (op.mnemonic, o.name)
+            assert any(p.kind is Kind.COL and p.reads for p in op.operands), (op.mnemonic, o.name)
+        elif o.distinct is not None:
             assert sum(p.distinct == o.distinct for p in op.operands) >= 2, (op.mnemonic, o.name)
     sliced = [o for o in op.operands if o.shape is Shape.SLICED]
     spans = [o for o in op.operands if o.span is not None]
@@ -168,11 +184,14 @@ def test_accumulators_are_declared_but_not_tracked() -> None:
 
 
 def test_an_instruction_reads_before_it_writes() -> None:
-    """Reads come first: a gate may overwrite its input, but not read its own unwritten output."""
-    verify(parse(HEADER + ".main {\n  fill @0:2 c1, 1\n  not @0:2 c1, c1\n}\n", "t.cram"))
+    """Reads come first: a gate reading its own unwritten output is a read error (written, it is the output rule)."""
     e = _error(HEADER + ".main {\n  not @0:2 c1, c1\n}\n")
     assert e.message == "column c1 of array 0 is read before anything is written to it"
     assert e.loc is not None and e.loc.col == len("  not @0:2 c1, ") + 1
+    e = _error(HEADER + ".main {\n  fill @0:2 c1, 1\n  not @0:2 c1, c1\n}\n")
+    assert e.message.startswith("not: the output operand dst and the input operand in0 both name column c1;")
+    # an accumulator the tree adds into is read and written by one instruction
+    verify(parse(HEADER + ".main {\n  fill @0:2 c1, 1\n  tadd @0:2 acc0, c1, 0\n  tadd @0:2 acc0, c1, 1\n}\n"))
 
 
 # ------------------------------------------------------------------ spans
@@ -204,7 +223,18 @@ DISTINCT = [
     (op, a, b)
     for op in OPCODES.values()
     for a, b in itertools.combinations(range(len(op.operands)), 2)
-    if op.operands[a].distinct is not None and op.operands[a].distinct == op.operands[b].distinct
+    if op.operands[a].distinct is not None
+    and not op.operands[a].distinct.of_reads
+    and op.operands[a].distinct == op.operands[b].distinct
+]
+#: (opcode, the written operand declaring a distinct-from-the-reads rule, a column operand it reads)
+APART = [
+    (op, a, b)
+    for op in OPCODES.values()
+    for a, oa in enumerate(op.operands)
+    if oa.distinct is not None and oa.distinct.of_reads
+    for b, ob in enumerate(op.operands)
+    if ob.kind is Kind.COL and ob.reads
 ]
 
 
@@ -226,10 +256,40 @@ def test_operands_declared_distinct_must_name_different_columns(op: Opcode, a: i
     assert e.loc is not None and (e.loc.line, e.loc.col) == (line, ins.cols[b])
 
 
+@pytest.mark.parametrize(
+    ("op", "a", "b"), APART, ids=[f"{op.mnemonic}-{op.operands[a].name}-{op.operands[b].name}" for op, a, b in APART]
+)
+def test_a_written_operand_declared_apart_names_no_column_read(op: Opcode, a: int, b: int) -> None:
+    """A gate's output on one of its inputs: rejected at the output operand."""
+    ins = _instr(op, {a: f"c{_column(b)}"})
+    text, line = _program(op, ins)
+    e = _error(text)
+    oa, ob = op.operands[a], op.operands[b]
+    assert oa.distinct is not None
+    assert e.message == (
+        f"{op.mnemonic}: the {oa.distinct.what} operand {oa.name} and the input operand {ob.name} both name "
+        f"column c{_column(b)}; {oa.distinct.why}"
+    )
+    assert e.loc is not None and (e.loc.line, e.loc.col) == (line, ins.cols[a])
+
+
 def test_the_protected_tree_ops_declare_their_copies_distinct() -> None:
     for mn, copies in (("tvadd", 3), ("tvsub", 3), ("tdadd", 2), ("tdsub", 2)):
-        assert sum(o.distinct is not None for o in OPCODES[mn].operands) == copies, mn
+        assert sum(o.distinct == COPIES for o in OPCODES[mn].operands) == copies, mn
     assert DISTINCT, "no opcode declares distinct operands"
+
+
+def test_every_gate_declares_one_mtj_per_terminal() -> None:
+    """dst apart from every input; two or more inputs pairwise distinct (docs/isa.md states it)."""
+    gates = [op for op in OPCODES.values() if op.unit is Unit.GATE]
+    assert gates
+    for op in gates:
+        dst, *ins = op.operands
+        assert dst.writes and dst.distinct == OUTPUT_CELL, op.mnemonic
+        assert all(o.reads and o.distinct == (INPUT_CELLS if len(ins) > 1 else None) for o in ins), op.mnemonic
+    assert {(op.mnemonic, op.operands[b].name) for op, a, b in APART} == {
+        (op.mnemonic, o.name) for op in gates for o in op.operands[1:]
+    }
 
 
 BOUNDED = [

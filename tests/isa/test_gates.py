@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 from cramtest import run_text
 
+from cramc.errors import UserError
 from cramc.isa.opcodes import OPCODES, Unit
+from cramc.isa.parser import parse
+from cramc.isa.verifier import verify
 from cramc.sim.ops.registry import IMPLS
 
 
@@ -125,32 +128,20 @@ def test_gate_counts() -> None:
 
 
 @pytest.mark.parametrize("mn", GATES)
-def test_truth_table_aliased_operands(mn: str) -> None:
-    """Repeated inputs (maj5 s, a, b, c, t, t) and dst == an input (and c0, c0, c1).
+def test_aliased_operands_are_rejected(mn: str) -> None:
+    """dst == an input (and c0, c0, c1) and a repeated input (maj5 s, a, b, c, t, t): one MTJ per terminal.
 
-    The verifier accepts both; the result must be the gate's function of the
-    operand values as they were before the gate ran.
+    The output cell is preset and carries the logic current in series with the
+    inputs, and each input is its own MTJ, so neither circuit exists; the
+    verifier rejects both at the operand (tests/isa/test_dataflow_table.py
+    covers every operand pair).
     """
-    n, fn = EXPECTED[mn]
-    m = max(n - 1, 1)  # distinct input columns; the last operand repeats an earlier one
-    cols = [k % m for k in range(n)]
-    combos = list(itertools.product((0, 1), repeat=m))
-    rows = 70
-    table = np.array([combos[r % len(combos)] for r in range(rows)], dtype=np.uint8)
-    ins = ", ".join(f"c{c}" for c in cols)
-    text = "\n".join(
-        [
-            f".machine arrays=1 rows={rows} cols={m} accs=1",
-            f".input x : u8[1,{rows},{m}]",
-            f".output y : i64[1,{rows}]",
-            ".main {",
-            "  wr @0 c0, %x bits=1",
-            f"  {mn} @0 c0, {ins}",
-            "  rd @0 %y, c0 bits=1 signed=0",
-            "}",
-            "",
-        ]
-    )
-    want = np.array([fn(tuple(int(row[c]) for c in cols)) for row in table])
-    got = run_text(text, {"x": table[None, None]}).outputs["y"][0, 0]
-    np.testing.assert_array_equal(got, want)
+    n, _ = EXPECTED[mn]
+    head = ".machine arrays=1 rows=8 cols=8 accs=1\n.main {\n" + "".join(f"  fill @0 c{c}, 1\n" for c in range(n))
+    cases = [(f"c0, {', '.join(f'c{c}' for c in range(n))}", "the output operand dst and the input operand in0")]
+    if n > 1:  # the last input repeats the first
+        cases.append((f"c7, {', '.join(f'c{c % (n - 1)}' for c in range(n))}", f"the input operands in0 and in{n - 1}"))
+    for operands, pair in cases:
+        with pytest.raises(UserError) as ei:
+            verify(parse(head + f"  {mn} @0 {operands}\n}}\n"))
+        assert ei.value.message.startswith(f"{mn}: {pair} both name column c0;"), ei.value.message

@@ -167,7 +167,7 @@ WORK_PROG = """
 .output y : f32[2,16]
 .micro inv(col d, col s) {
   not d, s
-  copy d, d
+  copy d+1, d
 }
 .main {
   wr @0:4 c0, %x bits=1
@@ -175,7 +175,7 @@ WORK_PROG = """
     repeat j 5 {
       call @0:2 inv d=c1 s=c0 rows=0:8
     }
-    and @1:4 c2, c0, c0
+    not @1:4 c2, c0
   }
   rd @0:2 %q, c1 bits=1 signed=0
   dequant %f, %q scale=0.5

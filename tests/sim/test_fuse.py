@@ -49,19 +49,31 @@ def fused_and_sequential(linked: Linked, monkeypatch: pytest.MonkeyPatch) -> lis
     return outs
 
 
-def test_aliasing_gate_breaks_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A gate that reads the scratch column it writes is not fused, and results stay sequential."""
+def test_aliasing_gate_is_rejected_and_never_fused() -> None:
+    """A gate that reads the scratch column it writes: the verifier rejects it (one MTJ per terminal), and the
+    fuser, a pure rewrite of whatever node list it is given, leaves such a pair out of its runs."""
+    import dataclasses
+
+    from cramc.errors import UserError
+    from cramc.isa.linked import BoundOp
     from cramc.isa.parser import parse
 
     src = open(DOT).read()
     text = src.replace("and @0 c16, c0, c9", "and @0 c16, c16, c9", 1)
     assert text != src
-    linked = verify(parse(text))
-    for n in fuse(linked.main):
+    with pytest.raises(UserError, match="the output operand dst and the input operand in0 both name column c16"):
+        verify(parse(text))
+    nodes = list(verify(parse(src)).main)
+    at = next(
+        i for i, n in enumerate(nodes) if isinstance(n, BoundOp) and n.op.mnemonic == "and" and n.operands == (16, 0, 9)
+    )
+    nodes[at] = dataclasses.replace(nodes[at], operands=(16, 16, 9))
+    fused = fuse(tuple(nodes))
+    assert any(isinstance(n, FusedMac) for n in fused)
+    for n in fused:
         if isinstance(n, FusedMac):
             for g, _ in n.pairs:
                 assert g.operands[0] not in g.operands[1:]
-    fused_and_sequential(linked, monkeypatch)
 
 
 @pytest.mark.parametrize("shift", [0, 20, 30])  # 30: sum |w| * rows = 2**54
