@@ -14,6 +14,13 @@ and whether the simulator's logits agree with onnxruntime's on the quantised
 ``--program`` times an already compiled program instead of compiling one.
 ``--repeat`` runs it several times and reports the best and the median (the
 machine may be shared).
+
+``--fault-models`` then times the same run under sparse fault models, to show
+that sampling costs what the faults cost, not what the bits do: every gate at
+p = 1e-6 as output-conditioned rates (p01 = 1e-6, p10 = 5e-7: thinned by the
+output bit) and as input-dependent rates (by_ones, at most 1e-6: thinned by
+the gate's input count read at each candidate), each against the fault-free
+run, ratios side by side (best of --repeat each).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +59,11 @@ def main() -> None:
     ap.add_argument("--program", help="an already compiled digits CNN program (default: compile it here)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs (best and median are printed)")
     ap.add_argument("--max-memory", type=float, default=2.0, help="GiB of simulator state, as cramc run (default 2)")
+    ap.add_argument(
+        "--fault-models",
+        action="store_true",
+        help="also time p = 1e-6 as p01/p10 and as by_ones against the fault-free run (ratios side by side)",
+    )
     args = ap.parse_args()
 
     import onnxruntime
@@ -117,6 +130,45 @@ def main() -> None:
         f"{int((diff == 0).sum())} of {diff.size} elements, within one output step ({fe.output_tol:.4g}) in "
         f"{within} of {diff.size}; same argmax in {int((logits.argmax(-1) == want.argmax(-1)).sum())} of {n} images"
     )
+    if args.fault_models:
+        sparse_fault_models(linked, x, budget, max(1, args.repeat))
+
+
+def sparse_models(p: float) -> dict[str, FaultModel]:
+    """Every gate at about p: output-conditioned (p01 = p, p10 = p/2) and input-dependent (by_ones at most p:
+    p next to the threshold, i.e. at the middle input counts, p/10 elsewhere)."""
+    from cramc.errmodel import Rate
+    from cramc.errmodel.model import GATE_NAMES, gate_inputs
+
+    def table(n: int) -> tuple[float, ...]:
+        return tuple(p if k in (n // 2, (n + 1) // 2) else p / 10 for k in range(n + 1))
+
+    return {
+        f"p01/p10 {p:g}": FaultModel({g: Rate(p, p / 2) for g in GATE_NAMES}, name="p01/p10"),
+        f"by_ones {p:g}": FaultModel({g: Rate(by_ones=table(gate_inputs(g))) for g in GATE_NAMES}, name="by_ones"),
+    }
+
+
+def sparse_fault_models(linked: Any, x: dict[str, np.ndarray], budget: int, repeat: int) -> None:
+    """Best-of-`repeat` wall and CPU time of the run fault-free and under each sparse model, interleaved (one
+    run of each per round, so that the load of a shared machine weighs on all alike), and the ratios."""
+    models = {"fault-free": FaultModel(), **sparse_models(1e-6)}
+    wall: dict[str, list[float]] = {k: [] for k in models}
+    cpu: dict[str, list[float]] = {k: [] for k in models}
+    faults = dict.fromkeys(models, 0)
+    for seed in range(repeat):
+        for name, fm in models.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = run(linked, dict(x), fm, seed=seed, max_memory=budget)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+            faults[name] = res.counts.faults["gate"]
+    w0, c0 = min(wall["fault-free"]), min(cpu["fault-free"])
+    print(f"sparse fault models (interleaved, best of {repeat} each):")
+    print(f"  {'model':<18} {'wall s':>7} {'x clean':>8} {'CPU s':>7} {'x clean':>8} {'gate faults':>12}")
+    for name in models:
+        w, c = min(wall[name]), min(cpu[name])
+        print(f"  {name:<18} {w:7.2f} {w / w0:8.3f} {c:7.2f} {c / c0:8.3f} {faults[name]:12d}")
 
 
 if __name__ == "__main__":
