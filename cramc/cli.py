@@ -431,6 +431,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         backend=args.backend,
+        chips=args.chips,
     )
     if args.workers < 0:
         raise UserError("--workers must be 0 (in-process) or more")
@@ -702,6 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--protection", default="none,ecc", help="comma-separated: none, ecc, finetuned, both (default none,ecc)"
     )
     s.add_argument("--seeds", type=int, default=5, help="simulator seeds 0..N-1 per point (default 5)")
+    s.add_argument(
+        "--chips",
+        type=int,
+        default=1,
+        help="gate mode: chip instances 0..N-1 per point, each with every seed; adds the spread across chips "
+        "apart from the spread across inferences (default 1)",
+    )
     s.add_argument(
         "--ecc",
         default="auto",

@@ -32,6 +32,7 @@ class SweepOptions:
     workers: int = 0  # > 0: run the (rate, protection, seed) points on a local Dask cluster of this many processes
     scheduler: str | None = None  # or on an existing Dask cluster at this address
     backend: str = "numpy"  # gate mode: the simulator backend (cramc.sim.backend), on every worker
+    chips: int = 1  # gate mode: chip instances per point (chip seeds 0..chips-1, each with every seed)
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -77,6 +78,10 @@ def check_options(o: SweepOptions) -> None:
         raise UserError(f"--mode {o.mode}: expected one of {', '.join(MODES)}")
     if o.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if o.chips < 1:
+        raise UserError(f"--chips must be at least 1, got {o.chips}")
+    if o.chips > 1 and o.mode != "gate":
+        raise UserError("--chips needs --mode gate: the statistical mode has no chip instances (.init, defects)")
     if o.samples is not None and o.samples < 1:
         raise UserError("--samples must be at least 1")
     if not o.rates:

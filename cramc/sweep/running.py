@@ -13,7 +13,7 @@ from cramc.errmodel import FaultModel
 from cramc.errors import UserError
 from cramc.ir.ecc import recomputing
 from cramc.sweep.options import SweepOptions, check_options, fault_model
-from cramc.sweep.stats import t_interval, wilson
+from cramc.sweep.stats import chip_spread, t_interval, wilson
 from cramc.sweep.variants import Variant, VariantBuilder
 
 #: Per-inference event counts recorded for every (rate, protection).
@@ -126,25 +126,31 @@ def run_sweep(
     if o.mode == "statistical":
         for v in b.variants():
             _static_counts(v, o.max_memory, b.tech)
-    bar = _progress(len(plan) * o.seeds * n, progress)
+    bar = _progress(len(plan) * o.seeds * o.chips * n, progress)
     rows = []
     try:
         from cramc.distributed import run_tasks
 
         tasks = [
-            (variants[(p, prot)], o, fault_model(p, o.error_model), inputs, labels, seed, b.tech, data_name)
+            (variants[(p, prot)], o, fault_model(p, o.error_model), inputs, labels, seed, b.tech, data_name, chip)
             for p, prot in plan
             for seed in range(o.seeds)
+            for chip in range(o.chips)
         ]
         if o.workers or o.scheduler:
             done = run_tasks(_run_one, tasks, o.workers, o.scheduler, on_done=lambda i, r: bar.update(n))
         else:
             done = [_run_one(*t, bar=bar) for t in tasks]
+        per = o.seeds * o.chips
         for i, (p, prot) in enumerate(plan):
-            mine = done[i * o.seeds : (i + 1) * o.seeds]
-            rows.append(
-                _row(o, p, prot, b.specs[(prot, p)], variants[(p, prot)], [k for k, _ in mine], [c for _, c in mine], n)
+            mine = done[i * per : (i + 1) * per]  # seed-major: (seed 0, chip 0), (seed 0, chip 1), ...
+            row = _row(
+                o, p, prot, b.specs[(prot, p)], variants[(p, prot)], [k for k, _ in mine], [c for _, c in mine], n
             )
+            if o.chips > 1:
+                by_chip = [[mine[s * o.chips + c][0] for s in range(o.seeds)] for c in range(o.chips)]
+                row.update(chip_spread(by_chip, n))
+            rows.append(row)
     finally:
         bar.close()
     _relative(rows)
@@ -163,6 +169,14 @@ def run_sweep(
         "ci": "95% Student-t over per-seed accuracies (ci_low/ci_high); "
         "95% Wilson over pooled seed x sample trials (wilson_low/wilson_high)",
     }
+    if o.chips > 1:
+        config["chips"] = list(range(o.chips))
+        config["ci"] = (
+            "95% Student-t over the per-(seed, chip) accuracies (ci_low/ci_high); 95% Wilson over pooled trials "
+            "(wilson_low/wilson_high); between chips: 95% Student-t over the chips' accuracies "
+            "(chip_ci_low/chip_ci_high, chip_sd); within a chip: binomial sd and 95% Wilson of one chip's "
+            "seeds x samples trials (within_sd, within_low/within_high)"
+        )
     return SweepResult(config, rows)
 
 
@@ -200,9 +214,10 @@ def _run_one(
     seed: int,
     b_tech: Any,
     data_name: str = "--data",
+    chip_seed: int = 0,
     bar: Any = None,
 ) -> tuple[int, dict[str, float]]:
-    """One (variant, seed) point, in-process or on a Dask worker (there without a progress bar)."""
+    """One (variant, seed, chip) point, in-process or on a Dask worker (there without a progress bar)."""
     if bar is None:
         bar = _NoBar()
     if o.mode == "gate":
@@ -210,7 +225,10 @@ def _run_one(
         from cramc.sim.layout import program_inputs
 
         feed = program_inputs(v.linked, inputs, data_name)
-        res = run(v.linked, feed, fm, seed=seed, max_memory=o.max_memory, progress=bar.update, backend=o.backend)
+        res = run(
+            v.linked, feed, fm, seed=seed, max_memory=o.max_memory, progress=bar.update, backend=o.backend,
+            chip_seed=chip_seed,
+        )  # fmt: skip
         first = v.linked.outputs[0].name
         return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm, v, b_tech, res.init)
     from cramc.ir.graph import sanitize
