@@ -119,7 +119,10 @@ def test_cli_bad_error_model(cli, tmp_path: Path) -> None:
         ("read = true\n", "read must be a number or a table with p, p01, p10"),
         ("[write]\np01 = 2\n", "write.p01: a probability must be between 0 and 1, got 2.0"),
         ("tree = 2\n", "tree: a probability must be between 0 and 1, got 2.0"),
-        ("[wires]\n[gates]\nxor = 1\n", "unknown section(s) wires (expected gates, write, read, tree, device, defects)"),
+        (
+            "[wires]\n[gates]\nxor = 1\n",
+            "unknown section(s) wires (expected gates, write, read, tree, device, defects)",
+        ),
         (
             "[gates]\nxor = 1\n[write]\np = 2\n",
             "gates.xor: not a gate (gates are not, copy, and, nand, or, nor, maj3, min3, maj5, min5)",
