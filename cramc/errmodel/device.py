@@ -80,7 +80,7 @@ class DeviceParams:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise UserError(f"device parameter {f.name}: must be a finite number, got {v!r}")
-        positive = ("r_p", "tmr", "delta", "temperature", "i_c0", "ic0_asymmetry", "tau0", "tau_d")
+        positive: tuple[str, ...] = ("r_p", "tmr", "delta", "temperature", "i_c0", "ic0_asymmetry", "tau0", "tau_d")
         positive += ("t_pulse", "t_preset", "preset_overdrive")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -414,9 +414,9 @@ def markdown_tables(
     out.append("|---" * (1 + 2 * len(names)) + "|")
     for t in pulses:
         q = p.with_(t_pulse=t)
-        errs = [_fmt(max(gate_error_table(g, q))) for g in names]
+        worst = [_fmt(max(gate_error_table(g, q))) for g in names]
         ens = [f"{gate_energy(g, q) * 1e12:.3f}" for g in names]
-        out.append(f"| {t * 1e9:g} | " + " | ".join(errs) + " | " + " | ".join(ens) + " |")
+        out.append(f"| {t * 1e9:g} | " + " | ".join(worst) + " | " + " | ".join(ens) + " |")
     return "\n".join(out) + "\n"
 
 

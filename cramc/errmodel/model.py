@@ -273,11 +273,13 @@ def _rate(v: Any, where: str, file: str, keys: tuple[str, ...] = RATE_KEYS) -> R
             raise UserError(f"{file}: {where}: unknown key(s) {', '.join(sorted(unknown))} (use {', '.join(keys)})")
         base = v.get("p", 0.0)
         p01, p10 = v.get("p01", base), v.get("p10", base)
+        checked: list[float] = []
         for k, x in (("p01", p01), ("p10", p10)):
             if not isinstance(x, (int, float)) or isinstance(x, bool):
                 raise UserError(f"{file}: {where}.{k} must be a number")
             _check_p(float(x), f"{file}: {where}.{k}")
-        return Rate(float(p01), float(p10))
+            checked.append(float(x))
+        return Rate(checked[0], checked[1])
     raise UserError(f"{file}: {where} must be a number or a table with {', '.join(keys)}")
 
 
@@ -490,7 +492,7 @@ def load_preset(name: str) -> FaultModel:
     names = preset_names()
     if name not in names:
         raise UserError(f"no error-model preset named '{name}' (presets: {', '.join(names)})")
-    res = importlib.resources.files("cramc.lang").joinpath(PRESET_DIR, f"{name}.toml")
+    res = importlib.resources.files("cramc.lang") / PRESET_DIR / f"{name}.toml"
     label = f"preset {name} ({PRESET_DIR}/{name}.toml)"
     data = res.read_bytes()
     return parse_error_model(_load_toml(data, label), label, _text(data, label))

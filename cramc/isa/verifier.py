@@ -295,13 +295,13 @@ class Verifier(_Checker):
         init = self._walk(sections["init"].body, env) if "init" in sections else ()
         main = self._walk(sections["main"].body, env)
         work = Work(*(a + b for a, b in zip(self._work(init), self._work(main), strict=True)))
-        for d in self.p.ios("output"):
-            got = self.tensors.get(d.name)
+        for decl in self.p.ios("output"):
+            got = self.tensors.get(decl.name)
             if got is None:
-                raise self.err(f"output %{d.name} is never computed by .main", d.loc)
-            if got[0] != d.type.shape:
+                raise self.err(f"output %{decl.name} is never computed by .main", decl.loc)
+            if got[0] != decl.type.shape:
                 raise self.err(
-                    f"output %{d.name} is declared {list(d.type.shape)} but computed as {list(got[0])}", d.loc
+                    f"output %{decl.name} is declared {list(decl.type.shape)} but computed as {list(got[0])}", decl.loc
                 )
         expect = self._expect(inputs, outputs)
         trace = self._trace()
