@@ -72,10 +72,10 @@ def test_report_json(cli, tmp_path: Path) -> None:
     d = json.loads(rep.read_text(encoding="utf-8"))
     for key in ("samples", "gate_evals", "faults_injected", "opcodes"):
         assert key in d
-    # 2 samples x 4 arrays x 256 rows x 8 full adders of 3 gates
+    # 2 samples x 4 arrays x 256 rows x 8 full adders of 4 gates (maj3 carry, NOT carry into two cells, maj5 sum)
     lanes_rows = 2 * 4 * 256
     assert d["samples"] == 2
-    assert d["gate_evals"] == lanes_rows * 8 * 3
+    assert d["gate_evals"] == lanes_rows * 8 * 4
     assert d["faults_injected"] == 0
     assert d["opcodes"]["maj5"] == {"instructions": 2 * 8, "row_ops": lanes_rows * 8}
     assert d["opcodes"]["wr"]["row_ops"] == lanes_rows * 16

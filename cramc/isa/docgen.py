@@ -289,8 +289,11 @@ def _machine_section() -> list[str]:
         "adder tree counts ones of a column into exact int64 accumulators; a CMOS vector unit holds tensors "
         "and does everything between matrix-vector products.",
         "",
-        "Each sample (inference) runs on a freshly zeroed chip: `.init`, then `.main`. Samples run side by "
-        "side in sample lanes; their faults are independent.",
+        "A chip starts zeroed and runs `.init` once (its weights are resident: what `.init` writes, write "
+        "faults included, stays for every inference on that chip; `cramc run --chip-seed S` names the chip, "
+        "`--chips N` runs several). Each sample (inference) then runs `.main` on a copy of that chip's state, "
+        "side by side in sample lanes; their `.main` faults are independent. An `.init` that reads an "
+        "inference input runs per sample.",
         "",
         "The header `.machine key=value ...` sizes the chip:",
         "",
