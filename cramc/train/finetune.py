@@ -47,6 +47,11 @@ class Options:
     rows: int = 256  # rows per CRAM array, as given to cramc compile: sets the rows a K chunk is counted over
     noise: str = "binomial"  # exact binomial draws, or "normal" with the exact mean and variance
     range_grad: bool = True  # the error's float scale sx * sw keeps its gradient (cramc.train.qat)
+    # PyTorch threads while fine-tuning (0: PyTorch's default).  One: the networks are small and the injected
+    # error is drawn in numpy on one core; on a shared machine a second torch thread waiting for a busy core made
+    # LeNet-5's steps 6 to 20 times slower.  The float sums, and so the result for a seed, depend on the thread
+    # count: a fixed default also gives the same result on machines with different core counts.
+    threads: int = 1
 
 
 @dataclass
@@ -75,10 +80,29 @@ def finetune(
 ) -> Result:
     """Fine-tune the float model at `model_path`; return the tuned model and the training log."""
     torch = _torch()
+    _check_options(opts)
+    threads = torch.get_num_threads()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    try:
+        return _finetune(torch, model_path, data, labels, faults, opts, calibration, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _finetune(
+    torch: Any,
+    model_path: str,
+    data: dict[str, np.ndarray],
+    labels: np.ndarray,
+    faults: FaultModel,
+    opts: Options,
+    calibration: dict[str, np.ndarray] | None,
+    log: TextIO,
+) -> Result:
     from cramc.train.qat import QatGraph
 
     t0 = time.perf_counter()
-    _check_options(opts)
     model = load_model(model_path)
     if quantize.is_quantised(model):
         raise UserError(f"{model_path}: cramc finetune needs a float model (this one is already quantised)")
@@ -100,9 +124,13 @@ def finetune(
     yt = torch.from_numpy(y)
     first = net.graph.output[0].name
     result = Result(model)
+    quantised: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None  # the last weights quantised, and how
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(opts.epochs + 1):
-            net.qparams = _qparams(export(model, net.state()), calib, Path(tmp))
+            state = net.state()
+            if quantised is None or any(not np.array_equal(v, quantised[0][k]) for k, v in state.items()):
+                quantised = (state, _qparams(export(model, state), calib, Path(tmp)))
+            net.qparams = quantised[1]  # epoch 1 starts from the weights epoch 0 quantised: the same result
             if epoch == 0:
                 acc = _accuracy(net, xt, yt, first, gen)
                 entry = {"epoch": 0, "accuracy_faulty": acc}
@@ -167,6 +195,8 @@ def _check_options(opts: Options) -> None:
         raise UserError("--seed must be non-negative")
     if opts.rows < 1:
         raise UserError("--rows must be at least 1")
+    if opts.threads < 0:
+        raise UserError("threads must be non-negative (0: PyTorch's default)")
 
 
 def _input_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:

@@ -16,14 +16,26 @@ accumulator is
     err = sum over (b, c) of s(b, c) 2^(b+c) (Binom(n_0, e_0) + Binom(n_1, e_1) - Binom(n_2, e_2)),
 
 all binomials independent (`state_counts` gives n_k).  That is cramc.ir.noisy.mvm_error; this module adds
-its exact mean and variance (`error_moments`) and the per-layer parameters
-(`MvmNoise`) that the PyTorch side uses, so the statistical tests can check
-both against the gate-level interpreter without PyTorch installed.
+its exact mean and variance (`error_moments`), the per-layer parameters
+(`MvmNoise`) that the PyTorch side uses and the exact sampler it draws with
+(`sample_flips`), so the statistical tests can check them against the
+gate-level interpreter without PyTorch installed.
+
+`sample_flips` draws the same distribution flip by flip instead of one
+binomial per count: every (output, term (b, c), counted row) is one Bernoulli
+trial, so the trials of a whole MVM are laid out in one index space and only
+the trials that flip are visited.  Candidates at pmax (the largest rate) come
+from geometric gaps between them (exactly the positions of independent
+Bernoulli(pmax) trials); a candidate is kept with probability e_k / pmax, k
+read from its own operand bits (the thinning that makes each trial flip with
+exactly e_k).  The work is proportional to the number of flips (a few per
+output at realistic rates), not to outputs x terms.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,3 +129,102 @@ def error_moments(x: np.ndarray, w: np.ndarray, spec: MvmNoise) -> tuple[np.ndar
     mean = (t * (n * e * sign).sum(-1)).sum(axis=(-2, -1))
     var = (t * t * (n * e * (1 - e)).sum(-1)).sum(axis=(-2, -1))
     return mean, var
+
+
+#: Candidates drawn per round of `sample_flips` (bounds its memory, not its result).
+FLIP_CHUNK = 1 << 16
+
+
+def bernoulli_successes(
+    total: int, p: float, rng: np.random.Generator, chunk: int = FLIP_CHUNK
+) -> Iterator[np.ndarray]:
+    """Sorted positions in [0, total) of the successes among `total` independent Bernoulli(p) trials (int64).
+
+    Yields them in rounds of at most `chunk`.  The gap from one success to the next is Geometric(p) on
+    {1, 2, ...}, drawn by inversion, floor(log(1 - u) / log(1 - p)) + 1 with u uniform on [0, 1): then
+    P(gap > j) = P(1 - u <= (1 - p)^j) = (1 - p)^j (u is a multiple of 2^-53, so 1 - u is exact and never 0).
+    """
+    if not 0.0 < p <= 1.0:
+        if p == 0.0:
+            return
+        raise ValueError(f"bernoulli_successes: p={p}")
+    if p == 1.0:
+        for start in range(0, total, chunk):
+            yield np.arange(start, min(start + chunk, total), dtype=np.int64)
+        return
+    lq = math.log1p(-p)
+    last = -1  # the last success so far
+    while last < total - 1:
+        want = (total - 1 - last) * p
+        m = int(min(chunk, want + 6.0 * math.sqrt(want) + 16.0))
+        u = rng.random(m)
+        np.subtract(1.0, u, out=u)  # exact: u is a multiple of 2^-53 in [0, 1)
+        np.log(u, out=u)
+        u /= lq  # >= 0: its floor is the number of failures before the next success
+        gap = u.astype(np.int64)
+        gap += 1
+        gap[0] += last
+        pos = np.cumsum(gap, out=gap)
+        if pos[-1] >= total:
+            yield pos[: int(np.searchsorted(pos, total))]
+            return
+        yield pos
+        last = int(pos[-1])
+
+
+def sample_flips(x: np.ndarray, w: np.ndarray, spec: MvmNoise, rng: np.random.Generator) -> np.ndarray:
+    """One exact draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups].
+
+    The same distribution as the binomials of the module docstring, drawn flip by flip: trial t of the
+    MVM is (output o = (s, p, n), term (b, c), counted row r), t = o * terms * rows + (b * xbits + c) * rows + r.
+    Candidates are the successes of Bernoulli(pmax) over all trials (`bernoulli_successes`); a candidate
+    is a flip with probability e_k / pmax, k = w_b + x_c its operand bits at 1 in row r (0 in a padding row,
+    r >= K / groups).  A flip adds s(b, c) 2^(b+c) to its output, negated when the product was 1 (k = 2).
+    """
+    s, p, k = x.shape
+    n, kg = w.shape
+    ng = n // spec.groups
+    xbits, rows = spec.xbits, spec.rows
+    terms = spec.wbits * xbits
+    rates = np.asarray(spec.rates, dtype=np.float64).reshape(terms, 3)
+    pmax = float(rates.max()) if rates.size else 0.0
+    outputs = s * p * n
+    err = np.zeros(outputs, dtype=np.float64)
+    if pmax <= 0.0 or outputs == 0:
+        return err.reshape(s, p, n)
+    # per trial of one output, rem = term * rows + r: the weight plane's row, the row of x read, x's bit mask
+    term = np.repeat(np.arange(terms, dtype=np.int64), rows)
+    row = np.tile(np.arange(rows, dtype=np.int64), terms)
+    wrow = (term // xbits) * rows + row
+    xrow = np.minimum(row, kg - 1)
+    xmask = np.where(row < kg, np.int64(1) << (term % xbits), 0)  # padding rows: operands 0
+    tw = term_weights(spec.wbits, xbits, spec.xsigned).reshape(-1).astype(np.float64)[term]
+    flip = np.stack([tw, -tw], axis=1).reshape(-1)  # [rem * 2 + product]: a product 1 flips down
+    keep = (rates / pmax).reshape(-1)  # [term * 3 + k]
+    thin = not bool(np.all(keep == 1.0))
+    # the weight bit-planes [N, wbits, rows] (0 in the padding rows), so one gather reads w_b in row r
+    wplanes = np.zeros((n, spec.wbits, rows), dtype=np.int8)
+    wi = np.ascontiguousarray(w, dtype=np.int64)
+    wplanes[:, :, :kg] = (wi[:, None, :] >> np.arange(spec.wbits, dtype=np.int64)[None, :, None]) & 1
+    wflat = wplanes.reshape(-1)
+    xf = np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+    per_out = terms * rows
+    per_col = spec.wbits * rows
+    for pos in bernoulli_successes(outputs * per_out, pmax, rng):
+        o = pos // per_out
+        rem = pos - o * per_out
+        sp = o // n
+        col = o - sp * n
+        wbit = wflat[col * per_col + wrow[rem]]
+        xoff = sp * k + xrow[rem]
+        if spec.groups > 1:
+            xoff += (col // ng) * kg
+        xbit = (xf[xoff] & xmask[rem]) != 0
+        prod = wbit & xbit
+        weight = flip[rem * 2 + prod]
+        if thin:
+            state = wbit.astype(np.int64) + xbit
+            weight[rng.random(pos.size) >= keep[term[rem] * 3 + state]] = 0.0
+        first = int(o[0])  # o is sorted: this round's flips land in outputs first..o[-1]
+        err[first : int(o[-1]) + 1] += np.bincount(o - first, weights=weight)
+    return err.reshape(s, p, n)

@@ -12,7 +12,8 @@ error-aware fine-tuning injects (cramc.train.noise / cramc.ir.noisy):
 - the whole distribution: a two-sample Kolmogorov-Smirnov test between the
   gate-level errors and as many draws of cramc.ir.noisy.mvm_error does not
   reject at significance 1e-3 per output (conservative for these discrete
-  distributions).
+  distributions); nor does one against as many draws of the flip-by-flip
+  sampler fine-tuning uses (cramc.train.noise.sample_flips).
 
 The models include input-dependent AND rates (by_ones), whose partial-product
 error the model takes per operand state k = w_b + x_c and the gate level
@@ -30,7 +31,17 @@ import pytest
 from ft_helpers import gate_level_errors, kappa4, ks_2samp, ks_critical, model_samples
 
 from cramc.errmodel import FaultModel, Rate
-from cramc.train.noise import MvmNoise, counted_rows, error_moments, ones_counts, operand_ones, rates_for
+from cramc.train.noise import (
+    MvmNoise,
+    counted_rows,
+    error_moments,
+    ones_counts,
+    operand_ones,
+    rates_for,
+    sample_flips,
+    state_counts,
+    term_weights,
+)
 
 K, N, ROWS, SAMPLES = 40, 6, 16, 3000
 SIGMAS = 5.0
@@ -86,10 +97,53 @@ def test_accumulator_error_matches_gate_level(tmp_path: Path, name: str) -> None
     assert np.all(var > 0)
     assert np.any(np.abs(got_var - var / 2) > SIGMAS * se_var)
     draws = model_samples(x, w, spec, SAMPLES, seed=12)
+    flips = _flip_samples(x, w, spec, SAMPLES, seed=13)
     crit = ks_critical(ALPHA, n, draws.shape[0])
     for j in range(N):
         d = ks_2samp(gate[:, j], draws[:, j])
         assert d <= crit, f"output {j}: KS D={d:.4f} > {crit:.4f} (alpha {ALPHA})"
+        d = ks_2samp(gate[:, j], flips[:, j])
+        assert d <= crit, f"output {j}, sample_flips: KS D={d:.4f} > {crit:.4f} (alpha {ALPHA})"
+
+
+def _flip_samples(x: np.ndarray, w: np.ndarray, spec: MvmNoise, samples: int, seed: int) -> np.ndarray:
+    xs = np.broadcast_to(x.astype(np.int64), (samples, 1, x.size))
+    return sample_flips(xs, w.T, spec, np.random.default_rng(seed)).reshape(samples, -1)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sample_flips_moments_grouped_signed_padded(name: str) -> None:
+    """sample_flips with groups, signed inputs, several positions and a padding row: mean and variance of
+    every output within 5 standard errors of the exact moments (error_moments; the variance's standard error
+    from the fourth cumulant), seed fixed; a model with the rates halved is outside the variance bound."""
+    rng = np.random.default_rng(3)
+    groups, kg, n, p, samples = 2, 20, 6, 3, 4000
+    x = rng.integers(-128, 128, size=(1, p, groups * kg))
+    w = rng.integers(-127, 128, size=(n, kg))
+    spec = MvmNoise(8, 8, True, counted_rows(kg, 8), rates_for(CASES[name], 8, 8), groups)
+    assert spec.rows == 21  # 3 chunks of 7 rows for 20: one padding row
+    xs = np.broadcast_to(x, (samples, p, groups * kg))
+    got = sample_flips(xs, w, spec, np.random.default_rng(5))
+    mean, var = (m[0] for m in error_moments(x, w, spec))  # [P, N]
+    cnt = state_counts(x, w, spec)[0].astype(np.float64)  # [P, N, wb, xb, 3]
+    q = spec.rates.reshape(8, 8, 3) * (1 - spec.rates.reshape(8, 8, 3))
+    k4 = (term_weights(8, 8, True).astype(np.float64) ** 4 * (cnt * q * (1 - 6 * q)).sum(-1)).sum(axis=(-2, -1))
+    se_mean = np.sqrt(var / samples)
+    se_var = np.sqrt((k4 + 2 * var**2) / samples)
+    assert np.all(var > 0)
+    assert np.all(np.abs(got.mean(0) - mean) <= SIGMAS * se_mean), (got.mean(0), mean, se_mean)
+    assert np.all(np.abs(got.var(0, ddof=1) - var) <= SIGMAS * se_var), (got.var(0, ddof=1), var, se_var)
+    assert np.any(np.abs(got.var(0, ddof=1) - var / 2) > SIGMAS * se_var)
+
+
+def test_sample_flips_is_reproducible_and_zero_without_faults() -> None:
+    rng = np.random.default_rng(0)
+    x, w = rng.integers(0, 256, size=(4, 5, 30)), rng.integers(-127, 128, size=(3, 30))
+    spec = MvmNoise(8, 8, False, 30, rates_for(FaultModel.uniform(0.01), 8, 8))
+    a, b = (sample_flips(x, w, spec, np.random.default_rng(9)) for _ in range(2))
+    assert a.shape == (4, 5, 3) and np.array_equal(a, b) and np.any(a != 0)
+    zero = MvmNoise(8, 8, False, 30, np.zeros((64, 3)))
+    assert not np.any(sample_flips(x, w, zero, np.random.default_rng(9)))
 
 
 def test_ks_detects_a_wrong_model(tmp_path: Path) -> None:
