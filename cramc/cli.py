@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from cramc.isa.parser import parse_file
 from cramc.isa.printer import print_program
 from cramc.isa.verifier import DEFAULT_MAX_WORK, verify
 from cramc.sim.backend import BACKEND_HELP, get_backend
+
+if TYPE_CHECKING:
+    from cramc.sim.interp import RunResult
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -201,8 +205,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{result.counts.gate_evals} gate evaluations, {result.counts.faults_injected} faults injected"
     )
     if validating:
-        want = {k: np.concatenate([v] * len(results)) for k, v in linked.expect.outputs.items()}  # type: ignore[union-attr]
-        rows = [compare(o.name, result.outputs[o.name], want[o.name], linked.expect.tol) for o in linked.outputs]  # type: ignore[union-attr]
+        assert linked.expect is not None  # validating means the program has .expect
+        want = {k: np.concatenate([v] * len(results)) for k, v in linked.expect.outputs.items()}
+        rows = [compare(o.name, result.outputs[o.name], want[o.name], linked.expect.tol) for o in linked.outputs]
         lines.append(format_table(rows))
         extra["validation"] = [r.to_dict() for r in rows]
         lines.extend(_validation_notes(linked, results[0].outputs, extra))  # the first chip
@@ -246,7 +251,7 @@ def _check_chips(args: argparse.Namespace) -> None:
                 )
 
 
-def _merged(results: list) -> object:  # noqa: ANN202 - RunResult, imported lazily
+def _merged(results: list[RunResult]) -> RunResult:
     """The results of several chips as one: counts summed, outputs and samples of all chips in turn."""
     from cramc.isa.counting import Counts
     from cramc.sim.interp import RunResult
@@ -271,7 +276,8 @@ def _chips_report(args, linked, results: list, faults, labels, lines: list[str],
     if not (args.chips > 1 or args.chip_seed is not None or faults.defects.any):
         return
 
-    per_chip, correct = [], []
+    per_chip: list[dict[str, Any]] = []
+    correct: list[list[int]] = []
     for r in results:
         d = dict(r.chip)
         d["faults"] = dict(r.counts.faults)
@@ -290,8 +296,8 @@ def _chips_report(args, linked, results: list, faults, labels, lines: list[str],
     for d in per_chip:
         right = f"; {what} {d['samples_right'] / results[0].samples:.4f}" if "samples_right" in d else ""
         defects = d.get("defects")
-        dtext = f"; defects {', '.join(f'{k} {v}' for k, v in defects.items())}" if defects else ""  # type: ignore[union-attr]
-        lines.append(f"chip {d['chip_seed']}: .init faults {sum(d['init_faults'].values())}{dtext}{right}")  # type: ignore[union-attr,call-overload]
+        dtext = f"; defects {', '.join(f'{k} {v}' for k, v in defects.items())}" if defects else ""
+        lines.append(f"chip {d['chip_seed']}: .init faults {sum(d['init_faults'].values())}{dtext}{right}")
     if correct and len(results) > 1:
         sp = chip_spread(correct, results[0].samples)
         out["spread"] = {"metric": what, **sp}
@@ -600,9 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument(
         "--reduce",
-        choices=["tree", "cram"],
+        choices=["tree", "cram", "cram-serial"],
         default="tree",
-        help="tree: CRAM-ER hybrid with a CMOS adder tree (default); cram: CRAM-only baseline",
+        help="tree: CRAM-ER hybrid with a CMOS adder tree (default); cram: CRAM-only, log-depth baseline (rows "
+        "summed in ceil(log2 K) in-array levels); cram-serial: CRAM-only, serial baseline of prior work (rows "
+        "added one after another by in-array ripple-carry adders)",
     )
     k.add_argument(
         "--ecc",

@@ -110,9 +110,8 @@ def draw_defects(spec: MachineSpec, arrays: int, cols: int, defects: Defects, ch
         rs.append(r[keep])
         ks.append(kind[keep])
         ars.append(np.full(int(keep.sum()), a))
-    if not cs:
-        cs, ars, rs, ks = [np.zeros(0, dtype=np.int64)] * 4
-    col, arr, row, kind = (np.concatenate(x).astype(np.int64) for x in (cs, ars, rs, ks))
+    parts = (cs, ars, rs, ks) if cs else ([np.zeros(0, dtype=np.int64)],) * 4
+    col, arr, row, kind = (np.concatenate(x).astype(np.int64) for x in parts)
     order = np.lexsort((row, arr, col))
     col, arr, row, kind = col[order], arr[order], row[order], kind[order]
     uniq, first, count = np.unique(col, return_index=True, return_counts=True)
@@ -243,8 +242,10 @@ def _correct(
         ins = [_Cells(m, np.full_like(col, c), arr, row) for c in b.operands[1:]]
 
         def gate() -> tuple[np.ndarray, np.ndarray]:
-            ones = sum(i.get().astype(np.int64) for i in ins)
-            return table[ones], ones  # type: ignore[index]
+            ones = ins[0].get().astype(np.int64)  # [places, lanes]; every gate has an input
+            for i in ins[1:]:
+                ones += i.get()
+            return table[ones], ones
 
         return gate
     if b.op.mnemonic == "fill":

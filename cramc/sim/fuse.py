@@ -60,18 +60,18 @@ def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
             continue
         run: list[tuple[BoundOp, BoundOp]] = []
         j = i
-        while j + 1 < len(nodes) and isinstance(nodes[j], BoundOp) and isinstance(nodes[j + 1], BoundOp):
+        while j + 1 < len(nodes):
             g, t = nodes[j], nodes[j + 1]
-            if not _pairable(g, t):  # type: ignore[arg-type]
+            if not (isinstance(g, BoundOp) and isinstance(t, BoundOp)) or not _pairable(g, t):
                 break
             if run and (
                 g.op is not run[0][0].op
-                or g.operands[0] != run[0][0].operands[0]  # type: ignore[union-attr]
+                or g.operands[0] != run[0][0].operands[0]
                 or g.arrays != run[0][0].arrays
                 or g.rows != run[0][0].rows
-            ):  # type: ignore[union-attr]
+            ):
                 break
-            run.append((g, t))  # type: ignore[arg-type]
+            run.append((g, t))
             j += 2
         if len(run) >= MIN_PAIRS:
             out.append(FusedMac(tuple(run)))

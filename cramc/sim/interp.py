@@ -110,10 +110,11 @@ def _execute(m: Machine, nodes: tuple[Node, ...]) -> None:
             fused = m._fused[id(nodes)] = (nodes, fuse(nodes))
         nodes = fused[1]  # type: ignore[assignment]
     for node in nodes:
+        # exact type tests, not isinstance: this loop runs once per instruction executed
         if type(node) is FusedMac:
-            fn = runners.get(node)  # type: ignore[arg-type]
+            fn = runners.get(node)
             if fn is None:
-                fn = runners[node] = _prepare_mac(m, node)  # type: ignore[index,arg-type]
+                fn = runners[node] = _prepare_mac(m, node)
             fn()
         elif type(node) is Loop:
             var = node.var
@@ -122,6 +123,7 @@ def _execute(m: Machine, nodes: tuple[Node, ...]) -> None:
                 _execute(m, node.body)
             del m.loopvars[var]
         else:
+            assert type(node) is BoundOp
             fn = runners.get(node)
             if fn is None:
                 fn = runner(m, node)
@@ -134,7 +136,9 @@ def _prepare_mac(m: Machine, f: FusedMac) -> Callable[[], None]:
     """The fused runner of a MAC run, or, when the chip has a defect in its scratch column (which every gate
     of the run writes: each write meets the defect), its pairs one by one, each behind the defect hook."""
     g = f.first
-    if m.defects is not None and m.defects.region(range(g.operands[0], g.operands[0] + 1), *g.arrays, *m.rows(g)).size:
+    assert g.arrays is not None  # a gate always has its array set
+    lo, hi = g.arrays
+    if m.defects is not None and m.defects.region(range(g.operands[0], g.operands[0] + 1), lo, hi, *m.rows(g)).size:
         fns = [runner(m, op) for pair in f.pairs for op in pair]
 
         def run_pairs() -> None:
@@ -241,7 +245,7 @@ def _times(c: Counts, k: int) -> Counts:
     """c counted k times (a chip's .init, once in each of k lanes)."""
     out = Counts(
         {mn: {key: k * v for key, v in d.items()} for mn, d in c.per_opcode.items()},
-        *(k * getattr(c, f) for f in ("gate_evals", "writes", "reads", "tree_sensed", "reduces", "recomputes")),
+        **{f: k * getattr(c, f) for f in ("gate_evals", "writes", "reads", "tree_sensed", "reduces", "recomputes")},
         faults={kind: k * v for kind, v in c.faults.items()},
     )
     return out

@@ -35,6 +35,7 @@ from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
 from cramc.isa.opcodes import Kind
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultInjector, FaultModel, Rate, row_mask_words
+from cramc.sim.fuse import FusedMac
 
 
 @functools.lru_cache(maxsize=4096)
@@ -103,7 +104,7 @@ class Machine:
         self.trace: Callable[[BoundOp, Machine], None] | None = None
         self.reference = reference
         # Per-instruction runners, built on first execution: views, masks and kernels resolved once.
-        self._runners: dict[BoundOp, Callable[[], None]] = {}
+        self._runners: dict[BoundOp | FusedMac, Callable[[], None]] = {}
         self._streams: dict[tuple[str, float], Any] = {}
         self._scratch: dict[tuple[int, ...], list[Any]] = {}
         self._injectors: dict[tuple[str, Rate, int, int], FaultInjector] = {}
