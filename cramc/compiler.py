@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from cramc.backend.cram_only import CramOnlyMvm
+from cramc.backend.cram_serial import CramSerialMvm
 from cramc.backend.emit import MvmLowering, ProgramBuilder, header_lines
 from cramc.backend.hybrid import HybridMvm
 from cramc.backend.schedule import Schedule
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from cramc.errmodel import FaultModel
 
 #: The MVM lowerings, by their `--reduce` name.
-LOWERINGS: dict[str, MvmLowering] = {m.name: m for m in (HybridMvm(), CramOnlyMvm())}
+LOWERINGS: dict[str, MvmLowering] = {m.name: m for m in (HybridMvm(), CramOnlyMvm(), CramSerialMvm())}
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Options:
     n_validation: int = 4
     print_ir_after_all: bool = False
     trace: bool = True
-    reduce: str = "tree"  # "tree": CRAM-ER hybrid (CMOS adder tree); "cram": CRAM-only baseline
+    reduce: str = "tree"  # "tree": CRAM-ER hybrid (CMOS adder tree); "cram", "cram-serial": CRAM-only baselines
     ecc: str = ""  # error-correction spec (see cramc.ir.passes.insert_ecc), or "auto"
     ecc_budget: float = 0.2  # auto: allowed extra in-array operations, as a fraction
     gate_error: float | None = None  # auto: the gate error rate to tune for
@@ -86,7 +87,10 @@ def lowering(opts: Options) -> MvmLowering:
     """The MVM lowering `--reduce` names."""
     m = LOWERINGS.get(opts.reduce)
     if m is None:
-        raise UserError(f"--reduce {opts.reduce}: expected tree (CRAM-ER hybrid) or cram (CRAM-only baseline)")
+        raise UserError(
+            f"--reduce {opts.reduce}: expected tree (CRAM-ER hybrid), cram (CRAM-only, log-depth baseline) or "
+            f"cram-serial (CRAM-only, serial baseline)"
+        )
     return m
 
 
@@ -173,6 +177,12 @@ def check_options(opts: Options) -> None:
     for k in ("arrays", "rows", "cols", "accs"):
         if getattr(opts, k) < 1:
             raise UserError(f"--{k} must be at least 1")
+    if opts.ecc == "auto" and opts.reduce != "tree":
+        raise UserError(
+            f"--ecc auto with --reduce {opts.reduce}: auto placement chooses among schemes that vote or compare in "
+            f"the adder tree's periphery, which the CRAM-only lowerings do not have; give a spec of tmr rules "
+            f"(e.g. --ecc 'tmr:sig>=10')"
+        )
     if opts.n_validation < 0:
         raise UserError(f"--validation {opts.n_validation}: the number of validation vectors to embed is 0 or more")
 

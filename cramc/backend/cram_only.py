@@ -70,6 +70,37 @@ from cramc.isa import ast
 #: constant 0, constant 1 (offsets from the `f` column).
 P_OFF, C_OFF, T_OFF, ZERO_OFF, ONE_OFF = 0, 1, 3, 5, 6
 F_COLS = 7
+#: With ``--ecc tmr`` on some partial products (`TmrTerms`): the three copies of a protected partial-product
+#: bit, voted by a MAJ3 into its destination, sit in three more scratch columns after the seven.
+TMR_OFF, TMR_COLS = F_COLS, 3
+
+#: The partial products (weight bit b, input bit c) a layer protects with in-array TMR.
+TmrTerms = frozenset[tuple[int, int]]
+
+
+def tmr_terms(op: Op, reduce: str) -> TmrTerms:
+    """The (b, c) terms of `op`'s ecc plan that are ``tmr``; a user error for a scheme the arrays cannot run.
+
+    In the CRAM-only lowerings a partial-product bit is an AND (NAND) gate whose output a full adder
+    reads in the array: ``tmr`` (three gates and a MAJ3 vote, all CRAM gates) is lowered as it is for the
+    hybrid.  ``vote`` and ``dup`` vote or compare the sensed copies in the adder tree's periphery, and
+    these lowerings have no adder tree: no partial product is ever sensed.
+    """
+    from cramc.ir.ecc import BY_NAME, scheme
+
+    plan = op.attrs.get("ecc", [])
+    tmr = BY_NAME["tmr"].code
+    bad = sorted({int(c) for c in plan if c and c != tmr})
+    if bad:
+        names = ", ".join(scheme(c).name for c in bad)
+        raise UserError(
+            f"layer {op.origin or op.out}: error correction {names} with --reduce {reduce}: it votes or compares "
+            f"the sensed copies of a partial product in the adder tree's periphery, and the CRAM-only lowering "
+            f"has no adder tree (its partial products are added by in-array full adders, never sensed); "
+            f"the scheme that runs in the arrays is tmr (three gates and a MAJ3 vote)"
+        )
+    xb = op.attrs["xbits"]
+    return frozenset((i // xb, i % xb) for i, c in enumerate(plan) if c == tmr)
 
 
 def eff_wbits(wbits: int) -> int:
@@ -101,26 +132,29 @@ class Layout:
         return Layout(*[int(c) for c in v])
 
 
-def fixed_columns(wbits: int, xbits: int, rows: int) -> tuple[int, Layout]:
-    """Columns an array needs besides the weights, and the layout with the weights at the end."""
+def fixed_columns(wbits: int, xbits: int, rows: int, tmr: bool = False) -> tuple[int, Layout]:
+    """Columns an array needs besides the weights, and the layout with the weights at the end.
+
+    `tmr`: some partial products are protected, so the scratch block has the three copy columns too.
+    """
     wb = eff_wbits(wbits)
     area = wb + xbits + levels(rows) + 1
     x, bank = 0, xbits
     f = bank + min(wb, xbits)
-    u = f + F_COLS
+    u = f + F_COLS + (TMR_COLS if tmr else 0)
     v = u + area
     w = v + area
     return w, Layout(x, bank, f, u, v, w)
 
 
 def plan_cram_tile(
-    k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, cols: int
+    k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, cols: int, tmr: bool = False
 ) -> tuple[Tile | None, Layout, int]:
     """The tile (None when one output does not fit), column layout and minimum columns of one MVM [P, K] x [N, K]^T."""
     kg, ng = k // groups, n // groups
     chunks = math.ceil(kg / rows)
     rows_used = math.ceil(kg / chunks)
-    fixed, lay = fixed_columns(wbits, xbits, rows_used)
+    fixed, lay = fixed_columns(wbits, xbits, rows_used, tmr)
     wb = eff_wbits(wbits)
     per = min((cols - fixed) // wb, ng)
     if per < 1:
@@ -137,13 +171,16 @@ class TileCramOnly:
     ``cram_cols=[x, bank, f, u, v, w]`` (see this module's docstring).  K is
     split into chunks of at most `rows` rows; `per` is bounded by the columns
     left for weights only: the CRAM-only MVM uses no accumulators, so `accs`
-    is accepted for a uniform signature and not used.
+    is accepted for a uniform signature and not used.  The log-depth (``--reduce cram``) and the
+    serial (``--reduce cram-serial``) lowerings share this layout (`reduce` names the one in messages);
+    an ecc plan may use ``tmr`` only (`tmr_terms`), which adds three scratch columns.
     """
 
     rows: int = 256
     cols: int = 256
     accs: int = 64
     name: str = "tile-cram-only"
+    reduce: str = "cram"
     requires: ClassVar[frozenset[str]] = frozenset({"no-conv"})
     ensures: ClassVar[frozenset[str]] = frozenset({"tiled", "cram-allocated"})
     changes_input: ClassVar[bool] = True  # sets tile= and cram_cols= on the MVMs in place
@@ -154,15 +191,11 @@ class TileCramOnly:
         for op in g.ops:
             if op.kind != "mvm":
                 continue
-            if any(op.attrs.get("ecc", [])):
-                raise UserError(
-                    f"layer {op.origin or op.out}: error correction (--ecc) is implemented for the "
-                    f"hybrid lowering only, not with --reduce cram"
-                )
+            tmr = bool(tmr_terms(op, self.reduce))
             _, k = shapes[op.ins[0][1:]][0]
             n = g.consts[op.attrs["w"][1:]].shape[0]
             t, lay, need = plan_cram_tile(
-                k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"], self.rows, self.cols
+                k, n, op.attrs.get("groups", 1), op.attrs["wbits"], op.attrs["xbits"], self.rows, self.cols, tmr
             )
             if t is None:
                 short.append((need, op))
@@ -173,7 +206,8 @@ class TileCramOnly:
             need, op = max(short, key=lambda s: s[0])
             a = op.attrs
             raise UserError(
-                f"CRAM-only MVM (--reduce cram) of layer {op.origin or op.out}: one output needs {need} columns "
+                f"CRAM-only MVM (--reduce {self.reduce}) of layer {op.origin or op.out}: one output needs {need} "
+                f"columns "
                 f"({a['xbits']} input bit-planes, {need - a['xbits'] - eff_wbits(a['wbits'])} columns of multiplier "
                 f"and adder sums and scratch, one {eff_wbits(a['wbits'])}-bit weight), the arrays have {self.cols}; "
                 f"use --cols {need} or more"
@@ -264,11 +298,13 @@ def mul_plan(wbits: int, xbits: int, xsigned: int) -> MulPlan:
     return MulPlan(a, r, sa, b, s, sb, frozenset(carry_in), preset, flip)
 
 
-def mul_name(wbits: int, xbits: int, xsigned: int) -> str:
-    return f"mul_w{eff_wbits(wbits)}x{xbits}{'s' if xsigned else 'u'}"
+def mul_name(wbits: int, xbits: int, xsigned: int, tmr: TmrTerms = frozenset()) -> str:
+    """The multiplier's name; a protected one adds the bit mask of its TMR terms (bit b * xbits + c)."""
+    mask = sum(1 << (b * xbits + c) for b, c in tmr)
+    return f"mul_w{eff_wbits(wbits)}x{xbits}{'s' if xsigned else 'u'}" + (f"_tmr{mask:x}" if mask else "")
 
 
-def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
+def mul_micro(wbits: int, xbits: int, xsigned: int, tmr: TmrTerms = frozenset()) -> ast.Micro:
     """y = w * x in every active row: wbits-bit signed w, xbits-bit x, wbits + xbits bits of product.
 
     Parameters: w, x (the operands' lowest bit-planes), bank (min(wbits,
@@ -278,6 +314,10 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
     ripple-carry adder whose lowest sum bit is final (to y) and whose other
     sum bits go one column down in the bank (the cell the previous adder bit
     has finished reading), so the bank always holds positions j .. j+R-1.
+
+    `tmr`: the partial products (weight bit b, input bit c) computed three times into f+7 .. f+9 and
+    voted by a MAJ3 into their destination (3 more gates each; a one-bit weight stored in two bits
+    protects its sign-extension bit as bit 0).
     """
     pl = mul_plan(wbits, xbits, xsigned)
     r, s = pl.r, pl.s
@@ -294,17 +334,29 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
     def pp(i: int, j: int) -> tuple[str, ast.Expr, ast.Expr]:
         return ("nand" if pl.negated(i, j) else "and"), _e(pl.a, i), _e(pl.b, j)
 
+    def protected(i: int, j: int) -> bool:
+        wbit, xbit = (i, j) if pl.a == "w" else (j, i)
+        return (min(wbit, wbits - 1), xbit) in tmr
+
+    def product(dst: ast.Expr, i: int, j: int, comment: str | None) -> list[ast.Stmt]:
+        mn, ai, bj = pp(i, j)
+        if not protected(i, j):
+            return [_g(mn, dst, ai, bj, comment=comment)]
+        copies = [_e("f", TMR_OFF + t) for t in range(3)]
+        return [
+            _g(mn, copies[0], ai, bj, comment=comment),
+            _g(mn, copies[1], ai, bj),
+            _g(mn, copies[2], ai, bj),
+            _g("maj3", dst, *copies, comment="; tmr: vote the three copies"),
+        ]
+
     body: list[ast.Stmt] = []
     for i in range(r):
-        mn, ai, bj = pp(i, 0)
-        body.append(
-            _g(
-                mn,
-                y(0) if i == 0 else bank(i - 1),
-                ai,
-                bj,
-                comment="; step 0: the first partial product is the running sum" if i == 0 else None,
-            )
+        body += product(
+            y(0) if i == 0 else bank(i - 1),
+            i,
+            0,
+            "; step 0: the first partial product is the running sum" if i == 0 else None,
         )
     body.append(
         ast.Instr(
@@ -318,8 +370,7 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
     for j in range(1, s):
         last = j == s - 1
         for i in range(r):
-            mn, ai, bj = pp(i, j)
-            body.append(_g(mn, P, ai, bj, comment=f"; step {j}: add {pl.a} * {pl.b}{j} at 2^{j}" if i == 0 else None))
+            body += product(P, i, j, f"; step {j}: add {pl.a} * {pl.b}{j} at 2^{j}" if i == 0 else None)
             cin = (ONE if j in pl.carry_in else ZERO) if i == 0 else C[(i - 1) % 2]
             dst = y(j) if i == 0 else (y(j + i) if last else bank(i - 1))
             if i < r - 1:
@@ -343,11 +394,11 @@ def mul_micro(wbits: int, xbits: int, xsigned: int) -> ast.Micro:
     params = tuple(ast.Param("col", n) for n in ("w", "x", "bank", "f", "y"))
     sign = "signed" if xsigned else "unsigned"
     return ast.Micro(
-        mul_name(wbits, xbits, xsigned),
+        mul_name(wbits, xbits, xsigned, tmr),
         params,
         tuple(body),
         f"; y = w * x in every active row ({eff_wbits(wbits)}-bit signed w, {xbits}-bit {sign} x, "
-        f"Baugh-Wooley, majority-gate full adders)",
+        f"Baugh-Wooley, majority-gate full adders)" + (f"; {len(tmr)} partial product(s) tmr" if tmr else ""),
     )
 
 
@@ -504,9 +555,21 @@ class CramOnlyLayer:
                 )
             )
             name = f"{o}{p.suffix}.y{j}"
-            _reduce_output(b, body, region, lay, rows, self.wbits + self.xbits, f"{o}.mv", ast.TensorRef(name, "r"))
+            self.reduce_output(b, body, region, rows, f"{o}.mv", ast.TensorRef(name, "r"))
             outs.append("%" + name)
         return outs
+
+    def reduce_output(
+        self,
+        b: ProgramBuilder,
+        body: list[ast.Stmt],
+        region: tuple[int, int],
+        rows: int,
+        tmp: str,
+        result: ast.TensorRef,
+    ) -> None:
+        """Sum one output's products over rows 0..rows-1 into `result`: here in log2 levels (`_reduce_output`)."""
+        _reduce_output(b, body, region, self.lay, rows, self.wbits + self.xbits, tmp, result)
 
 
 @dataclass(frozen=True)
@@ -524,16 +587,22 @@ class CramOnlyMvm:
         """The program header's chip line for a CRAM-only program."""
         return (
             f"; chip: {arrays} CRAM arrays of {rows} x {cols}; MVMs CRAM-only: in-array multipliers and "
-            f"majority-gate adders, partial sums moved through the periphery (baseline, no adder tree)"
+            f"majority-gate adders, partial sums moved through the periphery (log-depth baseline, no adder tree)"
         )
 
     def tiling(self, rows: int, cols: int, accs: int) -> list[Pass]:
-        return [TileCramOnly(rows, cols, accs)]
+        return [TileCramOnly(rows, cols, accs, reduce=self.name)]
+
+    def multiplier(self, b: ProgramBuilder, op: Op) -> str:
+        """Register the layer's multiplier micro-program (with its TMR terms) and return its name."""
+        a = op.attrs
+        wbits, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
+        tmr = tmr_terms(op, self.name)
+        return b.micro(mul_name(wbits, xb, xs, tmr), lambda: mul_micro(wbits, xb, xs, tmr))
 
     def layer(self, b: ProgramBuilder, op: Op, tile: Tile) -> CramOnlyLayer:
         a = op.attrs
-        if any(a.get("ecc", [])):
-            raise UserError(f"layer {op.origin or op.out}: error correction is not implemented with --reduce cram")
-        wbits, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
-        mul = b.micro(mul_name(wbits, xb, xs), lambda: mul_micro(wbits, xb, xs))
-        return CramOnlyLayer(Layout.from_attr(a["cram_cols"]), eff_wbits(wbits), xb, mul, levels(tile.rows))
+        mul = self.multiplier(b, op)
+        return CramOnlyLayer(
+            Layout.from_attr(a["cram_cols"]), eff_wbits(a["wbits"]), a["xbits"], mul, levels(tile.rows)
+        )

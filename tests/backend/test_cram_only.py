@@ -31,7 +31,9 @@ from cramtest import REPO
 from cramc.backend.cram_only import (
     F_COLS,
     ONE_OFF,
+    TMR_COLS,
     ZERO_OFF,
+    Layout,
     TileCramOnly,
     add_micro,
     eff_wbits,
@@ -46,6 +48,7 @@ from cramc.cli import main as cramc_main
 from cramc.compiler import LOWERINGS
 from cramc.errmodel import FaultModel
 from cramc.errors import UserError
+from cramc.ir.ecc import BY_NAME
 from cramc.ir.graph import Graph, IOValue, Op
 from cramc.ir.passes.manager import run_passes
 from cramc.isa import ast
@@ -301,11 +304,38 @@ def test_cols_too_few_is_a_user_error_with_a_working_suggestion() -> None:
         run_passes(g, [TileCramOnly(64, need - 1, 64)])
 
 
-def test_error_correction_is_refused() -> None:
+def test_error_correction_in_the_arrays_only() -> None:
+    """tmr (gates and a MAJ3 vote) runs in the arrays: 3 more scratch columns; vote and dup need the adder tree."""
     g, _ = _mvm_graph(1, 16, 4, 8, 8, 1, 1, np.random.default_rng(0))
-    g.ops[0].attrs["ecc"] = [1] * 64
-    with pytest.raises(UserError, match="hybrid lowering only"):
+    g.ops[0].attrs["ecc"] = [BY_NAME["vote"].code] * 64
+    with pytest.raises(UserError, match="vote with --reduce cram: .*no adder tree"):
         run_passes(g, [TileCramOnly(64, 256, 64)])
+    cols = []
+    for plan in ([0] * 64, [BY_NAME["tmr"].code] * 64):
+        g, _ = _mvm_graph(1, 16, 4, 8, 8, 1, 1, np.random.default_rng(0))
+        g.ops[0].attrs["ecc"] = plan
+        cols.append(Layout.from_attr(run_passes(g, [TileCramOnly(64, 256, 64)]).ops[0].attrs["cram_cols"]))
+    assert cols[1].u - cols[0].u == TMR_COLS and cols[1].f == cols[0].f
+
+
+def test_tmr_multiplier_is_exact() -> None:
+    """Every partial product protected: the product is unchanged and the multiplier has 3 more gates per term."""
+    tmr = frozenset((b, c) for b in range(8) for c in range(8))
+    w = np.arange(-128, 128)[None, :].repeat(2, axis=0).reshape(-1)[::3]
+    x = np.resize(np.arange(-128, 128)[::-1], w.size)
+    f = 16 + 8
+    micro = mul_micro(8, 8, 1, tmr)
+    linked = _micro_program(
+        micro,
+        w.size,
+        f + F_COLS + TMR_COLS + 16,
+        [("w", 0, 8), ("x", 8, 8)],
+        {"w": 0, "x": 8, "bank": 16, "f": f, "y": f + F_COLS + TMR_COLS},
+        (f + F_COLS + TMR_COLS, 16),
+    )
+    res = run(linked, {"w": w[None, None], "x": x[None, None]})
+    assert np.array_equal(res.outputs["y"][0, 0], w * x)
+    assert _gates(micro) == _gates(mul_micro(8, 8, 1)) + 3 * 64
 
 
 # ----------------------------------------------------------------------------- the digits models

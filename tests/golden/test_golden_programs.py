@@ -78,6 +78,7 @@ COMPILES: dict[str, tuple[str, list[str]]] = {
     **{m: (m, []) for m in MODELS},
     "digits_mlp-reduce_cram": ("digits_mlp", ["--reduce", "cram"]),
     "digits_cnn-reduce_cram": ("digits_cnn", ["--reduce", "cram"]),
+    "digits_mlp-reduce_cram_serial": ("digits_mlp", ["--reduce", "cram-serial"]),
     "digits_mlp-ecc_dup": ("digits_mlp", ["--ecc", "dup"]),
     "digits_cnn-ecc_dup": ("digits_cnn", ["--ecc", "dup"]),
     "digits_mlp-ecc_tmr": ("digits_mlp", ["--ecc", "tmr"]),
