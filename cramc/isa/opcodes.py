@@ -278,7 +278,7 @@ def _gate(mn: str, n_in: int, logic: GateFn, meaning: str) -> Opcode:
 
 
 def _maj3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    return (a & b) | (a & c) | (b & c)
+    return (a & b) | (c & (a | b))  # four operations: the simulator's kernel is compiled from this
 
 
 def _maj5(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, e: np.ndarray) -> np.ndarray:

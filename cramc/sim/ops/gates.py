@@ -5,8 +5,9 @@ the table: the reference ("plain") path evaluates the opcode's ``logic`` into a
 fresh array, injects the gate faults and stores the active rows; the prepared
 path writes straight into the destination column with the backend's ``out=``
 ufuncs (no temporaries when every row is active) and draws the very same
-faults.  The in-place kernels are what makes the prepared path fast; a gate
-without one runs the table's logic.  An input-dependent rate (by_ones) reads
+faults.  The in-place kernels are what makes the prepared path fast; they are
+compiled from the same ``logic`` (traced into out= steps), so a gate's function
+is written once, in the table.  An input-dependent rate (by_ones) reads
 the gate's input words at its candidate faults: every path hands the injector
 the inputs laid out as the output region.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cramc.isa.linked import BoundOp
@@ -24,85 +26,115 @@ from cramc.sim.backend import Backend
 from cramc.sim.machine import Machine, word_range
 from cramc.sim.ops.registry import impl, prepare, runner
 
-# In-place kernels: (inputs, out, temporaries).  Each writes `out` only after it
-# has read every input for the last time, so out may be one of the inputs
-# (`and c3, c3, c4`).  tests/test_sim_perf_semantics.py checks each against the
-# opcode table's logic, aliased and not, on every backend.
+# In-place kernels: (inputs, out, temporaries).  Each is compiled from the opcode
+# table's logic (`compile_kernel`), so the table is the only place a gate's
+# function is written.  A kernel writes `out` only in its last step, after it has
+# read every input for the last time, so out may even be one of the inputs (the
+# verifier forbids that in programs: one MTJ per terminal).
+# tests/test_sim_perf_semantics.py checks each against the table's logic, on
+# every backend.
 Kernel = Callable[[list[Any], Any, list[Any]], None]
+
+
+class _Traced:
+    """A value in a trace of a gate's logic: the logic runs on these instead of packed words."""
+
+    def __init__(self, steps: list[tuple[str, tuple[int, ...]]], ref: int) -> None:
+        self.steps, self.ref = steps, ref
+
+    def _emit(self, fn: str, *args: _Traced) -> _Traced:
+        self.steps.append((fn, tuple(a.ref for a in args)))
+        return _Traced(self.steps, -len(self.steps))  # step k (1-based) is referred to as -k
+
+    def __and__(self, other: _Traced) -> _Traced:
+        return self._emit("copy" if other.ref == self.ref else "and", self, other)
+
+    def __or__(self, other: _Traced) -> _Traced:
+        return self._emit("copy" if other.ref == self.ref else "or", self, other)
+
+    def __invert__(self) -> _Traced:
+        return self._emit("not", self)
+
+
+@dataclass(frozen=True)
+class KernelCode:
+    """A gate's logic as straight-line out= steps: each (function, argument places, result place).
+
+    Places: ``i0, i1, ...`` the inputs, ``t0, t1, ...`` temporaries (reused once dead), ``d`` the output.
+    """
+
+    mnemonic: str
+    steps: tuple[tuple[str, tuple[str, ...], str], ...]
+    temps: int
+
+    def source(self) -> str:
+        n_in = len(OPCODES[self.mnemonic].operands) - 1
+        lines = [f"def k_{self.mnemonic}(i, d, t):"]
+        lines.append(f"    {', '.join(f'i{k}' for k in range(n_in))}, = i")
+        if self.temps:
+            lines.append(f"    {', '.join(f't{k}' for k in range(self.temps))}, = t[:{self.temps}]")
+        for fn, args, out in self.steps:
+            if fn == "copy":
+                lines.append(f"    _copy({out}, {args[0]})")
+            else:
+                lines.append(f"    _{fn}({', '.join(args)}, out={out})")
+        return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def compile_kernel(mnemonic: str) -> KernelCode:
+    """Trace the opcode table's logic of gate `mnemonic` and allocate its intermediate values to temporaries.
+
+    Linear scan over the steps: a step's arguments whose last use it is free their places before its
+    result takes one, so the kernel needs as many temporaries as values are live at once.  `d` joins the
+    free places at the last step that reads an input (a step reads its arguments before it writes, so
+    that step may already write d): from then on no input is read, so out may alias an input.  The last
+    step writes `d`.
+    """
+    op = OPCODES[mnemonic]
+    assert op.logic is not None and op.unit is Unit.GATE
+    n_in = len(op.operands) - 1
+    steps: list[tuple[str, tuple[int, ...]]] = []
+    result = op.logic(*(_Traced(steps, k) for k in range(n_in)))
+    if not steps or result.ref != -len(steps):  # the logic returned an input unchanged: a buffer
+        steps.append(("copy", (result.ref,)))
+    last_use = {ref: k for k, (_, args) in enumerate(steps) for ref in args}
+    inputs_read = max(k for k, (_, args) in enumerate(steps) if any(a >= 0 for a in args))
+    place: dict[int, str] = {k: f"i{k}" for k in range(n_in)}
+    free: list[str] = []
+    n_temps = 0
+    code = []
+    for k, (fn, args) in enumerate(steps):
+        ins = tuple(place[a] for a in args)
+        for a in dict.fromkeys(args):
+            if a < 0 and last_use[a] == k:
+                free.append(place[a])
+        if k == inputs_read:
+            free.append("d")
+        if k == len(steps) - 1:
+            out = "d"  # free by now: every earlier value in d had its last use at or before this step
+        elif "d" in free:
+            out = free.pop(free.index("d"))
+        elif free:
+            out = free.pop()
+        else:
+            out, n_temps = f"t{n_temps}", n_temps + 1
+        place[-(k + 1)] = out
+        code.append((fn, ins if fn != "copy" else ins[:1], out))
+    return KernelCode(mnemonic, tuple(code), n_temps)
 
 
 @functools.cache
 def kernels(be: Backend) -> dict[str, tuple[Kernel, int]]:
-    """mnemonic -> (kernel, temporaries it needs), built from the backend's out= ufuncs.
-
-    A gate without one runs the opcode table's logic.
-    """
-    _and, _or, _inv, _copy = be.and_, be.or_, be.not_, be.copyto
-
-    def k_not(i: list[Any], d: Any, t: list[Any]) -> None:
-        _inv(i[0], out=d)
-
-    def k_copy(i: list[Any], d: Any, t: list[Any]) -> None:
-        _copy(d, i[0])
-
-    def k_and(i: list[Any], d: Any, t: list[Any]) -> None:
-        _and(i[0], i[1], out=d)
-
-    def k_nand(i: list[Any], d: Any, t: list[Any]) -> None:
-        _and(i[0], i[1], out=d)
-        _inv(d, out=d)
-
-    def k_or(i: list[Any], d: Any, t: list[Any]) -> None:
-        _or(i[0], i[1], out=d)
-
-    def k_nor(i: list[Any], d: Any, t: list[Any]) -> None:
-        _or(i[0], i[1], out=d)
-        _inv(d, out=d)
-
-    def k_maj3(i: list[Any], d: Any, t: list[Any]) -> None:
-        a, b, c = i
-        t0 = t[0]
-        _or(a, b, out=t0)
-        _and(t0, c, out=t0)  # c & (a | b)
-        _and(a, b, out=d)
-        _or(d, t0, out=d)
-
-    def k_min3(i: list[Any], d: Any, t: list[Any]) -> None:
-        k_maj3(i, d, t)
-        _inv(d, out=d)
-
-    def k_maj5(i: list[Any], d: Any, t: list[Any]) -> None:
-        a, b, c, q, e = i
-        ab, a_b, cq, c_q, x = t
-        _and(a, b, out=ab)
-        _or(a, b, out=a_b)
-        _and(c, q, out=cq)
-        _or(c, q, out=c_q)
-        _and(ab, c_q, out=x)
-        _and(a_b, c_q, out=c_q)
-        _or(c_q, ab, out=c_q)
-        _and(cq, a_b, out=a_b)
-        _or(c_q, cq, out=c_q)  # at least two among a..q: ab | cq | (a_b & c_q)
-        _or(x, a_b, out=x)  # at least three among a..q: (ab & c_q) | (cq & a_b)
-        _and(c_q, e, out=c_q)
-        _or(x, c_q, out=d)
-
-    def k_min5(i: list[Any], d: Any, t: list[Any]) -> None:
-        k_maj5(i, d, t)
-        _inv(d, out=d)
-
-    return {
-        "not": (k_not, 0),
-        "copy": (k_copy, 0),
-        "and": (k_and, 0),
-        "nand": (k_nand, 0),
-        "or": (k_or, 0),
-        "nor": (k_nor, 0),
-        "maj3": (k_maj3, 1),
-        "min3": (k_min3, 1),
-        "maj5": (k_maj5, 5),
-        "min5": (k_min5, 5),
-    }
+    """mnemonic -> (kernel, temporaries it needs) for every gate of the table, on the backend's out= ufuncs."""
+    names = {"_and": be.and_, "_or": be.or_, "_not": be.not_, "_copy": be.copyto}
+    out: dict[str, tuple[Kernel, int]] = {}
+    for mn in GATE_MNEMONICS:
+        code = compile_kernel(mn)
+        scope: dict[str, Any] = dict(names)
+        exec(code.source(), scope)  # noqa: S102 - source generated above from the opcode table's logic
+        out[mn] = (scope[f"k_{mn}"], code.temps)
+    return out
 
 
 GATE_MNEMONICS = tuple(op.mnemonic for op in OPCODES.values() if op.unit is Unit.GATE)
