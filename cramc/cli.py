@@ -438,6 +438,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         backend=args.backend,
         chips=args.chips,
+        keep_shape=args.keep_shape,
     )
     if args.workers < 0:
         raise UserError("--workers must be 0 (in-process) or more")
@@ -731,6 +732,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--finetuned", help="TUNED.onnx from cramc finetune (for finetuned, both)")
     s.add_argument("--error-model", help="base error model (TOML or preset) whose gate rates are swept")
+    s.add_argument(
+        "--keep-shape",
+        action="store_true",
+        help="each --gate-error level scales the error model's own gate rates (every gate, every input "
+        "state of a by_ones table) so that the largest is the level; default: every gate at the level",
+    )
     s.add_argument(
         "--mode",
         choices=["gate", "statistical"],

@@ -201,6 +201,25 @@ class FaultModel:
         _check_p(p, "--gate-error")
         return replace(self, gates={g: Rate(p, p) for g in GATE_NAMES}, name=f"{self.name}, gate error {p:g}")
 
+    def scaled_to(self, p: float) -> FaultModel:
+        """This model with its gate probabilities scaled by one factor so that the largest (over every gate
+        and, for by_ones, every input count) is p: the shape across gates and input states stays
+        (``cramc sweep --keep-shape``); writes and reads keep their rates.  A fault-free gate set stays
+        fault-free at every level but 0, where the gates are exact."""
+        _check_p(p, "--gate-error")
+        worst = max((r.pmax for r in self.gates.values()), default=0.0)
+        if worst == 0.0:
+            raise UserError(f"--keep-shape: the error model '{self.name}' has no gate faults to scale")
+        k = p / worst
+
+        def scale(r: Rate) -> Rate:
+            if r.by_ones is not None:
+                return Rate(by_ones=tuple(k * x for x in r.by_ones))
+            return Rate(k * r.p01, k * r.p10)
+
+        gates = {g: scale(r) for g, r in self.gates.items()}
+        return replace(self, gates=gates, name=f"{self.name}, gate rates scaled to a largest of {p:g}")
+
     def to_dict(self) -> dict[str, Any]:
         """The model as REPORT.json records it."""
         out: dict[str, Any] = {

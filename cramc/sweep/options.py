@@ -33,6 +33,7 @@ class SweepOptions:
     scheduler: str | None = None  # or on an existing Dask cluster at this address
     backend: str = "numpy"  # gate mode: the simulator backend (cramc.sim.backend), on every worker
     chips: int = 1  # gate mode: chip instances per point (chip seeds 0..chips-1, each with every seed)
+    keep_shape: bool = False  # a level scales the error model's gate rates to that largest (FaultModel.scaled_to)
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -64,13 +65,24 @@ def parse_protections(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def fault_model(rate: float, error_model: str | None) -> FaultModel:
-    """The fault model of one sweep point: as `cramc run --gate-error rate [--error-model FILE]`."""
+def fault_model(rate: float, error_model: str | None, keep_shape: bool = False) -> FaultModel:
+    """The fault model of one sweep point: as `cramc run --gate-error rate [--error-model FILE]` (every gate at
+    the rate), or with `keep_shape` the error model's own gate rates, every gate and input state scaled by
+    one factor so that the largest is the rate (its input-dependent tables keep their shape)."""
     from cramc.errmodel import load_error_model
 
     if error_model:
-        return load_error_model(error_model).with_gate_error(rate)
+        base = load_error_model(error_model)
+        return base.scaled_to(rate) if keep_shape else base.with_gate_error(rate)
     return FaultModel.uniform(rate)
+
+
+def _check_error_model(o: SweepOptions) -> None:
+    """A bad error-model file, or --keep-shape with nothing to scale, before anything is compiled."""
+    if o.keep_shape and not o.error_model:
+        raise UserError("--keep-shape scales the gate rates of an error model: give --error-model FILE|PRESET")
+    if o.error_model:
+        fault_model(1.0, o.error_model, o.keep_shape)
 
 
 def check_options(o: SweepOptions) -> None:
@@ -105,8 +117,7 @@ def check_options(o: SweepOptions) -> None:
     for p in (o.model, o.finetuned):
         if p and not Path(p).is_file():
             raise UserError(f"{p}: no such file")
-    if o.error_model:
-        fault_model(0.0, o.error_model)  # report a bad file before compiling anything
+    _check_error_model(o)
     from cramc.sim.backend import get_backend
 
     get_backend(o.backend)  # an unknown or unavailable backend, before compiling anything

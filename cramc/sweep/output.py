@@ -77,7 +77,10 @@ def plot(path: str, res: SweepResult, title: str | None = None) -> None:
             if r["gate_error"] == 0:
                 ax.axhline(r["acc_mean"], color=line.get_color(), linestyle=":", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlabel("gate error rate (per gate output bit)")
+    if res.config.get("keep_shape"):
+        ax.set_xlabel(f"largest gate error probability of {res.config['error_model']} (scaled, shape kept)")
+    else:
+        ax.set_xlabel("gate error rate (per gate output bit)")
     ax.set_ylabel("top-1 accuracy")
     n = res.config.get("samples")
     seeds = len(res.config.get("seeds", []))

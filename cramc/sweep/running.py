@@ -132,7 +132,17 @@ def run_sweep(
         from cramc.distributed import run_tasks
 
         tasks = [
-            (variants[(p, prot)], o, fault_model(p, o.error_model), inputs, labels, seed, b.tech, data_name, chip)
+            (
+                variants[(p, prot)],
+                o,
+                fault_model(p, o.error_model, o.keep_shape),
+                inputs,
+                labels,
+                seed,
+                b.tech,
+                data_name,
+                chip,
+            )
             for p, prot in plan
             for seed in range(o.seeds)
             for chip in range(o.chips)
@@ -161,6 +171,7 @@ def run_sweep(
         "ecc": o.ecc,
         "ecc_budget": o.ecc_budget if o.ecc == "auto" else None,
         "error_model": o.error_model,
+        "keep_shape": o.keep_shape,  # a level scales the error model's gate rates to that largest
         "tech": None if b.tech is None else b.tech.name,
         "gate_errors": list(o.rates),
         "protections": list(o.protections),

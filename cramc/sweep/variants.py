@@ -111,7 +111,7 @@ class VariantBuilder:
         if want == "auto":
             self.log.write(f"sweep: auto-ecc for {protection} at gate error {rate:g}\n")
             auto = Options(ecc="auto", ecc_budget=o.ecc_budget)
-            g = lower(self.frontend(model), auto, self.log, faults=fault_model(rate, o.error_model))
+            g = lower(self.frontend(model), auto, self.log, faults=fault_model(rate, o.error_model, o.keep_shape))
             spec = spec_from_plans(g)
             _check_spec(g, spec)
         else:

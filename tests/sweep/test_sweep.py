@@ -252,3 +252,60 @@ def test_labels_must_match_data() -> None:
     x, y, cal = _inputs(20)
     with pytest.raises(UserError, match="10 labels for 20 samples"):
         run_sweep(SweepOptions(MLP, (0.0,), ("none",), seeds=1), x, y[:10], cal, log=io.StringIO())
+
+
+def test_scaled_to_keeps_the_shape_of_every_table() -> None:
+    from cramc.errmodel import load_preset
+
+    base = load_preset("near_term")
+    worst = max(r.pmax for r in base.gates.values())
+    for p in (1e-4, worst, 0.3):
+        m = base.scaled_to(p)
+        assert max(r.pmax for r in m.gates.values()) == pytest.approx(p, rel=1e-12)
+        for g, r in base.gates.items():
+            got = m.gates[g]
+            if r.by_ones is not None:
+                assert got.by_ones == pytest.approx(tuple(x * p / worst for x in r.by_ones), rel=1e-12)
+            else:
+                assert (got.p01, got.p10) == pytest.approx((r.p01 * p / worst, r.p10 * p / worst), rel=1e-12)
+        assert m.write == base.write and m.read == base.read and m.tree == base.tree
+    assert base.scaled_to(worst).gates == base.gates  # the level of the model's own largest rate is the model
+    assert all(r.zero for r in base.scaled_to(0.0).gates.values())
+
+
+def test_keep_shape_sweeps_the_error_model_itself(cli, tmp_path: Path) -> None:
+    """At the level of near_term's own largest gate rate, --keep-shape runs near_term itself: seed s is
+    `cramc run --error-model near_term --seed s` (same accuracy); without --keep-shape the level replaces
+    every gate's rate (a different model, recorded as such)."""
+    from cramc.errmodel import load_preset
+
+    worst = max(r.pmax for r in load_preset("near_term").gates.values())
+    out = tmp_path / "s.json"
+    args = (*COMMON, "--error-model", "near_term", "--gate-error", repr(worst), "--protection", "none")
+    assert cli("sweep", *args, "--keep-shape", "--seeds", "2", "--samples", "30", "-o", str(out)).rc == 0
+    d = json.loads(out.read_text(encoding="utf-8"))
+    assert d["config"]["keep_shape"] is True
+    (r,) = d["results"]
+    x, y, _ = _inputs(30)
+    np.savez(tmp_path / "x.npz", **x)
+    np.save(tmp_path / "y.npy", y)
+    prog = tmp_path / "mlp.cram"
+    assert cli("compile", MLP, "-o", str(prog), "--calibration", CALIB).rc == 0
+    feed = ("--input", str(tmp_path / "x.npz"), "--labels", str(tmp_path / "y.npy"), "--error-model", "near_term")
+    for seed in (0, 1):
+        run_out = cli("run", str(prog), *feed, "--seed", str(seed)).out
+        assert f"accuracy (logits argmax vs labels): {r['acc_seeds'][seed]:.4f}" in run_out
+        faults = int(run_out.split(" faults injected")[0].rsplit(" ", 1)[1])
+        assert faults > 100, "near_term's rates should inject faults (else this compares nothing)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--keep-shape",), "--keep-shape scales the gate rates of an error model: give --error-model"),
+        (("--keep-shape", "--error-model", "nope_preset"), "no error-model preset named 'nope_preset'"),
+    ],
+)
+def test_keep_shape_errors(cli, args: tuple[str, ...], message: str) -> None:
+    res = cli("sweep", *COMMON, "--gate-error", "1e-3", *args)
+    assert res.rc == 1 and message in res.err and "Traceback" not in res.err
