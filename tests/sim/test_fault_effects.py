@@ -34,7 +34,7 @@ The cases are built from the opcode table, and a test fails when an opcode of
 a unit that can fault has no case.  Seeds are fixed; the rates are high (0.2
 symmetric, or 0.3 / 0.08 asymmetric, and for the gates an input-dependent rate
 per number of inputs at 1, by_ones) so that every run injects many faults.
-tests/sim/test_by_ones.py checks where and how often the by_ones faults land.
+tests/sim/test_by_ones_sampling.py checks where and how often the by_ones faults land.
 """
 
 from __future__ import annotations
