@@ -215,6 +215,9 @@ class ProgramBuilder:
         p, k, n, kg, ng, rounds, pp = mvm_dims(self.shapes[op.ins[0][1:]][0], w, g_, rep)
         o = op.out
         wt = t.weight_planes(w)
+        copies = getattr(layer, "replicas", 1)  # operand replicas of error correction (cramc.backend.hybrid)
+        if copies > 1:  # each weight `copies` times side by side: [arrays, rows, per * copies]
+            wt = np.repeat(wt, copies, axis=2)
         self.main.append(
             ast.Comment(
                 layer.comment(
@@ -265,7 +268,7 @@ class ProgramBuilder:
                 self.init.extend(loads)
             else:
                 if self.lowering.reports_reloads:
-                    self.reload_bits += (a1 - a0) * rep * rows * per * wb
+                    self.reload_bits += (a1 - a0) * rep * rows * per * copies * wb
                     if op.origin not in self.reload_layers:
                         self.reload_layers.append(op.origin)
                 which = f" (pass {pi + 1} of {passes})" if passes > 1 else ""

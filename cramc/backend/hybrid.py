@@ -10,19 +10,24 @@ passes and the CMOS sum over K chunks are the program builder's
 (cramc.backend.emit), shared with the CRAM-only lowering.
 
 Tiling: the tile-mvm pass (tile) and the allocate pass (``cols=[x, t, w]``).
+Under error correction with operand replicas (cramc.ir.ecc) every round writes
+its input bit-planes once per replica, into distinct columns, and each output's
+weights are stored once per replica (the program builder repeats them in the
+weight data, cramc.backend.emit): copy i of a partial product reads replica i.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cramc.backend.allocate import Allocate
 from cramc.backend.emit import MvmPass, ProgramBuilder
 from cramc.backend.lower_tiles import mac_micro, mac_name
+from cramc.errors import InternalError
 from cramc.ir.graph import Op
 from cramc.ir.passes.manager import Pass
 from cramc.ir.passes.tile_mvm import TileMvm
-from cramc.ir.tiling import Cols, Tile
+from cramc.ir.tiling import Cols, Tile, operand_replicas
 from cramc.isa import ast
 
 
@@ -35,14 +40,26 @@ class HybridLayer:
     w_col: int
     wbits: int
     micro: str
+    xbits: int = 0
+    replicas: int = 1  # operand replicas: the builder stores each weight this many times, side by side
 
     def comment(self, out: str, tile: str) -> str:
+        if self.replicas > 1:
+            return f"; mvm %{out}: {tile}; operands stored {self.replicas} times (copies read distinct cells)"
         return f"; mvm %{out}: {tile}"
 
     def emit_pass(self, b: ProgramBuilder, p: MvmPass, body: list[ast.Stmt]) -> list[str]:
-        """Clear the accumulators, one MAC call per output slot, read the accumulators out."""
+        """Write the input's other replicas, clear the accumulators, one MAC call per output slot, read the
+        accumulators out."""
         region, rows, per = ast.ArraySet(*p.region), p.tile.rows, p.tile.per
         acc = f"{p.op.out}.acc" if p.passes == 1 else f"{p.op.out}.acc.p{p.index}"
+        first = body[0]  # the builder's write of the round's input bit-planes into replica 0
+        if self.replicas > 1:
+            if not isinstance(first, ast.Instr) or first.mnemonic != "wr" or first.operands[0] != ast.Col(self.x_col):
+                raise InternalError(f"mvm %{p.op.out}: the round does not start with the input's write")
+            for i in range(1, self.replicas):
+                col = ast.Col(self.x_col + i * self.xbits)
+                body.append(replace(first, operands=(col, *first.operands[1:]), comment=f"; input replica {i}"))
         body.append(ast.Instr("aclr", region, (ast.AccRef(0, per),)))
         for j in range(per):
             body.append(
@@ -51,7 +68,7 @@ class HybridLayer:
                     region,
                     (ast.Expr(self.micro),),
                     (
-                        ast.AttrVal("w", ast.Col(self.w_col + j * self.wbits)),
+                        ast.AttrVal("w", ast.Col(self.w_col + j * self.wbits * self.replicas)),
                         ast.AttrVal("x", ast.Col(self.x_col)),
                         ast.AttrVal("t", ast.Col(self.t_col)),
                         ast.AttrVal("y", ast.AccRef(j)),
@@ -84,4 +101,4 @@ class HybridMvm:
         wb, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
         plan = a.get("ecc")
         micro = b.micro(mac_name(wb, xb, xs, plan), lambda: mac_micro(wb, xb, xs, plan))
-        return HybridLayer(cols.x, cols.t, cols.w, wb, micro)
+        return HybridLayer(cols.x, cols.t, cols.w, wb, micro, xb, operand_replicas(op))

@@ -13,6 +13,22 @@ shifts by b + c and accumulates.  A scheme says how one term is made robust:
 - ``dup``:  two ANDs, then ``tdadd``/``tdsub``: the periphery compares the copies
   and recomputes the rows where they differ in CMOS from the sensed operands.
 
+Every copy of those reads the same weight cell and input cell, so a defective
+operand cell (stuck, or written wrong once per chip) corrupts every copy alike:
+the vote cannot outvote it and the comparison cannot see it.  The *replica*
+entries (``tmr_r3``, ``vote_r3``, ``dup_r2``, ``dup_r3``) place the copies apart:
+the layer's weights and input bit-planes are stored `replicas` times in distinct
+columns (replica i of the inputs at x + i*xbits, of output j's weights at
+w + i*wbits within its block of replicas*wbits columns), and copy i reads
+replica i.  ``dup_r2`` recomputes a disagreeing row from replica 0 (it detects a
+bad operand cell in either replica and corrects one in replica 1); ``dup_r3``
+keeps a third operand replica that only the recompute senses, so it corrects a
+bad cell in any one replica.  Replicas cost columns (tiling fits fewer outputs
+per array) and writes (the weights once per chip, the inputs every inference);
+against switching faults they change nothing, so their error rates are their
+base scheme's.  Copies in different *rows* are not possible in the row-parallel
+mapping: a row is one lane of the dot product, and the adder tree sums the rows.
+
 Each entry carries everything the compiler and the statistical model need:
 its name in ``--ecc`` specs, its code in the IR's ``ecc=[...]`` plans, how a
 term is lowered (from which the scratch columns tiling reserves and the
@@ -54,6 +70,12 @@ class Term:
     b: int
     c: int
     neg: bool  # exactly one of the two bits is a two's-complement sign bit
+    wbits: int = 0  # columns between weight replicas (the weight width); 0 when the layer has no replicas
+    xbits: int = 0  # columns between input replicas (the input width)
+
+    def operands(self, replica: int) -> tuple[ast.Expr, ast.Expr]:
+        """The weight and input bit this term reads in operand replica `replica` (0: the only one without)."""
+        return _e("w", self.b + replica * self.wbits), _e("x", self.c + replica * self.xbits)
 
     @property
     def sig(self) -> int:
@@ -80,10 +102,18 @@ class Scheme:
     lower: Callable[[Scheme, Term], list[ast.Stmt]]  # the term's statements, parameters w, x, t, y
     pp_error_rates: Callable[[FaultModel], Rates]  # P(sensed product wrong | k = w_b + x_c), k = 0, 1, 2
     recompute: Recompute | None = None
+    #: operand replicas the layer stores (weights and input bit-planes, distinct columns); copy i reads replica
+    #: i (a ``dup`` with 3 recomputes from replica 2).  1: every copy reads the one stored operand.
+    replicas: int = 1
 
-    def term(self, b: int, c: int, neg: bool) -> list[ast.Stmt]:
-        """The statements of term (b, c) of a MAC micro-program under this scheme."""
-        return self.lower(self, Term(b, c, neg))
+    def term(self, b: int, c: int, neg: bool, wbits: int = 0, xbits: int = 0) -> list[ast.Stmt]:
+        """The statements of term (b, c) of a MAC micro-program under this scheme; wbits and xbits (the layer's
+        widths) place the operand replicas, and are needed only when a scheme of the layer has replicas."""
+        return self.lower(self, Term(b, c, neg, wbits, xbits))
+
+    def replica(self, copy: int) -> int:
+        """The operand replica that copy `copy` (or, for copy == copies, a recompute) reads."""
+        return copy if copy < self.replicas else 0
 
     @property
     def scratch(self) -> int:
@@ -96,6 +126,13 @@ class Scheme:
             if isinstance(v, ast.Expr) and v.name == "t"
         ]
         return max(used) + 1
+
+    def extra_writes(self, wbits: int) -> float:
+        """Operand bit-planes written per inference per partial-product term beyond one stored copy, for one
+        output: the (replicas - 1) extra input bit-planes, spread over the output's wbits x xbits terms.  An upper
+        bound (outputs sharing an array share their input's writes); the weights' replicas are written once per
+        chip.  What auto-ecc pays for replicas on top of `ops_per_term`."""
+        return (self.replicas - 1) / wbits
 
     @property
     def ops_per_term(self) -> int:
@@ -111,11 +148,11 @@ def _e(name: str, off: int = 0) -> ast.Expr:
 
 
 def _copies(s: Scheme, t: Term) -> list[ast.Stmt]:
-    """The scheme's AND copies into t, t+1, ...; a protected term's first names its scheme."""
-    w, x = _e("w", t.b), _e("x", t.c)
-    out: list[ast.Stmt] = [ast.Instr("and", None, (_e("t", i), w, x)) for i in range(s.copies)]
+    """The scheme's AND copies into t, t+1, ..., copy i from operand replica s.replica(i); a protected term's
+    first names its scheme."""
+    out: list[ast.Stmt] = [ast.Instr("and", None, (_e("t", i), *t.operands(s.replica(i)))) for i in range(s.copies)]
     if s.code:
-        out[0] = ast.Instr("and", None, (_e("t"), w, x), (), f"; {s.name}: b+c={t.sig}")
+        out[0] = ast.Instr("and", None, (_e("t"), *t.operands(s.replica(0))), (), f"; {s.name}: b+c={t.sig}")
     return out
 
 
@@ -138,7 +175,8 @@ def _lower_vote(s: Scheme, t: Term) -> list[ast.Stmt]:
 
 
 def _lower_dup(s: Scheme, t: Term) -> list[ast.Stmt]:
-    operands = (_e("y"), _e("t"), _e("t", 1), _e("w", t.b), _e("x", t.c), ast.Num(t.sig))
+    # the recompute senses the operands of replica s.replica(2): replica 2 when there is a third, else replica 0
+    operands = (_e("y"), _e("t"), _e("t", 1), *t.operands(s.replica(s.copies)), ast.Num(t.sig))
     return [*_copies(s, t), ast.Instr(_tree(s, t), None, operands)]
 
 
@@ -224,8 +262,14 @@ TMR = Scheme("tmr", 1, 3, ("tadd", "tsub"), _lower_tmr, _rates_tmr)
 VOTE = Scheme("vote", 2, 3, ("tvadd", "tvsub"), _lower_vote, _rates_vote)
 DUP = Scheme("dup", 3, 2, ("tdadd", "tdsub"), _lower_dup, _rates_dup, Recompute(2, _dup_recomputes))
 
+# the same schemes with their copies apart, on operand replicas (module docstring)
+TMR_R3 = Scheme("tmr_r3", 4, 3, TMR.tree, _lower_tmr, _rates_tmr, replicas=3)
+VOTE_R3 = Scheme("vote_r3", 5, 3, VOTE.tree, _lower_vote, _rates_vote, replicas=3)
+DUP_R2 = Scheme("dup_r2", 6, 2, DUP.tree, _lower_dup, _rates_dup, DUP.recompute, replicas=2)
+DUP_R3 = Scheme("dup_r3", 7, 2, DUP.tree, _lower_dup, _rates_dup, DUP.recompute, replicas=3)
+
 #: Every scheme, in the order specs and messages list them.
-SCHEMES: tuple[Scheme, ...] = (NONE, TMR, VOTE, DUP)
+SCHEMES: tuple[Scheme, ...] = (NONE, TMR, VOTE, DUP, TMR_R3, VOTE_R3, DUP_R2, DUP_R3)
 BY_NAME: dict[str, Scheme] = {s.name: s for s in SCHEMES}
 _BY_CODE: dict[int, Scheme] = {s.code: s for s in SCHEMES}
 if len(BY_NAME) != len(SCHEMES) or len(_BY_CODE) != len(SCHEMES) or _BY_CODE.get(0) is not NONE:
@@ -241,13 +285,24 @@ def scheme(code: int) -> Scheme:
 
 
 def protections() -> list[Scheme]:
-    """The schemes auto-ecc may choose, cheapest first (so that a tie in gain per cost goes to the cheaper)."""
-    return sorted((s for s in SCHEMES if s is not NONE), key=lambda s: (s.ops_per_term, s.code))
+    """The schemes auto-ecc may choose, cheapest first (so that a tie in gain per cost goes to the cheaper; the
+    replicas, which cost writes on top of their base scheme's operations, after it)."""
+    return sorted((s for s in SCHEMES if s is not NONE), key=lambda s: (s.ops_per_term, s.replicas, s.code))
+
+
+def replicas(plan: list[int] | None) -> int:
+    """Operand replicas a layer with this plan stores: the most any of its terms' schemes reads."""
+    return max((scheme(c).replicas for c in set(plan or [])), default=1)
 
 
 def recomputing() -> list[tuple[Scheme, Recompute]]:
-    """The schemes whose periphery recomputes rows, with how."""
-    return [(s, s.recompute) for s in SCHEMES if s.recompute is not None]
+    """The schemes whose periphery recomputes rows, with how: one per adder-tree instruction (the rows are counted
+    per instruction, and dup's replica forms recompute as dup does with its instructions)."""
+    out: dict[tuple[str, str], tuple[Scheme, Recompute]] = {}
+    for s in SCHEMES:
+        if s.recompute is not None:
+            out.setdefault(s.tree, (s, s.recompute))
+    return list(out.values())
 
 
 def describe(plan: list[int], wbits: int, xbits: int) -> str:

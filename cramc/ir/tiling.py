@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cramc.errors import InternalError, UserError
-from cramc.ir.ecc import scheme
+from cramc.ir.ecc import replicas, scheme
 from cramc.ir.graph import Graph, Op
 
 
@@ -79,7 +79,9 @@ class Cols:
     """Where an MVM's bit-planes sit in every array of its tile (printed ``cols=[x, t, w]``; the allocate pass).
 
     Input bit-planes in columns x .. x+xbits-1, the scratch column(s) from t, the weight bit-planes of
-    output j of an array in w + j*wbits .. w + (j+1)*wbits - 1.
+    output j of an array in w + j*wbits .. w + (j+1)*wbits - 1.  Under error correction with R operand
+    replicas (`operand_replicas`), input replica i sits in x + i*xbits .., and output j's weights take
+    R*wbits columns from w + j*R*wbits, replica i from w + (j*R + i)*wbits.
     """
 
     x: int
@@ -136,16 +138,34 @@ def scratch_columns(op: Op) -> int:
     return max((scheme(c).scratch for c in set(op.attrs.get("ecc", []))), default=1)
 
 
+def operand_replicas(op: Op) -> int:
+    """Copies of its operands (weights, input bit-planes) an MVM stores: 1, or more when its error correction
+    places the copies of a partial product on distinct cells (cramc.ir.ecc, the replica schemes)."""
+    return replicas(op.attrs.get("ecc"))
+
+
 def plan_tile(
-    k: int, n: int, groups: int, wbits: int, xbits: int, rows: int, cols: int, accs: int, scratch: int = 1
+    k: int,
+    n: int,
+    groups: int,
+    wbits: int,
+    xbits: int,
+    rows: int,
+    cols: int,
+    accs: int,
+    scratch: int = 1,
+    replicas: int = 1,
 ) -> Tile:
-    """Choose the tile for one MVM on arrays of rows x cols with accs accumulators."""
+    """Choose the tile for one MVM on arrays of rows x cols with accs accumulators (`replicas` copies of its
+    input bit-planes and of every weight stored)."""
     kg, ng = k // groups, n // groups
-    per = min((cols - xbits - scratch) // wbits, accs, ng)
+    per = min((cols - replicas * xbits - scratch) // (replicas * wbits), accs, ng)
     if per < 1:
+        copies = f"{replicas} x " if replicas > 1 else ""
+        need = replicas * (xbits + wbits) + scratch
         raise UserError(
-            f"arrays of {cols} columns cannot hold {xbits} input bit-planes, {scratch} scratch "
-            f"column(s) and one {wbits}-bit weight; use --cols {xbits + scratch + wbits} or more"
+            f"arrays of {cols} columns cannot hold {copies}{xbits} input bit-planes, {scratch} scratch "
+            f"column(s) and {copies}one {wbits}-bit weight; use --cols {need} or more"
         )
     chunks = math.ceil(kg / rows)
     rows_used = math.ceil(kg / chunks)
@@ -167,7 +187,7 @@ def check_tiling(op: Op, shapes: dict[str, tuple[tuple[int, ...], bool]], g: Gra
     if "cols" in op.attrs:
         cols: Cols = op.attrs["cols"]
         x, tc, wc = cols.x, cols.t, cols.w
-        xb, wb = op.attrs["xbits"], op.attrs["wbits"]
-        spans = sorted([(x, x + xb), (tc, tc + scratch_columns(op)), (wc, wc + t.per * wb)])
+        xb, wb, r = op.attrs["xbits"], op.attrs["wbits"], operand_replicas(op)
+        spans = sorted([(x, x + r * xb), (tc, tc + scratch_columns(op)), (wc, wc + t.per * r * wb)])
         if any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False)) or min(x, tc, wc) < 0:
             raise InternalError(f"columns of %{op.out} overlap: {cols.as_attr()}")

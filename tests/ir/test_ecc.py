@@ -43,8 +43,8 @@ def test_entries_are_distinct_and_none_is_the_default() -> None:
     assert len({s.name for s in SCHEMES}) == len({s.code for s in SCHEMES}) == len(SCHEMES)
     assert NONE.code == 0 and ecc.scheme(0) is NONE
     assert all(ecc.BY_NAME[s.name] is s and ecc.scheme(s.code) is s for s in SCHEMES)
-    with pytest.raises(ValueError, match="unknown scheme 9"):
-        ecc.scheme(9)
+    with pytest.raises(ValueError, match="unknown scheme 99"):
+        ecc.scheme(99)
 
 
 @pytest.mark.parametrize("s", SCHEMES, ids=lambda s: s.name)
@@ -84,7 +84,8 @@ def test_columns_and_gates_are_the_documented_ones() -> None:
 
 
 def test_auto_ecc_tries_the_cheapest_first() -> None:
-    assert ecc.protections() == [DUP, VOTE, TMR]
+    assert ecc.protections() == [DUP, ecc.DUP_R2, ecc.DUP_R3, VOTE, ecc.VOTE_R3, TMR, ecc.TMR_R3]
+    assert [s.extra_writes(8) for s in (DUP, ecc.DUP_R2, ecc.VOTE_R3)] == [0, 1 / 8, 2 / 8]
 
 
 @pytest.mark.parametrize("p", [1e-4, 3e-3, 1e-2, 3e-2])
@@ -94,6 +95,7 @@ def test_error_rates_have_the_documented_closed_forms(p: float) -> None:
     want = {"none": p, "vote": maj, "dup": p * p, "tmr": (1 - maj) * p + maj * (1 - p)}
     for s in SCHEMES:
         rates = pp_error_rates(fm, s.code)
+        want.setdefault(s.name, want[s.name.split("_")[0]])  # replicas: the base scheme's rates
         assert len(rates) == 3 and all(e == pytest.approx(want[s.name], rel=1e-12) for e in rates), s.name
     (dup, rec), *others = ecc.recomputing()
     assert dup is DUP and not others
@@ -154,7 +156,7 @@ def _rates_maj5(fm: FaultModel) -> Rates:
     return voted(0), voted(1), voted(2)
 
 
-MAJ5 = Scheme("maj5", 4, 5, ("tadd", "tsub"), _lower_maj5, _rates_maj5)
+MAJ5 = Scheme("maj5", 9, 5, ("tadd", "tsub"), _lower_maj5, _rates_maj5)
 
 
 @pytest.fixture

@@ -8,7 +8,10 @@ For a gate error rate (or a full fault model) the pass
 2. greedily picks the (layer, significance, scheme) choices with the best
    damage reduction per unit of overhead until the overhead reaches the budget
    (a fraction of the unprotected in-array operation count: every AND and every
-   adder-tree operation of every MVM, which is what serialises in the arrays);
+   adder-tree operation of every MVM, which is what serialises in the arrays;
+   a scheme with operand replicas also pays its extra input writes, and is
+   skipped where its error rates are a cheaper scheme's: the statistical model
+   draws no defects, the only faults replicas act on);
 3. writes the plan as ``ecc=[...]`` exactly as insert-ecc does, and reports the
    damage predicted with and without it.
 """
@@ -58,12 +61,7 @@ class AutoEcc:
                 d_none = self._damage(g, inputs, ref, op, sig, NONE.code)
                 if d_none <= 0:
                     continue
-                best = None
-                for s in protections():
-                    gain = d_none - self._damage(g, inputs, ref, op, sig, s.code)
-                    cost = work[op.out] * n * (s.ops_per_term - NONE.ops_per_term)
-                    if gain > 0 and (best is None or gain / cost > best[0] / best[1]):
-                        best = (gain, cost, op, sig, s.code)
+                best = self._best(g, inputs, ref, op, sig, d_none, work[op.out] * n)
                 if best:
                     cands.append(best)
         cands.sort(key=lambda c: -c[0] / c[1])
@@ -93,6 +91,23 @@ class AutoEcc:
                     f"{describe(plans[op.out], op.attrs['wbits'], op.attrs['xbits'])}\n"
                 )
         return g
+
+    def _best(
+        self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray, op: Op, sig: int, d_none: float, work: int
+    ) -> tuple[float, float, Op, int, int] | None:
+        """The scheme with the best damage reduction per unit of overhead at (op, sig): (gain, cost, op, sig, code)."""
+        best = None
+        seen: list[tuple[float, float, float]] = []
+        for s in protections():
+            rates = s.pp_error_rates(self.faults)
+            if rates in seen:  # the rates of a cheaper scheme (a replica form, whose extra cells matter only
+                continue  # against defects, which this model does not draw): it cannot gain more
+            seen.append(rates)
+            gain = d_none - self._damage(g, inputs, ref, op, sig, s.code)
+            cost = work * (s.ops_per_term - NONE.ops_per_term + s.extra_writes(op.attrs["wbits"]))
+            if gain > 0 and (best is None or gain / cost > best[0] / best[1]):
+                best = (gain, cost, op, sig, s.code)
+        return best
 
     @staticmethod
     def _terms(op: Op) -> dict[int, int]:

@@ -5,7 +5,7 @@ each MVM layer and each partial-product significance s = b + c (weight bit b,
 input bit c) the first rule that matches applies:
 
     RULE  := SCHEME [':' COND]...
-    SCHEME:= none | tmr | vote | dup   (the names in cramc.ir.ecc.SCHEMES)
+    SCHEME:= none | tmr | vote | dup | tmr_r3 | vote_r3 | dup_r2 | dup_r3   (cramc.ir.ecc.SCHEMES)
     COND  := sig>=N | sig<=N | sig=N | layer=PATTERN[|PATTERN...]   (fnmatch on the ONNX node name)
 
 The schemes, what each costs and buys, are the entries of the registry

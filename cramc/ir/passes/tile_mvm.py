@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from cramc.ir.graph import Graph
 from cramc.ir.semantics import infer_shapes
-from cramc.ir.tiling import plan_tile, scratch_columns
+from cramc.ir.tiling import operand_replicas, plan_tile, scratch_columns
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class TileMvm:
                 self.cols,
                 self.accs,
                 scratch_columns(op),
+                operand_replicas(op),
             )
             op.attrs["tile"] = t
         return g
