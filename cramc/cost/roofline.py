@@ -176,6 +176,89 @@ def roofline(work: list[LayerWork], tech: Tech, device: str) -> DeviceEstimate:
     )
 
 
+#: Nodes that only relabel a tensor's shape: no kernel is launched for them.
+SHAPE_OPS = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Constant"}
+
+
+def batched(work: list[LayerWork], batch: int) -> list[LayerWork]:
+    """The work of one batch of `batch` inferences: MACs, operations and activations scale, weights do not."""
+    if batch < 1:
+        raise UserError(f"batch must be at least 1, got {batch}")
+    return [
+        LayerWork(
+            w.name, w.op_type, w.macs * batch, w.ops * batch, w.weight_values, w.in_values * batch, w.out_values * batch
+        )
+        for w in work
+    ]
+
+
+def gpu_launch_model(work: list[LayerWork], tech: Tech, device: str = "gpu", batch: int = 1) -> DeviceEstimate:
+    """A GPU as it runs at small batch: one kernel per layer, each paying a launch, on part of the chip; per inference.
+
+    Per kernel (every node of the model but the shape-only ones, SHAPE_OPS; element-wise nodes are
+    kernels of their own, as in an unfused runtime), for one batch of `batch` inferences:
+
+        blocks = ceil(outputs / outputs_per_block);  u = min(1, blocks / sm_count)
+        t_exec = max((2 x MACs + ops) / (peak_ops_per_s x u), bytes / (memory_bandwidth x u))
+        t      = max(kernel_launch_s, t_exec)
+
+    so a kernel too small to fill the streaming multiprocessors gets only the fraction u of the
+    peak throughput and bandwidth (utilisation by SM occupancy, the wave-quantisation view of
+    NVIDIA's GEMM performance guide), and a kernel shorter than the launch waits for the host's
+    next launch (launches are asynchronous, so they overlap execution: the longer of the two
+    counts).  bytes are the roofline's (weights + activations, one byte per value; element-wise
+    nodes move none).  Energy: power_w x t_exec + launch_power_w x (t - t_exec), plus the memory
+    energy where power_w leaves it out.  Time and energy are the batch's divided by `batch`.
+    The [device.NAME] keys kernel_launch_s, sm_count, outputs_per_block and launch_power_w hold
+    the figures (default.toml gives their sources).
+    """
+    d = tech.devices().get(device)
+    if d is None:
+        raise UserError(f"technology file: no [device.{device}] (have: {', '.join(tech.devices())})")
+    for key in ("kernel_launch_s", "sm_count", "outputs_per_block"):
+        if key not in d:
+            raise UserError(f"technology file: [device.{device}] needs {key} = ... for the launch model")
+    peak = float(d["peak_ops_per_s"])
+    bw = float(d["memory_bandwidth_bytes_per_s"])
+    power = float(d["power_w"])
+    launch = float(d["kernel_launch_s"])
+    sms = float(d["sm_count"])
+    per_block = float(d["outputs_per_block"])
+    p_wait = float(d.get("launch_power_w", power))
+    acts = bool(tech.data.get("roofline", {}).get("activations_from_memory", True))
+    e_bit = tech.num(d.get("memory", "hbm"), "energy_j_per_bit")
+    t = energy = nbytes = 0.0
+    t_launch_bound = 0.0
+    macs = 0
+    for w in batched(work, batch):
+        if w.op_type in SHAPE_OPS:
+            continue
+        outputs = w.out_values if w.macs else w.ops
+        u = min(1.0, math.ceil(max(outputs, 1) / per_block) / sms)
+        b = w.bytes(acts)
+        t_exec = max((2 * w.macs + w.ops) / (peak * u), b / (bw * u))
+        tk = max(launch, t_exec)
+        t += tk
+        t_launch_bound += tk if launch > t_exec else 0.0
+        energy += power * t_exec + p_wait * (tk - t_exec)
+        nbytes += b
+        macs += w.macs
+    if not d.get("memory_energy_in_power", False):
+        energy += nbytes * 8 * e_bit
+    bound = "launch" if t_launch_bound > 0.5 * t else "execution"
+    label = f"{d.get('label', device)}, batch-{batch} model (launch + SM utilisation)"
+    return DeviceEstimate(
+        device,
+        label,
+        t / batch,
+        energy / batch,
+        macs // batch,
+        nbytes / batch,
+        bound,
+        float(d.get("die_area_mm2", math.nan)),
+    )
+
+
 def measure_onnxruntime(path: str, min_time_s: float = 1.0, warmup: int = 5, seed: int = 0) -> float:
     """Median wall time of one batch-1 inference of the model with onnxruntime on this machine's CPU."""
     import onnxruntime as ort
