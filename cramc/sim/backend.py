@@ -118,6 +118,10 @@ class Backend:
         """A writable C-contiguous copy of x broadcast to `shape`."""
         return np.array(np.broadcast_to(x, shape), order="C")
 
+    def expand(self, x: Any, shape: tuple[int, ...]) -> Any:
+        """A read-only view of x broadcast to `shape` (no copy): a lane-invariant column seen by every lane."""
+        return np.broadcast_to(x, shape)
+
     def flat(self, x: Any) -> Any:
         """x as a 1-D view of its memory, for in-place fault injection.
 
@@ -245,6 +249,9 @@ class TorchBackend(Backend):
 
     def broadcast(self, x: Any, shape: tuple[int, ...]) -> Any:
         return x.expand(shape).contiguous()
+
+    def expand(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return x.expand(shape)
 
     def is_contiguous(self, x: Any) -> bool:
         return bool(x.is_contiguous())

@@ -130,6 +130,10 @@ class _Cells:
     def __init__(self, m: Any, col: np.ndarray, arr: np.ndarray, row: np.ndarray):
         self.m = m
         be = m.be
+        lane_cols = getattr(m, "lane_cols", None)
+        #: every place in a lane-invariant column (read-only here), or none: a set of places is one or the other
+        self.shared = lane_cols is not None and m.shared is not None and bool((col >= lane_cols).all())
+        assert self.shared or lane_cols is None or m.shared is None or bool((col < lane_cols).all())
         self.bit = (row & 63).astype(np.uint64)[:, None]
         self.idx = (be.put(col), be.put(arr), be.put(row >> 6))
         # the distinct words, for the write-back (two places in one word must not overwrite each other)
@@ -143,7 +147,11 @@ class _Cells:
     def get(self) -> np.ndarray:
         """uint8 [places, lanes]: the bit at each place."""
         c, a, w = self.idx
-        words = self.m.be.get_words(self.m.cells[c, a, :, w])
+        m = self.m
+        if self.shared:  # lane-invariant columns (inputs of a gate that writes a defect): one lane, broadcast
+            words = np.broadcast_to(m.be.get_words(m.shared[c, a, :, w]), (self.bit.shape[0], m.lanes))
+        else:
+            words = m.be.get_words(m.cells[c, a, :, w])
         return ((words >> self.bit) & np.uint64(1)).astype(np.uint8)
 
     def put(self, bits: np.ndarray) -> None:

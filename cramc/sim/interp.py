@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -34,7 +35,7 @@ from cramc.sim.backend import Backend, get_backend
 from cramc.sim.chip import CHIP_KEY, ChipDefects, apply_stuck, draw_defects
 from cramc.sim.faults import FaultModel
 from cramc.sim.fuse import FusedMac, fuse
-from cramc.sim.machine import Extent, Machine, extent, walk
+from cramc.sim.machine import Extent, Machine, extent, lane_columns, walk
 from cramc.sim.memory import footprint, plan_lanes
 from cramc.sim.ops.registry import runner
 from cramc.sim.ops.tree import prepare_fused
@@ -178,15 +179,18 @@ class Chip:
     """
 
     seed: int
-    cells: object
-    acc: object
+    cells: Any
+    acc: Any
     tensors: dict[str, np.ndarray]
     init: Counts  # the .init events on this chip, once
     defects: ChipDefects | None
 
     def load(self, m: Machine) -> None:
-        """Put this chip's state into a fresh machine of any number of lanes (its lanes share the chip)."""
-        m.be.copyto(m.cells, self.cells)
+        """Put this chip's state into a fresh machine of any number of lanes (its lanes share the chip).
+
+        A machine with lane-invariant columns (`Machine.shared`, this chip's cells) gets its own copy of the
+        per-lane columns only."""
+        m.be.copyto(m.cells, self.cells[: m.lane_cols] if m.shared is not None else self.cells)
         m.be.copyto(m.acc, self.acc)
         for name, t in self.tensors.items():
             m.tensors[name] = np.repeat(t, m.lanes, axis=0)
@@ -298,6 +302,10 @@ def run(
     planned = plan_lanes(linked, n, max_memory, fp)  # raises when one lane does not fit
     lanes = lanes or planned
     used = extent(linked)
+    # With .init per chip and no trace, the columns .main never writes stay the chip's in every lane: the
+    # batches read them from the chip's one-lane state and hold only the others per lane.
+    split = not init_reads_inputs(linked) and trace is None
+    lane_cols = lane_columns(linked) if split else used.cols
     total = Counts()
     outs: dict[str, list[np.ndarray]] = {o.name: [] for o in linked.outputs}
     kept: dict[str, list[np.ndarray]] = {}
@@ -313,7 +321,8 @@ def run(
         for start in range(0, n, lanes):
             stop = min(n, start + lanes)
             rng = np.random.default_rng(seeds.spawn(1)[0])
-            m = Machine(linked, stop - start, faults, rng, reference=reference, backend=be, used=used)
+            m = Machine(linked, stop - start, faults, rng, reference=reference, backend=be, used=used,
+                        shared=chip.cells if lane_cols < used.cols else None, lane_cols=lane_cols)  # fmt: skip
             m.trace = trace
             chip.load(m)
             for spec in linked.inputs:

@@ -32,7 +32,7 @@ import numpy as np
 
 from cramc.isa.counting import Counts
 from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
-from cramc.isa.opcodes import Kind
+from cramc.isa.opcodes import Kind, Unit
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultInjector, FaultModel, Rate, row_mask_words
 from cramc.sim.fuse import FusedMac
@@ -83,6 +83,8 @@ class Machine:
         reference: bool = False,
         backend: Backend | str | None = None,
         used: Extent | None = None,
+        shared: Any = None,
+        lane_cols: int | None = None,
     ):
         spec = linked.machine
         self.linked = linked
@@ -93,7 +95,13 @@ class Machine:
         # Only the arrays, columns and slots the program touches (`extent`): the others
         # would stay zero and are never read.
         ext = used or extent(linked)
-        self.cells = be.words((ext.cols, ext.arrays, lanes, spec.words))
+        #: Columns lane_cols .. ext.cols-1 are lane-invariant when `shared` is given: the chip's one-lane
+        #: state [cols, arrays, 1, W] holds them for every lane (what `.init` wrote and `.main` never
+        #: writes, the weights), and `cells` holds only columns [0, lane_cols), per lane.  Read columns
+        #: through `column`/`columns`; `.main` writes only below lane_cols (`lane_columns`).
+        self.shared = shared
+        self.lane_cols = ext.cols if shared is None or lane_cols is None else lane_cols
+        self.cells = be.words((self.lane_cols, ext.arrays, lanes, spec.words))
         self.acc = be.ints((ext.arrays, ext.accs, lanes))
         self.tensors: dict[str, np.ndarray] = {}
         self.faults = faults
@@ -143,7 +151,7 @@ class Machine:
             d.clear()
         self._streams.clear()
         self.tensors = {}
-        self.cells = self.acc = None
+        self.cells = self.acc = self.shared = None
 
     def flip_region(self, words: Any, r0: int, r1: int, rate: Rate, kind: str, ins: list[Any] | None = None) -> None:
         """Inject faults into words [..., nw] that hold exactly the word range of rows [r0, r1).
@@ -174,6 +182,33 @@ class Machine:
         return self.cells.swapaxes(0, 1)  # numpy and torch spell it alike
 
     # ---- helpers shared by the opcode functions
+    def column(self, c: int, lo: int, hi: int, w0: int = 0, w1: int | None = None) -> Any:
+        """Words [nA, lanes, nw] of column c, arrays [lo, hi), words [w0, w1), for reading: a view of the
+        cells, or of a lane-invariant column broadcast over the lanes (read-only)."""
+        w1 = self.words if w1 is None else w1
+        if c < self.lane_cols:
+            return self.cells[c, lo:hi, :, w0:w1]
+        return self.be.expand(self.shared[c, lo:hi, :, w0:w1], (hi - lo, self.lanes, w1 - w0))
+
+    def columns(self, c0: int, c1: int, lo: int, hi: int, w0: int = 0, w1: int | None = None) -> Any:
+        """Words [c1 - c0, nA, lanes, nw] of columns [c0, c1) for reading (a view, or a copy when the range
+        has lane-invariant columns and per-lane ones both)."""
+        w1 = self.words if w1 is None else w1
+        if c1 <= self.lane_cols:
+            return self.cells[c0:c1, lo:hi, :, w0:w1]
+        shape = (c1 - c0, hi - lo, self.lanes, w1 - w0)
+        if c0 >= self.lane_cols:
+            return self.be.expand(self.shared[c0:c1, lo:hi, :, w0:w1], shape)
+        out = self.be.empty_words(shape)
+        k = self.lane_cols - c0
+        out[:k] = self.cells[c0:, lo:hi, :, w0:w1]
+        out[k:] = self.shared[self.lane_cols : c1, lo:hi, :, w0:w1]
+        return out
+
+    def is_shared(self, c: int) -> bool:
+        """Whether column c is lane-invariant here (held once, in `shared`)."""
+        return c >= self.lane_cols
+
     def rows(self, b: BoundOp) -> tuple[int, int]:
         return b.rows if b.rows is not None else (0, self.spec.rows)
 
@@ -238,6 +273,7 @@ class Machine:
         """Write words [ncols, nA, lanes, W] (or any shape that broadcasts to it) into the active rows."""
         lo, hi = b.arrays  # type: ignore[misc]
         r0, r1 = self.rows(b)
+        assert (cols.stop or 0) <= self.lane_cols, "a lane-invariant column is never written"
         dst = self.cells[cols, lo:hi]
         if r0 == 0 and r1 >= self.spec.rows:
             dst[...] = new
@@ -323,6 +359,18 @@ def _columns(linked: Linked, b: BoundOp) -> Iterator[int]:
         for spec, v in zip(b.op.operands, b.operands, strict=False):
             if spec.kind is Kind.COL:
                 yield v
+
+
+def lane_columns(linked: Linked) -> int:
+    """One more than the highest column `.main` writes (gate outputs, fill, wr; at least 1): the columns
+    at and above it keep what `.init` left, the same in every lane of a batch."""
+    from cramc.sim.chip import written_columns
+
+    top = 1
+    for b in walk(linked.main):
+        if b.op.unit is Unit.GATE or b.op.unit is Unit.WRITE:
+            top = max(top, written_columns(linked, b).stop)
+    return top
 
 
 def extent(linked: Linked) -> Extent:

@@ -95,7 +95,7 @@ def compile_kernel(mnemonic: str) -> KernelCode:
     assert op.logic is not None and op.unit is Unit.GATE
     n_in = len(op.operands) - 1
     steps: list[tuple[str, tuple[int, ...]]] = []
-    result = op.logic(*(_Traced(steps, k) for k in range(n_in)))
+    result: Any = op.logic(*(_Traced(steps, k) for k in range(n_in)))  # a _Traced (the logic is typed on arrays)
     if not steps or result.ref != -len(steps):  # the logic returned an input unchanged: a buffer
         steps.append(("copy", (result.ref,)))
     last_use = {ref: k for k, (_, args) in enumerate(steps) for ref in args}
@@ -167,7 +167,7 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
     kern, ntemp = table[mn]
     cells = m.cells
     if r0 == 0 and r1 == m.spec.rows:
-        ins = [cells[c, lo:hi] for c in srcs]
+        ins = [m.column(c, lo, hi) for c in srcs]
         d = cells[dst, lo:hi]
         temps = m.scratch(d.shape, ntemp)
         if rate.zero:
@@ -213,7 +213,7 @@ def prepare_gate(m: Machine, b: BoundOp) -> Callable[[], None]:
 
         return run_full_faulty
     w0, w1 = word_range(r0, r1)
-    ins = [cells[c, lo:hi, :, w0:w1] for c in srcs]
+    ins = [m.column(c, lo, hi, w0, w1) for c in srcs]
     d = cells[dst, lo:hi, :, w0:w1]
     out, *temps = m.scratch(d.shape, 1 + ntemp)
     out_flat = m.be.flat(out)
@@ -238,7 +238,7 @@ def _gate_plain(m: Machine, b: BoundOp) -> None:
     """The plain path: the table's logic into a fresh array, faults, masked store."""
     lo, hi = b.arrays  # type: ignore[misc]
     dst, *srcs = b.operands
-    ins = [m.cells[c, lo:hi] for c in srcs]
+    ins = [m.column(c, lo, hi) for c in srcs]
     res = b.op.logic(*ins)  # type: ignore[misc]
     m.flip(res, b, m.faults.gate(b.op.mnemonic), "gate", ins)
     m.put_column(b, slice(dst, dst + 1), res[None])

@@ -95,7 +95,7 @@ def rd(m: Machine, b: BoundOp) -> None:
     nf = max(fields, 1)
     r0, r1 = m.rows(b)
     w0, w1 = word_range(r0, r1)
-    words = m.be.copy(m.cells[src : src + nf * bits, lo:hi, :, w0:w1])  # [F*bits, nA, S, nw]: the words sensed
+    words = m.be.copy(m.columns(src, src + nf * bits, lo, hi, w0, w1))  # [F*bits, nA, S, nw]: the words sensed
     rate = m.faults.read
     if not rate.zero:  # the region `flip` would inject into: the words of the active rows
         m.injector("read", rate, r0, r1)(m.be.flat(words))

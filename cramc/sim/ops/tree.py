@@ -77,7 +77,7 @@ def _prepare_tree(m: Machine, b: BoundOp) -> Callable[[], None]:
     r0, r1 = m.rows(b)
     w0, w1 = word_range(r0, r1)
     be = m.be
-    src = m.cells[col, lo:hi, :, w0:w1]  # [nA, S, nw]
+    src = m.column(col, lo, hi, w0, w1)  # [nA, S, nw]
     whole = (r0 | r1) & 63 == 0
     mask = None if whole else m.mask(r0, r1, w0, w1)
     read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
@@ -117,7 +117,7 @@ def _prepare_tree_protected(m: Machine, b: BoundOp) -> Callable[[], None]:
     w0, w1 = word_range(r0, r1)
     be = m.be
     # the copies first, then the operands of a recompute: the order the tree senses them (and draws read faults)
-    srcs = [m.cells[c, lo:hi, :, w0:w1] for c in (*cols[: spec.copies], *recompute)]
+    srcs = [m.column(c, lo, hi, w0, w1) for c in (*cols[: spec.copies], *recompute)]
     whole = (r0 | r1) & 63 == 0
     mask = None if whole else m.mask(r0, r1, w0, w1)
     read = None if m.faults.read.zero else m.injector("read", m.faults.read, r0, r1)
@@ -196,6 +196,30 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
     return run
 
 
+def _gatherer(m: Machine, cols: np.ndarray, lo: int, hi: int, w0: int, w1: int) -> Callable[[], Any]:
+    """A function giving words [n, nA, S, nw] of columns `cols` (n of them), arrays [lo, hi), words [w0, w1):
+    [n, nA, 1, nw] when every one is lane-invariant (`Machine.shared`), which the gate logic broadcasts."""
+    be = m.be
+    shared = np.array([m.is_shared(int(c)) for c in cols])
+    if not shared.any():
+        idx = be.put(cols)
+        return lambda: m.cells[idx, lo:hi, :, w0:w1]
+    if shared.all():
+        idx = be.put(cols)
+        return lambda: m.shared[idx, lo:hi, :, w0:w1]
+    lane_at, lane_idx = be.put(np.flatnonzero(~shared)), be.put(cols[~shared])
+    sh_at, sh_idx = be.put(np.flatnonzero(shared)), be.put(cols[shared])
+    shape = (cols.size, hi - lo, m.lanes, w1 - w0)
+
+    def mixed() -> Any:
+        out = be.empty_words(shape)
+        out[lane_at] = m.cells[lane_idx, lo:hi, :, w0:w1]
+        out[sh_at] = m.shared[sh_idx, lo:hi, :, w0:w1]
+        return out
+
+    return mixed
+
+
 def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last: bool) -> Callable[[], None]:
     """Consecutive pairs of a fused run as a few vector operations; the `last` chunk leaves the scratch
     column holding its last gate's output, as sequential execution does."""
@@ -205,8 +229,9 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
     r0, r1 = m.rows(g0)
     w0, w1 = word_range(r0, r1)
     t_col = g0.operands[0]
-    a_idx = be.put(np.array([g.operands[1] for g, _ in pairs]))
-    b_idx = be.put(np.array([g.operands[2] for g, _ in pairs]))
+    region = (len(pairs), hi - lo, m.lanes, w1 - w0)
+    gather_a = _gatherer(m, np.array([g.operands[1] for g, _ in pairs]), lo, hi, w0, w1)
+    gather_b = _gatherer(m, np.array([g.operands[2] for g, _ in pairs]), lo, hi, w0, w1)
     logic = g0.op.logic
     assert logic is not None, f"{g0.op.mnemonic} is a gate: the opcode table gives its logic"
     rate = m.faults.gate(g0.op.mnemonic)
@@ -230,13 +255,14 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
 
     def run() -> None:
         cells = m.cells
-        a = cells[a_idx, lo:hi, :, w0:w1]  # [n, nA, S, nw]
-        b = cells[b_idx, lo:hi, :, w0:w1]
-        res = be.contiguous(logic(a, b))
+        a = gather_a()  # [n, nA, S, nw], or [n, nA, 1, nw] from lane-invariant columns
+        b = gather_b()
+        res = logic(a, b)
+        res = be.contiguous(res) if tuple(res.shape) == region else be.broadcast(res, region)
         # An input-dependent rate reads the operands at its candidates: k = w + x for the AND of a weight
         # bit and an input bit.  Otherwise they go before the next temporaries: the chunk's peak memory is
         # FUSED_TEMP_BLOCKS blocks (the gathered operands and the output, at most, while faults are drawn).
-        ins = [a, b] if by_ones else None
+        ins = [x if tuple(x.shape) == region else be.broadcast(x, region) for x in (a, b)] if by_ones else None
         del a, b
         if not rate.zero:
             m.flip_region(res, r0, r1, rate, "gate", ins)
