@@ -128,3 +128,11 @@ class Linked:
     trace: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> reference value for validation sample 0
     tensor_shapes: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # name -> (shape, is_int)
     work: Work = field(default_factory=Work)
+
+
+def source_shape(linked: Linked, src: Any) -> tuple[int, ...]:
+    """The per-sample shape of a source operand (a data constant or a tensor, indexed or not)."""
+    if isinstance(src, np.ndarray):
+        return tuple(src.shape)
+    shape = linked.tensor_shapes[src.name][0]
+    return tuple(shape[1:]) if src.index is not None else tuple(shape)

@@ -45,7 +45,7 @@ import numpy as np
 
 from cramc.errmodel import Defects
 from cramc.errmodel.model import gate_output
-from cramc.isa.linked import BoundOp, Linked, MachineSpec
+from cramc.isa.linked import BoundOp, Linked, MachineSpec, source_shape
 from cramc.isa.opcodes import Unit
 
 #: Defect kinds, as stored in `ChipDefects.kind`: the stuck kinds are the value the cell holds.
@@ -176,8 +176,6 @@ def apply_stuck(m: Any) -> None:
 
 def written_columns(linked: Linked, b: BoundOp) -> range:
     """The columns an instruction that writes cells (a gate, fill, wr) writes."""
-    from cramc.sim.machine import source_shape
-
     dst = b.operands[0]
     if b.op.mnemonic != "wr":
         return range(dst, dst + 1)
