@@ -353,6 +353,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from cramc.cost.report import format_stats
     from cramc.errmodel import load_error_model
 
+    if args.vary or args.compare or args.plot:
+        return _stats_vary(args)
     check_outputs(
         [("--json", args.json)],
         [("the program", args.program), ("--tech", args.tech), ("--error-model", args.error_model)],
@@ -363,6 +365,47 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     print(format_stats(est, args.program))
     if args.json:
         write_json(args.json, {"program": args.program, **est.as_dict()})
+    return 0
+
+
+def _stats_vary(args: argparse.Namespace) -> int:
+    """cramc stats --vary/--compare/--plot: the estimate at every value of technology keys (cramc.cost.sensitivity)."""
+    from pathlib import Path
+
+    from cramc.cost.sensitivity import format_sweep, parse_vary, plot_sweep, sweep
+    from cramc.errmodel import load_error_model
+
+    if args.plot and not args.vary:
+        raise UserError("--plot needs --vary KEY=v1,v2,... (the plot's x axis is the first varied key)")
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UserError(f"--plot {args.plot}: expected a .png, .pdf or .svg file name")
+    check_outputs(
+        [("--json", args.json), ("--plot", args.plot)],
+        [
+            ("the program", args.program),
+            ("--compare", args.compare),
+            ("--tech", args.tech),
+            ("--error-model", args.error_model),
+        ],
+    )
+    faults = load_error_model(args.error_model) if args.error_model else None
+    tech = _tech(args.tech, faults)
+    varies = [parse_vary(v, tech) for v in args.vary or []]
+    keys = [k for v in varies for k in v.keys]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UserError(f"--vary: {', '.join(twice)} given in more than one --vary")
+    points = math.prod(len(v.values) for v in varies)
+    if points > 100000:
+        raise UserError(f"--vary: the grid has {points} points; at most 100000")
+    linked = verify(parse_file(args.program))
+    other = (args.compare, verify(parse_file(args.compare))) if args.compare else None
+    res = sweep(args.program, linked, tech, varies, other)
+    print(format_sweep(res))
+    if args.plot:
+        plot_sweep(res, args.plot)
+    if args.json:
+        write_json(args.json, res.as_dict())
     return 0
 
 
@@ -688,7 +731,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="FILE.toml or preset: with a [device] section, CRAM gate energy and latency come from it "
         "(docs/cost-model.md)",
     )
-    s.add_argument("--json", help="write the estimate to OUT.json")
+    s.add_argument("--json", help="write the estimate (with --vary: every point and break-even) to OUT.json")
+    s.add_argument(
+        "--vary",
+        action="append",
+        metavar="KEY=v1,v2,...",
+        help="re-cost at each value of a technology key, a dotted path into cramc/cost/tech/default.toml "
+        "(gate.energy_j, tree.latency_s, read.energy_j, write.ops_per_cycle, gate.maj5.energy_j; a+b sets several "
+        "to the same value; LO:HI:N: N geometric values); repeat for a grid; prints latency, energy, EDP per value "
+        "(chip size: recompile, bench/bench_sensitivity.py)",
+    )
+    s.add_argument(
+        "--compare",
+        metavar="PROG2.cram",
+        help="a second design: its figures, the ratio PROG2 / PROG per value and the break-even value where it "
+        "crosses 1 along the first --vary (interpolated)",
+    )
+    s.add_argument("--plot", metavar="FILE.png", help="with --vary: plot the ratio (or the figures) against it")
     s.set_defaults(fn=_cmd_stats)
 
     s = sub.add_parser("sweep", help="accuracy under gate faults: error rates x protections x seeds")
