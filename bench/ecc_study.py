@@ -12,10 +12,12 @@ Regenerates the tables and the figure of that section (docs/data/ecc_device_*.cs
 Every point is `cramc run PROG --error-model MODEL --seed s --chip-seed c` of the program compiled with
 `cramc compile --ecc SCHEME` (the same simulator calls, in-process): accuracies are argmax against the labels.
 
-    python bench/ecc_study.py [presets|chips|defects|plot|all] [--quick]
+    python bench/ecc_study.py [clean|presets|chips|defects|plot|docs|all] [--quick] [--models=a,b]
 
-Runs on a few seeds and chips and a subset of the samples (set at the top) to stay within about 25 minutes on
-two shared cores; intervals are stated with every figure.
+``plot`` draws the figures from the CSVs, ``docs`` writes the tables into docs/error-correction.md between its
+GENERATED markers. Each CSV keeps the rows of the models not run this time, so the models can be run apart
+(``--models=mnist_lenet5``). Runs on a few seeds and chips and a subset of the samples (set at the top) to stay
+within about 30 minutes on two shared cores; intervals are stated with every figure.
 """
 
 from __future__ import annotations
@@ -43,24 +45,26 @@ M = REPO / "models"
 DATA = REPO / "docs" / "data"
 IMG = REPO / "docs" / "img"
 
-#: model -> (onnx, test inputs, labels, calibration, samples used)
+#: model -> (onnx, test inputs, labels, calibration, samples used: the first n of the test split)
 MODELS = {
-    "digits_cnn": ("digits_cnn.onnx", "digits_test_x_img.npz", "digits_test_labels.npy", "digits_calib_img.npz", 360),
-    "digits_mlp": ("digits_mlp.onnx", "digits_test_x_flat.npz", "digits_test_labels.npy", "digits_calib_flat.npz", 360),
+    "digits_cnn": ("digits_cnn.onnx", "digits_test_x_img.npz", "digits_test_labels.npy", "digits_calib_img.npz", 150),
+    "digits_mlp": ("digits_mlp.onnx", "digits_test_x_flat.npz", "digits_test_labels.npy", "digits_calib_flat.npz", 200),
     "mnist_lenet5": ("mnist_lenet5.onnx", "mnist_test_x_img.npz", "mnist_test_labels.npy", "mnist_calib_img.npz", 100),
 }
 BASE = ("none", "dup", "vote", "tmr")
 REPLICAS = ("dup_r2", "dup_r3", "vote_r3", "tmr_r3")
 PRESETS = ("early", "near_term", "projected")
-SEEDS = 2  # presets: seeds 0, 1, each on its own chip (chip seed = seed)
-CHIPS, CHIP_SEEDS = 4, 1  # chips: chips 0..3, each with inference seed 0
-DEFECT_CHIPS = 3  # defects: chips 0..2, inference seed 0
+#: presets: seeds 0..n-1, each on its own chip (chip seed = seed); the LeNet-5 (10-60 s a run) on two
+SEEDS = {"digits_cnn": 3, "digits_mlp": 3, "mnist_lenet5": 2}
+CHIPS, CHIP_SEEDS = 4, 2  # chips: chips 0..3, each with inference seeds 0, 1
+DEFECT_CHIPS = {"digits_mlp": 4, "digits_cnn": 3}  # defects: chips 0..n-1, inference seed 0
 DENSITIES = (1e-3, 1e-2)  # stuck cells per cell, half stuck at 0 and half at 1
-#: what each experiment runs on: with defects the MAC runs go pair by pair (every gate meets the defect), 10-60 s
-#: a CNN run on two shared cores, so defects and chips run the MLP only; the LeNet-5 (7 s a run fault-free) none
-PRESET_MODELS = {"digits_cnn": ("early", "near_term"), "digits_mlp": PRESETS}
-CHIP_MODELS, CHIP_PRESETS, CHIP_SCHEMES = ("digits_mlp",), ("early",), ("none", "dup", "vote", "vote_r3")
-DEFECT_MODELS = ("digits_mlp",)
+#: what each experiment runs on, to fit about 30 minutes on two shared cores: a CNN run takes 5-25 s under
+#: early (many faults to draw), the LeNet-5 10 s (none) to 60 s (dup under early), so the CNN runs the presets
+#: that have faults enough to matter, defects on 3 chips and no chips experiment; the LeNet-5 near_term only
+PRESET_MODELS = {"digits_cnn": ("early", "near_term"), "digits_mlp": PRESETS, "mnist_lenet5": ("near_term",)}
+CHIP_PRESETS = ("early",)  # its write faults (1e-3) land in the resident weights
+CHIP_MODELS = {"digits_mlp": ("none", "dup", "vote", "dup_r3", "vote_r3")}
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
@@ -106,7 +110,13 @@ class Model:
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write `rows` to the CSV at `path`, keeping the rows there of the models `rows` does not have."""
     DATA.mkdir(parents=True, exist_ok=True)
+    ran = {r["model"] for r in rows}
+    if path.exists():
+        with open(path, encoding="utf-8") as f:
+            kept: list[dict[str, object]] = [r for r in csv.DictReader(f) if r["model"] not in ran]
+        rows = sorted(kept + rows, key=lambda r: list(MODELS).index(str(r["model"])))  # stable: order kept
     keys: list[str] = []
     for r in rows:
         keys.extend(k for k in r if k not in keys)
@@ -127,6 +137,7 @@ def _point(m: Model, scheme: str, fm: FaultModel, runs: list[tuple[int, int]], *
         accs.append(ok / m.n)
         extras.append(extra)
     mean, lo, hi = t_interval(accs)
+    lo, hi = max(0.0, lo), min(1.0, hi)  # nan stays nan (one run)
     row: dict[str, object] = {"model": m.name, **fields, "scheme": scheme, "samples": m.n, "runs": len(runs)}
     wl, wh = wilson(round(sum(accs) * m.n), m.n * len(runs))  # runs x samples trials pooled
     row.update(acc_mean=mean, ci_low=lo, ci_high=hi, wilson_low=wl, wilson_high=wh)
@@ -138,6 +149,16 @@ def _point(m: Model, scheme: str, fm: FaultModel, runs: list[tuple[int, int]], *
     return row
 
 
+def clean(models: list[Model]) -> None:
+    """Fault-free accuracy of each model's unprotected program on the samples the study uses."""
+    rows: list[dict[str, object]] = []
+    for m in models:
+        ok, _ = m.correct("none", FaultModel(), 0, 0)
+        rows.append({"model": m.name, "samples": m.n, "acc": ok / m.n})
+        print(f"{m.name:13} fault-free {ok}/{m.n}", file=sys.stderr)
+    _write(DATA / "ecc_device_clean.csv", rows)
+
+
 def presets(models: list[Model]) -> None:
     rows = []
     for m in models:
@@ -145,23 +166,28 @@ def presets(models: list[Model]) -> None:
             for form in ("by_ones", "flat"):
                 fm = load_preset(p if form == "by_ones" else f"{p}_flat")
                 for s in BASE:
-                    rows.append(_point(m, s, fm, [(i, i) for i in range(SEEDS)], preset=p, form=form))
+                    rows.append(_point(m, s, fm, [(i, i) for i in range(SEEDS[m.name])], preset=p, form=form))
     _write(DATA / "ecc_device_presets.csv", rows)
 
 
 def chips(models: list[Model]) -> None:
     rows = []
     for m in models:
-        if m.name not in CHIP_MODELS:
-            continue
         for p in CHIP_PRESETS:
             fm = load_preset(p)
-            for s in CHIP_SCHEMES:
+            for s in CHIP_MODELS.get(m.name, ()):
+                t0 = time.time()
                 correct = [[m.correct(s, fm, seed, c)[0] for seed in range(CHIP_SEEDS)] for c in range(CHIPS)]
                 sp = chip_spread(correct, m.n)
                 row: dict[str, object] = {"model": m.name, "preset": p, "scheme": s, "samples": m.n}
+                row["seeds"] = CHIP_SEEDS
                 row.update({k: v for k, v in sp.items() if not isinstance(v, list)})
+                # measured within-chip spread: the sd of one run's accuracy across a chip's inference seeds,
+                # pooled over the chips (beside the binomial within_sd that the finite sample alone gives)
+                acc = np.asarray(correct, dtype=np.float64) / m.n
+                row["seed_sd"] = float(np.sqrt(acc.var(axis=1, ddof=1).mean())) if CHIP_SEEDS > 1 else float("nan")
                 row["acc_chips"] = " ".join(f"{a:.4f}" for a in sp["acc_chips"])  # type: ignore[union-attr]
+                row["seconds"] = time.time() - t0
                 print(f"{m.name:13} {p:10} {s:8} {row}", file=sys.stderr)
                 rows.append(row)
     _write(DATA / "ecc_device_chips.csv", rows)
@@ -171,11 +197,11 @@ def defects(models: list[Model]) -> None:
     rows = []
     base = load_preset("projected")  # gates near exact: what is left is the defects
     for m in models:
-        if m.name not in DEFECT_MODELS:
+        if m.name not in DEFECT_CHIPS:
             continue
         for d in DENSITIES:
             fm = dataclasses.replace(base, defects=Defects(stuck0=d / 2, stuck1=d / 2), name=f"projected + stuck {d:g}")
-            runs = [(0, c) for c in range(DEFECT_CHIPS)]
+            runs = [(0, c) for c in range(DEFECT_CHIPS[m.name])]
             for s in (*BASE, *REPLICAS):
                 rows.append(_point(m, s, fm, runs, preset="projected", stuck=d))
     _write(DATA / "ecc_device_defects.csv", rows)
@@ -196,15 +222,15 @@ def plot() -> None:
         for j, d in enumerate(sorted({float(r["stuck"]) for r in rows})):
             sel = {r["scheme"]: r for r in rows if r["model"] == name and float(r["stuck"]) == d}
             xs = np.arange(len(schemes)) + (j - 0.5) * 0.38
-            acc = np.array([float(sel[s]["acc_mean"]) for s in schemes])
-            lo = np.array([float(sel[s]["ci_low"]) for s in schemes])
-            hi = np.array([float(sel[s]["ci_high"]) for s in schemes])
+            acc = np.array([float(sel[s]["acc_mean"]) if s in sel else np.nan for s in schemes])
+            lo = np.array([float(sel[s]["ci_low"]) if s in sel else np.nan for s in schemes])
+            hi = np.array([float(sel[s]["ci_high"]) if s in sel else np.nan for s in schemes])
             ax.bar(xs, acc, 0.38, yerr=[acc - lo, hi - acc], capsize=2, label=f"stuck cells {d:g}")
         ax.set_xticks(range(len(schemes)), schemes, rotation=45, ha="right")
         ax.set_title(name)
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("top-1 accuracy (5 chips, 95% t-interval)")
+    axes[0][0].set_ylabel("top-1 accuracy (over chips, 95% t-interval)")
     axes[0][0].legend(loc="lower left", fontsize=8)
     fig.suptitle("Static stuck-at cells (projected gates): copies on one operand cell vs operand replicas")
     fig.tight_layout()
@@ -221,19 +247,120 @@ def plot() -> None:
             if not sel:
                 continue
             xs = np.arange(len(BASE)) + (k - 2.5) * 0.13
-            acc = np.array([float(sel[s]["acc_mean"]) for s in BASE])
+            acc = np.array([float(sel[s]["acc_mean"]) if s in sel else np.nan for s in BASE])
             label, hatch = (f"{p}_flat", "//") if form == "flat" else (p, None)
             ax.bar(xs, acc, 0.13, label=label, hatch=hatch, color=f"C{k // 2}", alpha=0.6 if form == "flat" else 1.0)
         ax.set_xticks(range(len(BASE)), BASE)
         ax.set_title(name)
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(f"top-1 accuracy (mean of {SEEDS} chips)")
-    axes[0][-1].legend(loc="lower right", fontsize=7)
+    axes[0][0].set_ylabel("top-1 accuracy (mean over seeds/chips)")
+    full = max(axes[0], key=lambda a: len(a.get_legend_handles_labels()[1]))  # the panel with every preset
+    full.legend(loc="lower right", fontsize=7)
     fig.suptitle("Device presets: input-dependent (by_ones) vs output-conditioned (*_flat) gate errors")
     fig.tight_layout()
     fig.savefig(IMG / "ecc_device_presets.png", dpi=110)
     print("wrote docs/img/ecc_device_defects.png, docs/img/ecc_device_presets.png", file=sys.stderr)
+
+
+def _read(name: str) -> list[dict[str, str]]:
+    path = DATA / name
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _ci(r: dict[str, str], lo: str = "ci_low", hi: str = "ci_high", mean: str = "acc_mean") -> str:
+    m, a, b = float(r[mean]), max(0.0, float(r[lo])), min(1.0, float(r[hi]))  # nan stays nan
+    return f"{m:.3f}" if np.isnan(a) else f"{m:.3f} [{a:.3f}, {b:.3f}]"
+
+
+_LABEL = {"digits_cnn": "digits CNN", "digits_mlp": "digits MLP", "mnist_lenet5": "MNIST LeNet-5"}
+
+
+def tables() -> dict[str, str]:
+    """The section's tables (markdown) from the CSVs: presets, chips, defects (absent CSVs give no table)."""
+    out: dict[str, str] = {}
+    clean_acc = {r["model"]: (float(r["acc"]), r["samples"]) for r in _read("ecc_device_clean.csv")}
+
+    def ff(model: str) -> str:
+        return f"{clean_acc[model][0]:.3f}" if model in clean_acc else "-"
+
+    rows = _read("ecc_device_presets.csv")
+    if rows:
+        lines = [
+            "| model (samples x seeds) | fault-free | preset | form | " + " | ".join(f"`{s}`" for s in BASE) + " |",
+            "|---|---:|---|---|" + "---:|" * len(BASE),
+        ]
+        keys = sorted({(r["model"], r["preset"], r["form"]) for r in rows},
+                      key=lambda k: (list(MODELS).index(k[0]), PRESETS.index(k[1]), k[2] != "by_ones"))  # fmt: skip
+        for model, p, form in keys:
+            sel = {r["scheme"]: r for r in rows if (r["model"], r["preset"], r["form"]) == (model, p, form)}
+            any_r = next(iter(sel.values()))
+            name = f"{_LABEL[model]} ({any_r['samples']} x {any_r['runs']})"
+            pname = p if form == "by_ones" else f"{p}_flat"
+            cells = [_ci(sel[s]) if s in sel else "not run" for s in BASE]
+            lines.append(f"| {name} | {ff(model)} | `{pname}` | {form} | " + " | ".join(cells) + " |")
+        out["presets"] = "\n".join(lines)
+
+    rows = _read("ecc_device_chips.csv")
+    if rows:
+        lines = [
+            "| model, preset | scheme | chips x seeds x samples | accuracy [95% t over chips] | per chip |"
+            " chip sd | seed sd (one run) | chip sd if chips were alike | ratio |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            seeds = int(r["seeds"])
+            alike = float(r["seed_sd"]) / np.sqrt(seeds)
+            ratio = float(r["chip_sd"]) / alike if alike > 0 else float("nan")
+            lines.append(
+                f"| {_LABEL[r['model']]}, `{r['preset']}` | `{r['scheme']}` | "
+                f"{r['chips']} x {seeds} x {r['samples']} | "
+                f"{_ci(r, 'chip_ci_low', 'chip_ci_high')} | {r['acc_chips']} | {float(r['chip_sd']):.4f} | "
+                f"{float(r['seed_sd']):.4f} | {alike:.4f} | {ratio:.2f} |"
+            )
+        out["chips"] = "\n".join(lines)
+
+    rows = _read("ecc_device_defects.csv")
+    if rows:
+        schemes = [*BASE, *REPLICAS]
+        lines = [
+            "| model, d (chips x samples) | fault-free | " + " | ".join(f"`{s}`" for s in schemes) + " |",
+            "|---|---:|" + "---:|" * len(schemes),
+        ]
+        counts = [
+            "| model, d | defect faults / inference, `none` | recomputes / inference: `dup` | `dup_r2` | `dup_r3` |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        keys = sorted({(r["model"], float(r["stuck"])) for r in rows}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
+        for model, d in keys:
+            sel = {r["scheme"]: r for r in rows if r["model"] == model and float(r["stuck"]) == d}
+            any_r = next(iter(sel.values()))
+            cells = [_ci(sel[s]) if s in sel else "not run" for s in schemes]
+            lines.append(f"| {_LABEL[model]}, {d:g} ({any_r['runs']} x {any_r['samples']}) | {ff(model)} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+            rc = [f"{float(sel[s]['recomputes']):,.0f}" if s in sel else "-" for s in ("dup", "dup_r2", "dup_r3")]
+            nf = f"{float(sel['none']['defect_faults']):,.0f}" if "none" in sel else "-"
+            counts.append(f"| {_LABEL[model]}, {d:g} | {nf} | " + " | ".join(rc) + " |")
+        out["defects"] = "\n".join(lines) + "\n\n" + "\n".join(counts)
+    return out
+
+
+def docs() -> None:
+    """Write the tables into docs/error-correction.md between their GENERATED markers (which must be there)."""
+    path = REPO / "docs" / "error-correction.md"
+    text = path.read_text(encoding="utf-8")
+    for name, table in tables().items():
+        begin = f"<!-- BEGIN GENERATED by bench/ecc_study.py {name} -->"
+        end = f"<!-- END GENERATED by bench/ecc_study.py {name} -->"
+        i, j = text.find(begin), text.find(end)
+        if i < 0 or j < i:
+            raise SystemExit(f"{path.relative_to(REPO)}: no '{begin}' ... '{end}' markers for the {name} table")
+        text = text[: i + len(begin)] + "\n" + table + "\n" + text[j:]
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote the tables into {path.relative_to(REPO)}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> None:
@@ -242,6 +369,8 @@ def main(argv: list[str]) -> None:
     names = [a[len("--models=") :].split(",") for a in argv if a.startswith("--models=")]
     models = [Model(n, quick) for n in (names[0] if names else ("digits_mlp", "digits_cnn"))]
     for w in what:
+        if w in ("clean", "all"):
+            clean(models)
         if w in ("presets", "all"):
             presets(models)
         if w in ("chips", "all"):
@@ -250,6 +379,8 @@ def main(argv: list[str]) -> None:
             defects(models)
         if w in ("plot", "all"):
             plot()
+        if w in ("docs", "all"):
+            docs()
 
 
 if __name__ == "__main__":
