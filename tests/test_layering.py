@@ -65,7 +65,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "distributed": ("errors",),
     "isa": ("errors",),
     "errmodel": ("isa",),
-    "cost": ("isa",),
+    "cost": ("isa", "fileio"),  # reports and plots are written through fileio (atomic, no half-written files)
     "ir": ("errmodel",),
     "sim": ("errmodel",),
     "ir.passes": ("ir",),
