@@ -26,6 +26,7 @@ imports them from cramc.errmodel.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -343,6 +344,48 @@ class Injector:
             ms.append(mk)
         if not ws:
             return None
+        return (ws[0], ms[0]) if len(ws) == 1 else (np.concatenate(ws), np.concatenate(ms))
+
+    def sample(
+        self,
+        size: int,
+        value: Callable[[np.ndarray], np.ndarray] | None = None,
+        inputs: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The flips that calling this injector on a region of `size` words would make, without the region:
+        (word index, one-bit mask) of each, in order, from the same draws (stream words, thinning uniforms).
+
+        `value(w)` gives the region's words at indices w (their values before the call: what asymmetric
+        rates thin by), `inputs(w)` a gate's input words there (what an input-dependent rate reads).  For
+        callers that know the region's words at any place cheaply but never hold the region itself.
+        """
+        ws, ms = [], []
+        for s in range(0, size, self.step):
+            got = self.stream.take(min(self.step, size - s))
+            if got is None:
+                continue
+            w, mk = got
+            n = w.size
+            if self.active is not None:
+                keep = (self.active[w % self.block] & mk) != 0
+                w, mk = w[keep], mk[keep]
+            if self.accept is not None:
+                assert inputs is not None, "an input-dependent rate needs the gate's inputs"
+                ones = np.zeros(w.size, dtype=np.intp)
+                for x in inputs(w + s):
+                    ones += (x & mk) != 0
+                keep = self.rng.random(w.size) < self.accept[ones]
+                w, mk = w[keep], mk[keep]
+            elif not self.symmetric:
+                assert value is not None, "an asymmetric rate needs the region's values"
+                one = (value(w + s) & mk) != 0
+                keep = self.rng.random(w.size) * self.pmax < np.where(one, self.rate.p10, self.rate.p01)
+                w, mk = w[keep], mk[keep]
+            self.stream.dropped += n - w.size
+            ws.append(w + s)
+            ms.append(mk)
+        if not ws:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
         return (ws[0], ms[0]) if len(ws) == 1 else (np.concatenate(ws), np.concatenate(ms))
 
     @staticmethod

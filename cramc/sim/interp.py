@@ -306,6 +306,10 @@ def run(
     # batches read them from the chip's one-lane state and hold only the others per lane.
     split = not init_reads_inputs(linked) and trace is None
     lane_cols = lane_columns(linked) if split else used.cols
+    # the fuse rewrite, the tallies and the product coefficients depend on the program and the chip only
+    fused_nodes: dict[int, Any] = {}
+    tallies: dict[int, Any] = {}
+    run_cache: dict[Any, Any] = {}
     total = Counts()
     outs: dict[str, list[np.ndarray]] = {o.name: [] for o in linked.outputs}
     kept: dict[str, list[np.ndarray]] = {}
@@ -324,6 +328,7 @@ def run(
             m = Machine(linked, stop - start, faults, rng, reference=reference, backend=be, used=used,
                         shared=chip.cells if lane_cols < used.cols else None, lane_cols=lane_cols)  # fmt: skip
             m.trace = trace
+            m._fused, m._tallies, m.run_cache = fused_nodes, tallies, run_cache
             chip.load(m)
             for spec in linked.inputs:
                 m.tensors[spec.name] = _as_lane_input(inputs[spec.name][start:stop], spec.dtype)

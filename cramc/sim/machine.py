@@ -120,6 +120,9 @@ class Machine:
         self._reported: dict[tuple[str, float], int] = {}
         self._fused: dict[int, tuple[tuple[Node, ...], tuple[object, ...]]] = {}
         self._tallies: dict[int, tuple[tuple[Node, ...], Any]] = {}  # cramc.sim.interp.Tally, by node list
+        #: what depends on nothing but the program and the chip (the fused product's coefficients, keyed by
+        #: its pairs): the batches of one run on one chip share it (cramc.sim.interp.run)
+        self.run_cache: dict[Any, Any] = {}
         #: the static defects of the chip these lanes run on (cramc.sim.chip.ChipDefects), or None: every
         #: instruction that writes a defective cell runs behind cramc.sim.chip.guard
         self.defects: Any = None
@@ -134,9 +137,15 @@ class Machine:
 
     @property
     def fusable(self) -> bool:
-        """Whether multiply-accumulate runs may execute vectorised (see cramc.sim.fuse)."""
+        """Whether multiply-accumulate runs may execute vectorised (see cramc.sim.fuse).
+
+        Read faults fuse: a fused run draws the sense faults of its tree ops over the same regions as they
+        do.  Asymmetric ones do not: their thinning draws from the machine's generator, between the gates'
+        own thinning draws when those draw too, in an order the fused run does not keep.
+        """
         f = self.faults
-        return not self.reference and self.trace is None and f.read.zero and f.tree == 0.0 and self.fuse_mac
+        read_ok = f.read.zero or f.read.symmetric
+        return not self.reference and self.trace is None and read_ok and f.tree == 0.0 and self.fuse_mac
 
     fuse_mac: bool = True
 
@@ -147,8 +156,9 @@ class Machine:
         garbage collector would break, long after the next batch has allocated its own state.
         """
         self.sync_counts()
-        for d in (self._runners, self._fused, self._tallies, self._scratch, self._injectors, self._masks):
+        for d in (self._runners, self._scratch, self._injectors, self._masks):
             d.clear()
+        self._fused, self._tallies, self.run_cache = {}, {}, {}  # maybe shared with the run's other batches
         self._streams.clear()
         self.tensors = {}
         self.cells = self.acc = self.shared = None

@@ -337,3 +337,38 @@ def test_cli_seed_reproducible(cli, tmp_path: Path) -> None:
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     assert outs[0][1].split(";", 1)[1] == outs[1][1].split(";", 1)[1]  # same fault count printed
     assert (outs[0][0] != outs[2][0]).any()
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [Rate(3e-3, 3e-3), Rate(4e-3, 1e-3), Rate(0.0, 0.0, by_ones=(1e-3, 5e-3, 2e-2))],
+    ids=["symmetric", "asymmetric", "by_ones"],
+)
+@pytest.mark.parametrize("rows", [(0, 128), (5, 100)])
+def test_sample_draws_what_a_call_flips(rate: Rate, rows: tuple[int, int]) -> None:
+    """Injector.sample gives the very flips a call of the injector makes on the region (same stream words,
+    same thinning uniforms, same dropped count), reading the region and the inputs only where it is told."""
+    r0, r1 = rows
+    w0, w1 = r0 >> 6, (r1 + 63) >> 6
+    block = w1 - w0
+    active = None if (r0 | r1) & 63 == 0 else faults.row_mask_words(r0 - 64 * w0, r1 - 64 * w0, block)
+    data = np.random.default_rng(1)
+    ins = [data.integers(0, 2**64, size=(300, block), dtype=np.uint64) for _ in range(2)]
+    region = (ins[0] & ins[1]).reshape(-1)
+    flat_ins = [x.reshape(-1) for x in ins]
+
+    def injector() -> faults.Injector:
+        stream = faults.FaultStream(rate.pmax, np.random.default_rng(7), batch=64)
+        inj = faults.Injector(stream, rate, np.random.default_rng(8), block, active)
+        inj.step = 8 * block  # several chunks per region
+        return inj
+
+    a, b = injector(), injector()
+    flipped = region.copy()
+    n = a(flipped, ins if rate.by_ones is not None else None)
+    w, mk = b.sample(region.size, lambda w: region[w], lambda w: [x[w] for x in flat_ins])
+    got = region.copy()
+    np.bitwise_xor.at(got, w, mk)
+    np.testing.assert_array_equal(got, flipped)
+    assert n == w.size > 0 and a.stream.dropped == b.stream.dropped
+    assert a.rng.random() == b.rng.random()  # the same thinning uniforms were used up

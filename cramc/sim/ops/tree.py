@@ -19,6 +19,7 @@ last gate's output, as sequential execution would.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -185,6 +186,9 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
     lo, hi = g0.arrays  # type: ignore[misc]
     w0, w1 = word_range(*m.rows(g0))
     k = chunk_pairs(hi - lo, w1 - w0)
+    fast = _prepare_product(m, f.pairs, k)
+    if fast is not None:
+        return fast
     parts = [_prepare_chunk(m, f.pairs[i : i + k], last=i + k >= len(f.pairs)) for i in range(0, len(f.pairs), k)]
     if len(parts) == 1:
         return parts[0]
@@ -252,6 +256,7 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
     groups = [(int(sl), be.put(np.flatnonzero(slots == sl)), be.put(weights[slots == sl])) for sl in uniq]
     full_rows = r0 == 0 and r1 >= m.spec.rows
     nA = hi - lo
+    read = None if m.faults.read.zero else m.faults.read
 
     def run() -> None:
         cells = m.cells
@@ -267,7 +272,15 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
         if not rate.zero:
             m.flip_region(res, r0, r1, rate, "gate", ins)
         del ins
-        words = res & mask if mask is not None else res
+        if read is not None:
+            # what each tree op senses: its pair's output with read faults, pair by pair in the order of the
+            # stacked block, as sequential execution senses them (the cells keep the gate's output)
+            words = be.copy(res)
+            m.flip_region(words, r0, r1, m.faults.read, "read")
+            if mask is not None:
+                be.and_(words, mask, out=words)
+        else:
+            words = res & mask if mask is not None else res
         if exact:
             contrib = be.contract(wmat, be.popcounts(words))  # [k, nA * S]
             m.acc[lo:hi, slot_idx] += contrib.reshape(len(uniq), nA, -1).swapaxes(0, 1)
@@ -286,3 +299,263 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
             dst[...] = (out & mask) | (dst & ~mask)
 
     return run
+
+
+# ---------------------------------------------------------------- a fused run as a matrix product
+#: Bytes of float64 operand bits a product step converts at once (a block of arrays), and the most bytes
+#: of lane-invariant coefficients a run may keep (beyond it the run takes the stacked path above).
+PRODUCT_BLOCK = 8 << 20
+PRODUCT_COEFFS = 64 << 20
+#: The most candidate faults per word (gate and read) for which the product path is the faster one.
+PRODUCT_MAX_FAULTS = 0.2
+#: uint8 -> its 8 bits as float64, little-endian (row r of a byte is bit r % 8)
+_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.float64)
+
+
+def _truth(logic: Callable[..., Any], x_first: bool) -> tuple[int, int, int, int]:
+    """(f00, f10, f01, f11) of a two-input gate as f(x, y): x the lane-invariant operand, y the other."""
+    one, zero = np.array([np.uint64(1)]), np.array([np.uint64(0)])
+    out = []
+    for x, y in ((zero, zero), (one, zero), (zero, one), (one, one)):
+        a, b = (x, y) if x_first else (y, x)
+        out.append(int(logic(a, b)[0] & np.uint64(1)))
+    return out[0], out[1], out[2], out[3]
+
+
+def _prepare_product(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], group: int) -> Callable[[], None] | None:
+    """The fused run as a matrix product, when one operand of every gate is a lane-invariant column (the
+    weights, `Machine.shared`) and the other a per-lane one (numpy only); None otherwise.
+
+    A two-input gate's output bit is f00 + ex*x + ey*y + exy*x*y in its input bits x (lane-invariant) and y,
+    so the weighted counts of a run are, per array a, slot k and lane s,
+        acc[a, k, s] += c[a, k] + sum over (y column j, row r) of P[a, k, j, r] * Y[a, j, s, r]
+    with P and c fixed by the lane-invariant columns (`_coefficients`, once per run: `Machine.run_cache`):
+    one float64 matrix product per block of arrays, exact while no partial sum reaches 2**53 (checked
+    here).  Faults are then applied where they fall (`_SparseFaults`): the gate stream's and the read
+    stream's flips are drawn over the same regions, from the same draws, as the stacked path (and
+    sequential execution) draws them (`Injector.sample`: pair by pair, each [arrays, lanes, words] region
+    in C order), and each flipped bit moves its pair's count by one, the correct bit read from the operands
+    at that place.  The scratch column gets the last gate's output and its faults, as sequential execution
+    leaves it.  Dense faults (more than PRODUCT_MAX_FAULTS candidates a word) take the stacked path.
+    """
+    be = m.be
+    if be.name != "numpy" or m.shared is None:
+        return None
+    g0 = pairs[0][0]
+    # faults are applied one by one here (some microseconds each in numpy): dense faults go the stacked way
+    density = 64 * (m.faults.gate(g0.op.mnemonic).pmax + m.faults.read.pmax)
+    if density > PRODUCT_MAX_FAULTS:
+        return None
+    lo, hi = g0.arrays  # type: ignore[misc]
+    r0, r1 = m.rows(g0)
+    w0, w1 = word_range(r0, r1)
+    nA, nw, S = hi - lo, w1 - w0, m.lanes
+    a_cols = np.array([g.operands[1] for g, _ in pairs])
+    b_cols = np.array([g.operands[2] for g, _ in pairs])
+    a_sh = np.array([m.is_shared(int(c)) for c in a_cols])
+    b_sh = np.array([m.is_shared(int(c)) for c in b_cols])
+    if a_sh.all() and not b_sh.any():
+        x_first, x_cols, y_cols = True, a_cols, b_cols
+    elif b_sh.all() and not a_sh.any():
+        x_first, x_cols, y_cols = False, b_cols, a_cols
+    else:
+        return None
+    logic = g0.op.logic
+    assert logic is not None
+    slots = np.array([t.operands[0] for _, t in pairs])
+    weights = np.array([t.op.tree.sign << t.operands[2] for _, t in pairs], dtype=np.int64)  # type: ignore[union-attr]
+    if float(np.abs(weights).sum()) * 2 * (r1 - r0) >= 2.0**53:
+        return None
+    uk, ki = np.unique(slots, return_inverse=True)
+    ux, xi = np.unique(x_cols, return_inverse=True)
+    uy, yi = np.unique(y_cols, return_inverse=True)
+    K, ny = len(uk), len(uy)
+    # the bytes that hold the active rows, and the rows they span
+    off = r0 - 64 * w0
+    b0, b1 = off >> 3, (off + (r1 - r0) + 7) >> 3
+    nrow = 8 * (b1 - b0)
+    if nA * K * ny * nrow * 8 > PRODUCT_COEFFS:
+        return None
+    key = ("product", id(pairs))
+    got = m.run_cache.get(key)
+    if got is None:
+        got = m.run_cache[key] = (pairs, *_coefficients(m, pairs, (ki, xi, yi), (uk, ux, uy), weights, x_first))
+    _, P, c_int = got
+    # arrays per step: the float64 bits of a block stay within PRODUCT_BLOCK and within half what the stacked
+    # path's chunk may hold (cramc.sim.memory plans the lanes by that)
+    budget = min(PRODUCT_BLOCK, FUSED_TEMP_BLOCKS * FUSED_WORDS * 8 * S // 2)
+    step = max(1, budget // max(1, S * ny * nrow * 8))
+    acc = m.acc
+    uk_idx = uk.astype(np.intp)
+    ops_a = ux[xi] if x_first else uy[yi]  # the gate's first and second operand column of each pair
+    ops_b = uy[yi] if x_first else ux[xi]
+    faults = _SparseFaults(m, pairs, group, ops_a, ops_b, weights, slots)
+    shared = m.shared
+    t_col = g0.operands[0]
+    full_rows = r0 == 0 and r1 >= m.spec.rows
+    mask = None if (r0 | r1) & 63 == 0 else m.mask(r0, r1, w0, w1)
+
+    def run() -> None:
+        cells = m.cells
+        for a0 in range(0, nA, step):
+            a1 = min(nA, a0 + step)
+            by = cells[uy, lo + a0 : lo + a1, :, w0:w1]  # [ny, nb, S, nw]
+            by = by.view(np.uint8)[..., b0:b1].transpose(1, 2, 0, 3)  # [nb, S, ny, bytes]
+            Y = _BITS[by].reshape(a1 - a0, S, ny * nrow)
+            got = np.matmul(Y, P[a0:a1])  # [nb, S, K]
+            cnt = np.rint(got).astype(np.int64).transpose(0, 2, 1) + c_int[a0:a1]
+            sub = acc[lo + a0 : lo + a1]
+            sub[:, uk_idx] += cnt
+        last = faults.apply()
+        # the scratch column: the last gate's output, with its faults
+        xa = (shared if m.is_shared(int(ops_a[-1])) else cells)[ops_a[-1], lo:hi, :, w0:w1]
+        xb = (shared if m.is_shared(int(ops_b[-1])) else cells)[ops_b[-1], lo:hi, :, w0:w1]
+        out = np.ascontiguousarray(np.broadcast_to(logic(xa, xb), (nA, S, nw)))
+        if last is not None and last.shape[1]:
+            np.bitwise_xor.at(out.reshape(-1), last[0], last[1].view(np.uint64))
+        dst = cells[t_col, lo:hi, :, w0:w1]
+        if full_rows or mask is None:
+            dst[...] = out
+        else:
+            dst[...] = (out & mask) | (dst & ~mask)
+
+    return run
+
+
+class _SparseFaults:
+    """The gate and read faults of a fused run applied to its counts one by one (`_prepare_product`)."""
+
+    def __init__(
+        self,
+        m: Machine,
+        pairs: tuple[tuple[BoundOp, BoundOp], ...],
+        group: int,
+        ops_a: np.ndarray,
+        ops_b: np.ndarray,
+        weights: np.ndarray,
+        slots: np.ndarray,
+    ) -> None:
+        g0 = pairs[0][0]
+        self.m, self.n_pairs, self.group = m, len(pairs), group
+        self.lo, hi = g0.arrays  # type: ignore[misc]
+        r0, r1 = m.rows(g0)
+        self.w0, w1 = word_range(r0, r1)
+        self.nw, self.S = w1 - self.w0, m.lanes
+        self.region = (hi - self.lo) * self.S * self.nw  # words per pair: [arrays, lanes, words]
+        self.ops_a, self.ops_b, self.weights, self.slots = ops_a, ops_b, weights, slots
+        self.logic = g0.op.logic
+        g_rate, r_rate = m.faults.gate(g0.op.mnemonic), m.faults.read
+        self.gate = None if g_rate.zero else m.injector("gate", g_rate, r0, r1)
+        self.read = None if r_rate.zero else m.injector("read", r_rate, r0, r1)
+
+    def _words(self, cols: np.ndarray, p0: int, w: np.ndarray) -> np.ndarray:
+        """The words of operand columns cols[pair] at flat places w of the regions from pair p0 on."""
+        m, nw = self.m, self.nw
+        i, rest = np.divmod(w, self.region)
+        a, rest = np.divmod(rest, self.S * nw)
+        s, wd = np.divmod(rest, nw)
+        col = cols[p0 + i]
+        out = np.empty(w.size, dtype=np.uint64)
+        sh = col >= m.lane_cols
+        out[sh] = m.shared[col[sh], self.lo + a[sh], 0, self.w0 + wd[sh]]
+        ln = ~sh
+        out[ln] = m.cells[col[ln], self.lo + a[ln], s[ln], self.w0 + wd[ln]]
+        return out
+
+    def _move(self, p0: int, w: np.ndarray, delta: np.ndarray) -> None:
+        """Add each flip's delta (+1 or -1 bit) times its pair's weight to its pair's slot."""
+        i, rest = np.divmod(w, self.region)
+        a, rest = np.divmod(rest, self.S * self.nw)
+        s = rest // self.nw
+        np.add.at(self.m.acc, (self.lo + a, self.slots[p0 + i], s), self.weights[p0 + i] * delta)
+
+    def apply(self) -> np.ndarray | None:
+        """Draw and apply the faults; return the gate flips of the last pair's region ([2, k]: flat words,
+        masks as int64), or None without gate faults."""
+        last: np.ndarray | None = None
+        for p0 in range(0, self.n_pairs, self.group):
+            n = min(self.group, self.n_pairs - p0)
+            value = functools.partial(self._value, p0)
+            inputs = functools.partial(self._inputs, p0)
+            gw = np.zeros(0, dtype=np.int64)
+            gm = np.zeros(0, dtype=np.uint64)
+            if self.gate is not None:
+                gw, gm = self.gate.sample(n * self.region, value, inputs)  # type: ignore[attr-defined]
+                if gw.size:
+                    wrong = (value(gw) & gm) != 0  # the correct bit was 1: the count loses one
+                    self._move(p0, gw, np.where(wrong, -1, 1))
+                if p0 + n == self.n_pairs:
+                    sel = gw >= (n - 1) * self.region
+                    last = np.stack([gw[sel] - (n - 1) * self.region, gm[sel].view(np.int64)])
+            if self.read is not None:
+                sensed = functools.partial(self._sensed, p0, gw, gm)  # the gate's output with its faults
+                rw, rm = self.read.sample(n * self.region, sensed, inputs)  # type: ignore[attr-defined]
+                if rw.size:
+                    self._move(p0, rw, np.where((sensed(rw) & rm) != 0, -1, 1))
+        return last
+
+    def _value(self, p0: int, w: np.ndarray) -> np.ndarray:
+        return self.logic(self._words(self.ops_a, p0, w), self._words(self.ops_b, p0, w))  # type: ignore[misc]
+
+    def _inputs(self, p0: int, w: np.ndarray) -> list[np.ndarray]:
+        return [self._words(self.ops_a, p0, w), self._words(self.ops_b, p0, w)]
+
+    def _sensed(self, p0: int, gw: np.ndarray, gm: np.ndarray, w: np.ndarray) -> np.ndarray:
+        v = self._value(p0, w)
+        if gw.size:
+            v ^= _flips_at(gw, gm, w)
+        return v
+
+
+def _coefficients(
+    m: Machine,
+    pairs: tuple[tuple[BoundOp, BoundOp], ...],
+    idx: tuple[np.ndarray, np.ndarray, np.ndarray],
+    uniq: tuple[np.ndarray, np.ndarray, np.ndarray],
+    weights: np.ndarray,
+    x_first: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """P [nA, ny * nrow, K] and c [nA, K, 1] of `_prepare_product` from the lane-invariant columns."""
+    g0 = pairs[0][0]
+    lo, hi = g0.arrays  # type: ignore[misc]
+    r0, r1 = m.rows(g0)
+    w0, w1 = word_range(r0, r1)
+    nA = hi - lo
+    (ki, xi, yi), (uk, ux, uy) = idx, uniq
+    K, nx, ny = len(uk), len(ux), len(uy)
+    logic = g0.op.logic
+    assert logic is not None
+    f00, f10, f01, f11 = _truth(logic, x_first)
+    ex, ey, exy = f10 - f00, f01 - f00, f11 - f10 - f01 + f00
+    off = r0 - 64 * w0
+    b0, b1 = off >> 3, (off + (r1 - r0) + 7) >> 3
+    nrow = 8 * (b1 - b0)
+    # X: the lane-invariant operand bits [nx, nA, nrow] over those bytes, zero outside the active rows
+    xw = np.ascontiguousarray(m.shared[ux, lo:hi, 0, w0:w1])  # [nx, nA, nw]
+    X = _BITS[xw.view(np.uint8)[..., b0:b1]].reshape(nx, nA, nrow)
+    act = np.zeros(nrow)
+    act[off - 8 * b0 : off - 8 * b0 + (r1 - r0)] = 1.0
+    X *= act
+    # P[a, j, r, k] = sum over the pairs i of slot k and y column j of w_i * (ey + exy * X[x_i, a, r]) (rows
+    # outside the active range zero); c[a, k] = sum over slot k of w_i * (f00 * R + ex * |X[x_i, a]|)
+    Cxy = np.zeros((K, ny, nx))
+    np.add.at(Cxy, (ki, yi, xi), weights * exy)
+    Dy = np.zeros((K, ny))
+    np.add.at(Dy, (ki, yi), weights * ey)
+    P = np.tensordot(Cxy, X, axes=(2, 0))  # [K, ny, nA, nrow]
+    P += Dy[:, :, None, None] * act
+    P = np.ascontiguousarray(P.transpose(2, 1, 3, 0).reshape(nA, ny * nrow, K))
+    Cx = np.zeros((K, nx))
+    np.add.at(Cx, (ki, xi), weights)
+    c = (f00 * (r1 - r0)) * Cx.sum(axis=1)[None, :] + ex * (Cx @ X.sum(axis=2)).T  # [nA, K]
+    return P, np.rint(c).astype(np.int64)[:, :, None]
+
+
+def _flips_at(fw: np.ndarray, fm: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The OR of the flip masks (fw, fm: sorted word places, one bit each) at each of the words w."""
+    out = np.zeros(w.size, dtype=np.uint64)
+    lo_i = np.searchsorted(fw, w, side="left")
+    hi_i = np.searchsorted(fw, w, side="right")
+    for k in np.flatnonzero(hi_i > lo_i):
+        out[k] = np.bitwise_or.reduce(fm[lo_i[k] : hi_i[k]])
+    return out
