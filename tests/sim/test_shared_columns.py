@@ -99,10 +99,10 @@ def test_product_path_is_sequential_execution(
     text = open(f"{PROGRAMS}/mnist_mlp.cram").read()
     linked = verify(parse(_swapped(text, gate, first_x)))
     x = np.load("models/mnist_test_x_flat.npz")
-    inputs = {"input": x[x.files[0]][:5].reshape(5, 1, 784)}
+    inputs = {"input": x[x.files[0]][:16].reshape(16, 1, 784)}
     fm = MODELS[model]
     seen = _product_calls(monkeypatch)
-    got = interp.run(linked, dict(inputs), fm, seed=5, lanes=2)
+    got = interp.run(linked, dict(inputs), fm, seed=5, lanes=8)
     # every fused run of the MLP has the weights on one side: all take the product path but those whose gate
     # faults are too dense for it (near_term's OR and NOR: the stacked path, checked equal all the same)
     from cramc.sim.ops.tree import PRODUCT_MAX_FAULTS
@@ -110,7 +110,7 @@ def test_product_path_is_sequential_execution(
     dense = 64 * fm.gate(gate).pmax > PRODUCT_MAX_FAULTS
     assert seen and any(seen) and (dense or all(seen))
     monkeypatch.setattr(Machine, "fuse_mac", False)
-    want = interp.run(linked, dict(inputs), fm, seed=5, lanes=2)
+    want = interp.run(linked, dict(inputs), fm, seed=5, lanes=8)
     for k in want.outputs:
         np.testing.assert_array_equal(got.outputs[k], want.outputs[k])
     assert got.counts.faults == want.counts.faults and got.counts.per_opcode == want.counts.per_opcode

@@ -308,6 +308,9 @@ PRODUCT_BLOCK = 8 << 20
 PRODUCT_COEFFS = 64 << 20
 #: The most candidate faults per word (gate and read) for which the product path is the faster one.
 PRODUCT_MAX_FAULTS = 0.2
+#: With faults, the fewest lanes for which the product path is the faster one: on fewer the stacked path's
+#: gathers are cheap and its faults cost a few ns each against about 200 ns here (light SqueezeNet, one lane).
+PRODUCT_MIN_LANES = 8
 #: uint8 -> its 8 bits as float64, little-endian (row r of a byte is bit r % 8)
 _BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.float64)
 
@@ -344,7 +347,7 @@ def _prepare_product(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], gro
     g0 = pairs[0][0]
     # faults are applied one by one here (some microseconds each in numpy): dense faults go the stacked way
     density = 64 * (m.faults.gate(g0.op.mnemonic).pmax + m.faults.read.pmax)
-    if density > PRODUCT_MAX_FAULTS:
+    if density > PRODUCT_MAX_FAULTS or (density and m.lanes < PRODUCT_MIN_LANES):
         return None
     lo, hi = g0.arrays  # type: ignore[misc]
     r0, r1 = m.rows(g0)
