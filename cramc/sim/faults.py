@@ -322,29 +322,9 @@ class Injector:
         Draws what ``__call__`` draws (the same candidates, chunks and thinning uniforms, in order).
         """
         assert self.accept is not None and ins is not None, "an input-dependent rate needs the gate's inputs"
-        rows = [x.reshape(-1, self.block) for x in ins]
-        ws, ms = [], []
-        for s in range(0, size, self.step):
-            got = self.stream.take(min(self.step, size - s))
-            if got is None:
-                continue
-            w, mk = got
-            n = w.size
-            if self.active is not None:
-                keep = (self.active[w % self.block] & mk) != 0
-                w, mk = w[keep], mk[keep]
-            r, c = np.divmod(w + s, self.block)
-            ones = np.zeros(w.size, dtype=np.intp)
-            for x in rows:
-                ones += (x[r, c] & mk) != 0
-            keep = self.rng.random(w.size) < self.accept[ones]
-            w, mk = w[keep], mk[keep]
-            self.stream.dropped += n - w.size
-            ws.append(w + s)
-            ms.append(mk)
-        if not ws:
-            return None
-        return (ws[0], ms[0]) if len(ws) == 1 else (np.concatenate(ws), np.concatenate(ms))
+        flat = [x.reshape(-1) for x in ins]
+        w, mk = self.sample(size, inputs=lambda at: [x[at] for x in flat])
+        return (w, mk) if w.size else None
 
     def sample(
         self,

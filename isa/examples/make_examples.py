@@ -163,7 +163,8 @@ def ripple_adder8() -> str:
     ]
     for i in range(8):
         cout = f"c{17 + i}" if i < 7 else "c32"
-        lines.append(f"  call @0:{arrays} fa a=c{i} b=c{8 + i} cin=c{16 + i} s=c{24 + i} cout={cout} t=c33 u=c34  ; bit {i}")
+        args = f"a=c{i} b=c{8 + i} cin=c{16 + i} s=c{24 + i} cout={cout} t=c33 u=c34"
+        lines.append(f"  call @0:{arrays} fa {args}  ; bit {i}")
     lines += [f"  rd @0:{arrays} %y, c24 bits=9 signed=0", "}"]
     return "\n".join(lines)
 
