@@ -516,6 +516,49 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explore(args: argparse.Namespace) -> int:
+    """cramc explore: the design-space grid (cramc.sweep.explore), its files and Pareto plots (cramc.sweep.pareto)."""
+    from cramc.sweep import explore as ex
+    from cramc.sweep.pareto import format_table, main_explore
+
+    ems = ex.parse_error_models(args.error_model)
+    opts = ex.ExploreOptions(
+        model=args.model,
+        arrays=ex.parse_ints("--arrays", args.arrays),
+        rows=ex.parse_ints("--rows", args.rows),
+        cols=ex.parse_ints("--cols", args.cols),
+        wbits=ex.parse_ints("--wbits", args.wbits, ex.WEIGHT_BITS),
+        xbits=ex.parse_ints("--xbits", args.xbits, ex.ACT_BITS),
+        reduce=ex.parse_choices("--reduce", args.reduce, ex.REDUCTIONS),
+        ecc=ex.parse_ecc(args.ecc),
+        error_model=ems,
+        gate_error=ex.parse_gate_errors(args.gate_error),
+        tech=ex.parse_techs(args.tech, ems),
+        accs=args.accs,
+        seeds=args.seeds,
+        samples=args.samples,
+        mode="statistical" if args.statistical else "gate",
+        workers=args.workers,
+        scheduler=args.scheduler,
+        max_memory=_budget(args.max_memory),
+        backend=args.backend,
+    )
+    ex.check_explore(opts)
+    ex.points(opts)
+    for flag, path in (("--data", args.data), ("--labels", args.labels), ("--calibration", args.calibration)):
+        if path and not os.path.isfile(path):
+            raise UserError(f"{flag} {path}: no such file")
+    t0 = time.perf_counter()
+    res, wrote = main_explore(opts, args.data, args.labels, args.calibration, args.output)
+    print(format_table(res.rows, res.config))
+    print(
+        f"explored {len(res.rows)} points ({res.config['compiled']} compiled) x {opts.seeds} seed(s) on "
+        f"{res.config['samples']} samples in {time.perf_counter() - t0:.1f} s"
+        + (f"; wrote {', '.join(wrote)}" if wrote else "")
+    )
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     """Error-aware fine-tuning; PyTorch is imported by cramc.train.finetune only, and only here."""
     from cramc.train.finetune import Options, finetune
@@ -811,6 +854,60 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="numpy", help=f"gate mode: where the simulator state lives: {BACKEND_HELP}")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_sweep)
+
+    x = sub.add_parser(
+        "explore",
+        help="the design space: chip size, bits, reduction, error correction, error model and technology, "
+        "compiled, costed and run per point; CSV and Pareto plots of accuracy against energy, latency, area",
+    )
+    x.add_argument("model", help="MODEL.onnx")
+    x.add_argument("--data", required=True, help="DATA.npz: the labelled inputs (leading axis = samples)")
+    x.add_argument("--labels", required=True, help="LABELS.npy: class labels, one per sample")
+    x.add_argument("--calibration", help="DATA.npz for quantisation and auto-ecc (as for compile)")
+    x.add_argument("--arrays", default="1024", help="comma-separated CRAM arrays on the chip (default 1024)")
+    x.add_argument("--rows", default="256", help="comma-separated rows per array (default 256)")
+    x.add_argument("--cols", default="256", help="comma-separated columns per array (default 256)")
+    x.add_argument("--accs", type=int, default=64, help="accumulators beside each array (default 64)")
+    x.add_argument("--wbits", default="8", help="comma-separated weight bits: 8, 4 (default 8)")
+    x.add_argument("--xbits", default="8", help="comma-separated activation bits: 8, 16 (default 8)")
+    x.add_argument("--reduce", default="tree", help="comma-separated: tree, cram, cram-serial (default tree)")
+    x.add_argument(
+        "--ecc",
+        default="none",
+        help="comma-separated error correction: none, auto (budget 0.2), auto:BUDGET, or a spec as for compile "
+        "(rules joined by ';'); auto is tuned for each point's fault model (default none)",
+    )
+    x.add_argument(
+        "--error-model", default="none", help="comma-separated error models: none, presets or TOML files"
+    )
+    x.add_argument(
+        "--gate-error",
+        default="none",
+        help="comma-separated gate error rates, as for run (every gate at P, or the error model's gates at P); "
+        "none: the error model as it is (default none: with no error model, fault-free)",
+    )
+    x.add_argument(
+        "--tech", default="default", help="comma-separated technology files: default, cmos7nm, projected or TOML"
+    )
+    x.add_argument("--seeds", type=int, default=3, help="simulator seeds 0..N-1 per point (default 3)")
+    x.add_argument("--samples", type=int, help="use only the first N samples of --data")
+    x.add_argument(
+        "--statistical",
+        action="store_true",
+        help="run each point on the statistical fault model (binomial MVM errors on the IR) instead of the "
+        "gate-level simulator",
+    )
+    x.add_argument("--workers", type=int, default=0, help="run the points on a local Dask cluster of N processes")
+    x.add_argument("--scheduler", help="run on an existing Dask cluster (scheduler address, e.g. tcp://host:8786)")
+    x.add_argument("--max-memory", type=float, help=MEMORY_HELP)
+    x.add_argument("--backend", default="numpy", help=f"gate level: where the simulator state lives: {BACKEND_HELP}")
+    x.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTDIR",
+        help="write explore.csv, explore.json and accuracy_vs_{energy,latency,area}.png into OUTDIR",
+    )
+    x.set_defaults(fn=_cmd_explore)
 
     t = sub.add_parser(
         "finetune",
