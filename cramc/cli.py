@@ -517,9 +517,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_explore(args: argparse.Namespace) -> int:
-    """cramc explore: the design-space grid (cramc.sweep.explore), its files and Pareto plots (cramc.sweep.pareto)."""
+    """cramc explore: the grid (cramc.sweep.explore), its files and Pareto plots (cramc.sweep.explore_output)."""
     from cramc.sweep import explore as ex
-    from cramc.sweep.pareto import format_table, main_explore
+    from cramc.sweep.explore_output import format_table, main_explore
 
     ems = ex.parse_error_models(args.error_model)
     opts = ex.ExploreOptions(
