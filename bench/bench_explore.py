@@ -64,7 +64,17 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "explore_lenet5"))
     ap.add_argument("--docs", action="store_true", help="copy the plots to docs/img and write docs/explore.md's table")
+    ap.add_argument("--reuse", action="store_true", help="do not run: take --out's explore.csv of an earlier run")
     a = ap.parse_args()
+    wall = None
+    if not a.reuse:
+        wall = _run(a)
+        if wall is None:
+            return 1
+    return _finish(a, wall)
+
+
+def _run(a: argparse.Namespace) -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         with np.load(M / "mnist_test_x_img.npz") as z:
             np.savez(Path(tmp) / "x.npz", **{k: z[k][: a.samples] for k in z.files})
@@ -81,8 +91,11 @@ def main() -> int:
         r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
         print(r.stdout)
         if r.returncode:
-            return r.returncode
-        wall = time.perf_counter() - t0
+            return None
+        return time.perf_counter() - t0
+
+
+def _finish(a: argparse.Namespace, wall: float | None) -> int:
     rows = list(csv.DictReader((Path(a.out) / "explore.csv").open(encoding="utf-8")))
     print(table(rows))
     if a.docs:
@@ -93,7 +106,9 @@ def main() -> int:
         i, j = text.index(BEGIN) + len(BEGIN), text.index(END)
         block = (
             f"\n\n{len(rows)} points, {a.samples} MNIST test images x {a.seeds} seeds, gate-level simulation at a "
-            f"uniform gate error of 1e-3, default technology; {wall:.0f} s on the 2-core development machine.\n\n"
+            f"uniform gate error of 1e-3, default technology"
+            + (f"; {wall:.0f} s on the 2-core development machine" if wall else "")
+            + ".\n\n"
             + table(rows)
             + "\n\n"
         )
