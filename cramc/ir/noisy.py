@@ -21,9 +21,33 @@ products.  Padding rows hold w = x = 0 (state 0).  `noisy_evaluate` runs an IR
 graph exactly, except that every MVM gets that error sampled per output.  This
 is what `auto` error correction, error-aware fine-tuning and the statistical
 simulation mode use; a test checks it against the gate-level interpreter.
+
+Static defects (the fault model's ``[defects]``, cramc.sim.chip): each cell a
+partial product of a row reads or writes is defective independently at the
+given densities, as the simulator draws them: the weight cells (wbits per
+operand replica), the input bit-plane cells (xbits per replica) and the
+scratch columns the layer's schemes use (the AND copies, TMR's voter output).
+A stuck operand cell is read as its stuck value by every copy that reads it
+(every copy of a non-replica scheme; copy i of a replica scheme reads replica
+i, and dup's recompute senses its replica's operands); a stuck scratch cell
+holds its value whatever its gate computes; a weak scratch cell's gate fails at
+``weak_factor`` times its rate for the input pattern (capped at 0.5); a weak
+operand cell, written by the host, is an ordinary cell.  The rows of an output
+that hold no defect take the binomials above; each row that holds one is
+simulated bit by bit, term by term (`_defect_rows`: the copies' gates with
+their input-dependent rates, the voter, the senses with their read rates,
+dup's comparison and recompute), so that every partial product's error has
+the gate level's probability given its row's defects.  Not modelled: that on
+a chip one input or scratch cell serves every output of its array and every
+patch of the layer, and that a chip's defects stay for every inference (each
+sample here is drawn on a chip of its own): the per-inference error
+distribution of one output, which is what accuracy averages over chips,
+is the gate level's; the spread between chips is not.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,13 +69,49 @@ def bit_planes(v: np.ndarray, bits: int) -> np.ndarray:
     return ((v.astype(np.int64)[..., None] >> np.arange(bits)) & 1).astype(np.float32)
 
 
-def mvm_error(x: np.ndarray, op: Op, w: np.ndarray, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class LayerDefects:
+    """What the defect model needs of one MVM: the fault model (its densities, gate and read rates), the
+    scheme of every term (b, c), b major, and which terms count (the others are taken exact)."""
+
+    fm: FaultModel
+    plan: tuple[int, ...]
+    counted: tuple[bool, ...]
+
+
+def layer_defects(
+    fm: FaultModel, op: Op, only_sig: int | None = None, scheme_override: int | None = None
+) -> LayerDefects | None:
+    """The defect model of one MVM under its plan (or an override at `only_sig`, as layer_rates), or None when
+    the fault model has no [defects]."""
+    if not fm.defects.any:
+        return None
+    wb, xb = op.attrs["wbits"], op.attrs["xbits"]
+    plan = list(op.attrs.get("ecc", [0] * (wb * xb)))
+    counted = [True] * (wb * xb)
+    for i in range(wb * xb):
+        if only_sig is not None and i // xb + i % xb != only_sig:
+            counted[i] = False
+        elif scheme_override is not None:
+            plan[i] = scheme_override
+    return LayerDefects(fm, tuple(plan), tuple(counted))
+
+
+def mvm_error(
+    x: np.ndarray,
+    op: Op,
+    w: np.ndarray,
+    rates: np.ndarray,
+    rng: np.random.Generator,
+    defects: LayerDefects | None = None,
+) -> np.ndarray:
     """Sampled accumulator error for x [S, P, K] (int) and weights w [N, K/groups].
 
     rates: [wbits * xbits, 3] of (e_0, e_1, e_2) per (b, c), b major (k = w_b + x_c).  The
     number of rows a partial product is counted over is the tile's padded chunk length
     (padding rows hold zero operands, whose product can flip too), or K if the op is not
-    tiled yet.
+    tiled yet.  With `defects`, the rows holding a defective cell are drawn bit by bit
+    (module docstring) and the binomials count the other rows.
     """
     wb, xb, xs = op.attrs["wbits"], op.attrs["xbits"], op.attrs["xsigned"]
     groups = op.attrs.get("groups", 1)
@@ -65,6 +125,9 @@ def mvm_error(x: np.ndarray, op: Op, w: np.ndarray, rates: np.ndarray, rng: np.r
     xp = bit_planes(x, xb)  # [S, P, K, xb]
     wp = bit_planes(w, wb)  # [N, Kg, wb]
     err = np.zeros((s, p, n), dtype=np.int64)
+    taken = None  # [S, P, N, wb, xb, 3]: rows per operand state that the defect rows take from the binomials
+    if defects is not None:
+        taken = _defect_rows(x, w, op, rows_counted, defects, rng, err)
     for b in range(wb):
         for c in range(xb):
             e0, e1, e2 = rates[b * xb + c]
@@ -82,6 +145,11 @@ def mvm_error(x: np.ndarray, op: Op, w: np.ndarray, rates: np.ndarray, rng: np.r
                     nw = np.rint(ws_.sum(axis=-1)).astype(np.int64)  # [Ng]
                     one_op[..., gi * ng : (gi + 1) * ng] = nx + nw - 2 * both
             zeros = rows_counted - ones
+            if taken is not None:
+                t0, t1, t2 = (taken[..., b, c, k] for k in range(3))
+                ones, zeros = ones - t2, zeros - t0 - t1
+                if e0 != e1:
+                    one_op = one_op - t1
             if e0 == e1:  # one draw over all zero products (k = 0 and 1 alike)
                 delta = rng.binomial(zeros, e0) - rng.binomial(ones, e2)
             else:
@@ -111,15 +179,21 @@ def noisy_evaluate(
     rates: dict[str, np.ndarray],
     rng: np.random.Generator,
     keep: bool = False,
+    defects: dict[str, LayerDefects] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Evaluate the graph exactly except for a sampled error on every MVM named in `rates`."""
+    """Evaluate the graph exactly except for a sampled error on every MVM named in `rates` (and, with
+    `defects`, the static defects of the MVMs named there)."""
     env = input_env(g, inputs)
+    defects = defects or {}
     for op in g.ops:
         args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
         out = eval_op(g, op, args)
         r = rates.get(op.out)
-        if r is not None and op.kind == "mvm" and r.any():
-            out = out + mvm_error(args[0], op, g.consts[op.attrs["w"][1:]], r, rng)
+        d = defects.get(op.out)
+        if op.kind == "mvm" and ((r is not None and r.any()) or d is not None):
+            wb, xb = op.attrs["wbits"], op.attrs["xbits"]
+            r = np.zeros((wb * xb, 3)) if r is None else r
+            out = out + mvm_error(args[0], op, g.consts[op.attrs["w"][1:]], r, rng, d)
         env["%" + op.out] = out
     if keep:
         return {k[1:]: v for k, v in env.items()}
@@ -128,3 +202,144 @@ def noisy_evaluate(
 
 def all_rates(g: Graph, fm: FaultModel) -> dict[str, np.ndarray]:
     return {op.out: layer_rates(fm, op) for op in g.ops if op.kind == "mvm"}
+
+
+def all_defects(g: Graph, fm: FaultModel) -> dict[str, LayerDefects]:
+    """The defect model of every MVM under its plan (empty without [defects])."""
+    out = {}
+    for op in g.ops:
+        d = layer_defects(fm, op) if op.kind == "mvm" else None
+        if d is not None:
+            out[op.out] = d
+    return out
+
+
+# ----------------------------------------------------------------------------- static defects
+#: The defect kinds of a cell here: none, stuck at 0, stuck at 1, weak.
+_S0, _S1, _WEAK = 1, 2, 3  # 0: a sound cell
+
+
+def _defect_rows(
+    x: np.ndarray, w: np.ndarray, op: Op, rows: int, d: LayerDefects, rng: np.random.Generator, err: np.ndarray
+) -> np.ndarray:
+    """Draw the defective cells of every (sample, patch, output, row), add the error of the rows holding one to
+    `err` [S, P, N] (bit by bit, `_row_errors`), and return how many of those rows each (b, c) has in each
+    operand state k (true operand bits), [S, P, N, wb, xb, 3], for the binomials to leave out."""
+    wb, xb, xs = op.attrs["wbits"], op.attrs["xbits"], op.attrs["xsigned"]
+    groups = op.attrs.get("groups", 1)
+    s, p, _k = x.shape
+    n, kg = w.shape
+    ng = n // groups
+    schemes = {c: ecc.scheme(c) for c in set(d.plan)}
+    rep = max(sc.replicas for sc in schemes.values())
+    scratch = max(sc.scratch for sc in schemes.values())
+    cells = rep * (wb + xb) + scratch  # per row: weight cells, input cells, scratch cells
+    taken = np.zeros((s, p, n, wb, xb, 3), dtype=np.int64)
+    df = d.fm.defects
+    total = s * p * n * rows * cells
+    count = int(rng.binomial(total, df.density))
+    if count == 0:
+        return taken
+    pos = np.unique(rng.choice(total, size=count, replace=False))
+    kind = rng.choice(3, size=pos.size, p=np.array([df.stuck0, df.stuck1, df.weak]) / df.density) + 1
+    row_id, cell = np.divmod(pos, cells)
+    ids, inv = np.unique(row_id, return_inverse=True)
+    kinds = np.zeros((ids.size, cells), dtype=np.int64)
+    kinds[inv.reshape(-1), cell] = kind
+    si, pi, ni, ri = np.unravel_index(ids, (s, p, n, rows))
+    inside = ri < kg  # padding rows hold zero operands
+    rr = np.minimum(ri, kg - 1)
+    xv = np.where(inside, x[si, pi, (ni // ng) * kg + rr], 0).astype(np.int64)
+    wv = np.where(inside, w[ni, rr], 0).astype(np.int64)
+    wbit = (wv[:, None] >> np.arange(wb)) & 1  # [D, wb]
+    xbit = (xv[:, None] >> np.arange(xb)) & 1  # [D, xb]
+    wk = kinds[:, : rep * wb].reshape(-1, rep, wb)
+    xk = kinds[:, rep * wb : rep * (wb + xb)].reshape(-1, rep, xb)
+    tk = kinds[:, rep * (wb + xb) :]
+    delta = _row_errors(wbit, xbit, wk, xk, tk, d, schemes, rng)  # [D, wb, xb]: sensed - true product
+    sign = np.ones((wb, xb), dtype=np.int64)
+    sign[wb - 1, :] = -1
+    if xs:
+        sign[:, xb - 1] *= -1
+    weight = sign << (np.arange(wb)[:, None] + np.arange(xb)[None, :])
+    np.add.at(err, (si, pi, ni), (delta * weight).sum(axis=(1, 2)))
+    state = wbit[:, :, None] + xbit[:, None, :]  # [D, wb, xb]
+    bi, ci = np.meshgrid(np.arange(wb), np.arange(xb), indexing="ij")
+    at = (si[:, None, None], pi[:, None, None], ni[:, None, None], bi[None], ci[None], state)
+    np.add.at(taken, at, 1)
+    return taken
+
+
+def _stored(bit: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """The value a cell holding `bit` reads as, given its defect kind (stuck cells their stuck value)."""
+    return np.where(kind == _S0, 0, np.where(kind == _S1, 1, bit))
+
+
+def _gate(
+    ones: np.ndarray, out: np.ndarray, mnemonic: str, cell: np.ndarray, d: LayerDefects, rng: np.random.Generator
+) -> np.ndarray:
+    """The value a gate leaves in its output cell: its correct `out`, flipped at the gate's rate for `ones`
+    inputs at 1 (weak cell: weak_factor times, capped at 0.5), then a stuck cell's value."""
+    fm = d.fm
+    rate = np.array([fm.gate_wrong(mnemonic, k) for k in range(int(ones.max(initial=0)) + 1)])
+    p = rate[ones]
+    p = np.where(cell == _WEAK, np.maximum(p, np.minimum(0.5, fm.defects.weak_factor * p)), p)
+    v = out ^ (rng.random(out.shape) < p)
+    return _stored(v, cell)
+
+
+def _sense(v: np.ndarray, d: LayerDefects, rng: np.random.Generator) -> np.ndarray:
+    r = d.fm.read
+    return v ^ (rng.random(v.shape) < np.where(v == 1, r.p10, r.p01))
+
+
+def _row_errors(
+    wbit: np.ndarray,
+    xbit: np.ndarray,
+    wk: np.ndarray,
+    xk: np.ndarray,
+    tk: np.ndarray,
+    d: LayerDefects,
+    schemes: dict[int, ecc.Scheme],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Sensed minus true partial product of every term of every defective row [D, wb, xb], each term under its
+    scheme: the copies' ANDs (copy i reads operand replica sc.replica(i) into scratch t + i), then the vote (a
+    MAJ3 into t + 3, sensed), the periphery's vote of the sensed copies, or dup's comparison and recompute from
+    the sensed operands; terms not counted give 0."""
+    dd, wb = wbit.shape
+    xb = xbit.shape[1]
+    true = wbit[:, :, None] & xbit[:, None, :]
+    plan = np.array(d.plan).reshape(wb, xb)
+    counted = np.array(d.counted).reshape(wb, xb)
+    out = np.zeros((dd, wb, xb), dtype=np.int64)
+    for code, sc in schemes.items():
+        mask = (plan == code) & counted
+        if not mask.any():
+            continue
+
+        def operands(replica: int) -> tuple[np.ndarray, np.ndarray]:
+            w_ = _stored(wbit, wk[:, replica])[:, :, None]
+            x_ = _stored(xbit, xk[:, replica])[:, None, :]
+            return np.broadcast_to(w_, true.shape), np.broadcast_to(x_, true.shape)
+
+        copies = []
+        for i in range(sc.copies):
+            w_, x_ = operands(sc.replica(i))
+            ones = w_ + x_
+            copies.append(_gate(ones, (ones == 2).astype(np.int64), "and", tk[:, i, None, None], d, rng))
+        if sc.name.startswith("tmr"):
+            ones = copies[0] + copies[1] + copies[2]
+            sensed = _sense(_gate(ones, (ones >= 2).astype(np.int64), "maj3", tk[:, 3, None, None], d, rng), d, rng)
+        elif sc.tree == ecc.VOTE.tree:
+            a, b, c = (_sense(v, d, rng) for v in copies)
+            sensed = (a + b + c >= 2).astype(np.int64)
+        elif sc.tree == ecc.DUP.tree:
+            a, b = (_sense(v, d, rng) for v in copies)
+            w_, x_ = operands(sc.replica(sc.copies))
+            again = _sense(w_, d, rng) & _sense(x_, d, rng)
+            sensed = np.where(a == b, a, again)
+        else:
+            sensed = _sense(copies[0], d, rng)
+        out = np.where(mask, sensed - true, out)
+    return out
