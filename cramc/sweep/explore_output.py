@@ -143,19 +143,13 @@ def main_explore(
     o: Any, data: str, labels_path: str, calibration: str | None, outdir: str | None, log: TextIO | None = None
 ) -> tuple[Any, list[str]]:
     """The `cramc explore` command: check the outputs, load the files, explore, write the outputs."""
-    from cramc.datacheck import check_values
-    from cramc.fileio import load_npy, load_npz
     from cramc.sweep.explore import run_explore
+    from cramc.sweep.output import load_run_data
 
     log = log or sys.stderr
     if outdir:
         _check_outdir(outdir)
-    inputs = load_npz(data)
-    check_values(inputs, data)
-    labels = load_npy(labels_path)
-    calib = load_npz(calibration) if calibration else None
-    if calib is not None:
-        check_values(calib, calibration)  # type: ignore[arg-type]
+    inputs, labels, calib = load_run_data(data, labels_path, calibration)
     res = run_explore(o, inputs, labels, calib, log=log, data_name=data, labels_name=labels_path)
     wrote = write_outputs(outdir, res) if outdir else []
     return res, wrote

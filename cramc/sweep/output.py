@@ -119,6 +119,22 @@ def format_table(res: SweepResult) -> str:
     return "\n".join(lines)
 
 
+def load_run_data(
+    data: str, labels_path: str, calibration: str | None
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray] | None]:
+    """The inputs, labels and optional calibration set of a sweep or explore, each value-checked by name."""
+    from cramc.datacheck import check_values
+    from cramc.fileio import load_npy, load_npz
+
+    inputs = load_npz(data)
+    check_values(inputs, data)
+    labels = load_npy(labels_path)
+    calib = load_npz(calibration) if calibration else None
+    if calib is not None and calibration:
+        check_values(calib, calibration)
+    return inputs, labels, calib
+
+
 def main_sweep(
     o: SweepOptions,
     data: str,
@@ -131,8 +147,6 @@ def main_sweep(
 ) -> SweepResult:
     """The `cramc sweep` command: load the files, sweep, print a table, write the results and the plot."""
     log = log or sys.stderr  # looked up per call: tests and callers may replace sys.stderr
-    from cramc.datacheck import check_values
-    from cramc.fileio import load_npy, load_npz
 
     for path, what in ((output, "-o"), (plot_path, "--plot")):
         if path and not Path(path).parent.resolve().is_dir():
@@ -141,12 +155,7 @@ def main_sweep(
         raise UserError(f"-o {output}: the results file must end in .csv or .json")
     if plot_path and Path(plot_path).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UserError(f"--plot {plot_path}: expected a .png (or .pdf, .svg) file")
-    inputs = load_npz(data)
-    check_values(inputs, data)
-    labels = load_npy(labels_path)
-    calib = load_npz(calibration) if calibration else None
-    if calib is not None:
-        check_values(calib, calibration)  # type: ignore[arg-type]
+    inputs, labels, calib = load_run_data(data, labels_path, calibration)
     show = progress() if progress else False
     res = run_sweep(o, inputs, labels, calib, log=log, progress=show, data_name=data, labels_name=labels_path)
     if output:
