@@ -4,16 +4,22 @@ For a gate error rate (or a full fault model) the pass
 1. measures, on the calibration inputs and with the statistical fault model of
    cramc.ir.noisy, how often the network's top-1 output changes when faults hit
    only one layer at one partial-product significance (b + c), unprotected and
-   under each scheme of the registry cramc.ir.ecc (tmr, vote, dup);
+   under each scheme of the registry cramc.ir.ecc (tmr, vote, dup and their
+   replica forms); when the fault model has static defects (``[defects]``) the
+   model draws them too, for the layer and scheme being scored
+   (cramc.ir.noisy.layer_defects: defective weight, input and scratch cells,
+   each sample on a chip of its own);
 2. greedily picks the (layer, significance, scheme) choices with the best
    damage reduction per unit of overhead until the overhead reaches the budget
    (a fraction of the unprotected in-array operation count: every AND and every
    adder-tree operation of every MVM, which is what serialises in the arrays;
-   a scheme with operand replicas also pays its extra input writes, and is
-   skipped where its error rates are a cheaper scheme's: the statistical model
-   draws no defects, the only faults replicas act on);
+   a scheme with operand replicas also pays its extra input writes).  Without
+   defects a replica scheme is skipped where its error rates are a cheaper
+   scheme's (replicas act only on defective cells, so it cannot gain more);
+   with defects every scheme is scored, and a replica form wins where defective
+   operand cells, which every copy of its base scheme reads alike, dominate;
 3. writes the plan as ``ecc=[...]`` exactly as insert-ecc does, and reports the
-   damage predicted with and without it.
+   damage predicted with and without it (defects included).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 from cramc.errmodel import FaultModel
 from cramc.ir.ecc import NONE, describe, protections
 from cramc.ir.graph import Graph, Op
-from cramc.ir.noisy import layer_rates, noisy_evaluate
+from cramc.ir.noisy import LayerDefects, all_defects, layer_defects, layer_rates, noisy_evaluate
 from cramc.ir.semantics import evaluate, infer_shapes
 
 
@@ -100,8 +106,8 @@ class AutoEcc:
         seen: list[tuple[float, float, float]] = []
         for s in protections():
             rates = s.pp_error_rates(self.faults)
-            if rates in seen:  # the rates of a cheaper scheme (a replica form, whose extra cells matter only
-                continue  # against defects, which this model does not draw): it cannot gain more
+            if rates in seen and not self.faults.defects.any:  # the rates of a cheaper scheme (a replica form,
+                continue  # whose extra cells matter only against defects, and there are none): it cannot gain more
             seen.append(rates)
             gain = d_none - self._damage(g, inputs, ref, op, sig, s.code)
             cost = work * (s.ops_per_term - NONE.ops_per_term + s.extra_writes(op.attrs["wbits"]))
@@ -126,24 +132,32 @@ class AutoEcc:
 
     def _damage(self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray, op: Op, sig: int, scheme: int) -> float:
         rates = {op.out: layer_rates(self.faults, op, only_sig=sig, scheme_override=scheme)}
-        return self._mean_damage(g, inputs, ref, rates)
+        d = layer_defects(self.faults, op, only_sig=sig, scheme_override=scheme)
+        return self._mean_damage(g, inputs, ref, rates, {op.out: d} if d is not None else {})
 
     def _top1_all(self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray) -> float:
         rates = {op.out: layer_rates(self.faults, op) for op in g.ops if op.kind == "mvm"}
+        defects = all_defects(g, self.faults)
         return (
             sum(
-                self._score(noisy_evaluate(g, inputs, rates, np.random.default_rng(s)), ref)[0]
+                self._score(noisy_evaluate(g, inputs, rates, np.random.default_rng(s), defects=defects), ref)[0]
                 for s in range(self.seeds)
             )
             / self.seeds
         )
 
     def _mean_damage(
-        self, g: Graph, inputs: dict[str, np.ndarray], ref: np.ndarray, rates: dict[str, np.ndarray]
+        self,
+        g: Graph,
+        inputs: dict[str, np.ndarray],
+        ref: np.ndarray,
+        rates: dict[str, np.ndarray],
+        defects: dict[str, LayerDefects],
     ) -> float:
         """Top-1 changes plus the relative output error (so that bits too small to flip a class alone still rank)."""
         d = 0.0
         for s in range(self.seeds):
-            top1, energy = self._score(noisy_evaluate(g, inputs, rates, np.random.default_rng(s)), ref)
+            out = noisy_evaluate(g, inputs, rates, np.random.default_rng(s), defects=defects)
+            top1, energy = self._score(out, ref)
             d += top1 + energy
         return d / self.seeds
