@@ -432,7 +432,22 @@ def _row(
         vals = [c[f] for _, c in runs if f in c]
         if vals:
             row[f] = float(np.mean(vals))
+    _add_recompute_energy(row, p)
     return row
+
+
+def _add_recompute_energy(row: dict[str, Any], p: Point) -> None:
+    """Charge the rows duplicate-and-compare recomputed in CMOS, as `cramc run --report`'s cost does.
+
+    The static estimate is fault-free, so it has none; the runs counted them (gate level: rows whose copies
+    differed; statistical: their expected number). ``energy_j`` and ``edp_js`` include them, so the fronts
+    see what protection costs under the point's faults; ``energy_static_j`` is `cramc stats`'s figure.
+    """
+    row["energy_static_j"] = row["energy_j"]
+    per_row = float(_tech(p.tech, p.error_model).num("tree", "recompute_energy_j", 0.0))
+    row["recompute_energy_j"] = row.get("recomputes", 0.0) * per_row
+    row["energy_j"] += row["recompute_energy_j"]
+    row["edp_js"] = row["energy_j"] * row["latency_s"]
 
 
 __all__ = [
