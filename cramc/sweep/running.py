@@ -121,6 +121,12 @@ def run_sweep(
                 "sweep: warning: --mode statistical models gate and read faults only; the error model's "
                 "write and adder-tree faults are ignored (use --mode gate)\n"
             )
+        if fm.defects.any:
+            log.write(
+                "sweep: note: --mode statistical draws the error model's [defects] afresh for every sample (each "
+                "sample on a chip of its own): accuracy is the mean over chips, not one chip's (use --mode gate "
+                "--chips N for the spread between chips)\n"
+            )
     plan = [(p, prot) for p in o.rates for prot in o.protections]
     variants = {(p, prot): b.variant(prot, p) for p, prot in plan}
     if o.mode == "statistical":
@@ -243,7 +249,7 @@ def _run_one(
         first = v.linked.outputs[0].name
         return _correct(res.outputs[first], labels), _counts(res.counts, res.samples, fm, v, b_tech, res.init)
     from cramc.ir.graph import sanitize
-    from cramc.ir.noisy import all_rates, noisy_evaluate
+    from cramc.ir.noisy import all_defects, all_rates, noisy_evaluate
 
     g = v.graph
     by_name = {sanitize(k): x for k, x in inputs.items()}
@@ -251,7 +257,10 @@ def _run_one(
     if missing:
         raise UserError(f"--data lacks the model input(s) {', '.join(missing)}")
     feed = {i.name: by_name[i.name].reshape(-1, *i.shape) for i in g.inputs}
-    out = noisy_evaluate(g, feed, all_rates(g, fm), np.random.default_rng(seed))
+    # static defects ([defects]) are drawn from the seed's generator, each sample on a chip of its own
+    # (cramc.ir.noisy): the accuracy is the mean over chips that gate mode's --chips estimates, without its
+    # spread between chips, so --chips stays a gate-mode option
+    out = noisy_evaluate(g, feed, all_rates(g, fm), np.random.default_rng(seed), defects=all_defects(g, fm))
     bar.update(labels.shape[0])
     c = dict(v.counts)
     # expected values: the rows recomputed depend on the faults, which this mode does not draw per row
