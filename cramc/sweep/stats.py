@@ -69,8 +69,8 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k / n."""
+def wilson(k: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k / n (k may be fractional: a mean over chips times n)."""
     if n <= 0:
         return math.nan, math.nan
     z2 = _Z975**2
@@ -104,7 +104,7 @@ def chip_spread(correct: Sequence[Sequence[int]], n: int) -> dict[str, float | i
     _, lo, hi = t_interval(list(per_chip))
     if not math.isnan(lo):
         lo, hi = max(0.0, lo), min(1.0, hi)
-    wl, wh = wilson(round(p * trials), trials)
+    wl, wh = wilson(p * trials, trials)  # at p itself: p * trials is fractional for a mean over chips
     return {
         "chips": chips,
         "acc_mean": p,
