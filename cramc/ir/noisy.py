@@ -26,7 +26,9 @@ Static defects (the fault model's ``[defects]``, cramc.sim.chip): each cell a
 partial product of a row reads or writes is defective independently at the
 given densities, as the simulator draws them: the weight cells (wbits per
 operand replica), the input bit-plane cells (xbits per replica) and the
-scratch columns the layer's schemes use (the AND copies, TMR's voter output).
+scratch columns the layer's schemes use (the AND copies, TMR's voter output;
+twice as many when the tile is double-buffered, the odd terms writing the
+second set).
 A stuck operand cell is read as its stuck value by every copy that reads it
 (every copy of a non-replica scheme; copy i of a replica scheme reads replica
 i, and dup's recompute senses its replica's operands); a stuck scratch cell
@@ -77,6 +79,9 @@ class LayerDefects:
     fm: FaultModel
     plan: tuple[int, ...]
     counted: tuple[bool, ...]
+    #: double-buffered scratch (the tile's ``dbuf=1``, cramc.backend.lower_tiles): the odd terms (b major)
+    #: write the second set of scratch columns, so a defective scratch cell meets half the terms
+    double: bool = False
 
 
 def layer_defects(
@@ -94,7 +99,7 @@ def layer_defects(
             counted[i] = False
         elif scheme_override is not None:
             plan[i] = scheme_override
-    return LayerDefects(fm, tuple(plan), tuple(counted))
+    return LayerDefects(fm, tuple(plan), tuple(counted), bool(op.attrs.get("dbuf")))
 
 
 def mvm_error(
@@ -232,7 +237,7 @@ def _defect_rows(
     ng = n // groups
     schemes = {c: ecc.scheme(c) for c in set(d.plan)}
     rep = max(sc.replicas for sc in schemes.values())
-    scratch = max(sc.scratch for sc in schemes.values())
+    scratch = max(sc.scratch for sc in schemes.values()) * (2 if d.double else 1)
     cells = rep * (wb + xb) + scratch  # per row: weight cells, input cells, scratch cells
     taken = np.zeros((s, p, n, wb, xb, 3), dtype=np.int64)
     df = d.fm.defects
@@ -310,6 +315,11 @@ def _row_errors(
     dd, wb = wbit.shape
     xb = xbit.shape[1]
     true = wbit[:, :, None] & xbit[:, None, :]
+    # each term's scratch cells [D, wb, xb, S]: with double buffering the odd terms use t+S .. t+2S-1
+    width = tk.shape[1] // (2 if d.double else 1)
+    odd = (np.arange(wb * xb) % 2 == 1).reshape(wb, xb)[None, :, :, None]
+    first = tk[:, None, None, :width]
+    tkt = np.where(odd, tk[:, None, None, width:], first) if d.double else np.broadcast_to(first, (dd, wb, xb, width))
     plan = np.array(d.plan).reshape(wb, xb)
     counted = np.array(d.counted).reshape(wb, xb)
     out = np.zeros((dd, wb, xb), dtype=np.int64)
@@ -327,10 +337,10 @@ def _row_errors(
         for i in range(sc.copies):
             w_, x_ = operands(sc.replica(i))
             ones = w_ + x_
-            copies.append(_gate(ones, (ones == 2).astype(np.int64), "and", tk[:, i, None, None], d, rng))
+            copies.append(_gate(ones, (ones == 2).astype(np.int64), "and", tkt[..., i], d, rng))
         if sc.name.startswith("tmr"):
             ones = copies[0] + copies[1] + copies[2]
-            sensed = _sense(_gate(ones, (ones >= 2).astype(np.int64), "maj3", tk[:, 3, None, None], d, rng), d, rng)
+            sensed = _sense(_gate(ones, (ones >= 2).astype(np.int64), "maj3", tkt[..., 3], d, rng), d, rng)
         elif sc.tree == ecc.VOTE.tree:
             a, b, c = (_sense(v, d, rng) for v in copies)
             sensed = (a + b + c >= 2).astype(np.int64)
