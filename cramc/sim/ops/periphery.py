@@ -18,20 +18,46 @@ from cramc.isa.linked import BoundOp
 from cramc.sim.machine import Machine, word_range
 from cramc.sim.ops.registry import impl
 
+#: masks of the three swap steps of an 8 x 8 bit-matrix transpose in a uint64 (Warren, Hacker's Delight,
+#: section 7-3 "Transposing a bit matrix"): bit 8 i + k <-> bit 8 k + i
+_T8 = tuple((np.uint64(m), np.uint64(s)) for m, s in ((0x00AA00AA00AA00AA, 7), (0x0000CCCC0000CCCC, 14),
+                                                     (0x00000000F0F0F0F0, 28)))  # fmt: skip
 
-def _pack_rows(planes: np.ndarray, r0: int, words: int) -> np.ndarray:
-    """0/1 uint8 or bool [..., nrows] placed at row r0 -> uint64 [..., words] (row r: bit r % 64 of word r // 64).
 
-    Packed a byte at a time (8 rows), so the only temporaries are the packed bytes, not a bool row per
-    row of the array.
+def _transpose8(x: np.ndarray) -> None:
+    """Transpose the 8 x 8 bit matrix in each uint64 of x in place: byte i bit k -> byte k bit i."""
+    t = np.empty_like(x)
+    for mask, sh in _T8:
+        np.right_shift(x, sh, out=t)
+        t ^= x
+        t &= mask
+        x ^= t
+        t <<= sh
+        x ^= t
+
+
+def _bit_planes(val: np.ndarray, bits: int, r0: int, words: int) -> np.ndarray:
+    """int [S, n, nrows, F] placed at row r0 -> uint64 [F * bits, n, S, words]: column f * bits + b holds bit b
+    of field f's little-endian two's complement (row r: bit r % 64 of word r // 64).
+
+    Eight rows of one byte of the values are one uint64 (a byte a row); transposing its 8 x 8 bit matrix
+    makes byte k of it bit k of the eight rows, packed: the bytes of the output words, without a byte per
+    bit as a temporary.
     """
-    pad = r0 & 7
-    if pad:  # start the first byte at a multiple of 8 rows
-        planes = np.concatenate([np.zeros((*planes.shape[:-1], pad), dtype=planes.dtype), planes], axis=-1)
-    packed = np.packbits(planes, axis=-1, bitorder="little")
-    out = np.zeros((*planes.shape[:-1], words * 8), dtype=np.uint8)
-    out[..., r0 >> 3 : (r0 >> 3) + packed.shape[-1]] = packed
-    return out.view(np.uint64)
+    S, n, nrows, nf = val.shape
+    nb = (bits + 7) >> 3  # the bytes of a value that hold its low `bits` bits
+    by = np.ascontiguousarray(val, dtype="<i8").view(np.uint8).reshape(S, n, nrows, nf, 8)
+    pad = r0 & 7  # the rows before r0 in its byte: zero
+    G = (pad + nrows + 7) >> 3
+    rows = np.zeros((nf, nb, S, n, 8 * G), dtype=np.uint8)
+    rows[..., pad : pad + nrows] = by[..., :nb].transpose(3, 4, 0, 1, 2)
+    del by
+    x = rows.view(np.uint64)  # [F, nb, S, n, G]: each word eight rows of one byte
+    _transpose8(x)
+    planes = x.view(np.uint8).reshape(nf, nb, S, n, G, 8).transpose(0, 1, 5, 3, 2, 4)  # [F, nb, 8, n, S, G]
+    out = np.zeros((nf, nb * 8, n, S, words * 8), dtype=np.uint8)
+    out[..., r0 >> 3 : (r0 >> 3) + G] = planes.reshape(nf, nb * 8, n, S, G)
+    return out[:, :bits].reshape(nf * bits, n, S, words * 8).view(np.uint64)
 
 
 def _unpack_rows(words: np.ndarray, r0: int, r1: int) -> np.ndarray:
@@ -63,15 +89,8 @@ def wr(m: Machine, b: BoundOp) -> None:
     if val.ndim == 3:
         val = val[..., None]
     nf = val.shape[3]
-    # Bit b of a value is bit b of its little-endian two's-complement int64: unpacked from the bytes,
-    # one byte per bit (no int64 temporary per bit).
-    by = np.ascontiguousarray(val, dtype="<i8").view(np.uint8).reshape(*val.shape, 8)
-    planes = np.unpackbits(by, axis=-1, count=bits, bitorder="little")  # [S, n, nrows, F, bits]
-    del by
-    planes = planes.reshape(*planes.shape[:3], nf * bits).transpose(3, 1, 0, 2)  # [F*bits, n, S, nrows]
     r0, r1 = m.rows(b)
-    words = _pack_rows(np.ascontiguousarray(planes), r0, m.words)
-    del planes
+    words = _bit_planes(val, bits, r0, m.words)  # [F*bits, n, S, W]
     rep = b.attrs.get("repeat", 1)
     if rep > 1 and words.shape[1] > 1:
         words = np.repeat(words, rep, axis=1)
