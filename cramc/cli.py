@@ -441,6 +441,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         ecc_budget=args.ecc_budget,
         gate_error=args.gate_error,
         error_model=args.error_model,
+        double_buffer=not args.no_double_buffer,
     )
     t0 = time.perf_counter()
     text = compile_model(args.model, calib, opts)
@@ -711,6 +712,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--gate-error", type=float, help="--ecc auto: the gate error rate to tune the protection for")
     k.add_argument("--error-model", help="--ecc auto: tune for this error model (TOML file or preset name)")
+    k.add_argument(
+        "--no-double-buffer",
+        action="store_true",
+        help="tree: one set of scratch columns per layer (the adder tree and the next AND cannot overlap)",
+    )
     k.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass to stderr")
     k.add_argument("--no-trace", action="store_true", help="do not embed intermediate tensors for run --trace")
     k.set_defaults(fn=_cmd_compile)

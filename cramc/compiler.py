@@ -15,7 +15,7 @@ all go through:
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
@@ -60,6 +60,7 @@ class Options:
     ecc_budget: float = 0.2  # auto: allowed extra in-array operations, as a fraction
     gate_error: float | None = None  # auto: the gate error rate to tune for
     error_model: str | None = None  # auto: or a full error model (file or preset name)
+    double_buffer: bool = True  # tree: alternate two scratch column sets where the tile allows (--no-double-buffer)
 
 
 def io_attributes(g: Graph, qmodel: onnx.ModelProto) -> dict[str, tuple[int | None, str | None]]:
@@ -91,6 +92,8 @@ def lowering(opts: Options) -> MvmLowering:
             f"--reduce {opts.reduce}: expected tree (CRAM-ER hybrid), cram (CRAM-only, log-depth baseline) or "
             f"cram-serial (CRAM-only, serial baseline)"
         )
+    if isinstance(m, HybridMvm) and m.double_buffer != opts.double_buffer:
+        return replace(m, double_buffer=opts.double_buffer)
     return m
 
 

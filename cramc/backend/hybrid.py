@@ -9,7 +9,8 @@ the accumulators are read out (``ard``).  The weights, the input layout, the
 passes and the CMOS sum over K chunks are the program builder's
 (cramc.backend.emit), shared with the CRAM-only lowering.
 
-Tiling: the tile-mvm pass (tile) and the allocate pass (``cols=[x, t, w]``).
+Tiling: the tile-mvm pass (tile, and ``dbuf=1`` where the layer's scratch is
+double-buffered) and the allocate pass (``cols=[x, t, w]``).
 Under error correction with operand replicas (cramc.ir.ecc) every round writes
 its input bit-planes once per replica, into distinct columns, and each output's
 weights are stored once per replica (the program builder repeats them in the
@@ -82,10 +83,15 @@ class HybridLayer:
 
 @dataclass(frozen=True)
 class HybridMvm:
-    """The `MvmLowering` of the CRAM-ER hybrid: AND in the arrays, accumulation in the CMOS adder tree."""
+    """The `MvmLowering` of the CRAM-ER hybrid: AND in the arrays, accumulation in the CMOS adder tree.
+
+    `double_buffer`: give each layer a second set of scratch columns where its tile keeps its outputs per
+    array (cramc.ir.passes.tile_mvm), so a term's AND and the previous term's tree count can overlap.
+    """
 
     name: str = "tree"
     reports_reloads: bool = True
+    double_buffer: bool = True
 
     def chip_line(self, arrays: int, rows: int, cols: int) -> str:
         return (
@@ -93,12 +99,13 @@ class HybridMvm:
         )
 
     def tiling(self, rows: int, cols: int, accs: int) -> list[Pass]:
-        return [TileMvm(rows, cols, accs), Allocate(cols, accs)]
+        return [TileMvm(rows, cols, accs, self.double_buffer), Allocate(cols, accs)]
 
     def layer(self, b: ProgramBuilder, op: Op, tile: Tile) -> HybridLayer:
         a = op.attrs
         cols: Cols = a["cols"]
         wb, xb, xs = a["wbits"], a["xbits"], a["xsigned"]
         plan = a.get("ecc")
-        micro = b.micro(mac_name(wb, xb, xs, plan), lambda: mac_micro(wb, xb, xs, plan))
+        db = bool(a.get("dbuf"))
+        micro = b.micro(mac_name(wb, xb, xs, plan, db), lambda: mac_micro(wb, xb, xs, plan, db))
         return HybridLayer(cols.x, cols.t, cols.w, wb, micro, xb, operand_replicas(op))

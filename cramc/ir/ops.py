@@ -8,7 +8,7 @@ instruction there adds the IR kind here.
 
 An attribute is either semantic (what the operation computes: it enters the reference semantics and
 the shape cache) or an *annotation* (how it runs on the chip: ``tile``, ``cols``, ``place``,
-``ecc``, ``cram_cols``).  The typed annotations are frozen records (cramc.ir.tiling) that the text
+``ecc``, ``dbuf``, ``cram_cols``).  The typed annotations are frozen records (cramc.ir.tiling) that the text
 form prints as integer lists; `decode_attr` turns such a list back into its record.
 """
 
@@ -129,6 +129,7 @@ MVM_OPS: tuple[OpDef, ...] = (
             AttrDef("groups", AKind.INT),
             AttrDef("ecc", AKind.INTS, annotation=True),  # cramc.ir.passes.insert_ecc
             AttrDef("tile", Tile, annotation=True),
+            AttrDef("dbuf", AKind.INT, annotation=True),  # 1: double-buffered scratch (cramc.ir.passes.tile_mvm)
             AttrDef("cols", Cols, annotation=True),
             AttrDef("place", Place, annotation=True),
             AttrDef("cram_cols", AKind.INTS, annotation=True),  # cramc.backend.cram_only.Layout

@@ -133,9 +133,17 @@ def mvm_dims(x_shape: tuple[int, ...], w: np.ndarray, groups: int, replicas: int
     return p, k, n, kg, n // groups, rounds, rounds * replicas
 
 
-def scratch_columns(op: Op) -> int:
-    """Scratch columns an MVM's micro-program needs (1, or more for the copies error correction makes)."""
+def term_scratch(op: Op) -> int:
+    """Scratch columns one partial-product term of an MVM uses (1, or more for the copies error correction
+    makes)."""
     return max((scheme(c).scratch for c in set(op.attrs.get("ecc", []))), default=1)
+
+
+def scratch_columns(op: Op) -> int:
+    """Scratch columns an MVM's micro-program needs: one term's (`term_scratch`), twice that when the tile-mvm
+    pass double-buffered it (``dbuf=1``: successive terms alternate between the two sets, so the adder tree
+    senses one while the next AND writes the other)."""
+    return term_scratch(op) * (2 if op.attrs.get("dbuf") else 1)
 
 
 def operand_replicas(op: Op) -> int:

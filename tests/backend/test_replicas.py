@@ -47,7 +47,8 @@ def progs() -> dict[str, str]:
     cal = _npz("digits_calib_flat.npz")
     out = {}
     for s in ("none", "dup", "vote", "tmr", "dup_r2", "dup_r3", "vote_r3", "tmr_r3"):
-        opts = Options(ecc="" if s == "none" else s, n_validation=4, trace=False)
+        # one scratch set: the layout checked below (double buffering, tests/backend/test_double_buffer.py)
+        opts = Options(ecc="" if s == "none" else s, n_validation=4, trace=False, double_buffer=False)
         out[s] = compile_model(str(M / "digits_mlp.onnx"), cal, opts, log=io.StringIO())
     return out
 

@@ -93,6 +93,9 @@ COMPILES: dict[str, tuple[str, list[str]]] = {
     "digits_cnn-w4": ("digits_cnn", ["--weight-bits", "4"]),
     "digits_mlp-a16": ("digits_mlp", ["--act-bits", "16"]),
     "digits_mlp-no_trace": ("digits_mlp", ["--no-trace", "--validation", "0"]),
+    # one set of scratch columns: exactly the program before double buffering (issue 13)
+    "digits_mlp-no_double_buffer": ("digits_mlp", ["--no-double-buffer"]),
+    "digits_cnn-no_double_buffer": ("digits_cnn", ["--no-double-buffer"]),
 }
 
 #: The three fault settings of the model and example runs.

@@ -174,7 +174,8 @@ def test_a_new_scheme_is_one_entry(maj5: Scheme, tmp_path: Path, capsys: pytest.
     fm = FaultModel.uniform(1e-2)
     assert pp_error_rates(fm, maj5.code) == _rates_maj5(fm)  # the statistical model reads the entry
     m = REPO / "models"
-    opts = Options(ecc="maj5:sig>=12;dup:sig>=10", n_validation=4, trace=False)
+    # one scratch set (no double buffering): the columns the scheme's term reserves, 6
+    opts = Options(ecc="maj5:sig>=12;dup:sig>=10", n_validation=4, trace=False, double_buffer=False)
     text = compile_model(str(m / "digits_mlp.onnx"), _calibration(m), opts, log=io.StringIO())
     assert "; maj5: b+c=12" in text and "maj5 t+5, t, t+1, t+2, t+3, t+4" in text
     assert re.search(r"call @\S+ mac_w8x8u_ecc\w+ w=c14 x=c0 t=c8 ", text)  # 8 input planes, 6 scratch columns

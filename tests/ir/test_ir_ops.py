@@ -36,7 +36,7 @@ def test_every_cmos_instruction_is_an_ir_kind_with_its_attributes() -> None:
         d, isa = IR_OPS[mn], OPCODES[mn]
         assert [(a.name, a.kind, a.required) for a in d.attrs] == [(a.name, a.kind, a.required) for a in isa.attrs]
         assert d.inputs == len(isa.operands) - 1 and d.variadic == isa.variadic
-    assert ANNOTATIONS == {("mvm", a) for a in ("ecc", "tile", "cols", "place", "cram_cols")}
+    assert ANNOTATIONS == {("mvm", a) for a in ("ecc", "tile", "dbuf", "cols", "place", "cram_cols")}
 
 
 @pytest.mark.parametrize(
@@ -55,9 +55,9 @@ def test_scheduled_golden_holds_records() -> None:
     g = _golden("qdq_mlp", "schedule")
     mvms = [op for op in g.ops if op.kind == "mvm"]
     assert [op.attrs["place"] for op in mvms] == [Place(0, 1, 2, False), Place(0, 1, 1, False)]
-    assert [op.attrs["cols"] for op in mvms] == [Cols(0, 8, 9)] * 2
+    assert [op.attrs["cols"] for op in mvms] == [Cols(0, 8, 10)] * 2  # double-buffered scratch: c8, c9
     assert mvms[0].attrs["tile"] == Tile(1, 2, 4, 2, 3) and mvms[0].attrs["tile"].arrays == 6
-    assert "tile=[1, 2, 4, 2, 3] cols=[0, 8, 9] place=[0, 1, 2, 0]" in print_graph(g)
+    assert "dbuf=1 tile=[1, 2, 4, 2, 3] cols=[0, 8, 10] place=[0, 1, 2, 0]" in print_graph(g)
     assert set(semantic_attrs(mvms[0])) == {"w", "wbits", "xbits", "xsigned"}
 
 
