@@ -445,32 +445,48 @@ class _SparseFaults:
         self.w0, w1 = word_range(r0, r1)
         self.nw, self.S = w1 - self.w0, m.lanes
         self.region = (hi - self.lo) * self.S * self.nw  # words per pair: [arrays, lanes, words]
+        self.m_arrays = m.cells.shape[1]  # the machine's arrays (cells and shared: [cols, arrays, lanes|1, W])
+        # read and moved through flat views: `reshape(-1)` must not copy
+        assert m.cells.flags.c_contiguous and m.acc.flags.c_contiguous and m.shared.flags.c_contiguous
         self.ops_a, self.ops_b, self.weights, self.slots = ops_a, ops_b, weights, slots
         self.logic = g0.op.logic
         g_rate, r_rate = m.faults.gate(g0.op.mnemonic), m.faults.read
         self.gate = None if g_rate.zero else m.injector("gate", g_rate, r0, r1)
         self.read = None if r_rate.zero else m.injector("read", r_rate, r0, r1)
 
-    def _words(self, cols: np.ndarray, p0: int, w: np.ndarray) -> np.ndarray:
-        """The words of operand columns cols[pair] at flat places w of the regions from pair p0 on."""
-        m, nw = self.m, self.nw
+    def _locate(self, p0: int, w: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Where flat places w of the regions from pair p0 on lie: (pair, array, lane, word in the cells'
+        row of words), computed once and read by `_words` and `_move`."""
         i, rest = np.divmod(w, self.region)
-        a, rest = np.divmod(rest, self.S * nw)
-        s, wd = np.divmod(rest, nw)
-        col = cols[p0 + i]
-        out = np.empty(w.size, dtype=np.uint64)
+        i += p0
+        q, wd = np.divmod(rest, self.nw)  # q = array * S + lane
+        a, s = np.divmod(q, self.S)
+        return i, a, s, wd
+
+    def _words(self, cols: np.ndarray, loc: tuple[np.ndarray, ...]) -> np.ndarray:
+        """The words of operand columns cols[pair] at the places `loc`: one flat gather per kind of column."""
+        m = self.m
+        i, a, s, wd = loc
+        col = cols[i]
+        A, W = self.m_arrays, m.words
+        wd = wd + self.w0
         sh = col >= m.lane_cols
-        out[sh] = m.shared[col[sh], self.lo + a[sh], 0, self.w0 + wd[sh]]
+        if not sh.any():
+            return m.cells.reshape(-1).take(((col * A + self.lo + a) * self.S + s) * W + wd)
+        at_sh = (col * A + self.lo + a) * W + wd  # shared: [cols, arrays, 1, W]
+        if sh.all():
+            return m.shared.reshape(-1).take(at_sh)
+        out = m.shared.reshape(-1).take(np.where(sh, at_sh, 0))
         ln = ~sh
-        out[ln] = m.cells[col[ln], self.lo + a[ln], s[ln], self.w0 + wd[ln]]
+        out[ln] = m.cells.reshape(-1).take(((col[ln] * A + self.lo + a[ln]) * self.S + s[ln]) * W + wd[ln])
         return out
 
-    def _move(self, p0: int, w: np.ndarray, delta: np.ndarray) -> None:
+    def _move(self, loc: tuple[np.ndarray, ...], delta: np.ndarray) -> None:
         """Add each flip's delta (+1 or -1 bit) times its pair's weight to its pair's slot."""
-        i, rest = np.divmod(w, self.region)
-        a, rest = np.divmod(rest, self.S * self.nw)
-        s = rest // self.nw
-        np.add.at(self.m.acc, (self.lo + a, self.slots[p0 + i], s), self.weights[p0 + i] * delta)
+        i, a, s, _ = loc
+        acc = self.m.acc  # [arrays, slots, lanes], C-contiguous
+        at = ((self.lo + a) * acc.shape[1] + self.slots[i]) * self.S + s
+        np.add.at(acc.reshape(-1), at, self.weights[i] * delta)
 
     def apply(self) -> np.ndarray | None:
         """Draw and apply the faults; return the gate flips of the last pair's region ([2, k]: flat words,
@@ -485,8 +501,9 @@ class _SparseFaults:
             if self.gate is not None:
                 gw, gm = self.gate.sample(n * self.region, value, inputs)  # type: ignore[attr-defined]
                 if gw.size:
-                    wrong = (value(gw) & gm) != 0  # the correct bit was 1: the count loses one
-                    self._move(p0, gw, np.where(wrong, -1, 1))
+                    loc = self._locate(p0, gw)
+                    wrong = (self._gate_at(loc) & gm) != 0  # the correct bit was 1: the count loses one
+                    self._move(loc, np.where(wrong, -1, 1))
                 if p0 + n == self.n_pairs:
                     sel = gw >= (n - 1) * self.region
                     last = np.stack([gw[sel] - (n - 1) * self.region, gm[sel].view(np.int64)])
@@ -494,14 +511,22 @@ class _SparseFaults:
                 sensed = functools.partial(self._sensed, p0, gw, gm)  # the gate's output with its faults
                 rw, rm = self.read.sample(n * self.region, sensed, inputs)  # type: ignore[attr-defined]
                 if rw.size:
-                    self._move(p0, rw, np.where((sensed(rw) & rm) != 0, -1, 1))
+                    loc = self._locate(p0, rw)
+                    v = self._gate_at(loc)
+                    if gw.size:
+                        v ^= _flips_at(gw, gm, rw)
+                    self._move(loc, np.where((v & rm) != 0, -1, 1))
         return last
 
+    def _gate_at(self, loc: tuple[np.ndarray, ...]) -> np.ndarray:
+        return self.logic(self._words(self.ops_a, loc), self._words(self.ops_b, loc))  # type: ignore[misc]
+
     def _value(self, p0: int, w: np.ndarray) -> np.ndarray:
-        return self.logic(self._words(self.ops_a, p0, w), self._words(self.ops_b, p0, w))  # type: ignore[misc]
+        return self._gate_at(self._locate(p0, w))
 
     def _inputs(self, p0: int, w: np.ndarray) -> list[np.ndarray]:
-        return [self._words(self.ops_a, p0, w), self._words(self.ops_b, p0, w)]
+        loc = self._locate(p0, w)
+        return [self._words(self.ops_a, loc), self._words(self.ops_b, loc)]
 
     def _sensed(self, p0: int, gw: np.ndarray, gm: np.ndarray, w: np.ndarray) -> np.ndarray:
         v = self._value(p0, w)
