@@ -6,18 +6,24 @@ Regenerates the tables and the figure of that section (docs/data/ecc_device_*.cs
   derived from their [device] section) against their output-conditioned ``*_flat`` versions, every scheme;
 - ``chips``: resident weights (written once per chip, with the preset's write faults): the spread of accuracy
   across chip instances apart from the spread across inferences (cramc.sweep.stats.chip_spread);
-- ``defects``: static stuck-at cells (the error model's [defects]) at two densities, every scheme and its
-  operand-replica form (cramc.ir.ecc), on several chips.
+- ``defects``: static stuck-at cells (the error model's [defects]) at three densities, every scheme and its
+  operand-replica form (cramc.ir.ecc), on several chips;
+- ``weak``: weak cells ([defects] weak at one density, gates whose output is a weak cell failing at
+  weak_factor times their rate) at two factors, every scheme and replica form, on several chips;
+- ``auto``: `--ecc auto` tuned with the defect-aware statistical model (the error model with its [defects])
+  against auto tuned without the defects and the hand schemes of ``defects`` (same chips and seed).
 
 Every point is `cramc run PROG --error-model MODEL --seed s --chip-seed c` of the program compiled with
 `cramc compile --ecc SCHEME` (the same simulator calls, in-process): accuracies are argmax against the labels.
 
-    python bench/ecc_study.py [clean|presets|chips|defects|plot|docs|all] [--quick] [--models=a,b]
+    python bench/ecc_study.py [clean|presets|chips|defects|weak|auto|plot|docs|all] [--quick] [--models=a,b]
+        [--presets=p,q] [--stuck=d,e] [--weak-factors=f,g]
 
 ``plot`` draws the figures from the CSVs, ``docs`` writes the tables into docs/error-correction.md between its
-GENERATED markers. Each CSV keeps the rows of the models not run this time, so the models can be run apart
-(``--models=mnist_lenet5``). Runs on a few seeds and chips and a subset of the samples (set at the top) to stay
-within about 30 minutes on two shared cores; intervals are stated with every figure.
+GENERATED markers. Each CSV keeps the rows of the points not run this time (other models, presets, densities,
+factors), so points can be run apart (``--models=mnist_lenet5``, ``presets --presets=projected``, ``defects
+--stuck=3e-3``). Runs on a few seeds and chips and a subset of the samples (set at the top) to stay within a few
+minutes a section on two shared cores; intervals are stated with every figure.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 from cramc.compiler import Options, compile_model
 from cramc.errmodel import Defects, FaultModel
 from cramc.errmodel.model import load_preset
+from cramc.isa.linked import Linked
 from cramc.isa.parser import parse
 from cramc.isa.verifier import verify
 from cramc.sim.interp import run
@@ -58,13 +65,20 @@ PRESETS = ("early", "near_term", "projected")
 SEEDS = {"digits_cnn": 3, "digits_mlp": 3, "mnist_lenet5": 2}
 CHIPS, CHIP_SEEDS = 4, 2  # chips: chips 0..3, each with inference seeds 0, 1
 DEFECT_CHIPS = {"digits_mlp": 4, "digits_cnn": 3}  # defects: chips 0..n-1, inference seed 0
-DENSITIES = (1e-3, 1e-2)  # stuck cells per cell, half stuck at 0 and half at 1
-#: what each experiment runs on, to fit about 30 minutes on two shared cores: a CNN run takes 5-25 s under
-#: early (many faults to draw), the LeNet-5 10 s (none) to 60 s (dup under early), so the CNN runs the presets
-#: that have faults enough to matter, defects on 3 chips and no chips experiment; the LeNet-5 near_term only
-PRESET_MODELS = {"digits_cnn": ("early", "near_term"), "digits_mlp": PRESETS, "mnist_lenet5": ("near_term",)}
+DENSITIES = (1e-3, 3e-3, 1e-2)  # stuck cells per cell, half stuck at 0 and half at 1
+#: weak cells per cell, and the factors on a gate's rate when its output is a weak cell (projected gates:
+#: 4.5e-5 x 1e3 = 4.5e-2, x 1e4 capped at 0.5: a weak cell then sets about half the bits written into it)
+WEAK, WEAK_FACTORS = 1e-2, (1e3, 1e4)
+#: auto: the model, stuck densities and --ecc-budget values; "blind" is auto tuned for the gates alone.  One
+#: defect-aware compile of the digits MLP scores every (layer, significance, scheme) with defects drawn: about
+#: 3 CPU minutes, so one density and one budget
+AUTO_MODELS, AUTO_DENSITIES, AUTO_BUDGETS, BLIND_BUDGET = ("digits_mlp",), (1e-2,), (0.3,), 0.3
+#: what each experiment runs on, to fit a few minutes a section on two shared cores: a CNN run takes 1-8 s
+#: (fused product path), the LeNet-5 10 s (none) to 60 s (dup under early): the LeNet-5 runs near_term only
+PRESET_MODELS = {"digits_cnn": PRESETS, "digits_mlp": PRESETS, "mnist_lenet5": ("near_term",)}
 CHIP_PRESETS = ("early",)  # its write faults (1e-3) land in the resident weights
-CHIP_MODELS = {"digits_mlp": ("none", "dup", "vote", "dup_r3", "vote_r3")}
+CHIP_SCHEMES = ("none", "dup", "vote", "dup_r3", "vote_r3")
+CHIP_MODELS = {"digits_mlp": CHIP_SCHEMES, "digits_cnn": CHIP_SCHEMES}
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
@@ -82,18 +96,23 @@ class Model:
         self.x = {k: v[:n] for k, v in _npz(M / x).items()}
         self.y = np.load(M / y)[:n]
         self.n = n
-        self._progs: dict[str, object] = {}
+        self._progs: dict[str, tuple[Linked, dict[str, np.ndarray]]] = {}
 
-    def prog(self, scheme: str) -> object:
+    def prog(self, scheme: str) -> tuple[Linked, dict[str, np.ndarray]]:
         if scheme not in self._progs:
-            spec = "" if scheme == "none" else scheme
-            text = compile_model(self.onnx, self.cal, Options(ecc=spec, n_validation=1, trace=False), log=io.StringIO())
-            linked = verify(parse(text, f"{self.name}-{scheme}.cram"))
-            self._progs[scheme] = (linked, program_inputs(linked, self.x, "--data"))
+            self.compile(scheme, Options(ecc="" if scheme == "none" else scheme, n_validation=1, trace=False))
         return self._progs[scheme]
 
+    def compile(self, name: str, opts: Options) -> str:
+        """Compile with `opts` as program `name` (for `correct`); returns the compiler's log."""
+        log = io.StringIO()
+        text = compile_model(self.onnx, self.cal, opts, log=log)
+        linked = verify(parse(text, f"{self.name}-{name}.cram"))
+        self._progs[name] = (linked, program_inputs(linked, self.x, "--data"))
+        return log.getvalue()
+
     def correct(self, scheme: str, fm: FaultModel, seed: int, chip: int) -> tuple[int, dict[str, float]]:
-        linked, feed = self.prog(scheme)  # type: ignore[misc]
+        linked, feed = self.prog(scheme)
         res = run(linked, feed, fm, seed=seed, chip_seed=chip)
         out = res.outputs[linked.outputs[0].name]
         ok = int((out.reshape(out.shape[0], -1).argmax(axis=1) == self.y).sum())
@@ -109,14 +128,26 @@ class Model:
         return ok, extra
 
 
-def _write(path: Path, rows: list[dict[str, object]]) -> None:
-    """Write `rows` to the CSV at `path`, keeping the rows there of the models `rows` does not have."""
+def _cell(v: object) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _write(path: Path, rows: list[dict[str, object]], key: tuple[str, ...] = ("model",)) -> None:
+    """Write `rows` to the CSV at `path`, keeping the rows there whose `key` fields (the model, and the
+    preset, density or factor of a point) no row of `rows` has: points run apart add up."""
     DATA.mkdir(parents=True, exist_ok=True)
-    ran = {r["model"] for r in rows}
+    ran = {tuple(_cell(r[k]) for k in key) for r in rows}
     if path.exists():
         with open(path, encoding="utf-8") as f:
-            kept: list[dict[str, object]] = [r for r in csv.DictReader(f) if r["model"] not in ran]
-        rows = sorted(kept + rows, key=lambda r: list(MODELS).index(str(r["model"])))  # stable: order kept
+            kept: list[dict[str, object]] = [
+                r for r in csv.DictReader(f) if tuple(_cell(r.get(k, "")) for k in key) not in ran
+            ]
+
+        def order(r: dict[str, object]) -> tuple[object, ...]:
+            rest = [PRESETS.index(str(r[k])) if k == "preset" else float(str(r[k])) for k in key[1:]]
+            return (list(MODELS).index(str(r["model"])), *rest)
+
+        rows = sorted(kept + rows, key=order)  # stable: the schemes' order kept
     keys: list[str] = []
     for r in rows:
         keys.extend(k for k in r if k not in keys)
@@ -124,7 +155,7 @@ def _write(path: Path, rows: list[dict[str, object]]) -> None:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: _cell(v) for k, v in r.items()})
     print(f"wrote {path.relative_to(REPO)} ({len(rows)} rows)", file=sys.stderr)
 
 
@@ -159,15 +190,17 @@ def clean(models: list[Model]) -> None:
     _write(DATA / "ecc_device_clean.csv", rows)
 
 
-def presets(models: list[Model]) -> None:
+def presets(models: list[Model], only: tuple[str, ...] | None = None) -> None:
     rows = []
     for m in models:
         for p in PRESET_MODELS.get(m.name, ()):
+            if only is not None and p not in only:
+                continue
             for form in ("by_ones", "flat"):
                 fm = load_preset(p if form == "by_ones" else f"{p}_flat")
                 for s in BASE:
                     rows.append(_point(m, s, fm, [(i, i) for i in range(SEEDS[m.name])], preset=p, form=form))
-    _write(DATA / "ecc_device_presets.csv", rows)
+    _write(DATA / "ecc_device_presets.csv", rows, ("model", "preset"))
 
 
 def chips(models: list[Model]) -> None:
@@ -190,21 +223,37 @@ def chips(models: list[Model]) -> None:
                 row["seconds"] = time.time() - t0
                 print(f"{m.name:13} {p:10} {s:8} {row}", file=sys.stderr)
                 rows.append(row)
-    _write(DATA / "ecc_device_chips.csv", rows)
+    _write(DATA / "ecc_device_chips.csv", rows, ("model", "preset"))
 
 
-def defects(models: list[Model]) -> None:
+def defects(models: list[Model], only: tuple[float, ...] | None = None) -> None:
     rows = []
     base = load_preset("projected")  # gates near exact: what is left is the defects
     for m in models:
         if m.name not in DEFECT_CHIPS:
             continue
-        for d in DENSITIES:
+        for d in only or DENSITIES:
             fm = dataclasses.replace(base, defects=Defects(stuck0=d / 2, stuck1=d / 2), name=f"projected + stuck {d:g}")
             runs = [(0, c) for c in range(DEFECT_CHIPS[m.name])]
             for s in (*BASE, *REPLICAS):
                 rows.append(_point(m, s, fm, runs, preset="projected", stuck=d))
-    _write(DATA / "ecc_device_defects.csv", rows)
+    _write(DATA / "ecc_device_defects.csv", rows, ("model", "stuck"))
+
+
+def weak(models: list[Model], only: tuple[float, ...] | None = None) -> None:
+    """Weak cells at density WEAK, each factor: a gate whose output is a weak cell fails at factor x its rate
+    (the projected gates'); host writes into it keep the write rate.  Chips and seed as for `defects`."""
+    rows = []
+    base = load_preset("projected")
+    for m in models:
+        if m.name not in DEFECT_CHIPS:
+            continue
+        for f in only or WEAK_FACTORS:
+            fm = dataclasses.replace(base, defects=Defects(weak=WEAK, weak_factor=f), name=f"projected + weak {f:g}")
+            runs = [(0, c) for c in range(DEFECT_CHIPS[m.name])]
+            for s in (*BASE, *REPLICAS):
+                rows.append(_point(m, s, fm, runs, preset="projected", weak=WEAK, weak_factor=f))
+    _write(DATA / "ecc_device_weak.csv", rows, ("model", "weak", "weak_factor"))
 
 
 def plot() -> None:
@@ -213,29 +262,39 @@ def plot() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(DATA / "ecc_device_defects.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    models = sorted({r["model"] for r in rows}, key=list(MODELS).index)
-    schemes = [*BASE, *REPLICAS]
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], models, strict=True):
-        for j, d in enumerate(sorted({float(r["stuck"]) for r in rows})):
-            sel = {r["scheme"]: r for r in rows if r["model"] == name and float(r["stuck"]) == d}
-            xs = np.arange(len(schemes)) + (j - 0.5) * 0.38
-            acc = np.array([float(sel[s]["acc_mean"]) if s in sel else np.nan for s in schemes])
-            lo = np.array([float(sel[s]["ci_low"]) if s in sel else np.nan for s in schemes])
-            hi = np.array([float(sel[s]["ci_high"]) if s in sel else np.nan for s in schemes])
-            ax.bar(xs, acc, 0.38, yerr=[acc - lo, hi - acc], capsize=2, label=f"stuck cells {d:g}")
-        ax.set_xticks(range(len(schemes)), schemes, rotation=45, ha="right")
-        ax.set_title(name)
-        ax.set_ylim(0, 1)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("top-1 accuracy (over chips, 95% t-interval)")
-    axes[0][0].legend(loc="lower left", fontsize=8)
-    fig.suptitle("Static stuck-at cells (projected gates): copies on one operand cell vs operand replicas")
-    fig.tight_layout()
     IMG.mkdir(parents=True, exist_ok=True)
-    fig.savefig(IMG / "ecc_device_defects.png", dpi=110)
+    for csv_name, field, label, title in (
+        ("ecc_device_defects.csv", "stuck", "stuck cells {:g}",
+         "Static stuck-at cells (projected gates): copies on one operand cell vs operand replicas"),
+        ("ecc_device_weak.csv", "weak_factor", f"weak cells {WEAK:g}, factor {{:g}}",
+         "Weak cells (projected gates x factor when a gate writes one): every scheme and replica form"),
+    ):  # fmt: skip
+        rows = _read(csv_name)
+        if not rows:
+            continue
+        models = sorted({r["model"] for r in rows}, key=list(MODELS).index)
+        schemes = [*BASE, *REPLICAS]
+        levels = sorted({float(r[field]) for r in rows})
+        width = 0.8 / len(levels)
+        fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False)
+        for ax, name in zip(axes[0], models, strict=True):
+            for j, d in enumerate(levels):
+                sel = {r["scheme"]: r for r in rows if r["model"] == name and float(r[field]) == d}
+                xs = np.arange(len(schemes)) + (j - (len(levels) - 1) / 2) * width
+                acc = np.array([float(sel[s]["acc_mean"]) if s in sel else np.nan for s in schemes])
+                lo = np.array([float(sel[s]["ci_low"]) if s in sel else np.nan for s in schemes])
+                hi = np.array([float(sel[s]["ci_high"]) if s in sel else np.nan for s in schemes])
+                err = np.maximum(0.0, [acc - lo, hi - acc])
+                ax.bar(xs, acc, width, yerr=err, capsize=2, label=label.format(d))
+            ax.set_xticks(range(len(schemes)), schemes, rotation=45, ha="right")
+            ax.set_title(name)
+            ax.set_ylim(0, 1)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0][0].set_ylabel("top-1 accuracy (over chips, 95% t-interval)")
+        axes[0][0].legend(loc="lower left", fontsize=8)
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(IMG / csv_name.replace(".csv", ".png"), dpi=110)
 
     with open(DATA / "ecc_device_presets.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -260,7 +319,7 @@ def plot() -> None:
     fig.suptitle("Device presets: input-dependent (by_ones) vs output-conditioned (*_flat) gate errors")
     fig.tight_layout()
     fig.savefig(IMG / "ecc_device_presets.png", dpi=110)
-    print("wrote docs/img/ecc_device_defects.png, docs/img/ecc_device_presets.png", file=sys.stderr)
+    print("wrote docs/img/ecc_device_{defects,weak,presets}.png", file=sys.stderr)
 
 
 def _read(name: str) -> list[dict[str, str]]:
@@ -280,7 +339,7 @@ _LABEL = {"digits_cnn": "digits CNN", "digits_mlp": "digits MLP", "mnist_lenet5"
 
 
 def tables() -> dict[str, str]:
-    """The section's tables (markdown) from the CSVs: presets, chips, defects (absent CSVs give no table)."""
+    """The section's tables (markdown) from the CSVs: presets, chips, defects, weak (absent CSVs give none)."""
     out: dict[str, str] = {}
     clean_acc = {r["model"]: (float(r["acc"]), r["samples"]) for r in _read("ecc_device_clean.csv")}
 
@@ -334,8 +393,8 @@ def tables() -> dict[str, str]:
             "| model, d | defect faults / inference, `none` | recomputes / inference: `dup` | `dup_r2` | `dup_r3` |",
             "|---|---:|---:|---:|---:|",
         ]
-        keys = sorted({(r["model"], float(r["stuck"])) for r in rows}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
-        for model, d in keys:
+        dkeys = sorted({(r["model"], float(r["stuck"])) for r in rows}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
+        for model, d in dkeys:
             sel = {r["scheme"]: r for r in rows if r["model"] == model and float(r["stuck"]) == d}
             any_r = next(iter(sel.values()))
             cells = [_ci(sel[s]) if s in sel else "not run" for s in schemes]
@@ -345,7 +404,64 @@ def tables() -> dict[str, str]:
             nf = f"{float(sel['none']['defect_faults']):,.0f}" if "none" in sel else "-"
             counts.append(f"| {_LABEL[model]}, {d:g} | {nf} | " + " | ".join(rc) + " |")
         out["defects"] = "\n".join(lines) + "\n\n" + "\n".join(counts)
+
+    rows = _read("ecc_device_weak.csv")
+    if rows:
+        schemes = [*BASE, *REPLICAS]
+        lines = [
+            "| model, weak d x factor (chips x samples) | fault-free | " + " | ".join(f"`{s}`" for s in schemes) + " |",
+            "|---|---:|" + "---:|" * len(schemes),
+        ]
+        counts = [
+            "| model, weak d x factor | defect faults / inference, `none` | recomputes / inference: `dup` | "
+            "`dup_r2` | `dup_r3` |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        wkeys = sorted({(r["model"], float(r["weak"]), float(r["weak_factor"])) for r in rows},
+                       key=lambda k: (list(MODELS).index(k[0]), k[1], k[2]))  # fmt: skip
+        for model, d, f in wkeys:
+            sel = {
+                r["scheme"]: r for r in rows if (r["model"], float(r["weak"]), float(r["weak_factor"])) == (model, d, f)
+            }
+            any_r = next(iter(sel.values()))
+            cells = [_ci(sel[s]) if s in sel else "not run" for s in schemes]
+            lines.append(f"| {_LABEL[model]}, {d:g} x {f:g} ({any_r['runs']} x {any_r['samples']}) | {ff(model)} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+            rc = [f"{float(sel[s]['recomputes']):,.0f}" if s in sel else "-" for s in ("dup", "dup_r2", "dup_r3")]
+            nf = f"{float(sel['none']['defect_faults']):,.0f}" if "none" in sel else "-"
+            counts.append(f"| {_LABEL[model]}, {d:g} x {f:g} | {nf} | " + " | ".join(rc) + " |")
+        out["weak"] = "\n".join(lines) + "\n\n" + "\n".join(counts)
+
+    rows = _read("ecc_device_auto.csv")
+    if rows:
+        hand = [r for r in _read("ecc_device_defects.csv") if r["scheme"] in AUTO_HAND]
+        lines = [
+            "| model, d (chips x samples) | program | accuracy [95% t over chips] | gate evals / `none` | "
+            "writes / `none` | recomputes / inference | auto's choice |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        akeys = sorted({(r["model"], float(r["stuck"])) for r in rows}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
+        for model, d in akeys:
+            mine = [r for r in hand if r["model"] == model and float(r["stuck"]) == d]
+            mine += [r for r in rows if r["model"] == model and float(r["stuck"]) == d]
+            none = next((r for r in mine if r["scheme"] == "none"), None)
+            for r in mine:
+                g = float(r["gate_evals"]) / float(none["gate_evals"]) if none else float("nan")
+                w = float(r["writes"]) / float(none["writes"]) if none else float("nan")
+                prog = f"`{r['scheme']}`"
+                if r["scheme"].startswith("auto"):
+                    prog = f"`--ecc auto --ecc-budget {r['budget']}`, tuned for {r['tuned_for']}"
+                choice = r.get("chosen", "") if r["scheme"].startswith("auto") else ""
+                lines.append(
+                    f"| {_LABEL[model]}, {d:g} ({r['runs']} x {r['samples']}) | {prog} | {_ci(r)} | {g:.2f} | "
+                    f"{w:.2f} | {float(r['recomputes']):,.0f} | {choice} |"
+                )
+        out["auto"] = "\n".join(lines)
     return out
+
+
+#: the hand schemes the auto table sets beside auto (rows of ecc_device_defects.csv)
+AUTO_HAND = ("none", "dup", "vote", "dup_r2", "dup_r3", "vote_r3")
 
 
 def docs() -> None:
@@ -363,20 +479,69 @@ def docs() -> None:
     print(f"wrote the tables into {path.relative_to(REPO)}", file=sys.stderr)
 
 
+def auto(models: list[Model], only: tuple[float, ...] | None = None) -> None:
+    """`--ecc auto` under stuck cells: tuned with the error model's [defects] (the defect-aware statistical
+    model, cramc.ir.passes.auto_ecc) at each budget, and tuned for `projected` alone (blind to the defects),
+    each run at gate level on the chips of `defects` (their rows there are the hand schemes to compare)."""
+    import tempfile
+
+    from cramc.errmodel import load_error_model
+
+    rows = []
+    base = load_preset("projected")
+    text = (REPO / "isa" / "error_models" / "projected.toml").read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in models:
+            if m.name not in AUTO_MODELS:
+                continue
+            for d in only or AUTO_DENSITIES:
+                fm = dataclasses.replace(base, defects=Defects(stuck0=d / 2, stuck1=d / 2), name=f"projected + {d:g}")
+                toml = Path(tmp) / f"projected_stuck_{d:g}.toml"
+                toml.write_text(f"{text}\n[defects]\nstuck0 = {d / 2!r}\nstuck1 = {d / 2!r}\n", encoding="utf-8")
+                assert load_error_model(str(toml)).defects == fm.defects
+                runs = [(0, c) for c in range(DEFECT_CHIPS[m.name])]
+                tuned = [(f"auto:{b:g}", b, str(toml)) for b in AUTO_BUDGETS]
+                for name, b, em in [(f"auto_blind:{BLIND_BUDGET:g}", BLIND_BUDGET, "projected"), *tuned]:
+                    t0 = time.time()
+                    log = m.compile(
+                        name, Options(ecc="auto", ecc_budget=b, error_model=em, n_validation=1, trace=False)
+                    )
+                    lines = [ln[len("auto-ecc:") :].strip() for ln in log.splitlines() if ln.startswith("auto-ecc:")]
+                    row = _point(m, name, fm, runs, preset="projected", stuck=d, budget=b)
+                    row["tuned_for"] = "projected" if em == "projected" else "projected + [defects]"
+                    row["chosen"] = "; ".join(lines[1:]) or "nothing"
+                    row["auto_log"] = lines[0] if lines else ""
+                    row["compile_s"] = time.time() - t0
+                    rows.append(row)
+    _write(DATA / "ecc_device_auto.csv", rows, ("model", "stuck"))
+
+
+def _opt(argv: list[str], name: str) -> list[str] | None:
+    vals = [a[len(name) + 3 :].split(",") for a in argv if a.startswith(f"--{name}=")]
+    return vals[-1] if vals else None
+
+
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     what = [a for a in argv if not a.startswith("--")] or ["all"]
     names = [a[len("--models=") :].split(",") for a in argv if a.startswith("--models=")]
+    only_p = _opt(argv, "presets")
+    only_d = _opt(argv, "stuck")
+    only_f = _opt(argv, "weak-factors")
     models = [Model(n, quick) for n in (names[0] if names else ("digits_mlp", "digits_cnn"))]
     for w in what:
         if w in ("clean", "all"):
             clean(models)
         if w in ("presets", "all"):
-            presets(models)
+            presets(models, None if only_p is None else tuple(only_p))
         if w in ("chips", "all"):
             chips(models)
         if w in ("defects", "all"):
-            defects(models)
+            defects(models, None if only_d is None else tuple(float(d) for d in only_d))
+        if w in ("weak", "all"):
+            weak(models, None if only_f is None else tuple(float(f) for f in only_f))
+        if w in ("auto", "all"):
+            auto(models, None if only_d is None else tuple(float(d) for d in only_d))
         if w in ("plot", "all"):
             plot()
         if w in ("docs", "all"):
