@@ -29,14 +29,22 @@ from geometric gaps between them (exactly the positions of independent
 Bernoulli(pmax) trials); a candidate is kept with probability e_k / pmax, k
 read from its own operand bits (the thinning that makes each trial flip with
 exactly e_k).  The work is proportional to the number of flips (a few per
-output at realistic rates), not to outputs x terms.
+output at realistic rates), not to outputs x terms.  A gap is
+floor(E / lambda) + 1, E standard exponential and lambda = -log(1 - pmax)
+(exactly geometric; numpy's ziggurat draws E without a logarithm).  The
+candidates are visited by a compiled loop (numba, the optional extra
+``cramc[fast]``) or, without numba, by the vectorised numpy reference; both
+read the same random numbers and give the same draw bit for bit.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -133,6 +141,30 @@ def error_moments(x: np.ndarray, w: np.ndarray, spec: MvmNoise) -> tuple[np.ndar
 
 #: Candidates drawn per round of `sample_flips` (bounds its memory, not its result).
 FLIP_CHUNK = 1 << 16
+#: How sample_flips visits the candidates: "numba" (a compiled loop, cramc[fast]), "numpy" (the reference,
+#: vectorised per round) or "auto" (numba where it is installed).  Both consume the same random stream and
+#: give the same draw bit for bit (tests/finetune/test_flip_kernel.py).
+KERNELS = ("auto", "numba", "numpy")
+
+
+def gap_scale(p: float) -> float:
+    """lambda = -log(1 - p): floor(E / lambda), E standard exponential, is Geometric(p) on {0, 1, ...}."""
+    return -math.log1p(-p)
+
+
+def _round_size(remaining: int, p: float, chunk: int) -> int:
+    """Candidates drawn in one round: enough for the `remaining` trials with high probability, at most `chunk`."""
+    want = remaining * p
+    return int(min(chunk, want + 6.0 * math.sqrt(want) + 16.0))
+
+
+def _gaps(e: np.ndarray, lam: float, total: int) -> np.ndarray:
+    """The candidates' distances, floor(E / lambda) + 1, from a round's exponentials (capped at `total`)."""
+    g = e / lam
+    np.minimum(g, float(total), out=g)  # a gap past the end stops the draw: no int64 overflow at tiny p
+    out = g.astype(np.int64)
+    out += 1
+    return out
 
 
 def bernoulli_successes(
@@ -141,8 +173,9 @@ def bernoulli_successes(
     """Sorted positions in [0, total) of the successes among `total` independent Bernoulli(p) trials (int64).
 
     Yields them in rounds of at most `chunk`.  The gap from one success to the next is Geometric(p) on
-    {1, 2, ...}, drawn by inversion, floor(log(1 - u) / log(1 - p)) + 1 with u uniform on [0, 1): then
-    P(gap > j) = P(1 - u <= (1 - p)^j) = (1 - p)^j (u is a multiple of 2^-53, so 1 - u is exact and never 0).
+    {1, 2, ...}: floor(E / lambda) + 1 with E standard exponential and lambda = -log(1 - p), since
+    P(floor(E / lambda) >= j) = P(E >= j lambda) = exp(-j lambda) = (1 - p)^j.  A round draws its E with
+    one `rng.standard_exponential(m)` (numpy's ziggurat, no logarithm per draw).
     """
     if not 0.0 < p <= 1.0:
         if p == 0.0:
@@ -152,17 +185,10 @@ def bernoulli_successes(
         for start in range(0, total, chunk):
             yield np.arange(start, min(start + chunk, total), dtype=np.int64)
         return
-    lq = math.log1p(-p)
+    lam = gap_scale(p)
     last = -1  # the last success so far
     while last < total - 1:
-        want = (total - 1 - last) * p
-        m = int(min(chunk, want + 6.0 * math.sqrt(want) + 16.0))
-        u = rng.random(m)
-        np.subtract(1.0, u, out=u)  # exact: u is a multiple of 2^-53 in [0, 1)
-        np.log(u, out=u)
-        u /= lq  # >= 0: its floor is the number of failures before the next success
-        gap = u.astype(np.int64)
-        gap += 1
+        gap = _gaps(rng.standard_exponential(_round_size(total - 1 - last, p, chunk)), lam, total)
         gap[0] += last
         pos = np.cumsum(gap, out=gap)
         if pos[-1] >= total:
@@ -172,59 +198,263 @@ def bernoulli_successes(
         last = int(pos[-1])
 
 
-def sample_flips(x: np.ndarray, w: np.ndarray, spec: MvmNoise, rng: np.random.Generator) -> np.ndarray:
+@dataclass
+class _Trials:
+    """sample_flips's index space and the lookup tables its candidates are decoded with.
+
+    Trial t = o * per_out + rem of output o = (sp, col) = (sample and position, column), rem = term * rows + r.
+    """
+
+    total: int  # trials in the MVM
+    per_out: int  # trials per output: terms * rows
+    n: int  # columns (outputs per position)
+    ng: int  # columns per group
+    k: int  # x's row length
+    kg: int  # K rows per group
+    per_col: int  # wflat entries per column: wbits * rows
+    goff: np.ndarray  # [col]: the offset of its group's K rows in x, (col // ng) * kg
+    wrow: np.ndarray  # [rem]: the weight plane's entry, b * rows + r
+    xrow: np.ndarray  # [rem]: the row of x read (any row for a padding row: its mask is 0)
+    xmask: np.ndarray  # [rem]: 1 << c, 0 in a padding row (operands 0)
+    flip: np.ndarray  # [rem * 2 + product]: s(b, c) 2^(b+c), negated for a product of 1
+    kterm: np.ndarray  # [rem]: the term, for keep
+    keep: np.ndarray  # [term * 3 + k]: e_k / pmax
+    thin: bool  # some keep below 1
+    wflat: np.ndarray  # [col * per_col + wrow]: w_b in row r, int8 (0 in padding rows)
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The arguments of `_round_loop` between `last` and `xf`, in its order."""
+        return (
+            self.total, self.per_out, self.n, self.goff, self.k, self.per_col, self.wrow, self.xrow,
+            self.xmask, self.flip, self.kterm, self.keep, self.thin, self.wflat,
+        )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _tables(
+    wbits: int, xbits: int, xsigned: bool, rows: int, kg: int, n: int, groups: int, rates: tuple[float, ...]
+) -> tuple[np.ndarray, ...]:
+    """The tables of `_Trials` that depend on the MVM's shape and rates only (cached: read-only, shared).
+
+    goff, wrow, xrow, xmask, flip, kterm, keep (see `_Trials`)."""
+    terms = wbits * xbits
+    term = np.repeat(np.arange(terms, dtype=np.int64), rows)
+    row = np.tile(np.arange(rows, dtype=np.int64), terms)
+    tw = term_weights(wbits, xbits, xsigned).reshape(-1).astype(np.float64)[term]
+    r = np.asarray(rates, dtype=np.float64)
+    out = (
+        (np.arange(n, dtype=np.int64) // (n // groups)) * kg,
+        (term // xbits) * rows + row,
+        np.minimum(row, kg - 1),
+        np.where(row < kg, np.int64(1) << (term % xbits), 0),
+        np.stack([tw, -tw], axis=1).reshape(-1),
+        term,
+        r / r.max(),
+    )
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def _trials(s: int, p: int, k: int, w: np.ndarray, spec: MvmNoise, rates: np.ndarray) -> _Trials:
+    n, kg = w.shape
+    rows = spec.rows
+    key = tuple(rates.reshape(-1).tolist())
+    goff, wrow, xrow, xmask, flip, kterm, keep = _tables(
+        spec.wbits, spec.xbits, spec.xsigned, rows, kg, n, spec.groups, key
+    )
+    # the weight bit-planes [N, wbits, rows] (0 in the padding rows), so one gather reads w_b in row r
+    wplanes = np.zeros((n, spec.wbits, rows), dtype=np.int8)
+    wi = np.ascontiguousarray(w, dtype=np.int64)
+    wplanes[:, :, :kg] = (wi[:, None, :] >> np.arange(spec.wbits, dtype=np.int64)[None, :, None]) & 1
+    return _Trials(
+        total=s * p * n * spec.wbits * spec.xbits * rows,
+        per_out=spec.wbits * spec.xbits * rows,
+        n=n,
+        ng=n // spec.groups,
+        k=k,
+        kg=kg,
+        per_col=spec.wbits * rows,
+        goff=goff,
+        wrow=wrow,
+        xrow=xrow,
+        xmask=xmask,
+        flip=flip,
+        kterm=kterm,
+        keep=keep,
+        thin=not bool(np.all(keep == 1.0)),
+        wflat=wplanes.reshape(-1),
+    )
+
+
+def sample_flips(
+    x: np.ndarray, w: np.ndarray, spec: MvmNoise, rng: np.random.Generator, kernel: str = "auto"
+) -> np.ndarray:
     """One exact draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups].
 
     The same distribution as the binomials of the module docstring, drawn flip by flip: trial t of the
     MVM is (output o = (s, p, n), term (b, c), counted row r), t = o * terms * rows + (b * xbits + c) * rows + r.
-    Candidates are the successes of Bernoulli(pmax) over all trials (`bernoulli_successes`); a candidate
-    is a flip with probability e_k / pmax, k = w_b + x_c its operand bits at 1 in row r (0 in a padding row,
-    r >= K / groups).  A flip adds s(b, c) 2^(b+c) to its output, negated when the product was 1 (k = 2).
+    Candidates are the successes of Bernoulli(pmax) over all trials (the gaps of `bernoulli_successes`);
+    a candidate is a flip with probability e_k / pmax, k = w_b + x_c its operand bits at 1 in row r (0 in a
+    padding row, r >= K / groups).  A flip adds s(b, c) 2^(b+c) to its output, negated when the product
+    was 1 (k = 2).
+
+    x may be integer or float with integer values (float32 holds the 8- and 16-bit operands exactly; the
+    numba kernel reads it as it is, the numpy reference converts it to int64).  Each round draws m
+    exponentials (the gaps) and, when some e_k < pmax, m uniforms (one per candidate, the thinning); both
+    kernels (`KERNELS`) consume exactly these, so they return the same draw for the same `rng` state.
     """
+    if kernel not in KERNELS:
+        raise ValueError(f"sample_flips: kernel {kernel!r}, expected one of {', '.join(KERNELS)}")
     s, p, k = x.shape
-    n, kg = w.shape
-    ng = n // spec.groups
-    xbits, rows = spec.xbits, spec.rows
-    terms = spec.wbits * xbits
+    n = w.shape[0]
+    terms = spec.wbits * spec.xbits
     rates = np.asarray(spec.rates, dtype=np.float64).reshape(terms, 3)
     pmax = float(rates.max()) if rates.size else 0.0
     outputs = s * p * n
     err = np.zeros(outputs, dtype=np.float64)
     if pmax <= 0.0 or outputs == 0:
         return err.reshape(s, p, n)
-    # per trial of one output, rem = term * rows + r: the weight plane's row, the row of x read, x's bit mask
-    term = np.repeat(np.arange(terms, dtype=np.int64), rows)
-    row = np.tile(np.arange(rows, dtype=np.int64), terms)
-    wrow = (term // xbits) * rows + row
-    xrow = np.minimum(row, kg - 1)
-    xmask = np.where(row < kg, np.int64(1) << (term % xbits), 0)  # padding rows: operands 0
-    tw = term_weights(spec.wbits, xbits, spec.xsigned).reshape(-1).astype(np.float64)[term]
-    flip = np.stack([tw, -tw], axis=1).reshape(-1)  # [rem * 2 + product]: a product 1 flips down
-    keep = (rates / pmax).reshape(-1)  # [term * 3 + k]
-    thin = not bool(np.all(keep == 1.0))
-    # the weight bit-planes [N, wbits, rows] (0 in the padding rows), so one gather reads w_b in row r
-    wplanes = np.zeros((n, spec.wbits, rows), dtype=np.int8)
-    wi = np.ascontiguousarray(w, dtype=np.int64)
-    wplanes[:, :, :kg] = (wi[:, None, :] >> np.arange(spec.wbits, dtype=np.int64)[None, :, None]) & 1
-    wflat = wplanes.reshape(-1)
-    xf = np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
-    per_out = terms * rows
-    per_col = spec.wbits * rows
-    for pos in bernoulli_successes(outputs * per_out, pmax, rng):
-        o = pos // per_out
-        rem = pos - o * per_out
-        sp = o // n
-        col = o - sp * n
-        wbit = wflat[col * per_col + wrow[rem]]
-        xoff = sp * k + xrow[rem]
-        if spec.groups > 1:
-            xoff += (col // ng) * kg
-        xbit = (xf[xoff] & xmask[rem]) != 0
-        prod = wbit & xbit
-        weight = flip[rem * 2 + prod]
-        if thin:
-            state = wbit.astype(np.int64) + xbit
-            weight[rng.random(pos.size) >= keep[term[rem] * 3 + state]] = 0.0
-        first = int(o[0])  # o is sorted: this round's flips land in outputs first..o[-1]
-        err[first : int(o[-1]) + 1] += np.bincount(o - first, weights=weight)
+    if pmax > 1.0:
+        raise ValueError(f"sample_flips: rate {pmax} > 1")
+    t = _trials(s, p, k, w, spec, rates)
+    compiled = _numba_kernel() if kernel != "numpy" else None
+    if kernel == "numba" and compiled is None:
+        raise ValueError("sample_flips: kernel 'numba' needs numba (pip install 'cramc[fast]')")
+    if compiled is not None:
+        keep_as = x.dtype if x.dtype in (np.float32, np.float64) else np.int64  # one compiled variant each
+        xf = np.ascontiguousarray(x, dtype=keep_as).reshape(-1)
+    else:
+        xf = np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+    lam = gap_scale(pmax) if pmax < 1.0 else 0.0
+    none = np.zeros(0, dtype=np.float64)
+    last = -1  # the last candidate so far
+    while last < t.total - 1:
+        m = _round_size(t.total - 1 - last, pmax, FLIP_CHUNK)
+        if pmax < 1.0:
+            e = rng.standard_exponential(m)
+        else:
+            e = np.zeros(m)  # every trial a candidate: gaps of 1 (lambda = 0 is never divided by)
+        u = rng.random(m) if t.thin else none
+        if compiled is not None:
+            last = int(compiled(e, u, lam, last, *t.kernel_args(), xf, err))
+        else:
+            last = _round_numpy(e, u, lam, last, t, xf, err)
     return err.reshape(s, p, n)
+
+
+def _round_numpy(
+    e: np.ndarray, u: np.ndarray, lam: float, last: int, t: _Trials, xf: np.ndarray, err: np.ndarray
+) -> int:
+    """One round of candidates, vectorised: the reference for `_round_loop`.  Returns the last position."""
+    gap = _gaps(e, lam, t.total) if lam > 0.0 else np.ones(e.size, dtype=np.int64)
+    gap[0] += last
+    pos = np.cumsum(gap, out=gap)
+    end = int(pos[-1])
+    if end >= t.total:
+        cut = int(np.searchsorted(pos, t.total))
+        pos, u = pos[:cut], u[:cut]
+        if not cut:
+            return end
+    o = pos // t.per_out
+    rem = pos - o * t.per_out
+    sp = o // t.n
+    col = o - sp * t.n
+    wbit = t.wflat[col * t.per_col + t.wrow[rem]]
+    xoff = sp * t.k + t.xrow[rem]
+    if t.ng != t.n:
+        xoff += (col // t.ng) * t.kg
+    xbit = (xf[xoff] & t.xmask[rem]) != 0
+    prod = wbit & xbit
+    weight = t.flip[rem * 2 + prod]
+    if t.thin:
+        weight[u >= t.keep[t.kterm[rem] * 3 + wbit + xbit]] = 0.0
+    first = int(o[0])  # o is sorted: this round's flips land in outputs first..o[-1]
+    err[first : int(o[-1]) + 1] += np.bincount(o - first, weights=weight)
+    return end
+
+
+def _round_loop(
+    e: np.ndarray,
+    u: np.ndarray,
+    lam: float,
+    last: int,
+    total: int,
+    per_out: int,
+    n: int,
+    goff: np.ndarray,
+    k: int,
+    per_col: int,
+    wrow: np.ndarray,
+    xrow: np.ndarray,
+    xmask: np.ndarray,
+    flip: np.ndarray,
+    kterm: np.ndarray,
+    keep: np.ndarray,
+    thin: bool,
+    wflat: np.ndarray,
+    xf: np.ndarray,
+    err: np.ndarray,
+) -> int:
+    """One round of candidates, one at a time (what numba compiles; `_round_numpy` does the same).
+
+    Candidate i lies floor(e_i / lambda) + 1 trials after the one before; its output o and its rem are
+    carried along from the previous candidate (a division only for a jump of 4 outputs or more), its
+    operand bits read from the tables and x, and its flip added.
+    """
+    pos = last
+    # pos = o * per_out + rem, o = sp * n + col, kept as these parts (a division only for a long jump)
+    o = (pos + 1) // per_out
+    rem = pos - o * per_out  # -1 .. per_out - 2: the first gap is at least 1
+    sp = o // n
+    col = o - sp * n
+    for i in range(e.shape[0]):
+        g = e[i] / lam if lam > 0.0 else 0.0
+        if g >= total:
+            return total
+        step = np.int64(g) + 1
+        pos += step
+        if pos >= total:
+            return pos
+        rem += step
+        if rem >= per_out:
+            if rem < 4 * per_out:
+                while rem >= per_out:
+                    rem -= per_out
+                    o += 1
+                    col += 1
+                    if col == n:
+                        col = 0
+                        sp += 1
+            else:
+                o = pos // per_out
+                rem = pos - o * per_out
+                sp = o // n
+                col = o - sp * n
+        wbit = wflat[col * per_col + wrow[rem]]
+        xoff = sp * k + xrow[rem] + goff[col]
+        xbit = 1 if (np.int64(xf[xoff]) & xmask[rem]) != 0 else 0
+        if thin and u[i] >= keep[kterm[rem] * 3 + wbit + xbit]:
+            continue
+        err[o] += flip[rem * 2 + (wbit & xbit)]
+    return pos
+
+
+_KERNEL: list[Any] = []  # [the compiled _round_loop, or None without numba], filled on first use
+
+
+def _numba_kernel() -> Any:
+    """`_round_loop` compiled by numba (cached on disk), or None when numba is not installed."""
+    if not _KERNEL:
+        try:
+            numba = importlib.import_module("numba")
+        except ImportError:
+            _KERNEL.append(None)
+        else:
+            _KERNEL.append(numba.njit(cache=True, nogil=True, error_model="numpy")(_round_loop))
+    return _KERNEL[0]
+
+
+def numba_available() -> bool:
+    """Whether sample_flips's "auto" kernel is the compiled one."""
+    return _numba_kernel() is not None

@@ -216,13 +216,13 @@ def sample_error(
 ) -> torch.Tensor:
     """One draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups].
 
-    `binomial`: exact, flip by flip (cramc.train.noise.sample_flips, numpy, seeded from `gen`): rows with
+    `binomial`: exact, flip by flip (cramc.train.noise.sample_flips, seeded from `gen`): rows with
     k = w_b + x_c operand bits at 1 flip with e_k.  `normal`: the exact mean and variance per output.
+    x goes to the sampler as it is (float32 with integer values: no int64 copy of the patches).
     """
     if mode == "binomial":
-        xi = x.detach().to(torch.int64).numpy()
         wi = w.detach().to(torch.int64).numpy()
-        return torch.from_numpy(sample_flips(xi, wi, spec, _numpy_rng(gen)))
+        return torch.from_numpy(sample_flips(x.detach().numpy(), wi, spec, _numpy_rng(gen)))
     if mode != "normal":
         raise ValueError(f"unknown noise mode {mode}")
     ones = ones_counts(x, w, spec.wbits, spec.xbits, spec.groups)
