@@ -145,7 +145,8 @@ def reduce_sum(args: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
 
 
 def _pool_windows(x: np.ndarray, attrs: Attrs, fill: float) -> tuple[np.ndarray, np.ndarray]:
-    """Strided windows of an [S, B, C, H, W] tensor: ([S,B,C,OH,OW,kh*kw], valid mask)."""
+    """Strided windows of an [S, B, C, H, W] tensor: ([S,B,C,OH,OW,kh,kw] (a view of the padded copy), valid
+    mask [OH,OW,kh,kw])."""
     if x.ndim != 5:
         raise ValueError(f"pooling expects a rank-4 NCHW tensor, got rank {x.ndim - 1}")
     kh, kw = attrs["kernel"]
@@ -163,14 +164,10 @@ def _pool_windows(x: np.ndarray, attrs: Attrs, fill: float) -> tuple[np.ndarray,
     xp[..., pt : pt + h, pl : pl + w] = x
     valid = np.zeros((h + pt + pb, w + pl + pr), dtype=bool)
     valid[pt : pt + h, pl : pl + w] = True
-    cols = []
-    vmask = []
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dh, j * dw
-            cols.append(xp[..., r0 : r0 + sh * (oh - 1) + 1 : sh, c0 : c0 + sw * (ow - 1) + 1 : sw])
-            vmask.append(valid[r0 : r0 + sh * (oh - 1) + 1 : sh, c0 : c0 + sw * (ow - 1) + 1 : sw])
-    return np.stack(cols, axis=-1), np.stack(vmask, axis=-1)
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(3, 4))[..., ::sh, ::sw, ::dh, ::dw]
+    vmask = np.lib.stride_tricks.sliding_window_view(valid, span)[::sh, ::sw, ::dh, ::dw]
+    return win[..., :oh, :ow, :, :], vmask[:oh, :ow]
 
 
 @cmos("maxpool")
@@ -178,13 +175,14 @@ def maxpool(args: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     x = _norm(args[0])
     fill = np.iinfo(np.int64).min if _is_int(x) else -np.inf
     win, _ = _pool_windows(x, attrs, fill)
-    return win.max(axis=-1)
+    return win.max(axis=(-2, -1))
 
 
 @cmos("avgpool")
 def avgpool(args: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     x = np.asarray(args[0], dtype=np.float32)
     win, valid = _pool_windows(x, attrs, 0.0)
+    win, valid = win.reshape(*win.shape[:-2], -1), valid.reshape(*valid.shape[:-2], -1)  # the window's sum order
     total = win.sum(axis=-1, dtype=np.float32)
     if attrs.get("count_include_pad", 0):
         count = np.float32(win.shape[-1])
@@ -207,8 +205,8 @@ def im2col(args: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     """[S, B, C, H, W] -> [S, B*OH*OW, C*kh*kw]; K ordered (c, i, j) like ONNX weights."""
     x = _norm(args[0])
     win, _ = _pool_windows(x, attrs, attrs.get("value", 0))
-    s, b, c, oh, ow, kk = win.shape
-    return np.ascontiguousarray(win.transpose(0, 1, 3, 4, 2, 5)).reshape(s, b * oh * ow, c * kk)
+    s, b, c, oh, ow, kh, kw = win.shape
+    return np.ascontiguousarray(win.transpose(0, 1, 3, 4, 2, 5, 6)).reshape(s, b * oh * ow, c * kh * kw)
 
 
 @cmos("reshape")
