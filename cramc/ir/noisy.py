@@ -222,6 +222,8 @@ def all_defects(g: Graph, fm: FaultModel) -> dict[str, LayerDefects]:
 # ----------------------------------------------------------------------------- static defects
 #: The defect kinds of a cell here: none, stuck at 0, stuck at 1, weak.
 _S0, _S1, _WEAK = 1, 2, 3  # 0: a sound cell
+#: The value read from a cell of defect kind k holding bit v, at 2k + v.
+_STORED = np.array([0, 1, 0, 0, 1, 1, 0, 1], dtype=np.int8)
 
 
 def _defect_rows(
@@ -239,45 +241,46 @@ def _defect_rows(
     rep = max(sc.replicas for sc in schemes.values())
     scratch = max(sc.scratch for sc in schemes.values()) * (2 if d.double else 1)
     cells = rep * (wb + xb) + scratch  # per row: weight cells, input cells, scratch cells
-    taken = np.zeros((s, p, n, wb, xb, 3), dtype=np.int64)
+    taken = np.zeros((s, p, n, wb, xb, 3), dtype=np.int64)  # returned as is when no row has a defect
     df = d.fm.defects
     total = s * p * n * rows * cells
     count = int(rng.binomial(total, df.density))
     if count == 0:
         return taken
-    pos = np.unique(rng.choice(total, size=count, replace=False))
+    pos = np.sort(rng.choice(total, size=count, replace=False))  # distinct cells
     kind = rng.choice(3, size=pos.size, p=np.array([df.stuck0, df.stuck1, df.weak]) / df.density) + 1
     row_id, cell = np.divmod(pos, cells)
-    ids, inv = np.unique(row_id, return_inverse=True)
-    kinds = np.zeros((ids.size, cells), dtype=np.int64)
-    kinds[inv.reshape(-1), cell] = kind
+    new = np.empty(row_id.size, dtype=bool)  # row_id is sorted: a row starts where it changes
+    new[0], new[1:] = True, row_id[1:] != row_id[:-1]
+    ids, inv = row_id[new], np.cumsum(new) - 1
+    kinds = np.zeros((ids.size, cells), dtype=np.int8)
+    kinds[inv, cell] = kind
     si, pi, ni, ri = np.unravel_index(ids, (s, p, n, rows))
     inside = ri < kg  # padding rows hold zero operands
     rr = np.minimum(ri, kg - 1)
     xv = np.where(inside, x[si, pi, (ni // ng) * kg + rr], 0).astype(np.int64)
     wv = np.where(inside, w[ni, rr], 0).astype(np.int64)
-    wbit = (wv[:, None] >> np.arange(wb)) & 1  # [D, wb]
-    xbit = (xv[:, None] >> np.arange(xb)) & 1  # [D, xb]
+    wbit = ((wv[:, None] >> np.arange(wb)) & 1).astype(np.int8)  # [D, wb]
+    xbit = ((xv[:, None] >> np.arange(xb)) & 1).astype(np.int8)  # [D, xb]
     wk = kinds[:, : rep * wb].reshape(-1, rep, wb)
     xk = kinds[:, rep * wb : rep * (wb + xb)].reshape(-1, rep, xb)
     tk = kinds[:, rep * (wb + xb) :]
-    delta = _row_errors(wbit, xbit, wk, xk, tk, d, schemes, rng)  # [D, wb, xb]: sensed - true product
-    sign = np.ones((wb, xb), dtype=np.int64)
-    sign[wb - 1, :] = -1
+    tb, tc = np.nonzero(np.array(d.counted).reshape(wb, xb))  # the counted terms (the others are exact)
+    delta = _row_errors(wbit, xbit, wk, xk, tk, d, schemes, tb, tc, rng)  # [D, T]: sensed - true product
+    sign = np.where(tb == wb - 1, -1, 1)
     if xs:
-        sign[:, xb - 1] *= -1
-    weight = sign << (np.arange(wb)[:, None] + np.arange(xb)[None, :])
-    np.add.at(err, (si, pi, ni), (delta * weight).sum(axis=(1, 2)))
-    state = wbit[:, :, None] + xbit[:, None, :]  # [D, wb, xb]
-    bi, ci = np.meshgrid(np.arange(wb), np.arange(xb), indexing="ij")
-    at = (si[:, None, None], pi[:, None, None], ni[:, None, None], bi[None], ci[None], state)
-    np.add.at(taken, at, 1)
-    return taken
+        sign = np.where(tc == xb - 1, -sign, sign)
+    weight = sign.astype(np.int64) << (tb + tc)
+    np.add.at(err, (si, pi, ni), delta @ weight)
+    # the rows taken per (sample, patch, output, b, c, k): flat index into `taken`
+    state = wbit[:, tb] + xbit[:, tc]  # [D, T]
+    flat = ((si * p + pi) * n + ni)[:, None] * (wb * xb * 3) + ((tb * xb + tc) * 3)[None, :] + state
+    return np.bincount(flat.reshape(-1), minlength=taken.size).reshape(taken.shape)
 
 
 def _stored(bit: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """The value a cell holding `bit` reads as, given its defect kind (stuck cells their stuck value)."""
-    return np.where(kind == _S0, 0, np.where(kind == _S1, 1, bit))
+    return _STORED[2 * kind + bit]
 
 
 def _gate(
@@ -287,14 +290,19 @@ def _gate(
     inputs at 1 (weak cell: weak_factor times, capped at 0.5), then a stuck cell's value."""
     fm = d.fm
     rate = np.array([fm.gate_wrong(mnemonic, k) for k in range(int(ones.max(initial=0)) + 1)])
+    if not rate.any() and fm.defects.weak == 0:
+        return _stored(out, cell)
     p = rate[ones]
-    p = np.where(cell == _WEAK, np.maximum(p, np.minimum(0.5, fm.defects.weak_factor * p)), p)
+    if fm.defects.weak > 0:
+        p = np.where(cell == _WEAK, np.maximum(p, np.minimum(0.5, fm.defects.weak_factor * p)), p)
     v = out ^ (rng.random(out.shape) < p)
     return _stored(v, cell)
 
 
 def _sense(v: np.ndarray, d: LayerDefects, rng: np.random.Generator) -> np.ndarray:
     r = d.fm.read
+    if r.p10 == 0 and r.p01 == 0:
+        return v
     return v ^ (rng.random(v.shape) < np.where(v == 1, r.p10, r.p01))
 
 
@@ -306,44 +314,45 @@ def _row_errors(
     tk: np.ndarray,
     d: LayerDefects,
     schemes: dict[int, ecc.Scheme],
+    terms_b: np.ndarray,
+    terms_c: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Sensed minus true partial product of every term of every defective row [D, wb, xb], each term under its
-    scheme: the copies' ANDs (copy i reads operand replica sc.replica(i) into scratch t + i), then the vote (a
-    MAJ3 into t + 3, sensed), the periphery's vote of the sensed copies, or dup's comparison and recompute from
-    the sensed operands; terms not counted give 0."""
+    """Sensed minus true partial product of the terms (terms_b, terms_c) [T] of every defective row [D, T],
+    each term under its scheme: the copies' ANDs (copy i reads operand replica sc.replica(i) into scratch t + i),
+    then the vote (a MAJ3 into t + 3, sensed), the periphery's vote of the sensed copies, or dup's comparison
+    and recompute from the sensed operands."""
     dd, wb = wbit.shape
     xb = xbit.shape[1]
-    true = wbit[:, :, None] & xbit[:, None, :]
-    # each term's scratch cells [D, wb, xb, S]: with double buffering the odd terms use t+S .. t+2S-1
+    # with double buffering the odd terms (b major) use scratch t+S .. t+2S-1
     width = tk.shape[1] // (2 if d.double else 1)
-    odd = (np.arange(wb * xb) % 2 == 1).reshape(wb, xb)[None, :, :, None]
-    first = tk[:, None, None, :width]
-    tkt = np.where(odd, tk[:, None, None, width:], first) if d.double else np.broadcast_to(first, (dd, wb, xb, width))
-    plan = np.array(d.plan).reshape(wb, xb)
-    counted = np.array(d.counted).reshape(wb, xb)
-    out = np.zeros((dd, wb, xb), dtype=np.int64)
+    plan = np.array(d.plan).reshape(wb, xb)[terms_b, terms_c]
+    out = np.zeros((dd, terms_b.size), dtype=np.int64)
+    stored: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per replica: the operand bits as its cells read
     for code, sc in schemes.items():
-        mask = (plan == code) & counted
-        if not mask.any():
+        j = np.flatnonzero(plan == code)  # the scheme's terms: work on [D, T_scheme]
+        if j.size == 0:
             continue
+        tb, tc = terms_b[j], terms_c[j]
+        shift = width * ((tb * xb + tc) % 2) if d.double else np.zeros_like(tb)
 
-        def operands(replica: int) -> tuple[np.ndarray, np.ndarray]:
-            w_ = _stored(wbit, wk[:, replica])[:, :, None]
-            x_ = _stored(xbit, xk[:, replica])[:, None, :]
-            return np.broadcast_to(w_, true.shape), np.broadcast_to(x_, true.shape)
+        def operands(replica: int, tb: np.ndarray = tb, tc: np.ndarray = tc) -> tuple[np.ndarray, np.ndarray]:
+            if replica not in stored:
+                stored[replica] = _stored(wbit, wk[:, replica]), _stored(xbit, xk[:, replica])
+            sw, sx = stored[replica]
+            return sw[:, tb], sx[:, tc]
 
         copies = []
         for i in range(sc.copies):
             w_, x_ = operands(sc.replica(i))
             ones = w_ + x_
-            copies.append(_gate(ones, (ones == 2).astype(np.int64), "and", tkt[..., i], d, rng))
+            copies.append(_gate(ones, (ones == 2).astype(np.int8), "and", tk[:, i + shift], d, rng))
         if sc.name.startswith("tmr"):
             ones = copies[0] + copies[1] + copies[2]
-            sensed = _sense(_gate(ones, (ones >= 2).astype(np.int64), "maj3", tkt[..., 3], d, rng), d, rng)
+            sensed = _sense(_gate(ones, (ones >= 2).astype(np.int8), "maj3", tk[:, 3 + shift], d, rng), d, rng)
         elif sc.tree == ecc.VOTE.tree:
             a, b, c = (_sense(v, d, rng) for v in copies)
-            sensed = (a + b + c >= 2).astype(np.int64)
+            sensed = (a + b + c >= 2).astype(np.int8)
         elif sc.tree == ecc.DUP.tree:
             a, b = (_sense(v, d, rng) for v in copies)
             w_, x_ = operands(sc.replica(sc.copies))
@@ -351,5 +360,5 @@ def _row_errors(
             sensed = np.where(a == b, a, again)
         else:
             sensed = _sense(copies[0], d, rng)
-        out = np.where(mask, sensed - true, out)
+        out[:, j] = sensed - (wbit[:, tb] & xbit[:, tc])
     return out
