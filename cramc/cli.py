@@ -23,6 +23,8 @@ from cramc.isa.verifier import DEFAULT_MAX_WORK, verify
 from cramc.sim.backend import BACKEND_HELP, get_backend
 
 if TYPE_CHECKING:
+    from cramc.errmodel import FaultModel
+    from cramc.isa.linked import Linked
     from cramc.sim.interp import RunResult
 
 
@@ -222,18 +224,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _chips_report(args, linked, results, faults, labels, lines, extra)
     if args.output:
         write_npz(args.output, user_outputs(linked, result.outputs))
-    cost = None
-    if args.report or args.tech:
-        from cramc.cost.model import dynamic_estimate
-        from cramc.cost.report import one_line
-
-        est = dynamic_estimate(result.counts, result.samples, linked, _tech(args.tech, faults))
-        lines.append(one_line(est))
-        cost = est.as_dict()
+    cost = _run_cost(args, result, linked, faults, lines) if args.report or args.tech else None
     if args.report:
-        write_json(args.report, build_report(result.counts, result.samples, args.seed, faults, extra, cost=cost))
+        rep = build_report(result.counts, result.samples, args.seed, faults, extra, cost=cost)
+        if cost is not None:  # the timeline's figures beside the summed latency_s (cramc.cost.timeline)
+            t = cost["timeline"]
+            keys = ("latency_overlap_s", "latency_no_overlap_s", "interval_s", "throughput_per_s")
+            rep.update({k: t[k] for k in (*keys, "energy_per_inference_j")})
+        write_json(args.report, rep)
     print("\n".join(lines))
     return status
+
+
+def _run_cost(
+    args: argparse.Namespace, result: RunResult, linked: Linked, faults: FaultModel, lines: list[str]
+) -> dict[str, Any]:
+    """The cost of a run (the dynamic estimate and the program's timeline); its lines appended to `lines`."""
+    from cramc.cost.model import dynamic_estimate
+    from cramc.cost.report import one_line, si
+    from cramc.cost.timeline import timeline
+
+    tech = _tech(args.tech, faults)
+    est = dynamic_estimate(result.counts, result.samples, linked, tech)
+    lines.append(one_line(est))
+    cost = est.as_dict()
+    tl = timeline(linked, tech)  # from the program: the schedule does not depend on data or faults
+    tl.energy_j = est.energy_j
+    cost["timeline"] = tl.as_dict()
+    lines.append(
+        f"latency with overlap {si(tl.latency_s, 's')} (without {si(tl.serial_s, 's')}); pipeline interval "
+        f"{si(tl.interval_s, 's')}, throughput {tl.throughput:.4g} inferences/s"
+    )
+    return cost
 
 
 def _check_chips(args: argparse.Namespace) -> None:
@@ -351,6 +373,7 @@ def _validation_notes(linked, outputs: dict[str, np.ndarray], extra: dict[str, o
 def _cmd_stats(args: argparse.Namespace) -> int:
     from cramc.cost.model import static_estimate
     from cramc.cost.report import format_stats
+    from cramc.cost.timeline import timeline
     from cramc.errmodel import load_error_model
 
     if args.vary or args.compare or args.plot:
@@ -361,10 +384,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     )
     faults = load_error_model(args.error_model) if args.error_model else None
     linked = verify(parse_file(args.program))
-    est = static_estimate(linked, _tech(args.tech, faults))
-    print(format_stats(est, args.program))
+    tech = _tech(args.tech, faults)
+    est = static_estimate(linked, tech)
+    tl = timeline(linked, tech)
+    tl.energy_j = est.energy_j
+    print(format_stats(est, args.program, tl))
     if args.json:
-        write_json(args.json, {"program": args.program, **est.as_dict()})
+        write_json(args.json, {"program": args.program, **est.as_dict(), "timeline": tl.as_dict()})
     return 0
 
 

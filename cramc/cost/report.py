@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cramc.cost.model import Estimate
+
+if TYPE_CHECKING:
+    from cramc.cost.timeline import Timeline
 
 
 def si(x: float, unit: str) -> str:
@@ -32,7 +37,25 @@ def one_line(est: Estimate) -> str:
     )
 
 
-def format_stats(est: Estimate, title: str) -> str:
+def format_timeline(tl: Timeline) -> list[str]:
+    """Latency with and without overlap, the layer pipeline's interval and throughput (cramc.cost.timeline)."""
+    saved = 1 - tl.latency_s / tl.serial_s if tl.serial_s else 0.0
+    lines = [
+        f"latency without overlap: {si(tl.serial_s, 's')} (every instruction after the one before)",
+        f"latency with overlap:    {si(tl.latency_s, 's')} (a gate and a tree count together on "
+        f"different columns; {100 * saved:.1f}% less)",
+        f"pipeline interval:       {si(tl.interval_s, 's')} (weight-stationary layer pipeline; busiest: "
+        f"{tl.bottleneck})",
+        f"throughput:              {tl.throughput:.4g} inferences/s (1 / latency: {1 / max(tl.latency_s, 1e-300):.4g})",
+        f"energy per inference:    {si(tl.energy_j, 'J')}",
+        "stages: "
+        + ", ".join(f"{'+'.join(s.layers)} {si(s.time_s, 's')}" for s in tl.stages)
+        + f"; shared: CMOS unit {si(tl.cmos_s, 's')}, periphery port {si(tl.port_s, 's')}",
+    ]
+    return lines
+
+
+def format_stats(est: Estimate, title: str, tl: Timeline | None = None) -> str:
     lines = [f"{title}: cost per inference ({est.method} estimate, technology: {est.tech})", ""]
     if est.layers:
         w = min(max((len(k) for k in est.layers), default=5), 48)
@@ -59,6 +82,7 @@ def format_stats(est: Estimate, title: str) -> str:
         f"total per inference: latency {si(est.latency_s, 's')}, energy {si(est.energy_j, 'J')}, "
         f"energy-delay product {est.edp_js:.3g} J*s",
         f"setup once (.init, weights): latency {si(est.setup.latency_s, 's')}, energy {si(est.setup.energy_j, 'J')}",
+        *(["", *format_timeline(tl), ""] if tl is not None else []),
         "area: "
         + ", ".join(f"{k} {v:.3g}" for k, v in est.area_mm2.items() if k != "total")
         + f"; total {est.area_mm2['total']:.3g} mm^2",

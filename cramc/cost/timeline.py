@@ -176,7 +176,7 @@ class Timeline:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "latency_s": self.latency_s,
+            "latency_overlap_s": self.latency_s,
             "latency_no_overlap_s": self.serial_s,
             "interval_s": self.interval_s,
             "throughput_per_s": self.throughput,
