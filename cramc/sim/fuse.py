@@ -15,8 +15,11 @@ Every gate and tree operation is still evaluated (and counted, by the
 program's tally); only the interleaving of Python calls changes.  Runs are
 fused only when nothing can observe the difference: no read or adder-tree
 faults configured, no instruction tracing (the interpreter's side), gate
-inputs distinct from the scratch column, one gate type, one array set and one
+inputs distinct from the scratch columns, one gate type, one array set and one
 row range, and a plain (unprotected) tree operation (this rewrite's side).
+A run's gates write one scratch column, or two for a double-buffered MAC
+(cramc compile's default since b3ce7cf: odd terms use t+1); after the run
+each holds its last pair's output (`FusedMac.last_writes`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from cramc.isa.opcodes import Unit
 
 #: The fewest pairs worth fusing.
 MIN_PAIRS = 4
+#: The most scratch columns one run's gates may write (two: a double-buffered MAC alternates t and t+1).
+MAX_SCRATCH = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,6 +44,18 @@ class FusedMac:
     @property
     def first(self) -> BoundOp:
         return self.pairs[0][0]
+
+    @property
+    def scratch(self) -> tuple[int, ...]:
+        """The scratch columns the run's gates write (one, or two for a double-buffered MAC), ascending."""
+        return tuple(sorted({g.operands[0] for g, _ in self.pairs}))
+
+    @property
+    def last_writes(self) -> tuple[tuple[int, int], ...]:
+        """(pair index, column) of the last pair writing each scratch column: what the column holds after the
+        run, as sequential execution leaves it."""
+        last = {g.operands[0]: i for i, (g, _) in enumerate(self.pairs)}
+        return tuple(sorted((i, c) for c, i in last.items()))
 
 
 def _pairable(g: BoundOp, t: BoundOp) -> bool:
@@ -59,19 +76,25 @@ def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
             i += 1
             continue
         run: list[tuple[BoundOp, BoundOp]] = []
+        dsts: set[int] = set()  # the run's scratch columns so far ...
+        srcs: set[int] = set()  # ... and its gates' inputs: never one of them (no pair reads another's output)
         j = i
         while j + 1 < len(nodes):
             g, t = nodes[j], nodes[j + 1]
             if not (isinstance(g, BoundOp) and isinstance(t, BoundOp)) or not _pairable(g, t):
                 break
+            dst, *ins = g.operands
             if run and (
                 g.op is not run[0][0].op
-                or g.operands[0] != run[0][0].operands[0]
                 or g.arrays != run[0][0].arrays
                 or g.rows != run[0][0].rows
+                or (dst not in dsts and (len(dsts) == MAX_SCRATCH or dst in srcs))
+                or any(c in dsts for c in ins)
             ):
                 break
             run.append((g, t))
+            dsts.add(dst)
+            srcs.update(ins)
             j += 2
         if len(run) >= MIN_PAIRS:
             out.append(FusedMac(tuple(run)))

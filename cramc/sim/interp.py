@@ -134,12 +134,12 @@ def _execute(m: Machine, nodes: tuple[Node, ...]) -> None:
 
 
 def _prepare_mac(m: Machine, f: FusedMac) -> Callable[[], None]:
-    """The fused runner of a MAC run, or, when the chip has a defect in its scratch column (which every gate
-    of the run writes: each write meets the defect), its pairs one by one, each behind the defect hook."""
+    """The fused runner of a MAC run, or, when the chip has a defect in a scratch column (which the run's
+    gates write: each write meets the defect), its pairs one by one, each behind the defect hook."""
     g = f.first
     assert g.arrays is not None  # a gate always has its array set
     lo, hi = g.arrays
-    if m.defects is not None and m.defects.region(range(g.operands[0], g.operands[0] + 1), lo, hi, *m.rows(g)).size:
+    if m.defects is not None and any(m.defects.region(range(c, c + 1), lo, hi, *m.rows(g)).size for c in f.scratch):
         fns = [runner(m, op) for pair in f.pairs for op in pair]
 
         def run_pairs() -> None:

@@ -92,3 +92,55 @@ def test_large_shifts_take_the_integer_path(shift: int, monkeypatch: pytest.Monk
     for k in outs[0]:
         want = linked.expect.outputs[k].astype(np.int64) << shift
         np.testing.assert_array_equal(outs[0][k], want)
+
+
+def _double_buffered(src: str) -> str:
+    """dot256 with its odd pairs writing (and counting) c17: the scratch alternation of a double-buffered MAC."""
+    out, k = [], 0
+    for line in src.replace(".machine arrays=1 rows=256 cols=17", ".machine arrays=1 rows=256 cols=18").splitlines():
+        if line.lstrip().startswith("and @0 c16,"):
+            k += 1
+        if k % 2 == 0 and line.lstrip().startswith(("and @0 c16,", "tadd @0 acc0, c16,", "tsub @0 acc0, c16,")):
+            line = line.replace("c16", "c17", 1)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _final_state(linked: Linked, fm: FaultModel, fused: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """The whole machine after .init and .main on the validation inputs: cells, accumulators, fault counts."""
+    monkeypatch.setattr(Machine, "fuse_mac", fused)
+    m = Machine(linked, 4, fm, np.random.default_rng(3))
+    for spec in linked.inputs:
+        m.tensors[spec.name] = np.repeat(np.asarray(linked.expect.inputs[spec.name])[:1], 4, axis=0)
+    interp.execute(m, linked.init)
+    interp.execute(m, linked.main)
+    return m.cells.copy(), m.acc.copy(), dict(m.counts.faults), m.counts.gate_evals
+
+
+@pytest.mark.parametrize("p", [0.0, 1e-2, 0.2])
+def test_double_buffered_scratch_fuses_and_leaves_each_column_its_last_output(
+    p: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose gates alternate two scratch columns (cramc compile's double-buffered MAC) fuses into one
+    run, and leaves every cell, accumulator and fault count as sequential execution does; a gate that reads
+    the other scratch column ends the run."""
+    from cramc.isa.parser import parse
+
+    src = open(DOT).read()
+    linked = verify(parse(_double_buffered(src)))
+    runs = [n for n in fuse(linked.main) if isinstance(n, FusedMac)]
+    assert runs and runs[0].scratch == (16, 17) and len(runs[0].pairs) == 64
+    assert runs[0].last_writes == ((62, 16), (63, 17))
+    fm = FaultModel({"and": Rate(p, p / 2)})
+    got = _final_state(linked, fm, True, monkeypatch)
+    want = _final_state(linked, fm, False, monkeypatch)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[2:] == want[2:]
+    assert not np.array_equal(got[0][16], got[0][17])  # both columns were written, with different outputs
+    # pair 3 reading c17, which pair 2 wrote: the run stops before it
+    text = _double_buffered(src).replace("and @0 c16, c0, c11", "and @0 c16, c17, c11", 1)
+    nodes = fuse(verify(parse(text)).main)
+    for n in nodes:
+        if isinstance(n, FusedMac):
+            assert not any(c in n.scratch for g, _ in n.pairs for c in g.operands[1:])

@@ -186,10 +186,14 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
     lo, hi = g0.arrays  # type: ignore[misc]
     w0, w1 = word_range(*m.rows(g0))
     k = chunk_pairs(hi - lo, w1 - w0)
-    fast = _prepare_product(m, f.pairs, k)
+    writes = f.last_writes
+    fast = _prepare_product(m, f.pairs, k, writes)
     if fast is not None:
         return fast
-    parts = [_prepare_chunk(m, f.pairs[i : i + k], last=i + k >= len(f.pairs)) for i in range(0, len(f.pairs), k)]
+    parts = [
+        _prepare_chunk(m, f.pairs[i : i + k], tuple((j - i, c) for j, c in writes if i <= j < i + k))
+        for i in range(0, len(f.pairs), k)
+    ]
     if len(parts) == 1:
         return parts[0]
 
@@ -224,15 +228,17 @@ def _gatherer(m: Machine, cols: np.ndarray, lo: int, hi: int, w0: int, w1: int) 
     return mixed
 
 
-def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last: bool) -> Callable[[], None]:
-    """Consecutive pairs of a fused run as a few vector operations; the `last` chunk leaves the scratch
-    column holding its last gate's output, as sequential execution does."""
+def _prepare_chunk(
+    m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], writes: tuple[tuple[int, int], ...]
+) -> Callable[[], None]:
+    """Consecutive pairs of a fused run as a few vector operations; `writes` (pair index in the chunk,
+    column): the scratch columns whose last write falls in this chunk get that pair's output, as sequential
+    execution leaves them."""
     be = m.be
     g0 = pairs[0][0]
     lo, hi = g0.arrays  # type: ignore[misc]
     r0, r1 = m.rows(g0)
     w0, w1 = word_range(r0, r1)
-    t_col = g0.operands[0]
     region = (len(pairs), hi - lo, m.lanes, w1 - w0)
     gather_a = _gatherer(m, np.array([g.operands[1] for g, _ in pairs]), lo, hi, w0, w1)
     gather_b = _gatherer(m, np.array([g.operands[2] for g, _ in pairs]), lo, hi, w0, w1)
@@ -288,15 +294,16 @@ def _prepare_chunk(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], last:
             cnt = be.popcount_sum(words)  # [n, nA, S]
             for sl, sel, w in groups:
                 m.acc[lo:hi, sl] += be.weighted_sum(w, cnt[sel])
-        if not last:
+        if not writes:
             return
         del words
-        dst = cells[t_col, lo:hi, :, w0:w1]
-        out = res[-1]
-        if full_rows or mask is None:
-            dst[...] = out
-        else:
-            dst[...] = (out & mask) | (dst & ~mask)
+        for i, t_col in writes:
+            dst = cells[t_col, lo:hi, :, w0:w1]
+            out = res[i]
+            if full_rows or mask is None:
+                dst[...] = out
+            else:
+                dst[...] = (out & mask) | (dst & ~mask)
 
     return run
 
@@ -313,6 +320,7 @@ PRODUCT_MAX_FAULTS = 0.2
 PRODUCT_MIN_LANES = 8
 #: uint8 -> its 8 bits as float64, little-endian (row r of a byte is bit r % 8)
 _BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.float64)
+_BITS32 = _BITS.astype(np.float32)
 
 
 def _truth(logic: Callable[..., Any], x_first: bool) -> tuple[int, int, int, int]:
@@ -325,7 +333,9 @@ def _truth(logic: Callable[..., Any], x_first: bool) -> tuple[int, int, int, int
     return out[0], out[1], out[2], out[3]
 
 
-def _prepare_product(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], group: int) -> Callable[[], None] | None:
+def _prepare_product(
+    m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], group: int, writes: tuple[tuple[int, int], ...]
+) -> Callable[[], None] | None:
     """The fused run as a matrix product, when one operand of every gate is a lane-invariant column (the
     weights, `Machine.shared`) and the other a per-lane one (numpy only); None otherwise.
 
@@ -338,8 +348,9 @@ def _prepare_product(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], gro
     stream's flips are drawn over the same regions, from the same draws, as the stacked path (and
     sequential execution) draws them (`Injector.sample`: pair by pair, each [arrays, lanes, words] region
     in C order), and each flipped bit moves its pair's count by one, the correct bit read from the operands
-    at that place.  The scratch column gets the last gate's output and its faults, as sequential execution
-    leaves it.  Dense faults (more than PRODUCT_MAX_FAULTS candidates a word) take the stacked path.
+    at that place.  Each scratch column gets its last gate's output and faults (`writes`: pair, column), as
+    sequential execution leaves it.  Dense faults (more than PRODUCT_MAX_FAULTS candidates a word) take the
+    stacked path.
     """
     be = m.be
     if be.name != "numpy" or m.shared is None:
@@ -367,9 +378,14 @@ def _prepare_product(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], gro
     assert logic is not None
     slots = np.array([t.operands[0] for _, t in pairs])
     weights = np.array([t.op.tree.sign << t.operands[2] for _, t in pairs], dtype=np.int64)  # type: ignore[union-attr]
-    if float(np.abs(weights).sum()) * 2 * (r1 - r0) >= 2.0**53:
-        return None
     uk, ki = np.unique(slots, return_inverse=True)
+    # every partial sum of slot k's product is an integer of magnitude at most 2 * rows * sum |w| over the
+    # slot's pairs: exact in float64 below 2**53, in float32 (half the bytes to convert and multiply) below 2**24
+    bound = float(np.bincount(ki, np.abs(weights).astype(np.float64)).max()) * 2 * (r1 - r0)
+    if bound >= 2.0**53:
+        return None
+    ftype = np.float32 if bound < 2.0**24 else np.float64
+    bits_f = _BITS32 if ftype is np.float32 else _BITS
     ux, xi = np.unique(x_cols, return_inverse=True)
     uy, yi = np.unique(y_cols, return_inverse=True)
     K, ny = len(uk), len(uy)
@@ -382,7 +398,8 @@ def _prepare_product(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], gro
     key = ("product", id(pairs))
     got = m.run_cache.get(key)
     if got is None:
-        got = m.run_cache[key] = (pairs, *_coefficients(m, pairs, (ki, xi, yi), (uk, ux, uy), weights, x_first))
+        P, c_int = _coefficients(m, pairs, (ki, xi, yi), (uk, ux, uy), weights, x_first)
+        got = m.run_cache[key] = (pairs, P.astype(ftype), c_int)
     _, P, c_int = got
     # arrays per step: the float64 bits of a block stay within PRODUCT_BLOCK and within half what the stacked
     # path's chunk may hold (cramc.sim.memory plans the lanes by that)
@@ -392,9 +409,8 @@ def _prepare_product(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], gro
     uk_idx = uk.astype(np.intp)
     ops_a = ux[xi] if x_first else uy[yi]  # the gate's first and second operand column of each pair
     ops_b = uy[yi] if x_first else ux[xi]
-    faults = _SparseFaults(m, pairs, group, ops_a, ops_b, weights, slots)
+    faults = _SparseFaults(m, pairs, group, ops_a, ops_b, weights, slots, tuple(i for i, _ in writes))
     shared = m.shared
-    t_col = g0.operands[0]
     full_rows = r0 == 0 and r1 >= m.spec.rows
     mask = None if (r0 | r1) & 63 == 0 else m.mask(r0, r1, w0, w1)
 
@@ -404,23 +420,25 @@ def _prepare_product(m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], gro
             a1 = min(nA, a0 + step)
             by = cells[uy, lo + a0 : lo + a1, :, w0:w1]  # [ny, nb, S, nw]
             by = by.view(np.uint8)[..., b0:b1].transpose(1, 2, 0, 3)  # [nb, S, ny, bytes]
-            Y = _BITS[by].reshape(a1 - a0, S, ny * nrow)
+            Y = bits_f.take(np.ascontiguousarray(by), axis=0).reshape(a1 - a0, S, ny * nrow)  # take: 4x [] here
             got = np.matmul(Y, P[a0:a1])  # [nb, S, K]
             cnt = np.rint(got).astype(np.int64).transpose(0, 2, 1) + c_int[a0:a1]
             sub = acc[lo + a0 : lo + a1]
             sub[:, uk_idx] += cnt
-        last = faults.apply()
-        # the scratch column: the last gate's output, with its faults
-        xa = (shared if m.is_shared(int(ops_a[-1])) else cells)[ops_a[-1], lo:hi, :, w0:w1]
-        xb = (shared if m.is_shared(int(ops_b[-1])) else cells)[ops_b[-1], lo:hi, :, w0:w1]
-        out = np.ascontiguousarray(np.broadcast_to(logic(xa, xb), (nA, S, nw)))
-        if last is not None and last.shape[1]:
-            np.bitwise_xor.at(out.reshape(-1), last[0], last[1].view(np.uint64))
-        dst = cells[t_col, lo:hi, :, w0:w1]
-        if full_rows or mask is None:
-            dst[...] = out
-        else:
-            dst[...] = (out & mask) | (dst & ~mask)
+        flips = faults.apply()
+        # each scratch column: its last gate's output, with its faults
+        for i, t_col in writes:
+            xa = (shared if m.is_shared(int(ops_a[i])) else cells)[ops_a[i], lo:hi, :, w0:w1]
+            xb = (shared if m.is_shared(int(ops_b[i])) else cells)[ops_b[i], lo:hi, :, w0:w1]
+            out = np.ascontiguousarray(np.broadcast_to(logic(xa, xb), (nA, S, nw)))
+            last = flips.get(i)
+            if last is not None and last.shape[1]:
+                np.bitwise_xor.at(out.reshape(-1), last[0], last[1].view(np.uint64))
+            dst = cells[t_col, lo:hi, :, w0:w1]
+            if full_rows or mask is None:
+                dst[...] = out
+            else:
+                dst[...] = (out & mask) | (dst & ~mask)
 
     return run
 
@@ -437,8 +455,10 @@ class _SparseFaults:
         ops_b: np.ndarray,
         weights: np.ndarray,
         slots: np.ndarray,
+        keep: tuple[int, ...],
     ) -> None:
         g0 = pairs[0][0]
+        self.keep = keep  # the pairs whose gate flips `apply` returns
         self.m, self.n_pairs, self.group = m, len(pairs), group
         self.lo, hi = g0.arrays  # type: ignore[misc]
         r0, r1 = m.rows(g0)
@@ -488,10 +508,10 @@ class _SparseFaults:
         at = ((self.lo + a) * acc.shape[1] + self.slots[i]) * self.S + s
         np.add.at(acc.reshape(-1), at, self.weights[i] * delta)
 
-    def apply(self) -> np.ndarray | None:
-        """Draw and apply the faults; return the gate flips of the last pair's region ([2, k]: flat words,
-        masks as int64), or None without gate faults."""
-        last: np.ndarray | None = None
+    def apply(self) -> dict[int, np.ndarray]:
+        """Draw and apply the faults; return the gate flips of the regions of the pairs `keep` (pair -> [2, k]:
+        flat words, masks as int64; none without gate faults)."""
+        last: dict[int, np.ndarray] = {}
         for p0 in range(0, self.n_pairs, self.group):
             n = min(self.group, self.n_pairs - p0)
             value = functools.partial(self._value, p0)
@@ -504,9 +524,11 @@ class _SparseFaults:
                     loc = self._locate(p0, gw)
                     wrong = (self._gate_at(loc) & gm) != 0  # the correct bit was 1: the count loses one
                     self._move(loc, np.where(wrong, -1, 1))
-                if p0 + n == self.n_pairs:
-                    sel = gw >= (n - 1) * self.region
-                    last = np.stack([gw[sel] - (n - 1) * self.region, gm[sel].view(np.int64)])
+                for j in self.keep:
+                    if p0 <= j < p0 + n:
+                        w_lo = (j - p0) * self.region
+                        sel = (gw >= w_lo) & (gw < w_lo + self.region)
+                        last[j] = np.stack([gw[sel] - w_lo, gm[sel].view(np.int64)])
             if self.read is not None:
                 sensed = functools.partial(self._sensed, p0, gw, gm)  # the gate's output with its faults
                 rw, rm = self.read.sample(n * self.region, sensed, inputs)  # type: ignore[attr-defined]
