@@ -119,7 +119,7 @@ def _finetune(
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
-    opt = torch.optim.Adam(net.parameters(), lr=opts.lr)
+    opt = Adam(torch, list(net.parameters()), lr=opts.lr)
     xt = {k: torch.from_numpy(v) for k, v in x.items()}
     yt = torch.from_numpy(y)
     first = net.graph.output[0].name
@@ -170,6 +170,43 @@ def _finetune(
     result.model = export(model, net.state())
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+class Adam:
+    """torch.optim.Adam's default update (no weight decay, amsgrad, foreach or fused), step for step the same.
+
+    torch.optim.Optimizer imports torch._dynamo when it is first constructed (about 3 s of start-up, more
+    than a plain LeNet-5 epoch on this data); this is the same arithmetic, the same in-place ops in the same
+    order as torch's _single_tensor_adam (tests/finetune/test_finetune_torch.py compares them bit for bit).
+    """
+
+    def __init__(
+        self, torch: Any, params: list[Any], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ):
+        self.torch, self.params, self.lr, self.betas, self.eps = torch, params, lr, betas, eps
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.steps = [0.0 for _ in params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        with self.torch.no_grad():
+            for i, p in enumerate(self.params):
+                if p.grad is None:
+                    continue
+                grad, exp_avg, exp_avg_sq = p.grad, self.exp_avg[i], self.exp_avg_sq[i]
+                self.steps[i] = step = float(np.float32(self.steps[i] + 1))  # torch counts in a float32 tensor
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                bias_correction1 = 1 - beta1**step
+                bias_correction2 = 1 - beta2**step
+                step_size = self.lr / bias_correction1
+                denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(self.eps)
+                p.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 def export(model: onnx.ModelProto, params: dict[str, np.ndarray]) -> onnx.ModelProto:
