@@ -14,7 +14,9 @@ data, under a uniform gate error of 1e-2.  Checked:
   nothing changes;
 - the plan changes no fault-free value, and on noise seeds the pass never saw (cramc.ir.noisy,
   the statistical model it ranks with) it lowers the top-1 changes: at a budget of 0.3 to at most
-  half of the unprotected count (measured: 574 -> 46 of 1024 trials on qdq_mlp, 681 -> 63 on qdq_conv).
+  half of the unprotected count (measured: 574 -> 46 of 1024 trials on qdq_mlp, 681 -> 63 on qdq_conv);
+- with static defects ([defects]) a replica scheme wins somewhere, without them none is chosen
+  (tests/ir/passes/test_auto_ecc_defects.py compiles the digits MLP so and measures the gain at gate level).
 """
 
 from __future__ import annotations
@@ -191,3 +193,21 @@ def test_plan_reduces_top1_changes_on_unseen_noise(case: str) -> None:
     unprotected, protected = changes(plain), changes(g)
     assert unprotected > 100  # 1024 trials: the unprotected network does change its answers at 1e-2
     assert protected <= unprotected // 2, (protected, unprotected)
+
+
+def test_replica_schemes_compete_only_against_defects() -> None:
+    """With [defects] every scheme is scored with the defect model and a replica scheme wins somewhere on
+    qdq_mlp (stuck cells at 1e-2, gates at 1e-3, budget 0.3); with the same gates and no defects none does,
+    its rates being its base scheme's."""
+    from dataclasses import replace
+
+    from cramc.errmodel import Defects
+    from cramc.ir.ecc import scheme
+
+    plans = {}
+    for name, defects in (("aware", Defects(stuck0=5e-3, stuck1=5e-3)), ("blind", Defects())):
+        fm = replace(FaultModel.uniform(1e-3), defects=defects)
+        g = AutoEcc(fm, 0.3, _calibration("qdq_mlp"), log=io.StringIO()).run(_graph("qdq_mlp"))
+        plans[name] = {scheme(c).replicas for op in _mvms(g) for c in _plan(op)}
+    assert max(plans["aware"]) > 1, plans
+    assert plans["blind"] == {1}, plans
