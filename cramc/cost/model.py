@@ -7,6 +7,10 @@ simulator counts for it:
     time   = latency_s                       all arrays of the set and all active rows at once
            + row_ops x cycle_s / ops_per_cycle   work serialised through a shared port
                                              (periphery writes and reads; CMOS lanes)
+           (+ per-array excess)              writes and reads: where one array's periphery
+                                             (row-wise or column-wise bits per cycle) is
+                                             slower than its share of the port
+                                             (`periphery_excess`, from the program)
            + drain                           an accumulator read waits for the adder-tree
                                              pipeline to empty (depth x stage delay)
     energy = row_ops x energy_j + instr_energy_j
@@ -32,9 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cramc.cost.params import OpCost, Tech
-from cramc.cost.static import ProgramCounts, Tally, count_init, count_program
+from cramc.cost.static import ProgramCounts, Tally, _Counter, _layer_labels, count_init, count_program
+from cramc.isa import ast
 from cramc.isa.counting import Counts
-from cramc.isa.linked import Linked, MachineSpec
+from cramc.isa.linked import BoundOp, Linked, Loop, MachineSpec, Node
 from cramc.isa.opcodes import OPCODES
 
 
@@ -168,10 +173,60 @@ def estimate_counts(
     return Estimate(method, tech.name, total, by_unit, by_op, setup, area_mm2(spec, tech, units), lay)
 
 
+def active_rows(b: BoundOp, rows: int) -> int:
+    """The rows instruction b works on (the chip's `rows` when it names none)."""
+    return (b.rows[1] - b.rows[0]) if b.rows is not None else rows
+
+
+def periphery_excess(linked: Linked, tech: Tech) -> dict[tuple[str, str], float]:
+    """(layer, mnemonic) -> the time per inference that the per-array periphery limits add to `.main`'s
+    writes and reads beyond the chip-wide port (OpCost.array_excess); empty when the technology sets none.
+
+    It depends on each instruction's arrays, rows and columns, not only on the counts, so it is taken from
+    the program for the static and the dynamic estimate alike (counts do not depend on data)."""
+    costs = tech.op_costs(linked.machine.rows)
+    if not any(c.per_array for c in costs.values()):
+        return {}
+    counter = _Counter(linked)
+    out: dict[tuple[str, str], float] = {}
+
+    def go(nodes: tuple[Node, ...], mult: int, label: str | None) -> None:
+        for n in nodes:
+            if isinstance(n, Loop):
+                go(n.body, mult * n.count, label)
+                continue
+            r = counter.row_ops(n)  # every node, in order: the counter infers CMOS shapes as it goes
+            c = costs[n.op.mnemonic]
+            if label is None or not c.per_array or n.arrays is None:
+                continue
+            x = c.array_excess(n.arrays[1] - n.arrays[0], active_rows(n, linked.machine.rows), r)
+            if x:
+                out[(label, n.op.mnemonic)] = out.get((label, n.op.mnemonic), 0.0) + mult * x
+
+    go(linked.init, 1, None)
+    sections = {s.name: s for s in linked.program.items if isinstance(s, ast.Section)}
+    labels = _layer_labels(sections.get("main"))
+    for n in linked.main:
+        loc = n.site[0] if isinstance(n, BoundOp) and n.site else n.loc
+        go((n,), 1, labels.get(loc.line, "main") if loc is not None else "main")
+    return out
+
+
+def _add_excess(est: Estimate, excess: dict[tuple[str, str], float]) -> Estimate:
+    for (layer, mn), x in excess.items():
+        est.total.latency_s += x
+        est.by_unit[OPCODES[mn].unit.value].latency_s += x
+        est.by_opcode[mn].latency_s += x
+        if layer in est.layers:
+            est.layers[layer].latency_s += x
+    return est
+
+
 def static_estimate(linked: Linked, tech: Tech, counts: ProgramCounts | None = None) -> Estimate:
     """From the program alone: every instruction of `.main` (loops multiplied) costed by its unit."""
     pc = counts or count_program(linked)
-    return estimate_counts(pc.main_total, pc.init_total, linked.machine, tech, "static", pc.main)
+    est = estimate_counts(pc.main_total, pc.init_total, linked.machine, tech, "static", pc.main)
+    return _add_excess(est, periphery_excess(linked, tech))
 
 
 def tally_of_run(counts: Counts, samples: int) -> Tally:
@@ -200,7 +255,7 @@ def dynamic_estimate(counts: Counts, samples: int, linked: Linked, tech: Tech, i
     bad = [mn for mn, (i, r) in main.ops.items() if i < 0 or r < 0]
     if bad:
         raise ValueError(f"run counts are smaller than the program's .init counts for {', '.join(bad)}")
-    est = estimate_counts(main, init, linked.machine, tech, "dynamic")
+    est = _add_excess(estimate_counts(main, init, linked.machine, tech, "dynamic"), periphery_excess(linked, tech))
     # Rows a duplicate-and-compare tree op recomputed in CMOS: they happen only where faults made the
     # copies differ, so a static estimate (fault-free) has none.
     recomputes = getattr(counts, "recomputes", 0) / max(samples, 1)

@@ -32,6 +32,11 @@ OP_KEYS: dict[str, float] = {
     "instr_energy_j": 0.0,
     "cycle_s": 0.0,
     "ops_per_cycle": 1.0,
+    # the periphery of one array ([write], [read]): bits it moves per cycle_s along a row (row-wise access:
+    # one row, several columns) and along a column (column-wise: one column, several rows); 0: no per-array
+    # limit, only the chip-wide port (ops_per_cycle) serialises
+    "array_row_bits_per_cycle": 0.0,
+    "array_col_bits_per_cycle": 0.0,
 }
 
 
@@ -49,9 +54,32 @@ class OpCost:
     op_time_s: float  # per row op: serialised through a shared port
     energy_j: float  # per row op
     instr_energy_j: float  # per instruction
+    cycle_s: float = 0.0
+    row_bits: float = 0.0  # per array, row-wise access: bits per cycle (0: no per-array limit)
+    col_bits: float = 0.0  # per array, column-wise access: bits per cycle (0: no per-array limit)
 
     def time(self, instructions: float, row_ops: float) -> float:
         return instructions * self.latency_s + row_ops * self.op_time_s
+
+    @property
+    def per_array(self) -> bool:
+        """Whether one array's periphery limits this opcode (beyond the chip-wide port)."""
+        return self.cycle_s > 0 and (self.row_bits > 0 or self.col_bits > 0)
+
+    def array_excess(self, arrays: int, rows: int, row_ops: int) -> float:
+        """Time one instruction takes beyond `time(1, row_ops)` because each of its `arrays` arrays moves its
+        rows x columns bits through its own periphery: row-wise rows x ceil(columns / row_bits) cycles,
+        column-wise columns x ceil(rows / col_bits), whichever the array allows and is faster, against the
+        chip-wide port's row_ops / ops_per_cycle cycles (the two work at once: the slower one counts)."""
+        if not self.per_array or arrays <= 0 or rows <= 0 or row_ops <= 0:
+            return 0.0
+        cols = row_ops // (arrays * rows)
+        ways = []
+        if self.row_bits > 0:
+            ways.append(rows * math.ceil(cols / self.row_bits))
+        if self.col_bits > 0:
+            ways.append(cols * math.ceil(rows / self.col_bits))
+        return max(0.0, min(ways) * self.cycle_s - row_ops * self.op_time_s)
 
     def energy(self, instructions: float, row_ops: float) -> float:
         return instructions * self.instr_energy_j + row_ops * self.energy_j
@@ -174,6 +202,9 @@ class Tech:
             op_time_s=cycle / per,
             energy_j=self.op_value(op, "energy_j"),
             instr_energy_j=self.op_value(op, "instr_energy_j"),
+            cycle_s=cycle,
+            row_bits=self.op_value(op, "array_row_bits_per_cycle"),
+            col_bits=self.op_value(op, "array_col_bits_per_cycle"),
         )
 
     def op_costs(self, rows: int) -> dict[str, OpCost]:

@@ -59,6 +59,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cramc.cost.model import active_rows, static_estimate
 from cramc.cost.params import OpCost, Tech
 from cramc.cost.static import _Counter, _layer_labels
 from cramc.isa import ast
@@ -191,6 +192,7 @@ class Timeline:
 class _Scheduler:
     def __init__(self, linked: Linked, tech: Tech, overlap: bool = True):
         self.costs: dict[str, OpCost] = tech.op_costs(linked.machine.rows)
+        self.machine_rows = linked.machine.rows
         self.overlap = overlap
         self.rows: dict[int, int] = {}
         self.arrays: dict[str, set[Span]] = {}  # layer -> array ranges its instructions name
@@ -214,6 +216,8 @@ class _Scheduler:
         cost = self.costs[b.op.mnemonic]
         rows = self.rows[id(b)]
         d = cost.time(1, rows)
+        if cost.per_array and b.arrays is not None:
+            d += cost.array_excess(b.arrays[1] - b.arrays[0], active_rows(b, self.machine_rows), rows)
         st = self.st
         before = st.end
         if b.arrays is not None:
@@ -227,7 +231,7 @@ class _Scheduler:
         if b.op.unit is Unit.CMOS:
             self._add(("cmos",), d)
         elif b.op.unit in PORT_UNITS:
-            self._add(("port",), rows * cost.op_time_s)
+            self._add(("port",), rows * cost.op_time_s)  # the chip-wide port's share (per-array limits are not shared)
 
     def _overlapping(self, b: BoundOp, d: float) -> None:
         st = self.st
@@ -328,8 +332,6 @@ def timeline(linked: Linked, tech: Tech, overlap: bool = True) -> Timeline:
 
 def performance(linked: Linked, tech: Tech) -> Timeline:
     """The timeline with overlap, its energy per inference from cramc.cost.model (`cramc stats`, REPORT.json)."""
-    from cramc.cost.model import static_estimate
-
     tl = timeline(linked, tech)
     tl.energy_j = static_estimate(linked, tech).energy_j
     return tl
