@@ -128,16 +128,22 @@ def _finetune(
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(opts.epochs + 1):
             t_ep = time.perf_counter()  # an epoch's time includes its quantisation (reused by epoch 1: ~0)
+            c_ep = time.process_time()  # and its CPU time (the process's, all threads): the figure under load
             state = net.state()
             if quantised is None or any(not np.array_equal(v, quantised[0][k]) for k, v in state.items()):
                 quantised = (state, _qparams(export(model, state), calib, Path(tmp)))
             net.qparams = quantised[1]  # epoch 1 starts from the weights epoch 0 quantised: the same result
             if epoch == 0:
                 acc = _accuracy(net, xt, yt, first, gen)
-                entry = {"epoch": 0, "accuracy_faulty": acc, "wall_s": time.perf_counter() - t_ep}
+                entry = {
+                    "epoch": 0,
+                    "accuracy_faulty": acc,
+                    "wall_s": time.perf_counter() - t_ep,
+                    "cpu_s": time.process_time() - c_ep,
+                }
                 print(
                     f"before: accuracy on the training data under injected faults {acc:.4f} "
-                    f"({faults.name}; {opts.noise} noise; {entry['wall_s']:.2f} s)",
+                    f"({faults.name}; {opts.noise} noise; {entry['wall_s']:.2f} s, CPU {entry['cpu_s']:.2f} s)",
                     file=log,
                 )
                 result.log.append(entry)
@@ -160,11 +166,12 @@ def _finetune(
                 "loss": float(np.mean(losses)),
                 "accuracy_faulty": correct / n,
                 "wall_s": time.perf_counter() - t_ep,
+                "cpu_s": time.process_time() - c_ep,
             }
             result.log.append(entry)
             print(
                 f"epoch {epoch}/{opts.epochs}: loss {entry['loss']:.4f}, training accuracy under injected "
-                f"faults {entry['accuracy_faulty']:.4f} ({entry['wall_s']:.2f} s)",
+                f"faults {entry['accuracy_faulty']:.4f} ({entry['wall_s']:.2f} s, CPU {entry['cpu_s']:.2f} s)",
                 file=log,
             )
     result.model = export(model, net.state())
