@@ -9,7 +9,14 @@
   nothing; with replicas the copies differ where the bad cell is read, so `dup_r2` detects it in either
   replica (recomputes = the rows whose copies differ, counted from the chip's stored weights) and corrects
   it in replica 1 (in replica 0 it gives what a bad cell in both replicas gives), `dup_r3` corrects it in
-  any replica, `vote_r3` and `tmr_r3` outvote it.
+  any replica, `vote_r3` and `tmr_r3` outvote it;
+- placement, on the linked program (every call inlined, columns absolute): in every term the copies' AND
+  gates run on the same arrays and rows (a row is one lane of the dot product: copies cannot sit in other
+  rows) and touch pairwise disjoint columns, so no two copies share a cell: copy i reads weight column
+  w + i*wbits + b and input column x + i*xbits + c and writes scratch t + i; the replicas hold the same bits
+  (the weight columns of a term's copies equal in the fault-free chip's stored state, the input columns
+  written by `wr`s of one source tensor); dup_r3's recompute senses a third replica's cells, dup_r2's copy
+  0's; the base schemes' copies all read one weight and one input cell.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from cramc.errmodel import Defects, FaultModel
 from cramc.ir import ecc
 from cramc.ir.graph import Op
 from cramc.ir.tiling import operand_replicas, plan_tile
-from cramc.isa.linked import Linked
+from cramc.isa.linked import BoundOp, Linked, Loop, Node
+from cramc.isa.opcodes import Unit
 from cramc.sim import interp
 from cramc.sim.chip import STUCK1, ChipDefects
 from cramc.sim.layout import program_inputs
@@ -152,3 +160,66 @@ def test_a_stuck_input_cell_needs_replicas(progs: dict[str, str], monkeypatch: p
                 np.testing.assert_array_equal(out, both)
             else:
                 np.testing.assert_array_equal(out, clean, err_msg=f"{s}, replica {rep}")
+
+
+def _flat(nodes: tuple[Node, ...]) -> list[BoundOp]:
+    out: list[BoundOp] = []
+    for n in nodes:
+        out.extend(_flat(n.body) if isinstance(n, Loop) else [n])
+    return out
+
+
+def _terms(ops: list[BoundOp]) -> list[list[BoundOp]]:
+    """The MAC terms of the inlined calls: each a run of gates ended by its adder-tree operation."""
+    terms, cur = [], []
+    for b in ops:
+        if b.op.unit is Unit.GATE and b.site:
+            cur.append(b)
+        elif b.op.unit is Unit.TREE:
+            assert cur, b.text
+            terms.append([*cur, b])
+            cur = []
+    return terms
+
+
+@pytest.mark.parametrize("name", ["dup_r2", "dup_r3", "vote_r3", "tmr_r3", "dup", "vote", "tmr"])
+def test_copies_of_a_term_share_no_cell(name: str, progs: dict[str, str]) -> None:
+    sc = next(s for s in ecc.SCHEMES if s.name == name)
+    linked = link(progs[name])
+    main_ops = _flat(linked.main)
+    terms = _terms(main_ops)
+    assert len(terms) == 64 * len(re.findall(r"^\s*call @\S+ mac_", progs[name], flags=re.M))  # 8 x 8 per call
+    cells = np.asarray(interp.make_chip(linked, FaultModel(), 0).cells)  # [cols, arrays, lanes, words]
+    writes = [b for b in main_ops if b.op.mnemonic == "wr"]
+    for term in terms:
+        ands = [b for b in term if b.op.mnemonic == "and"]
+        assert len(ands) == sc.copies, term[0].text
+        assert len({(b.arrays, b.rows) for b in term}) == 1  # one set of arrays and rows: copies apart in columns
+        dst, wcol, xcol = (np.array([b.operands[i] for b in ands]) for i in range(3))
+        copy = np.arange(sc.copies)
+        if sc.replicas == 1:  # every copy reads the one stored operand
+            assert len(set(wcol)) == len(set(xcol)) == 1
+        else:
+            assert np.array_equal(wcol - wcol[0], 8 * copy) and np.array_equal(xcol - xcol[0], 8 * copy)
+            touched = [{int(dst[i]), int(wcol[i]), int(xcol[i])} for i in copy]
+            assert all(touched[i].isdisjoint(touched[j]) for i in copy for j in copy if i < j), term[0].text
+            lo = term[0].arrays[0]
+            for i in copy[1:]:  # the replicas hold the same weight bits (fault-free chip, every row)
+                np.testing.assert_array_equal(cells[wcol[i], lo], cells[wcol[0], lo])
+            src = []
+            for col in xcol:  # the input replica a copy reads is written from the layer's input tensor
+                (wr,) = [b for b in writes if b.arrays == term[0].arrays and b.operands[0] <= col < b.operands[0] + 8]
+                src.append(wr.operands[1].name)
+            assert len(set(src)) == 1
+        assert np.array_equal(dst - dst[0], copy)  # scratch t + i (+ the double buffer's shift)
+        tree = term[-1]
+        if sc.tree == ecc.DUP.tree:  # tdadd y, t, t+1, w', x', shift: the recompute's operand cells
+            rw, rx = tree.operands[3], tree.operands[4]
+            if sc.replicas == 3:
+                assert (rw, rx) == (wcol[0] + 16, xcol[0] + 16)
+                assert {rw, rx}.isdisjoint({int(v) for v in (*dst, *wcol, *xcol)})
+            else:
+                assert (rw, rx) == (wcol[0], xcol[0])
+        if sc.name.startswith("tmr"):
+            (vote,) = [b for b in term if b.op.mnemonic == "maj3"]
+            assert vote.operands[0] == dst[0] + 3 and tree.operands[1] == vote.operands[0]
