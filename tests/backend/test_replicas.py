@@ -203,7 +203,9 @@ def test_copies_of_a_term_share_no_cell(name: str, progs: dict[str, str]) -> Non
             assert np.array_equal(wcol - wcol[0], 8 * copy) and np.array_equal(xcol - xcol[0], 8 * copy)
             touched = [{int(dst[i]), int(wcol[i]), int(xcol[i])} for i in copy]
             assert all(touched[i].isdisjoint(touched[j]) for i in copy for j in copy if i < j), term[0].text
-            lo = term[0].arrays[0]
+            arrays = term[0].arrays
+            assert arrays is not None
+            lo = arrays[0]
             for i in copy[1:]:  # the replicas hold the same weight bits (fault-free chip, every row)
                 np.testing.assert_array_equal(cells[wcol[i], lo], cells[wcol[0], lo])
             src = []
