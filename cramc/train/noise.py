@@ -211,22 +211,21 @@ class _Trials:
     ng: int  # columns per group
     k: int  # x's row length
     kg: int  # K rows per group
-    per_col: int  # wflat entries per column: wbits * rows
     goff: np.ndarray  # [col]: the offset of its group's K rows in x, (col // ng) * kg
-    wrow: np.ndarray  # [rem]: the weight plane's entry, b * rows + r
+    wmask: np.ndarray  # [rem]: 1 << b, 0 in a padding row (operands 0)
     xrow: np.ndarray  # [rem]: the row of x read (any row for a padding row: its mask is 0)
     xmask: np.ndarray  # [rem]: 1 << c, 0 in a padding row (operands 0)
     flip: np.ndarray  # [rem * 2 + product]: s(b, c) 2^(b+c), negated for a product of 1
     kterm: np.ndarray  # [rem]: the term, for keep
     keep: np.ndarray  # [term * 3 + k]: e_k / pmax
     thin: bool  # some keep below 1
-    wflat: np.ndarray  # [col * per_col + wrow]: w_b in row r, int8 (0 in padding rows)
+    wv: np.ndarray  # [col * kg + xrow]: the weights as int64 (w_b = wv & wmask)
 
     def kernel_args(self) -> tuple[Any, ...]:
         """The arguments of `_round_loop` between `last` and `xf`, in its order."""
         return (
-            self.total, self.per_out, self.n, self.goff, self.k, self.per_col, self.wrow, self.xrow,
-            self.xmask, self.flip, self.kterm, self.keep, self.thin, self.wflat,
+            self.total, self.per_out, self.n, self.goff, self.k, self.kg, self.wmask, self.xrow,
+            self.xmask, self.flip, self.kterm, self.keep, self.thin, self.wv,
         )  # fmt: skip
 
 
@@ -236,7 +235,7 @@ def _tables(
 ) -> tuple[np.ndarray, ...]:
     """The tables of `_Trials` that depend on the MVM's shape and rates only (cached: read-only, shared).
 
-    goff, wrow, xrow, xmask, flip, kterm, keep (see `_Trials`)."""
+    goff, wmask, xrow, xmask, flip, kterm, keep (see `_Trials`)."""
     terms = wbits * xbits
     term = np.repeat(np.arange(terms, dtype=np.int64), rows)
     row = np.tile(np.arange(rows, dtype=np.int64), terms)
@@ -244,7 +243,7 @@ def _tables(
     r = np.asarray(rates, dtype=np.float64)
     out = (
         (np.arange(n, dtype=np.int64) // (n // groups)) * kg,
-        ((term // xbits) * rows + row).astype(np.int32),  # int32 tables: half the cache the loop reads
+        np.where(row < kg, np.int64(1) << (term // xbits), 0).astype(np.int32),  # int32: half the cache
         np.minimum(row, kg - 1).astype(np.int32),
         np.where(row < kg, np.int64(1) << (term % xbits), 0).astype(np.int32),
         np.stack([tw, -tw], axis=1).reshape(-1),
@@ -260,13 +259,9 @@ def _trials(s: int, p: int, k: int, w: np.ndarray, spec: MvmNoise, rates: np.nda
     n, kg = w.shape
     rows = spec.rows
     key = tuple(rates.reshape(-1).tolist())
-    goff, wrow, xrow, xmask, flip, kterm, keep = _tables(
+    goff, wmask, xrow, xmask, flip, kterm, keep = _tables(
         spec.wbits, spec.xbits, spec.xsigned, rows, kg, n, spec.groups, key
     )
-    # the weight bit-planes [N, wbits, rows] (0 in the padding rows), so one gather reads w_b in row r
-    wplanes = np.zeros((n, spec.wbits, rows), dtype=np.int8)
-    wi = np.ascontiguousarray(w, dtype=np.int64)
-    wplanes[:, :, :kg] = (wi[:, None, :] >> np.arange(spec.wbits, dtype=np.int64)[None, :, None]) & 1
     return _Trials(
         total=s * p * n * spec.wbits * spec.xbits * rows,
         per_out=spec.wbits * spec.xbits * rows,
@@ -274,16 +269,15 @@ def _trials(s: int, p: int, k: int, w: np.ndarray, spec: MvmNoise, rates: np.nda
         ng=n // spec.groups,
         k=k,
         kg=kg,
-        per_col=spec.wbits * rows,
         goff=goff,
-        wrow=wrow,
+        wmask=wmask,
         xrow=xrow,
         xmask=xmask,
         flip=flip,
         kterm=kterm,
         keep=keep,
         thin=not bool(np.all(keep == 1.0)),
-        wflat=wplanes.reshape(-1),
+        wv=np.ascontiguousarray(w, dtype=np.int64).reshape(-1),
     )
 
 
@@ -360,7 +354,7 @@ def _round_numpy(
     rem = pos - o * t.per_out
     sp = o // t.n
     col = o - sp * t.n
-    wbit = t.wflat[col * t.per_col + t.wrow[rem]]
+    wbit = (t.wv[col * t.kg + t.xrow[rem]] & t.wmask[rem]) != 0
     xoff = sp * t.k + t.xrow[rem]
     if t.ng != t.n:
         xoff += (col // t.ng) * t.kg
@@ -384,15 +378,15 @@ def _round_loop(
     n: int,
     goff: np.ndarray,
     k: int,
-    per_col: int,
-    wrow: np.ndarray,
+    kg: int,
+    wmask: np.ndarray,
     xrow: np.ndarray,
     xmask: np.ndarray,
     flip: np.ndarray,
     kterm: np.ndarray,
     keep: np.ndarray,
     thin: bool,
-    wflat: np.ndarray,
+    wv: np.ndarray,
     xf: np.ndarray,
     err: np.ndarray,
 ) -> int:
@@ -431,7 +425,7 @@ def _round_loop(
                 rem = pos - o * per_out
                 sp = o // n
                 col = o - sp * n
-        wbit = wflat[col * per_col + wrow[rem]]
+        wbit = 1 if (wv[col * kg + xrow[rem]] & wmask[rem]) != 0 else 0
         xoff = sp * k + xrow[rem] + goff[col]
         xbit = 1 if (np.int64(xf[xoff]) & xmask[rem]) != 0 else 0
         if thin and u[i] >= keep[kterm[rem] * 3 + wbit + xbit]:
