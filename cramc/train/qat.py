@@ -142,10 +142,12 @@ def weight_scale(w: torch.Tensor, axis: int, bits: int = WEIGHT_BITS, live: bool
 
 
 def fake_quant_weight(
-    w: torch.Tensor, axis: int, bits: int = WEIGHT_BITS
+    w: torch.Tensor, axis: int, bits: int = WEIGHT_BITS, scale: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dequantised weights with straight-through gradient, integer weights, per-channel scale [N])."""
-    s = weight_scale(w, axis, bits)
+    """(dequantised weights with straight-through gradient, integer weights, per-channel scale [N]).
+
+    `scale`: weight_scale(w, axis, bits) when the caller has it already (detached here)."""
+    s = weight_scale(w, axis, bits) if scale is None else scale.detach()
     qmax = float(2 ** (bits - 1) - 1)
     q = torch.clamp(torch.round(w.detach() / s), -qmax, qmax)
     return w + (q * s - w).detach(), q, s.reshape(-1)
@@ -256,10 +258,15 @@ def conv_patches(
     of the padded image (`patch_index`), which is many times faster than F.unfold for few channels.
     """
     pt, pl, pb, pr = pads
-    padded = F.pad(xq, (pl, pr, pt, pb), value=float(zp))
+    padded = _pad(xq, (pl, pr, pt, pb), float(zp))
     s, c, h, w = padded.shape
     idx = patch_index(c, h, w, tuple(kernel), tuple(strides), tuple(dilations))
     return torch.index_select(padded.reshape(s, -1), 1, idx.reshape(-1)).reshape(s, *idx.shape)
+
+
+def _pad(x: torch.Tensor, pads: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
+    """F.pad of the last two axes, skipped when every pad is 0 (F.pad would copy x)."""
+    return F.pad(x, pads, value=value) if any(pads) else x
 
 
 @functools.lru_cache(maxsize=64)
@@ -415,7 +422,8 @@ class QatGraph(torch.nn.Module):
             axis = 0 if a.get("transB", 0) else 1
         else:
             axis = 1
-        wd, wq, sw = fake_quant_weight(w, axis)
+        live_sw = weight_scale(w, axis, live=True) if self.range_grad and gen is not None else None
+        wd, wq, sw = fake_quant_weight(w, axis, scale=live_sw)
         sxw = qx.scale * sw  # [N]
         if b is not None:
             b = fake_quant_bias(b.reshape(-1).expand(sw.numel()), sxw)
@@ -426,7 +434,7 @@ class QatGraph(torch.nn.Module):
             dil = list(a.get("dilations", [1, 1]))
             pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
             groups = int(a.get("group", 1))
-            y = F.conv2d(F.pad(x, (pl, pr, pt, pb)), wd, b, stride=strides, dilation=dil, groups=groups)
+            y = F.conv2d(_pad(x, (pl, pr, pt, pb)), wd, b, stride=strides, dilation=dil, groups=groups)
             if gen is None:
                 return y
             patches = conv_patches(xq, qx.zp, (kh, kw), [pt, pl, pb, pr], strides, dil)
@@ -451,7 +459,8 @@ class QatGraph(torch.nn.Module):
         spec = self.spec(wbits, qx.bits, qx.signed, patches.shape[-1] // groups, groups)
         scale = sxw
         if self.range_grad:
-            scale = self._live_scale(xname, qx) * weight_scale(w, axis, live=True).reshape(-1)
+            assert live_sw is not None
+            scale = self._live_scale(xname, qx) * live_sw.reshape(-1)
         err = sample_error(patches, wmat, spec, gen, self.noise) * scale.double()  # [S, P, N]
         err = err.to(y.dtype)
         if node.op_type == "Conv":
@@ -521,7 +530,7 @@ class QatGraph(torch.nn.Module):
         ceil = bool(a.get("ceil_mode", 0))
         if node.op_type == "MaxPool":
             dil = list(a.get("dilations", [1, 1]))
-            return F.max_pool2d(F.pad(x, (pl, pr, pt, pb), value=-math.inf), k, strides, 0, dil, ceil_mode=ceil)
+            return F.max_pool2d(_pad(x, (pl, pr, pt, pb), -math.inf), k, strides, 0, dil, ceil_mode=ceil)
         if (pt, pl) != (pb, pr):
             raise UserError(f"{_where(node)}: AveragePool with asymmetric pads")
         return F.avg_pool2d(
