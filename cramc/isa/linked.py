@@ -128,6 +128,10 @@ class Linked:
     trace: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> reference value for validation sample 0
     tensor_shapes: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # name -> (shape, is_int)
     work: Work = field(default_factory=Work)
+    #: what the simulator derives from this program alone (its extent, memory footprint, fuse rewrite and
+    #: tallies), computed once per linked program however many runs, batches and checks read it; the
+    #: program itself never changes, so nothing here goes stale
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def source_shape(linked: Linked, src: Any) -> tuple[int, ...]:

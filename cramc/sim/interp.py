@@ -61,16 +61,23 @@ class Tally:
     ops: dict[str, list[int]] = field(default_factory=dict)  # mnemonic -> [instructions, row operations]
 
     @staticmethod
-    def of(nodes: tuple[Node, ...], rows: int) -> Tally:
+    def of(nodes: tuple[Node, ...], rows: int, _seen: dict[Any, dict[str, int]] | None = None) -> Tally:
         t = Tally()
+        # what one instruction counts depends on its opcode and factors only: most instructions repeat them
+        seen: dict[Any, dict[str, int]] = {} if _seen is None else _seen
         for node in nodes:
             if isinstance(node, Loop):
-                t.add(Tally.of(node.body, rows), node.count)
+                t.add(Tally.of(node.body, rows, seen), node.count)
                 continue
             mn = node.op.mnemonic
             if mn not in TALLIED:
                 continue
-            for counter, v in counting.rule(node.op).static(counting.instruction_factors(node, rows)).items():
+            factors = counting.instruction_factors(node, rows)
+            key = (mn, *factors.items())
+            static = seen.get(key)
+            if static is None:
+                static = seen[key] = counting.rule(node.op).static(factors)
+            for counter, v in static.items():
                 if counter == "row_ops":
                     d = t.ops.setdefault(mn, [0, 0])
                     d[0] += 1
@@ -307,8 +314,8 @@ def run(
     split = not init_reads_inputs(linked) and trace is None
     lane_cols = lane_columns(linked) if split else used.cols
     # the fuse rewrite, the tallies and the product coefficients depend on the program and the chip only
-    fused_nodes: dict[int, Any] = {}
-    tallies: dict[int, Any] = {}
+    fused_nodes: dict[int, Any] = linked.memo.setdefault("fused", {})
+    tallies: dict[int, Any] = linked.memo.setdefault("tallies", {})
     run_cache: dict[Any, Any] = {}
     total = Counts()
     outs: dict[str, list[np.ndarray]] = {o.name: [] for o in linked.outputs}

@@ -384,7 +384,14 @@ def lane_columns(linked: Linked) -> int:
 
 
 def extent(linked: Linked) -> Extent:
-    """The part of the chip the program uses (at least one array, column and slot)."""
+    """The part of the chip the program uses (at least one array, column and slot; once per program)."""
+    got = linked.memo.get("extent")
+    if got is None:
+        got = linked.memo["extent"] = _extent(linked)
+    return got
+
+
+def _extent(linked: Linked) -> Extent:
     arrays = cols = accs = 1
     for b in walk((*linked.init, *linked.main)):
         if b.arrays is not None:

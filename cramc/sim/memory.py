@@ -277,8 +277,24 @@ def footprint(
     """The memory a run of `samples` samples of `linked` holds (see the module docstring).
 
     `inputs_bytes`: the caller's input arrays; `fused`: multiply-accumulate runs may fuse; `reference`:
-    gates run the plain path.
+    gates run the plain path.  What depends on the program, the fault model and the two flags alone (a walk
+    of every instruction) is computed once (`Linked.memo`).
     """
+    key = ("footprint", repr(faults), fused, reference)
+    got = linked.memo.get(key)
+    if got is None:
+        got = linked.memo[key] = _static_footprint(linked, faults, fused, reference)
+    state, tensors, temporaries, worst_at, fixed_static = got
+    outputs = sum(math.prod(o.shape) * WORD for o in linked.outputs)
+    kept = samples * tensors if keep_tensors else 0
+    fixed = inputs_bytes + 2 * samples * outputs + kept + fixed_static
+    return Footprint(state, tensors, temporaries, fixed, worst_at)
+
+
+def _static_footprint(
+    linked: Linked, faults: FaultModel, fused: bool, reference: bool
+) -> tuple[int, int, int, str, int]:
+    """(state, tensors, temporaries, worst_at, the fixed bytes that do not depend on the samples)."""
     temps = kernel_temps()
     spec = linked.machine
     ext = extent(linked)
@@ -305,14 +321,11 @@ def footprint(
                 worst, worst_at = per, f"a fused run of {len(f.pairs)} x ({f.first.text or f.first.op.mnemonic} ...)"
     scratch = sum(k * nA * nw * WORD for (nA, nw), k in pools.items())
     data = _data_bytes(linked)
-    outputs = sum(math.prod(o.shape) * WORD for o in linked.outputs)
     sampler = sampler_bytes(linked, faults)
-    kept = samples * tensors if keep_tensors else 0
     runners = RUNNER_BYTES * sum(1 for _ in walk((*linked.init, *linked.main)))
     # the chip: the state .init left (one lane, copied into every batch) and its defect tables (cramc.sim.chip)
     chip = state + tensors + int(DEFECT_BYTES * expected_defects(spec, ext.arrays, faults.defects))
-    fixed = inputs_bytes + 2 * samples * outputs + data + sampler + fixed_temp + kept + runners + RUN_BYTES + chip
-    return Footprint(state, tensors, worst + scratch, fixed, worst_at)
+    return state, tensors, worst + scratch, worst_at, data + sampler + fixed_temp + runners + RUN_BYTES + chip
 
 
 def _fused_runs(nodes: tuple[Node, ...]) -> Iterator[FusedMac]:
