@@ -264,6 +264,7 @@ def _run_one(
     bar.update(labels.shape[0])
     c = dict(v.counts)
     # expected values: the rows recomputed depend on the faults, which this mode does not draw per row
+    # (under the switching faults only: recomputes that defects cause are not counted, docs/error-model.md)
     expected = {s.name: r.expected(v.recompute_rows.get(s.name, 0.0), fm) for s, r in recomputing()}
     c["recomputes"] = sum(expected.values(), 0.0)
     c["tree_sensed_bits"] += sum((r.sensed * expected[s.name] for s, r in recomputing()), 0.0)
