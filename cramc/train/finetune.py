@@ -52,6 +52,9 @@ class Options:
     # LeNet-5's steps 6 to 20 times slower.  The float sums, and so the result for a seed, depend on the thread
     # count: a fixed default also gives the same result on machines with different core counts.
     threads: int = 1
+    # Threads of the exact noise sampler (numba's loop, cramc[fast]; it releases the GIL): the samples of an MVM
+    # are drawn in two blocks from two child streams whatever this is, so the result does not depend on it.
+    noise_threads: int = 2
 
 
 @dataclass
@@ -116,6 +119,7 @@ def _finetune(
         else {k: v[:DEFAULT_CALIBRATION] for k, v in x.items()}
     )
     net = QatGraph(model, faults, opts.rows, opts.noise, opts.range_grad)
+    net.noise_threads = opts.noise_threads
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
@@ -239,6 +243,8 @@ def _check_options(opts: Options) -> None:
         raise UserError("--seed must be non-negative")
     if opts.rows < 1:
         raise UserError("--rows must be at least 1")
+    if opts.noise_threads < 1:
+        raise UserError("noise_threads must be at least 1")
     if opts.threads < 0:
         raise UserError("threads must be non-negative (0: PyTorch's default)")
 

@@ -43,6 +43,7 @@ import functools
 import importlib
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,7 +283,12 @@ def _trials(s: int, p: int, k: int, w: np.ndarray, spec: MvmNoise, rates: np.nda
 
 
 def sample_flips(
-    x: np.ndarray, w: np.ndarray, spec: MvmNoise, rng: np.random.Generator, kernel: str = "auto"
+    x: np.ndarray,
+    w: np.ndarray,
+    spec: MvmNoise,
+    rng: np.random.Generator,
+    kernel: str = "auto",
+    threads: int = 1,
 ) -> np.ndarray:
     """One exact draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups].
 
@@ -297,6 +303,8 @@ def sample_flips(
     numba kernel reads it as it is, the numpy reference converts it to int64).  Each round draws m
     exponentials (the gaps) and, when some e_k < pmax, m uniforms (one per candidate, the thinning); both
     kernels (`KERNELS`) consume exactly these, so they return the same draw for the same `rng` state.
+    The samples are drawn in PARTS blocks from child streams of `rng` (Generator.spawn); with `threads` > 1
+    the numba kernel draws the blocks in parallel threads, with the same result.
     """
     if kernel not in KERNELS:
         raise ValueError(f"sample_flips: kernel {kernel!r}, expected one of {', '.join(KERNELS)}")
@@ -311,7 +319,6 @@ def sample_flips(
         return err.reshape(s, p, n)
     if pmax > 1.0:
         raise ValueError(f"sample_flips: rate {pmax} > 1")
-    t = _trials(s, p, k, w, spec, rates)
     compiled = _numba_kernel() if kernel != "numpy" else None
     if kernel == "numba" and compiled is None:
         raise ValueError("sample_flips: kernel 'numba' needs numba (pip install 'cramc[fast]')")
@@ -320,6 +327,38 @@ def sample_flips(
         xf = np.ascontiguousarray(x, dtype=keep_as).reshape(-1)
     else:
         xf = np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+    # the samples in PARTS blocks, each drawn from its own child stream: the draw does not depend on `threads`
+    bounds = [s * i // PARTS for i in range(PARTS + 1)] if s >= PARTS else [0, s]
+    streams = rng.spawn(len(bounds) - 1) if len(bounds) > 2 else [rng]
+    jobs = [
+        (_trials(b1 - b0, p, k, w, spec, rates), xf[b0 * p * k : b1 * p * k], err[b0 * p * n : b1 * p * n], g)
+        for b0, b1, g in zip(bounds[:-1], bounds[1:], streams, strict=True)
+    ]
+
+    def one(j: tuple[_Trials, np.ndarray, np.ndarray, np.random.Generator]) -> None:
+        _draw(j[0], j[1], j[2], j[3], pmax, compiled)
+
+    if compiled is not None and threads > 1 and len(jobs) > 1:
+        list(_pool().map(one, jobs))  # the kernel and numpy's bulk draws release the GIL
+    else:
+        for j in jobs:
+            one(j)
+    return err.reshape(s, p, n)
+
+
+#: sample_flips splits the samples of an MVM into this many blocks, each with its own stream (rng.spawn)
+PARTS = 2
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=PARTS, thread_name_prefix="cramc-flips"))
+    return _POOL[0]
+
+
+def _draw(t: _Trials, xf: np.ndarray, err: np.ndarray, rng: np.random.Generator, pmax: float, compiled: Any) -> None:
+    """The rounds of one block: m exponentials (and m thinning uniforms) a round, visited by either kernel."""
     lam = gap_scale(pmax) if pmax < 1.0 else 0.0
     none = np.zeros(0, dtype=np.float64)
     last = -1  # the last candidate so far
@@ -334,7 +373,6 @@ def sample_flips(
             last = int(compiled(e, u, lam, last, *t.kernel_args(), xf, err))
         else:
             last = _round_numpy(e, u, lam, last, t, xf, err)
-    return err.reshape(s, p, n)
 
 
 def _round_numpy(

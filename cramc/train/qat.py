@@ -214,17 +214,23 @@ def _numpy_rng(gen: torch.Generator) -> np.random.Generator:
 
 
 def sample_error(
-    x: torch.Tensor, w: torch.Tensor, spec: MvmNoise, gen: torch.Generator, mode: str = "binomial"
+    x: torch.Tensor,
+    w: torch.Tensor,
+    spec: MvmNoise,
+    gen: torch.Generator,
+    mode: str = "binomial",
+    threads: int = 1,
 ) -> torch.Tensor:
     """One draw of the accumulator error (float64 [S, P, N]) for integer x [S, P, K] and w [N, K/groups].
 
     `binomial`: exact, flip by flip (cramc.train.noise.sample_flips, seeded from `gen`): rows with
     k = w_b + x_c operand bits at 1 flip with e_k.  `normal`: the exact mean and variance per output.
-    x goes to the sampler as it is (float32 with integer values: no int64 copy of the patches).
+    x goes to the sampler as it is (float32 with integer values: no int64 copy of the patches); `threads`:
+    the sampler's (the draw does not depend on it).
     """
     if mode == "binomial":
         wi = w.detach().to(torch.int64).numpy()
-        return torch.from_numpy(sample_flips(x.detach().numpy(), wi, spec, _numpy_rng(gen)))
+        return torch.from_numpy(sample_flips(x.detach().numpy(), wi, spec, _numpy_rng(gen), threads=threads))
     if mode != "normal":
         raise ValueError(f"unknown noise mode {mode}")
     ones = ones_counts(x, w, spec.wbits, spec.xbits, spec.groups)
@@ -303,6 +309,7 @@ class QatGraph(torch.nn.Module):
     ):
         super().__init__()
         self.range_grad = range_grad
+        self.noise_threads = 1  # threads of the exact sampler (cramc.train.noise.sample_flips); same draws
         if noise not in NOISE_MODES:
             raise UserError(f"noise model '{noise}': expected one of {', '.join(NOISE_MODES)}")
         self.graph = model.graph
@@ -461,7 +468,7 @@ class QatGraph(torch.nn.Module):
         if self.range_grad:
             assert live_sw is not None
             scale = self._live_scale(xname, qx) * live_sw.reshape(-1)
-        err = sample_error(patches, wmat, spec, gen, self.noise) * scale.double()  # [S, P, N]
+        err = sample_error(patches, wmat, spec, gen, self.noise, self.noise_threads) * scale.double()  # [S, P, N]
         err = err.to(y.dtype)
         if node.op_type == "Conv":
             return y + err.transpose(1, 2).reshape(y.shape)

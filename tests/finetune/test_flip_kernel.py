@@ -66,6 +66,8 @@ def test_kernels_give_the_same_draw(
         _python_kernel(m)
         draws.append(lambda: sample_flips(x, w, spec, np.random.default_rng(8), kernel="auto"))
         got = [d() for d in draws]
+    if noise.numba_available():  # the blocks drawn in two threads: the same draw
+        got.append(sample_flips(x, w, spec, np.random.default_rng(8), kernel="numba", threads=2))
     for g in got:
         assert np.array_equal(g, ref)
     # a different stream gives a different draw (the comparison can fail)
