@@ -64,15 +64,16 @@ PRESETS = ("early", "near_term", "projected")
 #: presets: seeds 0..n-1, each on its own chip (chip seed = seed); the LeNet-5 (10-60 s a run) on two
 SEEDS = {"digits_cnn": 3, "digits_mlp": 3, "mnist_lenet5": 2}
 CHIPS, CHIP_SEEDS = 4, 2  # chips: chips 0..3, each with inference seeds 0, 1
-DEFECT_CHIPS = {"digits_mlp": 4, "digits_cnn": 3}  # defects: chips 0..n-1, inference seed 0
+DEFECT_CHIPS = {"digits_mlp": 4, "digits_cnn": 6}  # defects: chips 0..n-1, inference seed 0
+WEAK_CHIPS = {"digits_mlp": 4, "digits_cnn": 3}  # weak cells: the same, fewer CNN chips (every chip agreed)
 DENSITIES = (1e-3, 3e-3, 1e-2)  # stuck cells per cell, half stuck at 0 and half at 1
 #: weak cells per cell, and the factors on a gate's rate when its output is a weak cell (projected gates:
 #: 4.5e-5 x 1e3 = 4.5e-2, x 1e4 capped at 0.5: a weak cell then sets about half the bits written into it)
 WEAK, WEAK_FACTORS = 1e-2, (1e3, 1e4)
 #: auto: the model, stuck densities and --ecc-budget values; "blind" is auto tuned for the gates alone.  One
 #: defect-aware compile of the digits MLP scores every (layer, significance, scheme) with defects drawn: about
-#: 3 CPU minutes, so one density and one budget
-AUTO_MODELS, AUTO_DENSITIES, AUTO_BUDGETS, BLIND_BUDGET = ("digits_mlp",), (1e-2,), (0.3,), 0.3
+#: 2-4 CPU minutes, so one budget
+AUTO_MODELS, AUTO_DENSITIES, AUTO_BUDGETS, BLIND_BUDGET = ("digits_mlp",), (3e-3, 1e-2), (0.3,), 0.3
 #: what each experiment runs on, to fit a few minutes a section on two shared cores: a CNN run takes 1-8 s
 #: (fused product path), the LeNet-5 10 s (none) to 60 s (dup under early): the LeNet-5 runs near_term only
 PRESET_MODELS = {"digits_cnn": PRESETS, "digits_mlp": PRESETS, "mnist_lenet5": ("near_term",)}
@@ -246,11 +247,11 @@ def weak(models: list[Model], only: tuple[float, ...] | None = None) -> None:
     rows = []
     base = load_preset("projected")
     for m in models:
-        if m.name not in DEFECT_CHIPS:
+        if m.name not in WEAK_CHIPS:
             continue
         for f in only or WEAK_FACTORS:
             fm = dataclasses.replace(base, defects=Defects(weak=WEAK, weak_factor=f), name=f"projected + weak {f:g}")
-            runs = [(0, c) for c in range(DEFECT_CHIPS[m.name])]
+            runs = [(0, c) for c in range(WEAK_CHIPS[m.name])]
             for s in (*BASE, *REPLICAS):
                 rows.append(_point(m, s, fm, runs, preset="projected", weak=WEAK, weak_factor=f))
     _write(DATA / "ecc_device_weak.csv", rows, ("model", "weak", "weak_factor"))
