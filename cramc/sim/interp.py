@@ -196,9 +196,12 @@ class Chip:
         """Put this chip's state into a fresh machine of any number of lanes (its lanes share the chip).
 
         A machine with lane-invariant columns (`Machine.shared`, this chip's cells) gets its own copy of the
-        per-lane columns only."""
-        m.be.copyto(m.cells, self.cells[: m.lane_cols] if m.shared is not None else self.cells)
-        m.be.copyto(m.acc, self.acc)
+        per-lane columns only.  A fresh machine's state is zero, so on the host a part of the chip that is
+        all zero (what `.init` leaves in the per-lane columns and accumulators, typically) is not copied."""
+        cells = self.cells[: m.lane_cols] if m.shared is not None else self.cells
+        for dst, src in ((m.cells, cells), (m.acc, self.acc)):
+            if m.be.name != "numpy" or src.any():
+                m.be.copyto(dst, src)
         for name, t in self.tensors.items():
             m.tensors[name] = np.repeat(t, m.lanes, axis=0)
         m.defects = self.defects
