@@ -292,9 +292,10 @@ def plot() -> None:
             ax.set_ylim(0, 1)
             ax.grid(axis="y", alpha=0.3)
         axes[0][0].set_ylabel("top-1 accuracy (over chips, 95% t-interval)")
-        axes[0][0].legend(loc="lower left", fontsize=8)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(levels), fontsize=8)  # below: clear of the bars
         fig.suptitle(title)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
         fig.savefig(IMG / csv_name.replace(".csv", ".png"), dpi=110)
 
     with open(DATA / "ecc_device_presets.csv", encoding="utf-8") as f:
@@ -316,9 +317,10 @@ def plot() -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("top-1 accuracy (mean over seeds/chips)")
     full = max(axes[0], key=lambda a: len(a.get_legend_handles_labels()[1]))  # the panel with every preset
-    full.legend(loc="lower right", fontsize=7)
+    handles, labels = full.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)  # below: clear of the bars
     fig.suptitle("Device presets: input-dependent (by_ones) vs output-conditioned (*_flat) gate errors")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(IMG / "ecc_device_presets.png", dpi=110)
     print("wrote docs/img/ecc_device_{defects,weak,presets}.png", file=sys.stderr)
 
@@ -512,7 +514,7 @@ def auto(models: list[Model], only: tuple[float, ...] | None = None) -> None:
                     row["tuned_for"] = "projected" if em == "projected" else "projected + [defects]"
                     row["chosen"] = "; ".join(lines[1:]) or "nothing"
                     row["auto_log"] = lines[0] if lines else ""
-                    row["compile_s"] = time.time() - t0
+                    row["seconds"] = time.time() - t0  # the compile and the runs
                     rows.append(row)
     _write(DATA / "ecc_device_auto.csv", rows, ("model", "stuck"))
 
