@@ -44,6 +44,7 @@ from cramc.cost.model import Estimate, dynamic_estimate, static_estimate  # noqa
 from cramc.cost.params import Tech  # noqa: E402
 from cramc.cost.roofline import measure_onnxruntime, model_work, roofline  # noqa: E402
 from cramc.cost.static import count_program  # noqa: E402
+from cramc.cost.timeline import timeline  # noqa: E402
 from cramc.fileio import load_npz  # noqa: E402
 from cramc.isa.parser import parse  # noqa: E402
 from cramc.isa.verifier import Linked, verify  # noqa: E402
@@ -96,8 +97,13 @@ def _linked(path: Path) -> Linked:
     return verify(parse(path.read_text(encoding="utf-8"), str(path)))
 
 
-def cram_row(est: Estimate) -> dict[str, Any]:
+def cram_row(est: Estimate, linked: Linked, tech: Tech) -> dict[str, Any]:
+    tl = timeline(linked, tech)  # overlap (double-buffered MACs) and the layer pipeline (cramc.cost.timeline)
     return {
+        "latency_overlap_s": tl.latency_s,
+        "interval_s": tl.interval_s,
+        "throughput_per_s": tl.throughput,
+        "bottleneck": tl.bottleneck,
         "latency_s": est.latency_s,
         "energy_j": est.energy_j,
         "edp_js": est.edp_js,
@@ -127,7 +133,9 @@ def evaluate(
             continue
         linked = _linked(path)
         pc = count_program(linked)
-        res["cram"][reduce] = {t: cram_row(static_estimate(linked, tech, pc)) for t, tech in techs.items()}
+        res["cram"][reduce] = {
+            t: cram_row(static_estimate(linked, tech, pc), linked, tech) for t, tech in techs.items()
+        }
         if dynamic and linked.expect is not None:
             r = run(linked, dict(linked.expect.inputs))
             d = dynamic_estimate(r.counts, r.samples, linked, techs["default"])
@@ -165,35 +173,32 @@ def _joules(v: dict[str, float], k: str) -> str:
 
 def table(results: list[dict[str, Any]], tech: str) -> list[str]:
     lines = [
-        "| model | MACs | system | latency | energy | EDP (J*s) | area (mm^2) |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| model | MACs | system | latency | energy | EDP (J*s) | area (mm^2) | latency, overlapped | "
+        "pipeline interval | throughput (1/s) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        rows: list[tuple[str, float | None, float | None, float | None]] = []
+        rows: list[tuple[str, float | None, float | None, float | None, dict[str, Any]]] = []
         for reduce, label in REDUCES.items():
             c = r["cram"].get(reduce, {}).get(tech)
             if c is None:
-                rows.append(
-                    (f"{label} (not available: {r['errors'].get(reduce, 'not compiled')[:80]})", None, None, None)
-                )
+                why = r["errors"].get(reduce, "not compiled")[:80]
+                rows.append((f"{label} (not available: {why})", None, None, None, {}))
             else:
-                rows.append((label, c["latency_s"], c["energy_j"], c["area_mm2"]))
+                rows.append((label, c["latency_s"], c["energy_j"], c["area_mm2"], c))
         for d in r["devices"][tech].values():
-            rows.append((d["label"] + f", roofline ({d['bound']}-bound)", d["latency_s"], d["energy_j"], d["area_mm2"]))
-        rows.append(
-            (
-                "this machine's CPU, onnxruntime, measured (float32)",
-                r["onnxruntime_cpu_s"],
-                r["onnxruntime_cpu_j"],
-                None,
-            )
-        )
-        for i, (label, lat, en, area) in enumerate(rows):
+            label = d["label"] + f", roofline ({d['bound']}-bound)"
+            rows.append((label, d["latency_s"], d["energy_j"], d["area_mm2"], {}))
+        ort = "this machine's CPU, onnxruntime, measured (float32)"
+        rows.append((ort, r["onnxruntime_cpu_s"], r["onnxruntime_cpu_j"], None, {}))
+        for i, (label, lat, en, area, c) in enumerate(rows):
             edp = lat * en if lat is not None and en is not None else None
+            thr = f"{c['throughput_per_s']:.3g}" if "throughput_per_s" in c else "-"
             lines.append(
                 f"| {r['model'] if i == 0 else ''} | {r['macs'] if i == 0 else ''} | {label} | "
                 f"{_fmt(lat, 's')} | {_fmt(en, 'J')} | {'-' if edp is None else f'{edp:.3g}'} | "
-                f"{'-' if area is None else f'{area:.3g}'} |"
+                f"{'-' if area is None else f'{area:.3g}'} | {_fmt(c.get('latency_overlap_s'), 's')} | "
+                f"{_fmt(c.get('interval_s'), 's')} | {thr} |"
             )
     return lines
 
@@ -211,6 +216,9 @@ def verdicts(results: list[dict[str, Any]], tech: str) -> dict[str, Any]:
 
         if h and c:
             v["cram_only_over_hybrid_latency"] = c["latency_s"] / h["latency_s"]
+            if "latency_overlap_s" in h and "latency_overlap_s" in c:
+                v["cram_only_over_hybrid_latency_overlap"] = c["latency_overlap_s"] / h["latency_overlap_s"]
+                v["cram_only_over_hybrid_interval"] = c["interval_s"] / h["interval_s"]
             v["cram_only_over_hybrid_energy"] = c["energy_j"] / h["energy_j"]
             # the latency ratio where only the gates took time (every gate costs the same: a count ratio)
             if lat(h, "gate"):
@@ -372,21 +380,27 @@ def write_doc(
         gen += table(results, t)
         gen += [
             "",
-            "Ratios (> 1: the hybrid is better). *gates only*: the CRAM-only / hybrid latency ratio if "
+            "*latency, overlapped*: the critical path with a gate and an adder-tree count proceeding together "
+            "on different columns (the hybrid's double-buffered MACs; cramc.cost.timeline); *pipeline interval*, "
+            "*throughput*: the steady state of a weight-stationary layer pipeline (docs/cost-model.md).",
+            "",
+            "Ratios (> 1: the hybrid is better). *overlapped*, *pipeline interval*: the latency ratio with "
+            "overlap, and the ratio of the pipeline intervals. *gates only*: the CRAM-only / hybrid latency ratio if "
             "only the gates took time; *free periphery*: if writes and reads took none. *break-even gate "
             "energy*: the energy per row-level gate at which the hybrid's energy (EDP) equals the GPU's, "
             "other figures as they are.",
             "",
-            "| model | CRAM-only / hybrid latency | gates only | free periphery | CRAM-only / hybrid energy | "
-            "GPU / hybrid energy | GPU / hybrid EDP | CPU (HBM) / hybrid energy | CPU (HBM) / hybrid EDP | "
-            "break-even gate energy vs GPU: energy, EDP |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | CRAM-only / hybrid latency | overlapped | pipeline interval | gates only | free periphery | "
+            "CRAM-only / hybrid energy | GPU / hybrid energy | GPU / hybrid EDP | CPU (HBM) / hybrid energy | "
+            "CPU (HBM) / hybrid EDP | break-even gate energy vs GPU: energy, EDP |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m, v in summary[t].items():
             g = functools.partial(_num, v)
             e = functools.partial(_joules, v)
             gen.append(
-                f"| {m} | {g('cram_only_over_hybrid_latency')} | {g('gate_time_ratio')} | "
+                f"| {m} | {g('cram_only_over_hybrid_latency')} | {g('cram_only_over_hybrid_latency_overlap')} | "
+                f"{g('cram_only_over_hybrid_interval')} | {g('gate_time_ratio')} | "
                 f"{g('ratio_free_periphery')} | {g('cram_only_over_hybrid_energy')} | "
                 f"{g('gpu_over_hybrid_energy')} | {g('gpu_over_hybrid_edp')} | {g('cpu_over_hybrid_energy')} | "
                 f"{g('cpu_over_hybrid_edp')} | {e('gpu_breakeven_gate_energy_j')}, "
