@@ -286,6 +286,13 @@ class Injector:
         #: by_ones[k] / pmax: the acceptance probability of a candidate whose gate has k inputs at 1
         self.accept = None if rate.by_ones is None else np.array(rate.by_ones) / self.pmax
 
+    def _in_rows(self, w: np.ndarray, mk: np.ndarray) -> np.ndarray:
+        """Whether each candidate (word w of the region, bit mk) is a trial: its row is active."""
+        assert self.active is not None
+        if self.block == 1:  # one word a row range: no index arithmetic
+            return (mk & self.active[0]) != 0
+        return (self.active[w % self.block] & mk) != 0
+
     def plain(self, size: int) -> bool:
         """True when a region of `size` words needs no row filter, no thinning and no chunking."""
         return self.active is None and self.symmetric and size <= self.step
@@ -305,7 +312,7 @@ class Injector:
         w, mk = got
         k = w.size
         if self.active is not None:
-            keep = (self.active[w % self.block] & mk) != 0
+            keep = self._in_rows(w, mk)
             w, mk = w[keep], mk[keep]
         if not self.symmetric:
             one = (flat[w] & mk) != 0
@@ -347,7 +354,7 @@ class Injector:
             w, mk = got
             n = w.size
             if self.active is not None:
-                keep = (self.active[w % self.block] & mk) != 0
+                keep = self._in_rows(w, mk)
                 w, mk = w[keep], mk[keep]
             if self.accept is not None:
                 assert inputs is not None, "an input-dependent rate needs the gate's inputs"

@@ -479,6 +479,9 @@ class _SparseFaults:
         row of words), computed once and read by `_words` and `_move`."""
         i, rest = np.divmod(w, self.region)
         i += p0
+        if self.nw == 1:  # rows within one word: rest = array * S + lane
+            a, s = np.divmod(rest, self.S)
+            return i, a, s, np.zeros_like(rest)
         q, wd = np.divmod(rest, self.nw)  # q = array * S + lane
         a, s = np.divmod(q, self.S)
         return i, a, s, wd
