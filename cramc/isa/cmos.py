@@ -175,7 +175,14 @@ def maxpool(args: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     x = _norm(args[0])
     fill = np.iinfo(np.int64).min if _is_int(x) else -np.inf
     win, _ = _pool_windows(x, attrs, fill)
-    return win.max(axis=(-2, -1))
+    # the window's elements one strided view at a time: a reduction over the two window axes of the
+    # view walks it element by element (4x slower on LeNet-5's 2 x 2 pools); max is exact in any order
+    out = win[..., 0, 0].copy()
+    for i in range(win.shape[-2]):
+        for j in range(win.shape[-1]):
+            if i or j:
+                np.maximum(out, win[..., i, j], out=out)
+    return out
 
 
 @cmos("avgpool")
