@@ -93,6 +93,9 @@ def plot(path: str, res: SweepResult, title: str | None = None) -> None:
         x, y = sr["x"], sr["y"]
         (line,) = ax.plot(x, y, marker="o", label=label)
         ax.fill_between(x, sr["band_lo"], sr["band_hi"], color=line.get_color(), alpha=0.2, linewidth=0)
+        if len(res.config.get("chips", [])) > 1:  # the within-chip interval also as a wide bar: seen at one rate too
+            band = np.maximum(0.0, np.stack([y - sr["band_lo"], sr["band_hi"] - y]))
+            ax.errorbar(x, y, yerr=band, fmt="none", ecolor=line.get_color(), alpha=0.3, elinewidth=7)
         yerr = np.maximum(0.0, np.stack([y - sr["bar_lo"], sr["bar_hi"] - y]))
         ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=line.get_color(), capsize=3, linewidth=1)
         for r in res.rows:
@@ -109,7 +112,7 @@ def plot(path: str, res: SweepResult, title: str | None = None) -> None:
     chips = len(res.config.get("chips", []))
     if chips > 1:
         size = f"{n} samples x {seeds} seeds x {chips} chips"
-        band = f"within a chip (95% Wilson); bars: across {chips} chips (95% t)"
+        band = f"within a chip (95% Wilson, also the wide bars); thin bars: across {chips} chips (95% t)"
     else:
         size = f"{n} samples x {seeds} seeds"
         band = "95% t-interval over seeds" if seeds > 1 else "95% Wilson interval"
