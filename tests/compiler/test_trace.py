@@ -65,7 +65,8 @@ def test_trace_clean_program(cli, digits_programs: dict[str, Path], first_conv_o
 def test_trace_names_the_first_diverging_layer(
     cli, digits_programs: dict[str, Path], first_conv_output: str, tmp_path: Path
 ) -> None:
-    bad = _edited(digits_programs["cnn"], tmp_path / "bad.cram", "t, w+7, x+7")
+    # the last term, in the second scratch column (double-buffered: odd terms use t+1)
+    bad = _edited(digits_programs["cnn"], tmp_path / "bad.cram", "t+1, w+7, x+7")
     res = cli("run", str(bad), "--trace")
     assert res.rc != 0
     assert "Traceback" not in res.err
