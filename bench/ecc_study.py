@@ -65,7 +65,7 @@ PRESETS = ("early", "near_term", "projected")
 SEEDS = {"digits_cnn": 3, "digits_mlp": 3, "mnist_lenet5": 2}
 CHIPS, CHIP_SEEDS = 4, 2  # chips: chips 0..3, each with inference seeds 0, 1
 DEFECT_CHIPS = {"digits_mlp": 4, "digits_cnn": 6}  # defects: chips 0..n-1, inference seed 0
-WEAK_CHIPS = {"digits_mlp": 4, "digits_cnn": 3}  # weak cells: the same, fewer CNN chips (every chip agreed)
+WEAK_CHIPS = {"digits_mlp": 4, "digits_cnn": 6}  # weak cells: chips 0..n-1, inference seed 0
 DENSITIES = (1e-3, 3e-3, 1e-2)  # stuck cells per cell, half stuck at 0 and half at 1
 #: weak cells per cell, and the factors on a gate's rate when its output is a weak cell (projected gates:
 #: 4.5e-5 x 1e3 = 4.5e-2, x 1e4 capped at 0.5: a weak cell then sets about half the bits written into it)
