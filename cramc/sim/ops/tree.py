@@ -190,6 +190,9 @@ def prepare_fused(m: Machine, f: FusedMac) -> Callable[[], None]:
     fast = _prepare_product(m, f.pairs, k, writes)
     if fast is not None:
         return fast
+    # chunks of whole 8 x 8 (or 8) bit-pair blocks where they fit, so that `_outer_views` finds its pattern in
+    # each; the faults are drawn over consecutive regions pair by pair whatever the chunks (same draws)
+    k = k - k % 64 if k >= 64 else k - k % 8 if k >= 8 else k
     parts = [
         _prepare_chunk(m, f.pairs[i : i + k], tuple((j - i, c) for j, c in writes if i <= j < i + k))
         for i in range(0, len(f.pairs), k)
@@ -228,6 +231,46 @@ def _gatherer(m: Machine, cols: np.ndarray, lo: int, hi: int, w0: int, w1: int) 
     return mixed
 
 
+def _outer_views(
+    m: Machine, a_cols: np.ndarray, b_cols: np.ndarray, lo: int, hi: int, w0: int, w1: int
+) -> tuple[Callable[[], Any], Callable[[], Any]] | None:
+    """The operands of a chunk as views that broadcast against each other, when its pairs are every
+    (column i, column j) of two ranges in C order (a MAC's weight bit i times input bit j): [r, 1, nA, S|1, nw]
+    and [1, q, nA, S|1, nw], r*q the pairs, so the gate logic reads the cells in place instead of from
+    gathered copies.  None for any other pattern (and then the gatherers copy)."""
+    n = a_cols.size
+    found = None
+    for rep, til, rep_first in ((a_cols, b_cols, True), (b_cols, a_cols, False)):
+        q = int(np.argmax(rep != rep[0])) if (rep != rep[0]).any() else n
+        if q < 2 or n % q:
+            continue
+        r = n // q
+        if np.array_equal(rep, rep[0] + np.repeat(np.arange(r), q)) and np.array_equal(
+            til, til[0] + np.tile(np.arange(q), r)
+        ):
+            found = (int(rep[0]), r, int(til[0]), q, rep_first)
+            break
+    if found is None:
+        return None
+    c_rep, r, c_til, q, rep_first = found
+    if m.is_shared(c_rep) != m.is_shared(c_rep + r - 1) or m.is_shared(c_til) != m.is_shared(c_til + q - 1):
+        return None
+    rep_v = _range_view(m, c_rep, r, lo, hi, w0, w1, True)
+    til_v = _range_view(m, c_til, q, lo, hi, w0, w1, False)
+    return (rep_v, til_v) if rep_first else (til_v, rep_v)
+
+
+def _range_view(m: Machine, c0: int, k: int, lo: int, hi: int, w0: int, w1: int, outer: bool) -> Callable[[], Any]:
+    """Columns [c0, c0 + k) as a view [k, 1, nA, S|1, nw] (`outer`) or [1, k, nA, S|1, nw]."""
+    shared = m.is_shared(c0)
+
+    def get() -> Any:
+        block = (m.shared if shared else m.cells)[c0 : c0 + k, lo:hi, :, w0:w1]
+        return block[:, None] if outer else block[None]
+
+    return get
+
+
 def _prepare_chunk(
     m: Machine, pairs: tuple[tuple[BoundOp, BoundOp], ...], writes: tuple[tuple[int, int], ...]
 ) -> Callable[[], None]:
@@ -240,12 +283,15 @@ def _prepare_chunk(
     r0, r1 = m.rows(g0)
     w0, w1 = word_range(r0, r1)
     region = (len(pairs), hi - lo, m.lanes, w1 - w0)
-    gather_a = _gatherer(m, np.array([g.operands[1] for g, _ in pairs]), lo, hi, w0, w1)
-    gather_b = _gatherer(m, np.array([g.operands[2] for g, _ in pairs]), lo, hi, w0, w1)
+    a_cols = np.array([g.operands[1] for g, _ in pairs])
+    b_cols = np.array([g.operands[2] for g, _ in pairs])
     logic = g0.op.logic
     assert logic is not None, f"{g0.op.mnemonic} is a gate: the opcode table gives its logic"
     rate = m.faults.gate(g0.op.mnemonic)
     by_ones = rate.by_ones is not None
+    outer = None if by_ones or be.name != "numpy" else _outer_views(m, a_cols, b_cols, lo, hi, w0, w1)
+    gather_a = outer[0] if outer else _gatherer(m, a_cols, lo, hi, w0, w1)
+    gather_b = outer[1] if outer else _gatherer(m, b_cols, lo, hi, w0, w1)
     whole = (r0 | r1) & 63 == 0
     mask = None if whole else m.mask(r0, r1, w0, w1)
     slots = np.array([t.operands[0] for _, t in pairs])
@@ -266,9 +312,11 @@ def _prepare_chunk(
 
     def run() -> None:
         cells = m.cells
-        a = gather_a()  # [n, nA, S, nw], or [n, nA, 1, nw] from lane-invariant columns
+        a = gather_a()  # [n, nA, S, nw], or [n, nA, 1, nw] from lane-invariant columns (or `_outer_views`)
         b = gather_b()
         res = logic(a, b)
+        if outer:
+            res = res.reshape(len(pairs), *res.shape[2:])  # [r, q, ...] -> [n, ...]: a fresh array, no copy
         res = be.contiguous(res) if tuple(res.shape) == region else be.broadcast(res, region)
         # An input-dependent rate reads the operands at its candidates: k = w + x for the AND of a weight
         # bit and an input bit.  Otherwise they go before the next temporaries: the chunk's peak memory is
