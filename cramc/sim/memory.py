@@ -315,7 +315,7 @@ def _static_footprint(
             worst, worst_at = per, b.text or b.op.mnemonic
         fixed_temp = max(fixed_temp, fix)
     if fused and not reference:
-        for f in _fused_runs((*linked.init, *linked.main)):
+        for f in _program_fused_runs(linked):
             per = fused_temporaries(z, f)
             if per > worst:
                 worst, worst_at = per, f"a fused run of {len(f.pairs)} x ({f.first.text or f.first.op.mnemonic} ...)"
@@ -326,6 +326,17 @@ def _static_footprint(
     # the chip: the state .init left (one lane, copied into every batch) and its defect tables (cramc.sim.chip)
     chip = state + tensors + int(DEFECT_BYTES * expected_defects(spec, ext.arrays, faults.defects))
     return state, tensors, worst + scratch, worst_at, data + sampler + fixed_temp + runners + RUN_BYTES + chip
+
+
+def _program_fused_runs(linked: Linked) -> Iterator[FusedMac]:
+    """The fused runs of .init and .main as the interpreter executes them: the same rewrite, shared with it
+    (`Linked.memo["fused"]`, keyed as cramc.sim.interp keys it)."""
+    memo = linked.memo.setdefault("fused", {})
+    for nodes in (linked.init, linked.main):
+        got = memo.get(id(nodes))
+        if got is None:
+            got = memo[id(nodes)] = (nodes, fuse(nodes))
+        yield from _fused_runs(got[1])
 
 
 def _fused_runs(nodes: tuple[Node, ...]) -> Iterator[FusedMac]:
