@@ -63,8 +63,10 @@ REPLICAS = ("dup_r2", "dup_r3", "vote_r3", "tmr_r3")
 PRESETS = ("early", "near_term", "projected")
 #: presets: seeds 0..n-1, each on its own chip (chip seed = seed); the LeNet-5 (10-60 s a run) on two
 SEEDS = {"digits_cnn": 3, "digits_mlp": 3, "mnist_lenet5": 2}
-CHIPS, CHIP_SEEDS = 4, 2  # chips: chips 0..3, each with inference seeds 0, 1
-DEFECT_CHIPS = {"digits_mlp": 4, "digits_cnn": 6}  # defects: chips 0..n-1, inference seed 0
+#: chips: chips 0..n-1, each with inference seeds 0 .. CHIP_SEEDS-1; the LeNet-5 (10-20 s a run under early) on 3
+CHIPS, CHIP_SEEDS = {"digits_mlp": 4, "digits_cnn": 4, "mnist_lenet5": 3}, 2
+#: defects: chips 0..n-1, inference seed 0; the LeNet-5 (5-25 s a run) on 3
+DEFECT_CHIPS = {"digits_mlp": 4, "digits_cnn": 6, "mnist_lenet5": 3}
 WEAK_CHIPS = {"digits_mlp": 4, "digits_cnn": 6}  # weak cells: chips 0..n-1, inference seed 0
 DENSITIES = (1e-3, 3e-3, 1e-2)  # stuck cells per cell, half stuck at 0 and half at 1
 #: weak cells per cell, and the factors on a gate's rate when its output is a weak cell (projected gates:
@@ -79,7 +81,7 @@ AUTO_MODELS, AUTO_DENSITIES, AUTO_BUDGETS, BLIND_BUDGET = ("digits_mlp",), (3e-3
 PRESET_MODELS = {"digits_cnn": PRESETS, "digits_mlp": PRESETS, "mnist_lenet5": ("near_term",)}
 CHIP_PRESETS = ("early",)  # its write faults (1e-3) land in the resident weights
 CHIP_SCHEMES = ("none", "dup", "vote", "dup_r3", "vote_r3")
-CHIP_MODELS = {"digits_mlp": CHIP_SCHEMES, "digits_cnn": CHIP_SCHEMES}
+CHIP_MODELS = {"digits_mlp": CHIP_SCHEMES, "digits_cnn": CHIP_SCHEMES, "mnist_lenet5": CHIP_SCHEMES}
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
@@ -211,7 +213,7 @@ def chips(models: list[Model]) -> None:
             fm = load_preset(p)
             for s in CHIP_MODELS.get(m.name, ()):
                 t0 = time.time()
-                correct = [[m.correct(s, fm, seed, c)[0] for seed in range(CHIP_SEEDS)] for c in range(CHIPS)]
+                correct = [[m.correct(s, fm, seed, c)[0] for seed in range(CHIP_SEEDS)] for c in range(CHIPS[m.name])]
                 sp = chip_spread(correct, m.n)
                 row: dict[str, object] = {"model": m.name, "preset": p, "scheme": s, "samples": m.n}
                 row["seeds"] = CHIP_SEEDS
