@@ -63,9 +63,11 @@ REPLICAS = ("dup_r2", "dup_r3", "vote_r3", "tmr_r3")
 PRESETS = ("early", "near_term", "projected")
 #: presets: seeds 0..n-1, each on its own chip (chip seed = seed); the LeNet-5 (10-60 s a run) on two
 SEEDS = {"digits_cnn": 3, "digits_mlp": 3, "mnist_lenet5": 2}
-#: chips: chips 0..n-1, each with inference seeds 0 .. CHIP_SEEDS-1; the LeNet-5 (10-20 s a run under early) on 3
+#: chips: chips 0..n-1, each with inference seeds 0 .. CHIP_SEEDS-1; the LeNet-5 on 3 (100 images under early:
+#: 8.5 s a run unprotected, 18 s dup or dup_r3, 1.7 min tmr, at 89c1c76 with the cores shared)
 CHIPS, CHIP_SEEDS = {"digits_mlp": 4, "digits_cnn": 4, "mnist_lenet5": 3}, 2
-#: defects: chips 0..n-1, inference seed 0; the LeNet-5 (5-25 s a run) on 3
+#: defects: chips 0..n-1, inference seed 0; the LeNet-5 on 3 (100 images, stuck 1e-2: 5 s a run
+#: unprotected, 9-14 s dup_r3 / dup, 42 s tmr)
 DEFECT_CHIPS = {"digits_mlp": 4, "digits_cnn": 6, "mnist_lenet5": 3}
 WEAK_CHIPS = {"digits_mlp": 4, "digits_cnn": 6}  # weak cells: chips 0..n-1, inference seed 0
 DENSITIES = (1e-3, 3e-3, 1e-2)  # stuck cells per cell, half stuck at 0 and half at 1
@@ -77,7 +79,7 @@ WEAK, WEAK_FACTORS = 1e-2, (1e3, 1e4)
 #: 2-4 CPU minutes, so one budget
 AUTO_MODELS, AUTO_DENSITIES, AUTO_BUDGETS, BLIND_BUDGET = ("digits_mlp",), (3e-3, 1e-2), (0.3,), 0.3
 #: what each experiment runs on, to fit a few minutes a section on two shared cores: a CNN run takes 1-8 s
-#: (fused product path), the LeNet-5 10 s (none) to 60 s (dup under early): the LeNet-5 runs near_term only
+#: (fused product path), the LeNet-5 (at b89b500) 10 s (none) to 60 s (dup under early): the LeNet-5 runs near_term only
 PRESET_MODELS = {"digits_cnn": PRESETS, "digits_mlp": PRESETS, "mnist_lenet5": ("near_term",)}
 CHIP_PRESETS = ("early",)  # its write faults (1e-3) land in the resident weights
 CHIP_SCHEMES = ("none", "dup", "vote", "dup_r3", "vote_r3")
