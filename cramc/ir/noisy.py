@@ -109,6 +109,7 @@ def mvm_error(
     rates: np.ndarray,
     rng: np.random.Generator,
     defects: LayerDefects | None = None,
+    counts: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] | None = None,
 ) -> np.ndarray:
     """Sampled accumulator error for x [S, P, K] (int) and weights w [N, K/groups].
 
@@ -117,18 +118,21 @@ def mvm_error(
     (padding rows hold zero operands, whose product can flip too), or K if the op is not
     tiled yet.  With `defects`, the rows holding a defective cell are drawn bit by bit
     (module docstring) and the binomials count the other rows.
+
+    `counts` memoises, per term (b, c), the rows whose product is 1 and those with exactly one operand bit at
+    1 ([S, P, N] each; the latter None until a term needs it): they depend on x and w only, so a caller that
+    draws errors for the same x many times (auto-ecc scoring one layer under each scheme and seed) passes
+    one dict for that x.  Only the bit-planes of the terms drawn are made; the draws are the same either way.
     """
     wb, xb, xs = op.attrs["wbits"], op.attrs["xbits"], op.attrs["xsigned"]
     groups = op.attrs.get("groups", 1)
     s, p, k = x.shape
     n, kg = w.shape
-    ng = n // groups
     rows_counted = kg
     if "tile" in op.attrs:
         t: Tile = op.attrs["tile"]
         rows_counted = t.chunks * t.rows
-    xp = bit_planes(x, xb)  # [S, P, K, xb]
-    wp = bit_planes(w, wb)  # [N, Kg, wb]
+    terms = _TermCounts(x, w, groups, counts)
     err = np.zeros((s, p, n), dtype=np.int64)
     taken = None  # [S, P, N, wb, xb, 3]: rows per operand state that the defect rows take from the binomials
     if defects is not None:
@@ -138,17 +142,8 @@ def mvm_error(
             e0, e1, e2 = rates[b * xb + c]
             if e0 == 0 and e1 == 0 and e2 == 0:
                 continue
-            ones = np.empty((s, p, n), dtype=np.int64)
-            one_op = np.empty((s, p, n), dtype=np.int64)  # rows with exactly one operand bit at 1
-            for gi in range(groups):
-                xs_ = xp[:, :, gi * kg : (gi + 1) * kg, c]
-                ws_ = wp[gi * ng : (gi + 1) * ng, :, b]
-                both = np.rint(xs_ @ ws_.T).astype(np.int64)
-                ones[..., gi * ng : (gi + 1) * ng] = both
-                if e0 != e1:
-                    nx = np.rint(xs_.sum(axis=-1)).astype(np.int64)[..., None]  # [S, P, 1]
-                    nw = np.rint(ws_.sum(axis=-1)).astype(np.int64)  # [Ng]
-                    one_op[..., gi * ng : (gi + 1) * ng] = nx + nw - 2 * both
+            ones, maybe_one = terms.get(b, c, e0 != e1)
+            one_op = maybe_one if maybe_one is not None else ones  # read only where e0 != e1
             zeros = rows_counted - ones
             if taken is not None:
                 t0, t1, t2 = (taken[..., b, c, k] for k in range(3))
@@ -162,6 +157,49 @@ def mvm_error(
             neg = (b == wb - 1) != bool(xs and c == xb - 1)
             err += (-delta if neg else delta) << (b + c)
     return err
+
+
+class _TermCounts:
+    """Per term (b, c) of an MVM: the rows whose product is 1 and those with exactly one operand bit at 1,
+    [S, P, N] each, from the bit-planes of the terms asked for only (float32 for exact BLAS counting)."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        w: np.ndarray,
+        groups: int,
+        memo: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] | None,
+    ):
+        self.x, self.w, self.groups, self.memo = x.astype(np.int64), w.astype(np.int64), groups, memo
+        self.xplanes: dict[int, np.ndarray] = {}  # c -> [S, P, K]
+        self.wplanes: dict[int, np.ndarray] = {}  # b -> [N, Kg]
+
+    def get(self, b: int, c: int, need_one: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        got = None if self.memo is None else self.memo.get((b, c))
+        if got is not None and (got[1] is not None or not need_one):
+            return got
+        if c not in self.xplanes:
+            self.xplanes[c] = ((self.x >> c) & 1).astype(np.float32)
+        if b not in self.wplanes:
+            self.wplanes[b] = ((self.w >> b) & 1).astype(np.float32)
+        xpc, wpb = self.xplanes[c], self.wplanes[b]
+        s, p, _ = xpc.shape
+        n, kg = wpb.shape
+        ng = n // self.groups
+        ones = np.empty((s, p, n), dtype=np.int64)
+        one_op = np.empty((s, p, n), dtype=np.int64) if need_one else None  # rows with one operand bit at 1
+        for gi in range(self.groups):
+            xs_ = xpc[:, :, gi * kg : (gi + 1) * kg]
+            ws_ = wpb[gi * ng : (gi + 1) * ng]
+            both = np.rint(xs_ @ ws_.T).astype(np.int64)
+            ones[..., gi * ng : (gi + 1) * ng] = both
+            if one_op is not None:
+                nx = np.rint(xs_.sum(axis=-1)).astype(np.int64)[..., None]  # [S, P, 1]
+                nw = np.rint(ws_.sum(axis=-1)).astype(np.int64)  # [Ng]
+                one_op[..., gi * ng : (gi + 1) * ng] = nx + nw - 2 * both
+        if self.memo is not None:
+            self.memo[(b, c)] = (ones, one_op)
+        return ones, one_op
 
 
 def layer_rates(fm: FaultModel, op: Op, only_sig: int | None = None, scheme_override: int | None = None) -> np.ndarray:
@@ -185,21 +223,37 @@ def noisy_evaluate(
     rng: np.random.Generator,
     keep: bool = False,
     defects: dict[str, LayerDefects] | None = None,
+    clean: dict[str, np.ndarray] | None = None,
+    memo: dict[str, dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Evaluate the graph exactly except for a sampled error on every MVM named in `rates` (and, with
-    `defects`, the static defects of the MVMs named there)."""
+    `defects`, the static defects of the MVMs named there).
+
+    `clean` is the fault-free evaluation of the same inputs (`evaluate(g, inputs, keep=True)`): an op that
+    draws no error and reads only values no error reached takes its value from there instead of being
+    evaluated again (the same value: the evaluation is deterministic and draws nothing), so scoring faults
+    in one layer costs that layer's draws and the layers after it.  With `clean`, `memo` keeps the per-term
+    counts of `mvm_error` of every MVM whose input is clean, by op (its `counts`), across calls."""
     env = input_env(g, inputs)
     defects = defects or {}
+    dirty: set[str] = set()  # values an error reached (with `clean`)
     for op in g.ops:
-        args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
-        out = eval_op(g, op, args)
         r = rates.get(op.out)
         d = defects.get(op.out)
-        if op.kind == "mvm" and ((r is not None and r.any()) or d is not None):
+        noisy = op.kind == "mvm" and ((r is not None and r.any()) or d is not None)
+        pure = clean is not None and not any(n in dirty for n in op.ins)
+        if pure and not noisy:
+            env["%" + op.out] = clean[op.out]  # type: ignore[index]
+            continue
+        args = [env[n] if n.startswith("%") else g.consts[n[1:]][None] for n in op.ins]
+        out = clean[op.out] if pure else eval_op(g, op, args)  # type: ignore[index]
+        if noisy:
             wb, xb = op.attrs["wbits"], op.attrs["xbits"]
             r = np.zeros((wb * xb, 3)) if r is None else r
-            out = out + mvm_error(args[0], op, g.consts[op.attrs["w"][1:]], r, rng, d)
+            counts = memo.setdefault(op.out, {}) if pure and memo is not None else None
+            out = out + mvm_error(args[0], op, g.consts[op.attrs["w"][1:]], r, rng, d, counts)
         env["%" + op.out] = out
+        dirty.add("%" + op.out)
     if keep:
         return {k[1:]: v for k, v in env.items()}
     return {o.name: env["%" + o.name] for o in g.outputs}

@@ -37,6 +37,15 @@ def mvm(x: np.ndarray, w: np.ndarray, groups: int = 1) -> np.ndarray:
         raise InternalError(f"mvm shapes: x K={k}, w {list(w.shape)}, groups={groups}")
     ng = n // groups
     out = np.empty((s, p, n), dtype=np.int64)
+    # numpy multiplies int64 matrices without BLAS (tens of times slower): where every partial sum of the
+    # products is an integer float64 holds exactly (below 2^53 in magnitude), BLAS's float64 product gives
+    # the same integers in any order of summation
+    bound = (int(np.abs(x).max(initial=0)) * int(np.abs(w).max(initial=0))) * max(kg, 1)
+    if bound < 2**53:
+        xf, wf = x.astype(np.float64), w.astype(np.float64)
+        for gi in range(groups):
+            out[..., gi * ng : (gi + 1) * ng] = xf[..., gi * kg : (gi + 1) * kg] @ wf[gi * ng : (gi + 1) * ng].T
+        return out
     for gi in range(groups):
         out[..., gi * ng : (gi + 1) * ng] = x[..., gi * kg : (gi + 1) * kg] @ w[gi * ng : (gi + 1) * ng].T
     return out

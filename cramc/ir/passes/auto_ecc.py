@@ -54,7 +54,11 @@ class AutoEcc:
     def run(self, g: Graph) -> Graph:
         shapes = infer_shapes(g)
         inputs = {k: v[: self.max_samples] for k, v in self.calibration.items()}
-        ref_out = next(iter(evaluate(g, inputs).values()))
+        # the fault-free values of every op: each scoring draws faults in one layer only, so the layers before
+        # it (and any op no fault reaches) are taken from here, and that layer's per-term counts are kept
+        self._clean = evaluate(g, inputs, keep=True)
+        self._memo: dict[str, dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]]] = {}
+        ref_out = self._clean[g.outputs[0].name]
         ref = ref_out.reshape(ref_out.shape[0], -1).astype(np.float64)
         self._spread = float(((ref - ref.mean(axis=0)) ** 2).sum(axis=1).mean()) or 1.0
         mvms = [op for op in g.ops if op.kind == "mvm"]
@@ -139,12 +143,22 @@ class AutoEcc:
         rates = {op.out: layer_rates(self.faults, op) for op in g.ops if op.kind == "mvm"}
         defects = all_defects(g, self.faults)
         return (
-            sum(
-                self._score(noisy_evaluate(g, inputs, rates, np.random.default_rng(s), defects=defects), ref)[0]
-                for s in range(self.seeds)
-            )
-            / self.seeds
+            sum(self._score(self._noisy(g, inputs, rates, s, defects), ref)[0] for s in range(self.seeds)) / self.seeds
         )
+
+    def _noisy(
+        self,
+        g: Graph,
+        inputs: dict[str, np.ndarray],
+        rates: dict[str, np.ndarray],
+        seed: int,
+        defects: dict[str, LayerDefects],
+    ) -> dict[str, np.ndarray]:
+        """The graph's first output under faults drawn from `seed` (noisy_evaluate from the clean values)."""
+        out = noisy_evaluate(
+            g, inputs, rates, np.random.default_rng(seed), defects=defects, clean=self._clean, memo=self._memo
+        )
+        return {g.outputs[0].name: out[g.outputs[0].name]}
 
     def _mean_damage(
         self,
@@ -157,7 +171,7 @@ class AutoEcc:
         """Top-1 changes plus the relative output error (so that bits too small to flip a class alone still rank)."""
         d = 0.0
         for s in range(self.seeds):
-            out = noisy_evaluate(g, inputs, rates, np.random.default_rng(s), defects=defects)
+            out = self._noisy(g, inputs, rates, s, defects)
             top1, energy = self._score(out, ref)
             d += top1 + energy
         return d / self.seeds
