@@ -39,12 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from cramc.errmodel import FaultModel
-from cramc.isa.parser import parse_file
-from cramc.isa.verifier import Linked, verify
-from cramc.sim.backend import get_backend
-from cramc.sim.interp import RunResult, run
-from cramc.sim.layout import program_inputs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_backends import best_of  # noqa: E402
+
+from cramc.errmodel import FaultModel  # noqa: E402
+from cramc.isa.parser import parse_file  # noqa: E402
+from cramc.isa.verifier import Linked, verify  # noqa: E402
+from cramc.sim.backend import get_backend  # noqa: E402
+from cramc.sim.interp import RunResult, run  # noqa: E402
+from cramc.sim.layout import program_inputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 100.0
@@ -69,13 +73,7 @@ def side_by_side(
         backend: lambda: run(linked, dict(inputs), fm, seed=seed, backend=backend),
     }
     fns[backend]()  # warm-up: the device's kernels and allocator
-    best = dict.fromkeys(fns, math.inf)
-    last: dict[str, RunResult] = {}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            last[k] = fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
+    best, last = best_of(fns, repeat)
     a, b = last["numpy"], last[backend]
     ratio = best["numpy"] / best[backend]
     line = f"  [{name}] numpy {best['numpy']:.3f} s, {backend} {best[backend]:.3f} s: ratio {ratio:.1f}"

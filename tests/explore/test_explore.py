@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cramtest import REPO
+from explore_check import assert_row_is_compile_stats_run
 
 from cramc.sweep.explore import ExploreOptions, run_explore
 
@@ -62,37 +63,9 @@ def test_files_and_rows(explored: Path) -> None:
 def test_point_equals_compile_run_stats(cli, explored: Path, tmp_path: Path, reduce: str, ecc: str) -> None:
     """The CSV's accuracy per seed and its cost are those of the same point compiled, run and costed by hand."""
     row = next(r for r in _rows(explored / "explore.csv") if r["reduce"] == reduce and r["ecc"] == ecc)
-    prog = tmp_path / "p.cram"
     flags = ["--ecc", "auto", "--ecc-budget", "0.2", "--gate-error", "3e-3"] if ecc != "none" else []
-    res = cli("compile", MLP, "--calibration", CALIB, "--reduce", reduce, *flags, "-o", str(prog))
-    assert res.rc == 0, res.err
-    stats = tmp_path / "s.json"
-    assert cli("stats", str(prog), "--json", str(stats)).rc == 0
-    s = json.loads(stats.read_text(encoding="utf-8"))
-    assert float(row["latency_s"]) == pytest.approx(s["latency_s"], rel=1e-12)
-    assert float(row["energy_static_j"]) == pytest.approx(s["energy_j"], rel=1e-12)
-    assert float(row["area_mm2"]) == pytest.approx(s["area_mm2"]["total"], rel=1e-12)
-    with np.load(DATA) as z:
-        sub = {k: z[k][:N] for k in z.files}
-    np.savez(tmp_path / "x.npz", **sub)
-    np.save(tmp_path / "y.npy", np.load(LABELS)[:N])
-    accs, energies, recomputes = [], [], []
-    for seed in (0, 1):
-        rep = tmp_path / f"r{seed}.json"
-        res = cli("run", str(prog), "--input", str(tmp_path / "x.npz"), "--labels", str(tmp_path / "y.npy"),
-                  "--gate-error", "3e-3", "--seed", str(seed), "--report", str(rep))  # fmt: skip
-        assert res.rc == 0, res.err
-        report = json.loads(rep.read_text(encoding="utf-8"))
-        accs.append(report["accuracy"])
-        energies.append(report["cost"]["energy_j"])  # the run's cost: rows dup recomputed in CMOS included
-        recomputes.append(report["cost"].get("recomputes", 0.0))
-    assert [float(a) for a in row["acc_seeds"].split()] == pytest.approx(accs, abs=1e-12)
-    assert float(row["recomputes"]) == pytest.approx(np.mean(recomputes), rel=1e-12)
-    assert float(row["energy_j"]) == pytest.approx(np.mean(energies), rel=1e-9)
-    assert float(row["edp_js"]) == pytest.approx(np.mean(energies) * s["latency_s"], rel=1e-9)
-    if "dup" in row["ecc_spec"]:  # faults at 3e-3 make copies differ: the recomputes cost energy
-        assert float(row["recompute_energy_j"]) > 0 and float(row["energy_j"]) > float(row["energy_static_j"])
-    assert float(row["acc_mean"]) == pytest.approx(sum(accs) / 2, abs=1e-12)
+    compile_args = [MLP, "--calibration", CALIB, "--reduce", reduce, *flags]
+    assert_row_is_compile_stats_run(cli, row, tmp_path, compile_args, DATA, LABELS, N, "3e-3")
 
 
 def test_statistical_and_dask_give_the_in_process_rows() -> None:

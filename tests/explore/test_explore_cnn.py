@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from cramtest import REPO
+from explore_check import assert_row_is_compile_stats_run
 
 M = REPO / "models"
 CNN = str(M / "digits_cnn.onnx")
@@ -47,26 +46,5 @@ def test_grid_compiles(rows: list[dict[str, str]]) -> None:
 
 def test_point_equals_compile_run_stats(cli, rows: list[dict[str, str]], tmp_path: Path) -> None:
     row = next(r for r in rows if r["wbits"] == "4" and r["ecc"] == "dup")
-    prog = tmp_path / "p.cram"
-    res = cli("compile", CNN, "--calibration", CALIB, "--weight-bits", "4", "--ecc", "dup", "-o", str(prog))
-    assert res.rc == 0, res.err
-    stats = tmp_path / "s.json"
-    assert cli("stats", str(prog), "--json", str(stats)).rc == 0
-    s = json.loads(stats.read_text(encoding="utf-8"))
-    assert float(row["latency_s"]) == pytest.approx(s["latency_s"], rel=1e-12)
-    assert float(row["energy_static_j"]) == pytest.approx(s["energy_j"], rel=1e-12)
-    assert float(row["area_mm2"]) == pytest.approx(s["area_mm2"]["total"], rel=1e-12)
-    with np.load(DATA) as z:
-        np.savez(tmp_path / "x.npz", **{k: z[k][:N] for k in z.files})
-    np.save(tmp_path / "y.npy", np.load(LABELS)[:N])
-    accs, energies = [], []
-    for seed in (0, 1):
-        rep = tmp_path / f"r{seed}.json"
-        res = cli("run", str(prog), "--input", str(tmp_path / "x.npz"), "--labels", str(tmp_path / "y.npy"),
-                  "--gate-error", P, "--seed", str(seed), "--report", str(rep))  # fmt: skip
-        assert res.rc == 0, res.err
-        report = json.loads(rep.read_text(encoding="utf-8"))
-        accs.append(report["accuracy"])
-        energies.append(report["cost"]["energy_j"])
-    assert [float(a) for a in row["acc_seeds"].split()] == pytest.approx(accs, abs=1e-12)
-    assert float(row["energy_j"]) == pytest.approx(np.mean(energies), rel=1e-9)
+    compile_args = [CNN, "--calibration", CALIB, "--weight-bits", "4", "--ecc", "dup"]
+    assert_row_is_compile_stats_run(cli, row, tmp_path, compile_args, DATA, LABELS, N, P)
