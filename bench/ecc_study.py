@@ -33,6 +33,7 @@ import dataclasses
 import io
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -345,6 +346,34 @@ def _ci(r: dict[str, str], lo: str = "ci_low", hi: str = "ci_high", mean: str = 
 _LABEL = {"digits_cnn": "digits CNN", "digits_mlp": "digits MLP", "mnist_lenet5": "MNIST LeNet-5"}
 
 
+def _defect_tables(rows: list[dict[str, str]], keys: tuple[str, ...], head: str, ff: Callable[[str], str]) -> str:
+    """The accuracy table (every scheme and replica form) and the counts table of a defects CSV, one row per
+    (model, *keys) point; `ff(model)` is the model's fault-free accuracy cell."""
+    schemes = [*BASE, *REPLICAS]
+    lines = [
+        f"| model, {head} (chips x samples) | fault-free | " + " | ".join(f"`{s}`" for s in schemes) + " |",
+        "|---|---:|" + "---:|" * len(schemes),
+    ]
+    counts = [
+        f"| model, {head} | defect faults / inference, `none` | recomputes / inference: `dup` | `dup_r2` | `dup_r3` |",
+        "|---|---:|---:|---:|---:|",
+    ]
+
+    def point(r: dict[str, str]) -> tuple[str, tuple[float, ...]]:
+        return r["model"], tuple(float(r[k]) for k in keys)
+
+    for model, vals in sorted({point(r) for r in rows}, key=lambda k: (list(MODELS).index(k[0]), k[1])):
+        sel = {r["scheme"]: r for r in rows if point(r) == (model, vals)}
+        any_r = next(iter(sel.values()))
+        name = f"{_LABEL[model]}, " + " x ".join(f"{v:g}" for v in vals)
+        cells = [_ci(sel[s]) if s in sel else "not run" for s in schemes]
+        lines.append(f"| {name} ({any_r['runs']} x {any_r['samples']}) | {ff(model)} | " + " | ".join(cells) + " |")
+        rc = [f"{float(sel[s]['recomputes']):,.0f}" if s in sel else "-" for s in ("dup", "dup_r2", "dup_r3")]
+        nf = f"{float(sel['none']['defect_faults']):,.0f}" if "none" in sel else "-"
+        counts.append(f"| {name} | {nf} | " + " | ".join(rc) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(counts)
+
+
 def tables() -> dict[str, str]:
     """The section's tables (markdown) from the CSVs: presets, chips, defects, weak (absent CSVs give none)."""
     out: dict[str, str] = {}
@@ -391,53 +420,10 @@ def tables() -> dict[str, str]:
 
     rows = _read("ecc_device_defects.csv")
     if rows:
-        schemes = [*BASE, *REPLICAS]
-        lines = [
-            "| model, d (chips x samples) | fault-free | " + " | ".join(f"`{s}`" for s in schemes) + " |",
-            "|---|---:|" + "---:|" * len(schemes),
-        ]
-        counts = [
-            "| model, d | defect faults / inference, `none` | recomputes / inference: `dup` | `dup_r2` | `dup_r3` |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        dkeys = sorted({(r["model"], float(r["stuck"])) for r in rows}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
-        for model, d in dkeys:
-            sel = {r["scheme"]: r for r in rows if r["model"] == model and float(r["stuck"]) == d}
-            any_r = next(iter(sel.values()))
-            cells = [_ci(sel[s]) if s in sel else "not run" for s in schemes]
-            lines.append(f"| {_LABEL[model]}, {d:g} ({any_r['runs']} x {any_r['samples']}) | {ff(model)} | "
-                         + " | ".join(cells) + " |")  # fmt: skip
-            rc = [f"{float(sel[s]['recomputes']):,.0f}" if s in sel else "-" for s in ("dup", "dup_r2", "dup_r3")]
-            nf = f"{float(sel['none']['defect_faults']):,.0f}" if "none" in sel else "-"
-            counts.append(f"| {_LABEL[model]}, {d:g} | {nf} | " + " | ".join(rc) + " |")
-        out["defects"] = "\n".join(lines) + "\n\n" + "\n".join(counts)
-
+        out["defects"] = _defect_tables(rows, ("stuck",), "d", ff)
     rows = _read("ecc_device_weak.csv")
     if rows:
-        schemes = [*BASE, *REPLICAS]
-        lines = [
-            "| model, weak d x factor (chips x samples) | fault-free | " + " | ".join(f"`{s}`" for s in schemes) + " |",
-            "|---|---:|" + "---:|" * len(schemes),
-        ]
-        counts = [
-            "| model, weak d x factor | defect faults / inference, `none` | recomputes / inference: `dup` | "
-            "`dup_r2` | `dup_r3` |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        wkeys = sorted({(r["model"], float(r["weak"]), float(r["weak_factor"])) for r in rows},
-                       key=lambda k: (list(MODELS).index(k[0]), k[1], k[2]))  # fmt: skip
-        for model, d, f in wkeys:
-            sel = {
-                r["scheme"]: r for r in rows if (r["model"], float(r["weak"]), float(r["weak_factor"])) == (model, d, f)
-            }
-            any_r = next(iter(sel.values()))
-            cells = [_ci(sel[s]) if s in sel else "not run" for s in schemes]
-            lines.append(f"| {_LABEL[model]}, {d:g} x {f:g} ({any_r['runs']} x {any_r['samples']}) | {ff(model)} | "
-                         + " | ".join(cells) + " |")  # fmt: skip
-            rc = [f"{float(sel[s]['recomputes']):,.0f}" if s in sel else "-" for s in ("dup", "dup_r2", "dup_r3")]
-            nf = f"{float(sel['none']['defect_faults']):,.0f}" if "none" in sel else "-"
-            counts.append(f"| {_LABEL[model]}, {d:g} x {f:g} | {nf} | " + " | ".join(rc) + " |")
-        out["weak"] = "\n".join(lines) + "\n\n" + "\n".join(counts)
+        out["weak"] = _defect_tables(rows, ("weak", "weak_factor"), "weak d x factor", ff)
 
     rows = _read("ecc_device_auto.csv")
     if rows:
