@@ -34,6 +34,7 @@ import hashlib
 from dataclasses import replace
 
 from cramc.ir.ecc import describe, replicas, scheme
+from cramc.ir.tiling import plan_scratch
 from cramc.isa import ast
 
 
@@ -64,7 +65,7 @@ def mac_micro(wbits: int, xbits: int, xsigned: int, plan: list[int] | None = Non
     body: list[ast.Stmt] = []
     apart = replicas(plan) > 1  # strides of the operand replicas, only when the layer stores them
     wstride, xstride = (wbits, xbits) if apart else (0, 0)
-    width = max((scheme(c).scratch for c in set(plan)), default=1) if plan else 1  # one buffer's columns
+    width = plan_scratch(plan)  # one buffer's columns
     for b in range(wbits):
         for c in range(xbits):
             neg = (b == wbits - 1) != bool(xsigned and c == xbits - 1)

@@ -59,7 +59,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cramc.cost.model import active_rows, static_estimate
+from cramc.cost.model import active_rows
 from cramc.cost.params import OpCost, Tech
 from cramc.cost.static import _Counter, _layer_labels
 from cramc.isa import ast
@@ -328,10 +328,3 @@ def timeline(linked: Linked, tech: Tech, overlap: bool = True) -> Timeline:
         cmos_s=acc.get(("cmos",), 0.0),
         port_s=acc.get(("port",), 0.0),
     )
-
-
-def performance(linked: Linked, tech: Tech) -> Timeline:
-    """The timeline with overlap, its energy per inference from cramc.cost.model (`cramc stats`, REPORT.json)."""
-    tl = timeline(linked, tech)
-    tl.energy_j = static_estimate(linked, tech).energy_j
-    return tl

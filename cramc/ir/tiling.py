@@ -136,7 +136,12 @@ def mvm_dims(x_shape: tuple[int, ...], w: np.ndarray, groups: int, replicas: int
 def term_scratch(op: Op) -> int:
     """Scratch columns one partial-product term of an MVM uses (1, or more for the copies error correction
     makes)."""
-    return max((scheme(c).scratch for c in set(op.attrs.get("ecc", []))), default=1)
+    return plan_scratch(op.attrs.get("ecc"))
+
+
+def plan_scratch(plan: list[int] | None) -> int:
+    """Scratch columns one term uses under an ecc plan (per-term scheme codes; none: unprotected)."""
+    return max((scheme(c).scratch for c in set(plan or ())), default=1)
 
 
 def scratch_columns(op: Op) -> int:

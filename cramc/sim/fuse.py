@@ -18,8 +18,9 @@ faults configured, no instruction tracing (the interpreter's side), gate
 inputs distinct from the scratch columns, one gate type, one array set and one
 row range, and a plain (unprotected) tree operation (this rewrite's side).
 A run's gates write one scratch column, or two for a double-buffered MAC
-(cramc compile's default since b3ce7cf: odd terms use t+1); after the run
-each holds its last pair's output (`FusedMac.last_writes`).
+(cramc compile's default: odd terms use the second scratch set,
+cramc.backend.lower_tiles.mac_micro); after the run each holds its last
+pair's output (`FusedMac.last_writes`).
 """
 
 from __future__ import annotations

@@ -138,9 +138,11 @@ def test_double_buffered_scratch_fuses_and_leaves_each_column_its_last_output(
     np.testing.assert_array_equal(got[1], want[1])
     assert got[2:] == want[2:]
     assert not np.array_equal(got[0][16], got[0][17])  # both columns were written, with different outputs
-    # pair 3 reading c17, which pair 2 wrote: the run stops before it
-    text = _double_buffered(src).replace("and @0 c16, c0, c11", "and @0 c16, c17, c11", 1)
-    nodes = fuse(verify(parse(text)).main)
-    for n in nodes:
-        if isinstance(n, FusedMac):
-            assert not any(c in n.scratch for g, _ in n.pairs for c in g.operands[1:])
+    # pair 2 reading c17, which pair 1 wrote: the run stops before it
+    db = _double_buffered(src)
+    text = db.replace("and @0 c16, c0, c10", "and @0 c16, c17, c10", 1)
+    assert text != db
+    runs = [n for n in fuse(verify(parse(text)).main) if isinstance(n, FusedMac)]
+    assert runs and all(len(n.pairs) < 64 for n in runs)
+    for n in runs:
+        assert not any(c in n.scratch for g, _ in n.pairs for c in g.operands[1:])
