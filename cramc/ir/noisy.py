@@ -49,6 +49,7 @@ is the gate level's; the spread between chips is not.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,7 +171,8 @@ class _TermCounts:
         groups: int,
         memo: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] | None,
     ):
-        self.x, self.w, self.groups, self.memo = x.astype(np.int64), w.astype(np.int64), groups, memo
+        self.x, self.w = x.astype(np.int64, copy=False), w.astype(np.int64, copy=False)
+        self.groups, self.memo = groups, memo
         self.xplanes: dict[int, np.ndarray] = {}  # c -> [S, P, K]
         self.wplanes: dict[int, np.ndarray] = {}  # b -> [N, Kg]
 
@@ -306,12 +308,12 @@ def _defect_rows(
             rep * (wb + xb) + np.arange(scratch),
         ]
     )
-    taken = np.zeros((s, p, n, wb, xb, 3), dtype=np.int64)  # returned as is when no row has a defect
+    shape = (s, p, n, wb, xb, 3)  # the rows taken per (sample, patch, output, b, c, k)
     df = d.fm.defects
     total = s * p * n * rows * used.size
     pos = _bernoulli_positions(total, df.density, rng)
     if pos.size == 0:
-        return taken
+        return np.zeros(shape, dtype=np.int64)
     kind = rng.choice(3, size=pos.size, p=np.array([df.stuck0, df.stuck1, df.weak]) / df.density) + 1
     row_id, cell = np.divmod(pos, used.size)
     new = np.empty(row_id.size, dtype=bool)  # row_id is sorted: a row starts where it changes
@@ -335,10 +337,10 @@ def _defect_rows(
         sign = np.where(tc == xb - 1, -sign, sign)
     weight = sign.astype(np.int64) << (tb + tc)
     np.add.at(err, (si, pi, ni), delta @ weight)
-    # the rows taken per (sample, patch, output, b, c, k): flat index into `taken`
+    # flat index into `shape`
     state = wbit[:, tb] + xbit[:, tc]  # [D, T]
     flat = ((si * p + pi) * n + ni)[:, None] * (wb * xb * 3) + ((tb * xb + tc) * 3)[None, :] + state
-    return np.bincount(flat.reshape(-1), minlength=taken.size).reshape(taken.shape)
+    return np.bincount(flat.reshape(-1), minlength=math.prod(shape)).reshape(shape)
 
 
 def _bernoulli_positions(total: int, p: float, rng: np.random.Generator) -> np.ndarray:
