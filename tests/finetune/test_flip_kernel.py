@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from cramc.errmodel import FaultModel, Rate
+from cramc.ir import noisy
 from cramc.train import noise
 from cramc.train.noise import MvmNoise, bernoulli_successes, counted_rows, rates_for, sample_flips
 
@@ -108,14 +109,20 @@ def _chi2_upper(df: int, z: float = 4.0) -> float:
 GAP_CELLS = 40
 
 
-def _success_counts(total: int, p: float, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _successes(sampler: str, total: int, p: float, rng: np.random.Generator) -> list[np.ndarray]:
+    if sampler == "noisy":  # the defect draw of cramc.ir.noisy (statistical mode, --ecc auto)
+        return [noisy._bernoulli_positions(total, p, rng)]
+    return list(bernoulli_successes(total, p, rng, chunk=7))
+
+
+def _success_counts(total: int, p: float, draws: int, seed: int, sampler: str) -> tuple[np.ndarray, np.ndarray]:
     """Successes per position over `draws` draws, and the histogram of the gap after each success (or the
     start) that lies at least GAP_CELLS before the end: gaps 1..GAP_CELLS, then 'longer' (fully observed)."""
     rng = np.random.default_rng(seed)
     counts = np.zeros(total, dtype=np.int64)
     cells = np.zeros(GAP_CELLS + 1, dtype=np.int64)
     for _ in range(draws):
-        pos = np.concatenate([np.full(1, -1, np.int64), *bernoulli_successes(total, p, rng, chunk=7)])
+        pos = np.concatenate([np.full(1, -1, np.int64), *_successes(sampler, total, p, rng)])
         counts[pos[1:]] += 1
         after = np.append(pos[1:], np.iinfo(np.int64).max // 2)  # no further success: a long gap
         start = pos < total - 1 - GAP_CELLS
@@ -138,13 +145,14 @@ def _checks(counts: np.ndarray, cells: np.ndarray, p: float, draws: int) -> tupl
     return each, positions, g2 <= _chi2_upper(GAP_CELLS)
 
 
-def test_candidates_are_independent_bernoulli_trials() -> None:
+@pytest.mark.parametrize("sampler", ["train", "noisy"])
+def test_candidates_are_independent_bernoulli_trials(sampler: str) -> None:
     total, p, draws = 300, 0.05, 6000
-    counts, cells = _success_counts(total, p, draws, seed=2)
+    counts, cells = _success_counts(total, p, draws, 2, sampler)
     assert cells.sum() > 10 * draws
     assert _checks(counts, cells, p, draws) == (True, True, True)
     # power: the same statistics reject trials at half the rate
-    half_counts, half_cells = _success_counts(total, p / 2, draws, seed=3)
+    half_counts, half_cells = _success_counts(total, p / 2, draws, 3, sampler)
     each, positions, geometric = _checks(half_counts, half_cells, p, draws)
     assert not each and not positions and not geometric
 
