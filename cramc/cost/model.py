@@ -260,11 +260,16 @@ def dynamic_estimate(counts: Counts, samples: int, linked: Linked, tech: Tech, i
     # copies differ, so a static estimate (fault-free) has none.
     recomputes = getattr(counts, "recomputes", 0) / max(samples, 1)
     if recomputes:
-        e = recomputes * tech.num("tree", "recompute_energy_j", 0.0)
+        e = recompute_energy(recomputes, tech)
         est.total.energy_j += e
         est.by_unit.setdefault("tree", Part()).energy_j += e
         est.recomputes = recomputes
     return est
+
+
+def recompute_energy(recomputes: float, tech: Tech) -> float:
+    """Energy of `recomputes` rows duplicate-and-compare recomputed in CMOS (``[tree] recompute_energy_j``)."""
+    return recomputes * float(tech.num("tree", "recompute_energy_j", 0.0))
 
 
 def every_opcode_costed(tech: Tech, rows: int = 256) -> dict[str, OpCost]:

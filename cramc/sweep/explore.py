@@ -444,8 +444,9 @@ def _add_recompute_energy(row: dict[str, Any], p: Point) -> None:
     see what protection costs under the point's faults; ``energy_static_j`` is `cramc stats`'s figure.
     """
     row["energy_static_j"] = row["energy_j"]
-    per_row = float(_tech(p.tech, p.error_model).num("tree", "recompute_energy_j", 0.0))
-    row["recompute_energy_j"] = row.get("recomputes", 0.0) * per_row
+    from cramc.cost.model import recompute_energy
+
+    row["recompute_energy_j"] = recompute_energy(row.get("recomputes", 0.0), _tech(p.tech, p.error_model))
     row["energy_j"] += row["recompute_energy_j"]
     row["edp_js"] = row["energy_j"] * row["latency_s"]
 
