@@ -66,6 +66,15 @@ def _pairable(g: BoundOp, t: BoundOp) -> bool:
     return len(srcs) == 2 and dst not in srcs and t.operands[1] == dst and g.arrays == t.arrays and g.rows == t.rows
 
 
+def fused_of(memo: dict[int, tuple[tuple[Node, ...], tuple[object, ...]]], nodes: tuple[Node, ...]) -> tuple:
+    """`fuse(nodes)`, computed once per body: `memo` is keyed by the body's id and keeps the body alive beside
+    its rewrite (so the id stays its own); the interpreter and the memory footprint share it."""
+    got = memo.get(id(nodes))
+    if got is None:
+        got = memo[id(nodes)] = (nodes, fuse(nodes))
+    return got[1]
+
+
 def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
     """`nodes` with every run of at least MIN_PAIRS fusable pairs replaced by a `FusedMac` (loops recursed)."""
     out: list[Node | FusedMac] = []

@@ -34,7 +34,7 @@ from cramc.isa.opcodes import OPCODES, Unit
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.chip import CHIP_KEY, ChipDefects, apply_stuck, draw_defects
 from cramc.sim.faults import FaultModel
-from cramc.sim.fuse import FusedMac, fuse
+from cramc.sim.fuse import FusedMac, fused_of
 from cramc.sim.machine import Extent, Machine, extent, lane_columns, walk
 from cramc.sim.memory import footprint, plan_lanes
 from cramc.sim.ops.registry import runner
@@ -113,10 +113,7 @@ def execute(m: Machine, nodes: tuple[Node, ...]) -> None:
 def _execute(m: Machine, nodes: tuple[Node, ...]) -> None:
     runners = m._runners
     if m.fusable:
-        fused = m._fused.get(id(nodes))
-        if fused is None:
-            fused = m._fused[id(nodes)] = (nodes, fuse(nodes))
-        nodes = fused[1]  # type: ignore[assignment]
+        nodes = fused_of(m._fused, nodes)
     for node in nodes:
         # exact type tests, not isinstance: this loop runs once per instruction executed
         if type(node) is FusedMac:

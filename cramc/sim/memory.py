@@ -39,7 +39,7 @@ from cramc.isa.opcodes import OPCODES, Kind, Unit
 from cramc.sim.backend import NUMPY
 from cramc.sim.chip import DEFECT_BYTES, expected_defects
 from cramc.sim.faults import CHUNK_CANDIDATES, STREAM_BATCH, WINDOW_WORDS, FaultModel
-from cramc.sim.fuse import MIN_PAIRS, FusedMac, fuse
+from cramc.sim.fuse import MIN_PAIRS, FusedMac, fused_of
 from cramc.sim.machine import extent, source_shape, walk
 from cramc.sim.ops.gates import kernels
 from cramc.sim.ops.tree import FUSED_TEMP_BLOCKS, chunk_pairs
@@ -333,14 +333,12 @@ def _program_fused_runs(linked: Linked) -> Iterator[FusedMac]:
     (`Linked.memo["fused"]`, keyed as cramc.sim.interp keys it)."""
     memo = linked.memo.setdefault("fused", {})
     for nodes in (linked.init, linked.main):
-        got = memo.get(id(nodes))
-        if got is None:
-            got = memo[id(nodes)] = (nodes, fuse(nodes))
-        yield from _fused_runs(got[1])
+        yield from _fused_runs(fused_of(memo, nodes))
 
 
 def _fused_runs(nodes: tuple[Node, ...]) -> Iterator[FusedMac]:
-    for n in fuse(nodes):
+    """The runs of an already fused body (fuse rewrites loop bodies too)."""
+    for n in nodes:
         if isinstance(n, FusedMac):
             if len(n.pairs) >= MIN_PAIRS:
                 yield n
