@@ -9,8 +9,8 @@ data, under a uniform gate error of 1e-2.  Checked:
   pass reports; its cost table agrees with the lowering, term by term and scheme by scheme;
 - documented rules (docs/error-correction.md, "Automatic placement"): a whole significance b + c
   of a layer gets one scheme, and that scheme is always dup; the report names the plan written;
-- the budget buys the high-significance terms first (protected terms have a higher mean
-  significance than unprotected ones) and more budget buys more, up to saturation, beyond which
+- the budget buys the high-significance terms first (in every layer, protected terms have a higher
+  mean significance than unprotected ones) and more budget buys more, up to saturation, beyond which
   nothing changes;
 - the plan changes no fault-free value, and on noise seeds the pass never saw (cramc.ir.noisy,
   the statistical model it ranks with) it lowers the top-1 changes: at a budget of 0.3 to at most
@@ -135,13 +135,28 @@ def test_plan_follows_the_documented_rules(case: str, budget: float) -> None:
 
 @pytest.mark.parametrize(("case", "budget"), [("qdq_mlp", 0.03), ("qdq_mlp", 0.3), ("qdq_conv", 0.1)])
 def test_high_significance_first(case: str, budget: float) -> None:
+    """In every layer, the protected terms' mean significance exceeds the unprotected terms' by more than 3.
+
+    Per layer: significances of layers of different widths are not comparable (qdq_conv's depthwise layer,
+    4-bit weights, tops out at b + c = 10, the 8x8-bit one at 14), so a pooled mean moves with which layer
+    the last part of the budget lands in, and that turns on the noise of a near-tie (measured over
+    calibration seeds 0..5 and two noise streams: pooled 1.2 or 4.0 on qdq_conv, per layer 3.8 to 6.3)."""
     g, _ = auto(case, budget)
-    prot, unprot = [], []
+    assert any(any(_plan(op)) for op in _mvms(g))
     for op in _mvms(g):
-        for s, code in zip(_sigs(op), _plan(op), strict=True):
-            (prot if code else unprot).append(s)
-    assert prot and unprot
-    assert np.mean(prot) > np.mean(unprot) + 3
+        assert _high_first(_sigs(op), _plan(op)), f"{op.origin}: {_plan(op)}"
+    # the check can fail: the same plans with protection moved to the lowest significances
+    for op in _mvms(g):
+        low = sorted(range(len(_plan(op))), key=lambda i: _sigs(op)[i])[: sum(1 for c in _plan(op) if c)]
+        if 0 < len(low) < len(_plan(op)):
+            assert not _high_first(_sigs(op), [DUP if i in low else 0 for i in range(len(_plan(op)))])
+
+
+def _high_first(sigs: list[int], plan: list[int]) -> bool:
+    """A layer's protected terms (all of them, or none, pass) have a mean significance above the others' + 3."""
+    prot = [s for s, code in zip(sigs, plan, strict=True) if code]
+    unprot = [s for s, code in zip(sigs, plan, strict=True) if not code]
+    return not prot or not unprot or float(np.mean(prot)) > float(np.mean(unprot)) + 3
 
 
 def test_more_budget_buys_more_until_saturation() -> None:
