@@ -8,18 +8,26 @@ module turns each line into a statement and then nests the lines between
 
 from __future__ import annotations
 
+import base64
 import builtins
 import functools
+import hashlib
 import importlib.resources
 import json
+import marshal
 import math
 import os
+import re
 import sys
-from typing import TYPE_CHECKING, cast
+import threading
+from typing import TYPE_CHECKING, Any, cast
 
+import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
-from lark.tree import Meta
+from lark.grammar import Rule
+from lark.lexer import TerminalDef
+from lark.tree import Meta, Tree
 
 from cramc.errors import Loc, UserError, clip
 from cramc.isa import ast
@@ -29,10 +37,55 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+def grammar_text() -> str:
+    return (importlib.resources.files("cramc.lang") / "cram.lark").read_text(encoding="utf-8")
+
+
+def tables_key(grammar: str) -> str:
+    """What the parse tables were built from: the grammar's text and the lark release that built them."""
+    return f"sha256:{hashlib.sha256(grammar.encode('utf-8')).hexdigest()} lark:{lark.__version__}"
+
+
+def build_tables(grammar: str) -> dict[str, Any]:
+    """Lark's LALR parser for `grammar`, serialized (plain dicts, lists, tuples, strings and numbers)."""
+    built = Lark(grammar, parser="lalr", maybe_placeholders=True)
+    data, memo = built.memo_serialize([TerminalDef, Rule])
+    return {"data": data, "memo": memo}
+
+
+@functools.lru_cache(maxsize=1)
+def _tables() -> dict[str, Any]:
+    """The serialized parser: from cramc/isa/_cram_tables.py when it was made from this grammar by this lark.
+
+    Building the LALR tables from cram.lark takes about 0.1 s at every start; `python -m cramc.isa.gen_tables`
+    writes them into the package once (a module of the package, no cache file: nothing is read from a place
+    another user could write), as marshal data of plain values.  The module records the grammar's hash and
+    the lark version; when either differs from what is installed (the grammar was edited, lark upgraded) or
+    the module cannot be read, the tables are built from the grammar as before, so a stale module costs
+    time, never a wrong parse.  tests/isa/test_parser_tables.py checks that the shipped module is current.
+    """
+    grammar = grammar_text()
+    try:
+        from cramc.isa import _cram_tables
+
+        if _cram_tables.KEY == tables_key(grammar):
+            tables = marshal.loads(base64.b64decode(_cram_tables.TABLES, validate=True))
+            if isinstance(tables, dict) and {"data", "memo"} <= tables.keys():
+                return tables
+    except (ImportError, AttributeError, ValueError, EOFError, TypeError):  # binascii.Error is a ValueError
+        pass
+    return build_tables(grammar)
+
+
+def _load(**options: Any) -> Lark:
+    """A Lark parser made from the serialized tables (what Lark's own cache does with its pickle)."""
+    return Lark.__new__(Lark)._load(_tables(), **options)
+
+
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
-    path = importlib.resources.files("cramc.lang") / "cram.lark"
-    return Lark(path.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    """The parser that builds a parse tree with positions: _ToAst walks it; used for errors and as reference."""
+    return _load(propagate_positions=True)
 
 
 def _pos(tok: Token) -> tuple[int, int]:
@@ -104,15 +157,15 @@ def _data_name(tok: Token) -> str:
 _Line = tuple[str, object, str | None, Loc]
 
 
-class _ToAst(Transformer):
-    """Parse tree -> flat list of (kind, payload) line records.
+class _Callbacks:
+    """One method per grammar rule: what the rule's children become, up to the flat (kind, payload) line records.
 
     `items` holds what the grammar rule's children became (tokens, None for an absent optional part, or
     what the child rules returned); where a rule fixes the shape of an item, a cast says so and names the rule.
+    _ToAst runs them over a parse tree, _FastAst as the parser's own callbacks; they differ in `line` only.
     """
 
     def __init__(self, file: str):
-        super().__init__()
         self.file = file
         self.data_bytes = 0  # decoded bytes of the data constants so far (bounded by tdata.MAX_DATA_BYTES)
 
@@ -130,8 +183,7 @@ class _ToAst(Transformer):
     def col(self, items: builtins.list[Token]) -> ast.Col:
         return ast.Col(int(items[0][1:]), self._loc(items[0]))
 
-    @v_args(meta=True)
-    def acc(self, meta: Meta, items: builtins.list[Token | None]) -> ast.AccRef:
+    def acc(self, items: builtins.list[Token | None]) -> ast.AccRef:
         tok = cast(Token, items[0])  # acc: ACC [":" INT]
         lo = int(tok[3:])
         hi = int(items[1]) if items[1] is not None else None
@@ -281,14 +333,63 @@ class _ToAst(Transformer):
         attrs = tuple(i for i in rest if isinstance(i, ast.AttrVal))
         return ("instr", (str(name), arrays, operands, attrs))
 
-    @v_args(meta=True)
-    def line(self, meta: Meta, items: builtins.list[object]) -> _Line:
+    def _line(self, items: builtins.list[object], loc: Loc) -> _Line:
         stmt = next((i for i in items if isinstance(i, tuple)), None)
         comment = next((str(i) for i in items if isinstance(i, Token) and i.type == "COMMENT"), None)
-        loc = self._mloc(meta) or Loc(self.file, 0, 1)
         if stmt is None:
             return ("comment" if comment else "blank", None, comment, loc)
         return (stmt[0], stmt[1], comment, loc)
+
+
+class _ToAst(_Callbacks, Transformer):
+    """Parse tree -> flat list of (kind, payload) line records."""
+
+    def __init__(self, file: str):
+        Transformer.__init__(self)
+        _Callbacks.__init__(self, file)
+
+    @v_args(meta=True)
+    def line(self, meta: Meta, items: builtins.list[object]) -> _Line:
+        return self._line(items, self._mloc(meta) or Loc(self.file, 0, 1))
+
+
+#: Where each line's first token is: after the blanks that start it (the lexer ignores them).
+_LINE_START = re.compile(r"^[ \t]*", re.M)
+
+
+class _FastAst(_Callbacks):
+    """The callbacks given to the LALR parser itself (Lark's transformer= option): no parse tree is built.
+
+    Lark tells such callbacks nothing of where a rule's text starts, which `line` needs (its first token may
+    be a keyword the grammar drops, or the newline of a blank line).  Every line ends with the one token that
+    holds a newline (_NL: no other terminal matches one), so the n-th line the parser reduces is line n of the
+    text, and its first token starts at its first character that is not a blank: the same place the parse
+    tree's positions give _ToAst.  Its state is per parse (reset), so parse() holds _FAST_LOCK around it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("<input>")
+        self.columns: builtins.list[int] = []
+        self.lines = 0
+
+    def reset(self, file: str, source: str) -> None:
+        self.file = file
+        self.data_bytes = 0
+        self.lines = 0
+        self.columns = [m.end() - m.start() + 1 for m in _LINE_START.finditer(source)]
+
+    def line(self, items: builtins.list[object]) -> _Line:
+        self.lines += 1
+        return self._line(items, Loc(self.file, self.lines, self.columns[self.lines - 1]))
+
+
+@functools.lru_cache(maxsize=1)
+def _fast() -> tuple[Lark, _FastAst]:
+    callbacks = _FastAst()
+    return _load(transformer=callbacks), callbacks
+
+
+_FAST_LOCK = threading.Lock()
 
 
 def _describe_expected(expected: set[str]) -> str:
@@ -339,8 +440,24 @@ def _describe_expected(expected: set[str]) -> str:
 
 
 def parse(text: str, file: str = "<input>") -> ast.Program:
-    """Parse program text; raise UserError with a location on any problem."""
+    """Parse program text; raise UserError with a location on any problem.
+
+    The parser's own callbacks build the lines (_FastAst); when that fails, the text is parsed again into
+    a tree with positions and walked by _ToAst (_parse_tree), which says what is wrong and where.
+    """
     source = text if text.endswith("\n") else text + "\n"
+    try:
+        with _FAST_LOCK:
+            parser, callbacks = _fast()
+            callbacks.reset(file, source)
+            lines = cast("list[_Line]", cast(Tree, parser.parse(source)).children)
+    except (UnexpectedInput, _LocatedError, ValueError):
+        lines = _parse_tree(source, file)
+    return _assemble(lines, file, source)
+
+
+def _parse_tree(source: str, file: str) -> list[_Line]:
+    """The lines of `source` through a parse tree with positions; UserError with a location on any problem."""
     try:
         tree = _lark().parse(source)
         lines = _ToAst(file).transform(tree)
@@ -365,7 +482,7 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
                 f"integer with more than {sys.get_int_max_str_digits()} digits", _visit_loc(e, file), source
             ) from None
         raise
-    return _assemble(lines.children, file, source)
+    return cast("list[_Line]", lines.children)
 
 
 def _visit_loc(e: VisitError, file: str) -> Loc:
