@@ -293,10 +293,9 @@ def _chips_report(args, linked, results: list, faults, labels, lines: list[str],
     each chip's .init, defects, faults and accuracy (labels) or validated samples (embedded vectors), and the
     spread across chips apart from the spread across inferences (cramc.sweep.stats.chip_spread); a line per
     chip and the spread into `lines`."""
-    from cramc.sweep.stats import chip_spread
-
     if not (args.chips > 1 or args.chip_seed is not None or faults.defects.any):
         return
+    from cramc.sweep.stats import chip_spread  # imports cramc.sweep (0.05-0.08 s): only for a report on chips
 
     per_chip: list[dict[str, Any]] = []
     correct: list[list[int]] = []
@@ -697,9 +696,21 @@ def _version() -> str:
         return __version__
 
 
+class _VersionAction(argparse.Action):
+    """argparse's "version" action, but the version is looked up when --version is given: importlib.metadata
+    (with the email package it loads) takes 0.05-0.08 s, which every other command would pay at start-up."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: Any):
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None):
+        parser._print_message(f"cramc {_version()}\n", sys.stdout)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cramc", description=__doc__)
-    p.add_argument("--version", action="version", version=f"cramc {_version()}")
+    p.add_argument("--version", action=_VersionAction, help="show program's version number and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     k = sub.add_parser("compile", help="compile an ONNX model to a .cram program")
