@@ -25,6 +25,7 @@ imports them from cramc.errmodel.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -60,6 +61,84 @@ GAP_CAP = float(2**52)
 WINDOW_WORDS = 1 << 17
 #: ... or fewer, so that a window holds about this many successes at most (high rates).
 WINDOW_SUCCESSES = 1 << 15
+#: How the streams turn their uniforms into positions and how the injectors flip the candidates of a
+#: region: "numba" (compiled loops, the optional extra ``cramc[fast]``), "numpy" (the vectorised reference)
+#: or "auto": numba where it is installed, once the process has handled FAST_AFTER candidates through the
+#: numpy path (importing and loading numba costs about half a second, which a run with few faults never
+#: wins back).  Both read the same random numbers in the same order and flip the same bits
+#: (tests/sim/test_fault_kernels.py).
+KERNEL = "auto"
+FAST_AFTER = 1 << 24
+_COMPILED: list[Any] = []  # [(positions, flip, render) compiled, or None without numba], filled on first use
+_handled = [0]  # candidates handled through the numpy path so far ("auto")
+
+
+def _positions_loop(lg: Any, scale: float, capped: bool, cap: float, last: int, w: Any, m: Any) -> int:
+    """The compiled form of `FaultStream._extend`'s numpy code: uniforms' logarithms `lg` -> absolute word and
+    bit mask of each success after trial `last`; returns the last trial."""
+    pos = last
+    for k in range(lg.size):
+        x = lg[k] * scale
+        if capped and x > cap:
+            x = cap
+        pos += np.int64(x) + 1
+        w[k] = pos >> 6
+        m[k] = np.uint64(1) << np.uint64(pos & 63)
+    return pos
+
+
+def _flip_loop(flat: Any, w: Any, m: Any, t0: int, active: Any, block: int) -> int:
+    """The compiled form of a symmetric `Injector.__call__`: flip the candidates (absolute words w, bits m)
+    whose row is active (``active[word % block]``) into `flat` (word t0 is flat[0]); returns the flips."""
+    n = 0
+    if block == 1:
+        a0 = active[0]
+        for k in range(w.size):
+            mk = m[k] & a0
+            flat[w[k] - t0] ^= mk
+            n += mk != 0
+        return n
+    prev, r = 0, 0  # r = prev % block, followed without a division while the words advance by less than a block
+    for k in range(w.size):
+        i = w[k] - t0
+        d = i - prev
+        if d < block:
+            r += d
+            if r >= block:
+                r -= block
+        else:
+            r = i % block
+        prev = i
+        mk = m[k] & active[r]
+        flat[i] ^= mk
+        n += mk != 0
+    return n
+
+
+def _render_loop(pool: Any, w: Any, m: Any, t0: int) -> None:
+    """The compiled form of `FaultStream._render`'s scatter: OR each success's bit into its word."""
+    for k in range(w.size):
+        pool[w[k] - t0] |= m[k]
+
+
+def _kernels(n: int) -> Any:
+    """The compiled loops for a call that handles `n` candidates, or None: use the numpy code (`KERNEL`)."""
+    if KERNEL == "numpy":
+        return None
+    if KERNEL == "auto" and _handled[0] < FAST_AFTER:
+        _handled[0] += n
+        return None
+    if not _COMPILED:
+        try:
+            numba = importlib.import_module("numba")
+        except ImportError:
+            _COMPILED.append(None)
+        else:
+            jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+            _COMPILED.append((jit(_positions_loop), jit(_flip_loop), jit(_render_loop)))
+    if KERNEL == "numba" and _COMPILED[0] is None:
+        raise ValueError("the numba fault kernels need numba (pip install 'cramc[fast]')")
+    return _COMPILED[0]
 
 
 class FaultStream:
@@ -140,6 +219,13 @@ class FaultStream:
         np.subtract(1.0, u, out=u)  # exact: 1 - k/2**53 is a double; in (0, 1]
         np.log(u, out=u)
         g = w[keep:]
+        fast = _kernels(n)
+        if fast is not None:
+            self._last = int(fast[0](u, self._scale, self._capped, GAP_CAP, self._last, g, m[keep:]))
+            self._gone += i
+            self._w, self._m, self._i = w, m, 0
+            self._next = int(w[0])
+            return
         if self._capped:
             u *= self._scale
             np.minimum(u, GAP_CAP, out=u)
@@ -170,6 +256,14 @@ class FaultStream:
 
     def take(self, nwords: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Successes among the next 64*nwords trials: (word index in [0, nwords), bit mask), or None."""
+        if not self._lazy and self._next >= self.t + nwords:  # the common case: none
+            self.t += nwords
+            return None
+        raw = self.take_raw(nwords)
+        return None if raw is None else (raw[0] - raw[2], raw[1])
+
+    def take_raw(self, nwords: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """What `take` gives, as read-only views of the buffer: (absolute words, bit masks, first word t0)."""
         if self._lazy:
             self._sync()
         t0 = self.t
@@ -184,7 +278,7 @@ class FaultStream:
         self._i = j
         self._next = int(w[j])
         self.t = end
-        return w[i:j] - t0, self._m[i:j]
+        return w[i:j], self._m[i:j], t0
 
     @property
     def window_words(self) -> int:
@@ -223,7 +317,11 @@ class FaultStream:
         i, w = self._i, self._w
         j = int(w.searchsorted(end))
         self._touched = None
-        if j > i:
+        fast = _kernels(j - i) if j > i else None
+        if fast is not None:
+            self._touched = w[i:j] - t0
+            fast[2](pool, w[i:j], self._m[i:j], t0)
+        elif j > i:
             ws = w[i:j] - t0
             # Successes are distinct trials, so the masks that fall in one word are distinct
             # bits and their sum is their OR: one (fast, unbuffered) add per success.
@@ -285,6 +383,7 @@ class Injector:
         self.step = chunk_step(block, self.pmax)
         #: by_ones[k] / pmax: the acceptance probability of a candidate whose gate has k inputs at 1
         self.accept = None if rate.by_ones is None else np.array(rate.by_ones) / self.pmax
+        self._all_rows = np.full(1, ~np.uint64(0))  # every row a trial: the compiled flip's `active`
 
     def _in_rows(self, w: np.ndarray, mk: np.ndarray) -> np.ndarray:
         """Whether each candidate (word w of the region, bit mk) is a trial: its row is active."""
@@ -306,7 +405,20 @@ class Injector:
             return self.flip(flat, self.pick(ins, flat.size))  # O(faults) buffers: no chunked flipping needed
         if flat.size > self.step:
             return sum(self(flat[s : s + self.step]) for s in range(0, flat.size, self.step))
-        got = self.stream.take(flat.size)
+        if self.symmetric and isinstance(self.stream, FaultStream):
+            raw = self.stream.take_raw(flat.size)
+            if raw is None:
+                return 0
+            fast = _kernels(raw[0].size)
+            if fast is not None:
+                w, mk, t0 = raw
+                act = self._all_rows if self.active is None else self.active
+                n = int(fast[1](flat, w, mk, t0, act, 1 if self.active is None else self.block))
+                self.stream.dropped += w.size - n
+                return n
+            got: tuple[np.ndarray, np.ndarray] | None = (raw[0] - raw[2], raw[1])
+        else:
+            got = self.stream.take(flat.size)
         if got is None:
             return 0
         w, mk = got
