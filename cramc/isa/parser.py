@@ -4,6 +4,11 @@ The Lark grammar (isa/cram.lark, shipped as cramc.lang) is line oriented; this
 module turns each line into a statement and then nests the lines between
 `{` and `}` into micro-programs, sections and repeat loops.  Every error is a
 `UserError` carrying file, line and column.
+
+A program is parsed first with cram.lark plus the shortcuts of isa/cram_fast.lark (attributes and number
+lists as one token each), the rules' callbacks running inside the LALR parser (_FastAst: no parse tree);
+if that parse fails for any reason, the text is parsed again with cram.lark alone into a tree with
+positions (_ToAst), which gives the result or the error exactly as it always did.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def grammar_text() -> str:
-    return (importlib.resources.files("cramc.lang") / "cram.lark").read_text(encoding="utf-8")
+def grammar_text(fast: bool = False) -> str:
+    """cram.lark; for the fast parse, with cram_fast.lark's shortcuts appended."""
+    lang = importlib.resources.files("cramc.lang")
+    text = (lang / "cram.lark").read_text(encoding="utf-8")
+    return text + (lang / "cram_fast.lark").read_text(encoding="utf-8") if fast else text
 
 
 def tables_key(grammar: str) -> str:
@@ -53,8 +61,8 @@ def build_tables(grammar: str) -> dict[str, Any]:
     return {"data": data, "memo": memo}
 
 
-@functools.lru_cache(maxsize=1)
-def _tables() -> dict[str, Any]:
+@functools.lru_cache(maxsize=2)
+def _tables(fast: bool = False) -> dict[str, Any]:
     """The serialized parser: from cramc/isa/_cram_tables.py when it was made from this grammar by this lark.
 
     Building the LALR tables from cram.lark takes about 0.1 s at every start; `python -m cramc.isa.gen_tables`
@@ -64,12 +72,15 @@ def _tables() -> dict[str, Any]:
     the module cannot be read, the tables are built from the grammar as before, so a stale module costs
     time, never a wrong parse.  tests/isa/test_parser_tables.py checks that the shipped module is current.
     """
-    grammar = grammar_text()
+    grammar = grammar_text(fast)
     try:
         from cramc.isa import _cram_tables
 
-        if _cram_tables.KEY == tables_key(grammar):
-            tables = marshal.loads(base64.b64decode(_cram_tables.TABLES, validate=True))
+        key, text = (
+            (_cram_tables.FAST_KEY, _cram_tables.FAST_TABLES) if fast else (_cram_tables.KEY, _cram_tables.TABLES)
+        )
+        if key == tables_key(grammar):
+            tables = marshal.loads(base64.b64decode(text, validate=True))
             if isinstance(tables, dict) and {"data", "memo"} <= tables.keys():
                 return tables
     except (ImportError, AttributeError, ValueError, EOFError, TypeError):  # binascii.Error is a ValueError
@@ -77,9 +88,9 @@ def _tables() -> dict[str, Any]:
     return build_tables(grammar)
 
 
-def _load(**options: Any) -> Lark:
+def _load(fast: bool = False, **options: Any) -> Lark:
     """A Lark parser made from the serialized tables (what Lark's own cache does with its pickle)."""
-    return Lark.__new__(Lark)._load(_tables(), **options)
+    return Lark.__new__(Lark)._load(_tables(fast), **options)
 
 
 @functools.lru_cache(maxsize=1)
@@ -353,8 +364,10 @@ class _ToAst(_Callbacks, Transformer):
         return self._line(items, self._mloc(meta) or Loc(self.file, 0, 1))
 
 
-#: Where each line's first token is: after the blanks that start it (the lexer ignores them).
-_LINE_START = re.compile(r"^[ \t]*", re.M)
+#: Where each line's first token is: after the blanks that start it (the lexer ignores them).  A newline and
+#: the blanks after it (a search for the newline, fast on long lines) and the blanks that start the text.
+_LINE_BREAK = re.compile(r"\n[ \t]*")
+_BLANKS = re.compile(r"[ \t]*")
 
 
 class _FastAst(_Callbacks):
@@ -371,12 +384,55 @@ class _FastAst(_Callbacks):
         super().__init__("<input>")
         self.columns: builtins.list[int] = []
         self.lines = 0
+        self.number_re = re.compile("(?!)")  # the grammar's NUMBER, set by _fast()
 
     def reset(self, file: str, source: str) -> None:
         self.file = file
         self.data_bytes = 0
         self.lines = 0
-        self.columns = [m.end() - m.start() + 1 for m in _LINE_START.finditer(source)]
+        first = _BLANKS.match(source)
+        assert first is not None  # it matches the empty string
+        self.columns = [first.end() + 1, *(m.end() - m.start() for m in _LINE_BREAK.finditer(source))]
+
+    # cram_fast.lark's shortcuts: the tokens cram.lark would have read there, then its callbacks
+    def attr_num(self, items: builtins.list[Token]) -> ast.AttrVal:
+        tok = items[0]  # ATTR_NUM: name=digits
+        name, _, num = str(tok).partition("=")
+        line, col = _pos(tok)
+        value = self.number([Token("NUMBER", num, line=line, column=col + len(name) + 1)])
+        return self.attr([Token("NAME", name, line=line, column=col), value])
+
+    def attr_range(self, items: builtins.list[Token]) -> ast.AttrVal:
+        tok = items[0]  # ATTR_RANGE: name=digits:digits
+        name, _, rest = str(tok).partition("=")
+        lo, _, hi = rest.partition(":")
+        line, col = _pos(tok)
+        at = col + len(name) + 1
+        value = self.range(
+            [Token("NUMBER", lo, line=line, column=at), Token("NUMBER", hi, line=line, column=at + len(lo) + 1)]
+        )
+        return self.attr([Token("NAME", name, line=line, column=col), value])
+
+    def _numbers(self, tok: Token) -> tuple[builtins.list[int | float], Token | None]:
+        """A NUMBER_LIST's numbers and the token of the first, as cram.lark's NUMBER tokens would be."""
+        body = str(tok)[1:-1]
+        if not body:
+            return [], None
+        parts = body.split(", ")
+        for part in parts:  # NUMBER as the lexer matches it there, and nothing else (no blanks, no other comma)
+            m = self.number_re.match(part)
+            if m is None or m.end() != len(part):
+                raise _LocatedError("not a plain list of numbers (the parse with cram.lark alone reads it)", tok)
+        line, col = _pos(tok)
+        return [_num(p) for p in parts], Token("NUMBER", parts[0], line=line, column=col + 1)
+
+    def number_list(self, items: builtins.list[Token]) -> ast.ListVal:
+        vals, first = self._numbers(items[0])
+        return ast.ListVal(tuple(vals), self._loc(first))
+
+    def number_list_payload(self, items: builtins.list[Token]) -> tuple[str, object, Token | None]:
+        vals, first = self._numbers(items[0])
+        return ("list", vals, first)
 
     def line(self, items: builtins.list[object]) -> _Line:
         self.lines += 1
@@ -386,7 +442,9 @@ class _FastAst(_Callbacks):
 @functools.lru_cache(maxsize=1)
 def _fast() -> tuple[Lark, _FastAst]:
     callbacks = _FastAst()
-    return _load(transformer=callbacks), callbacks
+    parser = _load(fast=True, transformer=callbacks)
+    callbacks.number_re = re.compile(parser.get_terminal("NUMBER").pattern.to_regexp())
+    return parser, callbacks
 
 
 _FAST_LOCK = threading.Lock()

@@ -56,10 +56,11 @@ def grammar_built() -> Lark:
 
 
 def test_the_shipped_tables_are_those_of_the_grammar_and_lark_installed() -> None:
-    # fails after an edit of isa/cram.lark or a lark upgrade: run `python -m cramc.isa.gen_tables`
+    # fails after an edit of isa/cram.lark or cram_fast.lark, or a lark upgrade: run `python -m cramc.isa.gen_tables`
     assert _cram_tables.KEY == P.tables_key(P.grammar_text())
-    shipped = marshal.loads(base64.b64decode(_cram_tables.TABLES))
-    assert P._tables()["data"] == shipped["data"]  # what the parser uses
+    assert _cram_tables.FAST_KEY == P.tables_key(P.grammar_text(fast=True))
+    for fast, text in ((False, _cram_tables.TABLES), (True, _cram_tables.FAST_TABLES)):
+        assert P._tables(fast)["data"] == marshal.loads(base64.b64decode(text))["data"]  # what the parser uses
 
 
 def test_the_key_changes_with_the_grammar_and_the_lark_version(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,13 +71,12 @@ def test_the_key_changes_with_the_grammar_and_the_lark_version(monkeypatch: pyte
     assert P.tables_key(g) != key
 
 
-def test_the_generator_writes_the_module_as_shipped_but_for_the_tables(tmp_path: Path) -> None:
-    text = gen_tables.module_text()
+def test_the_generator_writes_the_module_as_shipped_but_for_the_tables() -> None:
     ns: dict[str, object] = {}
-    exec(compile(text, "<generated>", "exec"), ns)  # noqa: S102 - our own generated module
-    assert ns["KEY"] == _cram_tables.KEY
-    tables = marshal.loads(base64.b64decode(str(ns["TABLES"])))
-    assert {"data", "memo"} <= tables.keys()
+    exec(compile(gen_tables.module_text(), "<generated>", "exec"), ns)  # noqa: S102 - our own generated module
+    assert (ns["KEY"], ns["FAST_KEY"]) == (_cram_tables.KEY, _cram_tables.FAST_KEY)
+    for name in ("TABLES", "FAST_TABLES"):
+        assert {"data", "memo"} <= marshal.loads(base64.b64decode(str(ns[name]))).keys()
 
 
 @pytest.mark.parametrize(
@@ -91,26 +91,31 @@ def test_the_generator_writes_the_module_as_shipped_but_for_the_tables(tmp_path:
     ids=["missing", "not text", "not base64", "not marshal", "not the tables"],
 )
 @pytest.mark.parametrize("key", ["current", "stale"])
+@pytest.mark.parametrize("fast", [False, True], ids=["tree", "fast"])
 def test_stale_or_broken_tables_are_ignored_and_the_grammar_built(
-    tables: object, key: str, monkeypatch: pytest.MonkeyPatch
+    tables: object, key: str, fast: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    prefix = "FAST_" if fast else ""
     if key == "stale":
-        monkeypatch.setattr(_cram_tables, "KEY", "sha256:0 lark:0")
-        tables = _cram_tables.TABLES  # good tables under a stale key are not used either
+        monkeypatch.setattr(_cram_tables, prefix + "KEY", "sha256:0 lark:0")
+        tables = getattr(_cram_tables, prefix + "TABLES")  # good tables under a stale key are not used either
     if tables is None:
-        monkeypatch.delattr(_cram_tables, "TABLES")
+        monkeypatch.delattr(_cram_tables, prefix + "TABLES")
     else:
-        monkeypatch.setattr(_cram_tables, "TABLES", tables)
+        monkeypatch.setattr(_cram_tables, prefix + "TABLES", tables)
     built: list[str] = []
     real_build = P.build_tables
     monkeypatch.setattr(P, "build_tables", lambda g: built.append(g) or real_build(g))
     for f in (P._tables, P._lark, P._fast):
         f.cache_clear()
     try:
-        text = ".machine arrays=1 rows=8 cols=4\n.main {\n  fill @0 c0, 1\n}\n"
-        prog = P.parse(text, "t.cram")
-        assert built == [P.grammar_text()]
-        assert not list(_diff(prog, _reference(text, "t.cram")))
+        good = ".machine arrays=1 rows=8 cols=4\n.main {\n  fill @0 c0, 1 bits=1\n}\n"
+        bad = good.replace("c0, 1", "c0 1")
+        assert not list(_diff(P.parse(good, "t.cram"), _reference(good, "t.cram")))
+        with pytest.raises(UserError) as e:
+            P.parse(bad, "t.cram")  # the fast parse fails, the tree parse says why
+        assert e.value.message.startswith("unexpected '1'") and e.value.loc == Loc("t.cram", 3, 14)
+        assert built == [P.grammar_text(fast)]  # the broken entry only, built from its grammar
     finally:
         for f in (P._tables, P._lark, P._fast):
             f.cache_clear()
@@ -131,6 +136,49 @@ def test_the_fast_path_builds_what_the_parse_tree_builds(path: Path, grammar_bui
         assert (got.value.message, got.value.loc) == (e.message, e.loc)
         return
     assert not list(_diff(P.parse(text, path.name), want))
+    source = text if text.endswith("\n") else text + "\n"
+    assert P._fast()[1].lines == source.count("\n")  # the fast parse took the whole program (no second parse)
+
+
+HEAD = ".machine arrays=2 rows=8 cols=4\n.input x : u8[1,8]\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "fill @0 c0, 1 bits=8 rows=0:8",
+        "fill @0 c0, 1 bits = 8 rows= 0 : 8",  # blanks: cram.lark's tokens
+        "fill @0 c5=3",  # a column, then '='
+        "fill @0 acc1=3",
+        "fill @0 acc=3",
+        "fill @0 c0, 1 c5=3",  # after the operands a name
+        "fill @0 c0, 1 inf=3",
+        "fill @0 c0, 1 nancy=3",
+        "fill @0 c0, 1 info=3",
+        "fill @0 c0, 1 bits=8x",
+        "fill @0 c0, 1 bits=8.5 rows=0:8.",
+        "fill @0 c0, 1 bits=1e3 rows=0e1:3",
+        "fill @0 c0, 1 rows=3:2",
+        "fill @0 c0, 1 rows=0:3:4",
+        "fill @0 c0, 1 bits=" + "9" * 18 + " rows=0:" + "9" * 19,
+        "fill @0 c0, 1 bits=" + "1" * 4400,
+        "fill @0 c0, 1 a.b_c=01 _x=0:00",
+        "fill @0 c0, 1 v=[1, 2.5, -3e2, +inf, nan] w=[] u=[ ] t=[1,2] s=[1 , 2] r=[1, 2, ] q=[c1] p=[1, 2",
+        "fill @0 c0, 1 v=[1, 2]x",
+        "fill @0 c0, 1 v=[1.e5, .5, -.5e-3, 0x1]",
+    ],
+)
+def test_the_fast_shortcuts_read_what_cram_lark_reads(line: str) -> None:
+    for data in ("[1, 2, 3, 4, 5, 6, 7, 8]", "[1,2, 3 , 4, 5, 6, 7, 8 ]", "[]", "[1, 2, 3, 4, 5, 6, 7, 300]"):
+        text = f"{HEAD}.data $d : u8[8] = {data}\n.main {{\n  {line}\n}}\n"
+        try:
+            want = _reference(text, "t.cram")
+        except UserError as e:
+            with pytest.raises(UserError) as got:
+                P.parse(text, "t.cram")
+            assert (got.value.message, got.value.loc) == (e.message, e.loc)
+            continue
+        assert not list(_diff(P.parse(text, "t.cram"), want))
 
 
 @pytest.mark.parametrize(
