@@ -35,6 +35,17 @@ floor(E * (1 / lambda)) + 1, E standard exponential and lambda = -log(1 - pmax)
 candidates are visited by a compiled loop (numba, the optional extra
 ``cramc[fast]``) or, without numba, by the vectorised numpy reference; both
 read the same random numbers and give the same draw bit for bit.
+
+Why flip by flip and not one binomial per (output, term group), as cramc.ir.noisy.mvm_error draws: both
+are exact, and nothing downstream reads where a flip lies (the backward pass takes the error as a
+constant; fine-tuning injects the unprotected rates of scheme 0, so there is no dup comparison, recompute
+or defect row that would), so the choice is cost alone.  Per output the binomials need the state counts
+of every term (bit-plane matmuls: two flops per trial, whether it flips or not) and about 44 draws (22
+groups of equal weight and rates, `qat.term_groups`, two binomials each), while the flips number
+64 * rows * p per output: 1.6 to 26 on LeNet-5 at p = 1e-3 (0.025 to 0.4 per term).  Measured on a
+batch of 32 (2026-12-02, this 2-core machine): conv1 8.8 ms flip by flip against 132 ms for the counts
+alone and 246 ms for mvm_error; conv2 12.3 against 66 and 142 ms; the 400-row Gemm 2.9 against 9.7 and
+23.5 ms.  Counts and binomials win only where flips per (output, term) are many (rows * p >> 1).
 """
 
 from __future__ import annotations

@@ -122,11 +122,30 @@ def activation_qparams(qmodel: onnx.ModelProto) -> dict[str, QParams]:
     return out
 
 
+class _FakeQuant(torch.autograd.Function):
+    """q = clamp(round(x / s) + z), forward (q - z) s, backward the identity (straight through)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float, zp: int, qmin: int, qmax: int) -> Any:
+        q = torch.clamp(torch.round(x / scale) + zp, qmin, qmax)
+        ctx.mark_non_differentiable(q)
+        return (q - zp) * scale, q
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _grad_q: torch.Tensor) -> Any:
+        return grad, None, None, None, None
+
+
 def fake_quant(x: torch.Tensor, qp: QParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dequantised value with a straight-through gradient, the integer q as float without gradient)."""
-    q = torch.clamp(torch.round(x.detach() / qp.scale) + qp.zp, qp.qmin, qp.qmax)
-    dq = (q - qp.zp) * qp.scale
-    return x + (dq - x).detach(), q
+    """(dequantised value with a straight-through gradient, the integer q as float without gradient).
+
+    One autograd node (`_FakeQuant`): its forward is the dequantised value itself, (q - zp) * scale, where
+    x + (dq - x).detach() rounded twice (the same value but for an ulp) and cost two more ops and a node."""
+    if not x.requires_grad:
+        q = torch.clamp(torch.round(x / qp.scale) + qp.zp, qp.qmin, qp.qmax)
+        return (q - qp.zp) * qp.scale, q
+    dq, q = _FakeQuant.apply(x, qp.scale, qp.zp, qp.qmin, qp.qmax)
+    return dq, q
 
 
 def weight_scale(w: torch.Tensor, axis: int, bits: int = WEIGHT_BITS, live: bool = False) -> torch.Tensor:
@@ -253,6 +272,25 @@ def sample_error(
         mean = (tw * (z * p0 - o * p2)).sum(-1)
         var = (tw * tw * (z * p0 * (1 - p0) + o * p2 * (1 - p2))).sum(-1)
     return mean + var.sqrt() * torch.randn(mean.shape, generator=gen, dtype=torch.float64)
+
+
+#: Integers up to this magnitude are exact in float32 (24-bit significand).
+_F32_EXACT = float(2**24)
+
+
+def _scaled(err: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """err (float64 [S, P, N], integer values) times scale [N] as `dtype`.
+
+    In float32 when every |err| <= 2^24, with the values of (err * scale.double()).to(float32): err is then exact
+    in float32, the product of two float32 numbers is exact in float64 (24 + 24 bits), and both paths round that
+    product once to float32.  The float64 path (what large errors need) costs two conversions and a double
+    multiply in the forward pass and again in the backward pass; only the backward's sum over samples and
+    positions (scale's gradient) rounds differently.
+    """
+    small = not err.numel() or float(err.abs().max()) <= _F32_EXACT
+    if dtype == torch.float32 and scale.dtype == torch.float32 and small:
+        return err.to(torch.float32) * scale
+    return (err * scale.double()).to(dtype)
 
 
 def conv_patches(
@@ -468,8 +506,7 @@ class QatGraph(torch.nn.Module):
         if self.range_grad:
             assert live_sw is not None
             scale = self._live_scale(xname, qx) * live_sw.reshape(-1)
-        err = sample_error(patches, wmat, spec, gen, self.noise, self.noise_threads) * scale.double()  # [S, P, N]
-        err = err.to(y.dtype)
+        err = _scaled(sample_error(patches, wmat, spec, gen, self.noise, self.noise_threads), scale, y.dtype)
         if node.op_type == "Conv":
             return y + err.transpose(1, 2).reshape(y.shape)
         return y + err.reshape(y.shape)
