@@ -413,6 +413,20 @@ class _FastAst(_Callbacks):
         )
         return self.attr([Token("NAME", name, line=line, column=col), value])
 
+    def attr_col(self, items: builtins.list[Token]) -> ast.AttrVal:
+        tok = items[0]  # ATTR_COL: name=c<digits>
+        name, _, val = str(tok).partition("=")
+        line, col = _pos(tok)
+        value = self.col([Token("COL", val, line=line, column=col + len(name) + 1)])
+        return self.attr([Token("NAME", name, line=line, column=col), value])
+
+    def attr_acc(self, items: builtins.list[Token]) -> ast.AttrVal:
+        tok = items[0]  # ATTR_ACC: name=acc<digits>
+        name, _, val = str(tok).partition("=")
+        line, col = _pos(tok)
+        value = self.acc([Token("ACC", val, line=line, column=col + len(name) + 1), None])
+        return self.attr([Token("NAME", name, line=line, column=col), value])
+
     def _numbers(self, tok: Token) -> tuple[builtins.list[int | float], Token | None]:
         """A NUMBER_LIST's numbers and the token of the first, as cram.lark's NUMBER tokens would be."""
         body = str(tok)[1:-1]

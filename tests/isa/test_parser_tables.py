@@ -165,6 +165,11 @@ HEAD = ".machine arrays=2 rows=8 cols=4\n.input x : u8[1,8]\n"
         "fill @0 c0, 1 a.b_c=01 _x=0:00",
         "fill @0 c0, 1 v=[1, 2.5, -3e2, +inf, nan] w=[] u=[ ] t=[1,2] s=[1 , 2] r=[1, 2, ] q=[c1] p=[1, 2",
         "fill @0 c0, 1 v=[1, 2]x",
+        "fill @0 x=c1 y=acc2 z=acc2:4 w=c3: v=c3.5 u=acc1x t=c1_ s=cc1 r=acc q=c" + "1" * 19,
+        "fill @0 c1=c2",
+        "fill @0 acc1=acc2",
+        "fill @0 x=c1, 1",
+        "fill @0 inf=c1 nan=acc1",
         "fill @0 c0, 1 v=[1.e5, .5, -.5e-3, 0x1]",
     ],
 )
