@@ -99,7 +99,7 @@ def fuse(nodes: tuple[Node, ...]) -> tuple[Node | FusedMac, ...]:
                 or g.arrays != run[0][0].arrays
                 or g.rows != run[0][0].rows
                 or (dst not in dsts and (len(dsts) == MAX_SCRATCH or dst in srcs))
-                or any(c in dsts for c in ins)
+                or not dsts.isdisjoint(ins)
             ):
                 break
             run.append((g, t))

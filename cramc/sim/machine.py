@@ -32,7 +32,7 @@ import numpy as np
 
 from cramc.isa.counting import Counts
 from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
-from cramc.isa.opcodes import Kind, Unit
+from cramc.isa.opcodes import Kind, Opcode, Unit
 from cramc.sim.backend import Backend, get_backend
 from cramc.sim.faults import FaultInjector, FaultModel, Rate, row_mask_words
 from cramc.sim.fuse import FusedMac
@@ -393,14 +393,40 @@ def extent(linked: Linked) -> Extent:
 
 def _extent(linked: Linked) -> Extent:
     arrays = cols = accs = 1
-    for b in walk((*linked.init, *linked.main)):
-        if b.arrays is not None:
-            arrays = max(arrays, b.arrays[1])
-        for c in _columns(linked, b):
-            cols = max(cols, c + 1)
-        for spec, v in zip(b.op.operands, b.operands, strict=False):
-            if spec.kind is Kind.ACC:
-                accs = max(accs, v + 1)
-            elif spec.kind is Kind.ACCS:
-                accs = max(accs, v[1])
+    facts: dict[int, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]] = {}  # per opcode
+    stack: list[tuple[Node, ...]] = [linked.main, linked.init]
+    while stack:
+        for b in stack.pop():
+            if isinstance(b, Loop):
+                stack.append(b.body)
+                continue
+            f = facts.get(id(b.op))
+            if f is None:
+                f = facts[id(b.op)] = _extent_facts(b.op)
+            col_at, acc_at, accs_at, special = f
+            a = b.arrays
+            if a is not None and a[1] > arrays:
+                arrays = a[1]
+            ops = b.operands
+            n = len(ops)
+            if special:
+                for c in _columns(linked, b):
+                    cols = max(cols, c + 1)
+            else:
+                for i in col_at:
+                    if i < n and ops[i] >= cols:
+                        cols = ops[i] + 1
+            for i in acc_at:
+                if i < n and ops[i] >= accs:
+                    accs = ops[i] + 1
+            for i in accs_at:
+                if i < n and ops[i][1] > accs:
+                    accs = ops[i][1]
     return Extent(arrays, cols, accs)
+
+
+def _extent_facts(op: Opcode) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]:
+    """What `_extent` reads of an opcode: its COL, ACC and ACCS operand positions, and whether its columns
+    are a span (`_columns`: wr, rd)."""
+    at = {k: tuple(i for i, o in enumerate(op.operands) if o.kind is k) for k in (Kind.COL, Kind.ACC, Kind.ACCS)}
+    return at[Kind.COL], at[Kind.ACC], at[Kind.ACCS], op.mnemonic in ("wr", "rd")

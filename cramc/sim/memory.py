@@ -27,7 +27,7 @@ parsed program text (about 100 MB; --max-memory bounds the process to within
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from cramc.errors import UserError
 from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
-from cramc.isa.opcodes import OPCODES, Kind, Unit
+from cramc.isa.opcodes import OPCODES, Kind, Opcode, Unit
 from cramc.sim.backend import NUMPY
 from cramc.sim.chip import DEFECT_BYTES, expected_defects
 from cramc.sim.faults import CHUNK_CANDIDATES, STREAM_BATCH, WINDOW_WORDS, FaultModel
@@ -220,6 +220,17 @@ def _cmos(z: Sizes, b: BoundOp) -> tuple[int, int]:
     return CMOS_TEMP * (ins + out) + extra, CMOS_TEMP * consts
 
 
+#: The estimates that read only an instruction's opcode, arrays and rows (so do `gate_scratch` and the
+#: fault streams): the footprint counts each (opcode, arrays, rows) once.  Their opcodes' operands are
+#: columns, slots and integers (checked below), so they hold no data constants either.
+BY_SET = (_gate, _fill, _tree, _aclr, _call)
+_PLAIN = (Kind.COL, Kind.ACC, Kind.ACCS, Kind.INT, Kind.MICRO)
+for _mn, _fn in TEMPORARIES.items():
+    _op = OPCODES[_mn]
+    if _fn in BY_SET and (any(o.kind not in _PLAIN for o in _op.operands) or any(a.name != "rows" for a in _op.attrs)):
+        raise AssertionError(f"{_mn}: an operand or attribute that may be a data constant, counted per set")
+
+
 def fused_temporaries(z: Sizes, f: FusedMac) -> int:
     """Bytes per lane a fused run's chunk holds at once (see cramc.sim.ops.tree)."""
     g = f.first
@@ -246,17 +257,22 @@ def gate_scratch(z: Sizes, b: BoundOp, kernel_temps: dict[str, int]) -> tuple[tu
 
 def sampler_bytes(linked: Linked, faults: FaultModel) -> int:
     """The host fault sampler's buffers: each stream's, and one region's injection at a time."""
-    streams = _stream_count(linked, faults)
+    return _sampler_bytes({id(b.op): b.op for b in walk((*linked.init, *linked.main))}.values(), faults)
+
+
+def _sampler_bytes(ops: Iterable[Opcode], faults: FaultModel) -> int:
+    """`sampler_bytes` of a program that uses the opcodes `ops`."""
+    streams = _stream_count(ops, faults)
     return streams * STREAM_BYTES + (INJECT_BYTES if streams else 0)
 
 
-def _stream_count(linked: Linked, faults: FaultModel) -> int:
+def _stream_count(ops: Iterable[Opcode], faults: FaultModel) -> int:
     """How many fault streams the run can open (one per fault kind and distinct rate in use)."""
     rates: set[tuple[str, float]] = set()
-    for b in walk((*linked.init, *linked.main)):
-        u = b.op.unit
-        if u is Unit.GATE and not faults.gate(b.op.mnemonic).zero:
-            rates.add(("gate", faults.gate(b.op.mnemonic).pmax))
+    for op in ops:
+        u = op.unit
+        if u is Unit.GATE and not faults.gate(op.mnemonic).zero:
+            rates.add(("gate", faults.gate(op.mnemonic).pmax))
         elif u is Unit.WRITE and not faults.write.zero:
             rates.add(("write", faults.write.pmax))
         elif u in (Unit.READ, Unit.TREE) and not faults.read.zero:
@@ -304,15 +320,36 @@ def _static_footprint(
     worst, worst_at = 0, ""
     fixed_temp = 0
     pools: dict[tuple[int, int], int] = {}
-    for b in walk((*linked.init, *linked.main)):
-        per, fix = TEMPORARIES[b.op.mnemonic](z, b)
-        if b.op.unit is Unit.GATE and not reference:
+    data: dict[int, int] = {}  # id -> bytes of each data constant (each array once)
+    ops: dict[int, Opcode] = {}  # the opcodes the program uses
+    seen: set[tuple[int, tuple[int, int] | None, tuple[int, int] | None]] = set()
+    instrs = _instructions((*linked.init, *linked.main))
+    for b in instrs:
+        op = b.op
+        temp = TEMPORARIES[op.mnemonic]
+        if temp in BY_SET:
+            # what these count depends on the opcode, arrays and rows alone: an instruction like one before it
+            # adds nothing (the maxima are reached, and the worst is the first that reached it)
+            key = (id(op), b.arrays, b.rows)
+            if key in seen:
+                continue
+            seen.add(key)
+        else:
+            for v in b.operands:
+                if isinstance(v, np.ndarray):
+                    data[id(v)] = int(v.nbytes)
+        for v in b.attrs.values():
+            if isinstance(v, np.ndarray):
+                data[id(v)] = int(v.nbytes)
+        ops[id(op)] = op
+        per, fix = temp(z, b)
+        if op.unit is Unit.GATE and not reference:
             got = gate_scratch(z, b, temps)
             if got is not None:
-                key, k = got
-                pools[key] = max(pools.get(key, 0), k)
+                key2, k = got
+                pools[key2] = max(pools.get(key2, 0), k)
         if per > worst:
-            worst, worst_at = per, b.text or b.op.mnemonic
+            worst, worst_at = per, b.text or op.mnemonic
         fixed_temp = max(fixed_temp, fix)
     if fused and not reference:
         for f in _program_fused_runs(linked):
@@ -320,12 +357,29 @@ def _static_footprint(
             if per > worst:
                 worst, worst_at = per, f"a fused run of {len(f.pairs)} x ({f.first.text or f.first.op.mnemonic} ...)"
     scratch = sum(k * nA * nw * WORD for (nA, nw), k in pools.items())
-    data = _data_bytes(linked)
-    sampler = sampler_bytes(linked, faults)
-    runners = RUNNER_BYTES * sum(1 for _ in walk((*linked.init, *linked.main)))
+    sampler = _sampler_bytes(ops.values(), faults)
+    runners = RUNNER_BYTES * len(instrs)
     # the chip: the state .init left (one lane, copied into every batch) and its defect tables (cramc.sim.chip)
     chip = state + tensors + int(DEFECT_BYTES * expected_defects(spec, ext.arrays, faults.defects))
-    return state, tensors, worst + scratch, worst_at, data + sampler + fixed_temp + runners + RUN_BYTES + chip
+    return (
+        state,
+        tensors,
+        worst + scratch,
+        worst_at,
+        sum(data.values()) + sampler + fixed_temp + runners + RUN_BYTES + chip,
+    )
+
+
+def _instructions(nodes: tuple[Node, ...], out: list[BoundOp] | None = None) -> list[BoundOp]:
+    """`walk(nodes)` as a list."""
+    if out is None:
+        out = []
+    for n in nodes:
+        if isinstance(n, Loop):
+            _instructions(n.body, out)
+        else:
+            out.append(n)
+    return out
 
 
 def _program_fused_runs(linked: Linked) -> Iterator[FusedMac]:
@@ -344,16 +398,6 @@ def _fused_runs(nodes: tuple[Node, ...]) -> Iterator[FusedMac]:
                 yield n
         elif isinstance(n, Loop):
             yield from _fused_runs(n.body)
-
-
-def _data_bytes(linked: Linked) -> int:
-    """Bytes of the program's data constants (each array once)."""
-    seen: dict[int, int] = {}
-    for b in walk((*linked.init, *linked.main)):
-        for v in (*b.operands, *b.attrs.values()):
-            if isinstance(v, np.ndarray):
-                seen[id(v)] = int(v.nbytes)
-    return sum(seen.values())
 
 
 def plan_lanes(linked: Linked, samples: int, budget: int, fp: Footprint) -> int:
