@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from cramc.isa.linked import BoundOp
-from cramc.isa.opcodes import Kind, Opcode, Unit
+from cramc.isa.opcodes import Kind, Opcode, Span, Unit
 
 
 class Factor(Enum):
@@ -45,6 +45,12 @@ class Factor(Enum):
     RECOMPUTE_SENSED = "operands sensed per recompute"  # len(`Tree.recompute`)
     ELEMENTS = "elements produced"  # of a CMOS result, per sample
     RECOMPUTED = "rows recomputed"  # measured by the run: rows whose duplicated copies disagreed
+
+
+# Factors key the dicts of every instruction's factors (and the interpreter's tally keys): hashed by
+# identity, as enum members compare, instead of Enum.__hash__'s Python-level hash of the name (the same
+# lookups; no order depends on the hash: dicts keep insertion order and the one set is sorted).
+Factor.__hash__ = object.__hash__  # type: ignore[method-assign]
 
 
 #: Factors only a run knows.
@@ -161,31 +167,52 @@ def instruction_factors(b: BoundOp, rows: int, tensor_fields: int | None = None)
     the shapes) and every measured factor.
     """
     op = b.op
+    got = _FACTS.get(id(op))
+    if got is None or got[0] is not op:
+        got = _FACTS[id(op)] = (op, _opcode_facts(op))
+    acc_at, accs_at, spans, copies, recompute = got[1]
     f: dict[Factor, int] = {}
-    if b.arrays is not None:
-        f[Factor.ARRAYS] = b.arrays[1] - b.arrays[0]
-    r0, r1 = b.rows if b.rows is not None else (0, rows)
-    f[Factor.ROWS] = r1 - r0
+    arrays = b.arrays
+    if arrays is not None:
+        f[Factor.ARRAYS] = arrays[1] - arrays[0]
+    r = b.rows
+    f[Factor.ROWS] = r[1] - r[0] if r is not None else rows
+    ops = b.operands
+    n = len(ops)
     slots = 0
-    columns: int | None = 1
-    for spec, v in zip(op.operands, b.operands, strict=False):
-        if spec.kind is Kind.ACCS:
-            slots = max(slots, v[1] - v[0])
-        elif spec.kind is Kind.ACC:
+    for i in accs_at:
+        if i < n:
+            slots = max(slots, ops[i][1] - ops[i][0])
+    for i in acc_at:
+        if i < n:
             slots = max(slots, 1)
-        if spec.span is not None:
-            if spec.span.fields_of:
+    columns: int | None = 1
+    for i, span in spans:  # in operand order: the last span counts
+        if i < n:
+            if span.fields_of:
                 fields = tensor_fields
             else:
-                fields = max(int(b.attrs.get(spec.span.fields, 0)), 1) if spec.span.fields else 1
-            columns = None if fields is None else int(b.attrs[spec.span.bits]) * fields
+                fields = max(int(b.attrs.get(span.fields, 0)), 1) if span.fields else 1
+            columns = None if fields is None else int(b.attrs[span.bits]) * fields
     f[Factor.SLOTS] = slots
     if columns is not None:
         f[Factor.COLUMNS] = columns
-    t = op.tree
-    f[Factor.COPIES] = t.copies if t is not None else 0
-    f[Factor.RECOMPUTE_SENSED] = len(t.recompute) if t is not None else 0
+    f[Factor.COPIES] = copies
+    f[Factor.RECOMPUTE_SENSED] = recompute
     return f
+
+
+_OpFacts = tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, Span], ...], int, int]
+_FACTS: dict[int, tuple[Opcode, _OpFacts]] = {}  # id(opcode) -> (the opcode, what instruction_factors reads of it)
+
+
+def _opcode_facts(op: Opcode) -> _OpFacts:
+    """The positions of op's ACC and ACCS operands and of its spans, and its tree's copies and recompute."""
+    acc_at = tuple(i for i, o in enumerate(op.operands) if o.kind is Kind.ACC)
+    accs_at = tuple(i for i, o in enumerate(op.operands) if o.kind is Kind.ACCS)
+    spans = tuple((i, o.span) for i, o in enumerate(op.operands) if o.span is not None)
+    t = op.tree
+    return acc_at, accs_at, spans, t.copies if t is not None else 0, len(t.recompute) if t is not None else 0
 
 
 @dataclass
