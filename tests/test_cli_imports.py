@@ -25,6 +25,7 @@ NOT_FOR_A_RUN = (
     "cramc.train",
     "cramc.explore",
     "importlib.metadata",
+    "regex",  # lark's optional regex engine (cramc.isa._lark keeps lark from loading it)
 )
 
 _PROBE = """

@@ -27,16 +27,25 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
-import lark
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
-from lark.grammar import Rule
-from lark.lexer import TerminalDef
-from lark.tree import Meta, Tree
-
 from cramc.errors import Loc, UserError, clip
 from cramc.isa import ast
 from cramc.isa import data as tdata
+from cramc.isa._lark import (  # lark without its optional regex module (see there)
+    Lark,
+    Meta,
+    Rule,
+    TerminalDef,
+    Token,
+    Transformer,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+    lark,
+    v_args,
+)
 
 if TYPE_CHECKING:
     import numpy as np
