@@ -27,7 +27,7 @@ import numpy as np
 from cramc.isa import ast
 from cramc.isa.counting import Factor, instruction_factors, rule
 from cramc.isa.linked import BoundOp, Linked, Loop, Node, TRef
-from cramc.isa.opcodes import Kind, Unit
+from cramc.isa.opcodes import Kind, Opcode, Unit
 
 
 @dataclass
@@ -107,13 +107,23 @@ def _layer_labels(section: ast.Section | None) -> dict[int, str]:
     return out
 
 
+def _defines(op: Opcode) -> bool:
+    """Whether op's first operand is a tensor it writes (its instructions define that tensor)."""
+    return bool(op.operands) and op.operands[0].writes and op.operands[0].kind is Kind.TENSOR
+
+
 class _Counter:
-    def __init__(self, linked: Linked):
+    def __init__(self, linked: Linked, defs: dict[str, int] | None = None):
+        """`defs`: how often each tensor is defined whole (`_defines`, index None) in .init and .main, if
+        the caller has walked the program already; otherwise the counter walks it."""
         self.linked = linked
         self.spec = linked.machine
         self.shapes: dict[str, tuple[int, ...]] = {d.name: tuple(d.shape) for d in linked.inputs}
         self.is_int: dict[str, bool] = {d.name: not d.dtype.startswith("f") for d in linked.inputs}
         self.defs: dict[str, int] = defaultdict(int)
+        if defs is not None:
+            self.defs.update(defs)
+            return
         for nodes in (linked.init, linked.main):
             self._count_defs(nodes)
 
@@ -121,7 +131,7 @@ class _Counter:
         for n in nodes:
             if isinstance(n, Loop):
                 self._count_defs(n.body)
-            elif n.op.operands and n.op.operands[0].writes and n.op.operands[0].kind is Kind.TENSOR:
+            elif _defines(n.op):
                 ref = n.operands[0]
                 if ref.index is None:
                     self.defs[ref.name] += 1

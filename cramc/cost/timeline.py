@@ -53,16 +53,19 @@ shared unit once), the throughput its inverse, at least 1 / latency.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
+from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cramc.cost.model import active_rows
 from cramc.cost.params import OpCost, Tech
-from cramc.cost.static import _Counter, _layer_labels
+from cramc.cost.static import _Counter, _defines, _layer_labels
 from cramc.isa import ast
+from cramc.isa.counting import Factor, instruction_factors, rule
 from cramc.isa.linked import BoundOp, Linked, Loop, Node
 from cramc.isa.opcodes import Kind, Opcode, Unit
 
@@ -81,59 +84,63 @@ def _col_access(op: Opcode) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(i for i, o in cols if o.reads), tuple(i for i, o in cols if o.writes)
 
 
-def _latest(entries: dict[Span, float], lo: int, hi: int) -> float:
-    """The latest time of the entries whose array range meets [lo, hi)."""
-    return max((t for (a, b), t in entries.items() if a < hi and lo < b), default=-math.inf)
+#: Scheduler keys: (column or unit index) * _K + span index, one int per (column or unit, array range).
+_K = 1 << 24
+_NEG = -math.inf
+#: The units whose counting (cramc.cost.static._Counter.row_ops) defines tensor shapes as it goes: the
+#: counter must see them in program order.  Every other instruction's row_ops depends on it alone.
+_SHAPING = (Unit.CMOS, Unit.ACC, Unit.READ)
+#: Record kinds: an instruction of an overlapping unit (hazards per column and array range), a barrier on
+#: the arrays, one through the periphery port, one on the CMOS unit.
+_OVER, _BAR, _PORT, _CMOS = 0, 1, 2, 3
+
+#: A compiled node list: runs of instructions ([nodes, entries]) and loops (trip count, compiled body).
+_Items = list[Any]
 
 
-@dataclass
-class _State:
-    """The scheduler's state: times since the start of the inference."""
+@dataclass(frozen=True)
+class _OpInfo:
+    """What the scheduler needs of one opcode."""
 
-    bar: float = 0.0  # end of the last barrier: nothing after it starts before
-    end: float = 0.0  # the latest end of any instruction so far
-    units: dict[Unit, dict[Span, float]] = field(default_factory=dict)  # when each unit of an array range is free
-    written: dict[int, dict[Span, float]] = field(default_factory=dict)  # column -> end of its last writer
-    read: dict[int, dict[Span, float]] = field(default_factory=dict)  # column -> end of its last reader
-    #: accumulated durations: ("layer", name) critical-path share, ("cmos",), ("port",), ("serial",)
-    acc: dict[tuple[str, ...], float] = field(default_factory=dict)
+    cost: OpCost
+    kind: int  # _OVER (when overlap is on), _BAR, _PORT or _CMOS
+    unit: int  # index in OVERLAPPING (for _OVER)
+    reads: tuple[int, ...]  # positions of the column operands read
+    writes: tuple[int, ...]  # ... and written
+    defines: bool  # cramc.cost.static._defines
+    shaping: bool  # its counting defines tensor shapes (_SHAPING)
+    pure: bool  # row_ops a function of the arrays and rows alone (the rule multiplies no other factor)
 
-    def barrier(self, start_at: float) -> None:
-        self.bar = self.end = start_at
-        self.units.clear()
-        self.written.clear()
-        self.read.clear()
 
-    def snapshot(self) -> tuple[Any, ...]:
-        """The state relative to `end`: equal snapshots of two iterations mean the loop repeats."""
-        rel = self.end
-
-        def norm(d: dict[Any, dict[Span, float]]) -> tuple[Any, ...]:
-            return tuple(sorted((k, s, t - rel) for k, e in d.items() for s, t in e.items()))
-
-        units = {u.value: e for u, e in self.units.items()}
-        return (self.bar - rel, norm(units), norm(self.written), norm(self.read))
-
-    def shift(self, by: float) -> None:
-        self.bar += by
-        self.end += by
-        for d in (*self.units.values(), *self.written.values(), *self.read.values()):
-            for k in d:
-                d[k] += by
+def _meets(spans: list[Span]) -> list[tuple[int, ...]]:
+    """For each span (by index), the indices of the spans that meet it (a < hi and lo < b), itself included
+    when it is not empty: per span length, the candidates are a range of the spans sorted by start."""
+    by_len: dict[int, list[tuple[int, int]]] = {}
+    for i, (a, b) in enumerate(spans):
+        by_len.setdefault(b - a, []).append((a, i))
+    groups = []
+    for n, g in by_len.items():
+        g.sort()
+        groups.append((n, [a for a, _ in g], [i for _, i in g]))
+    out = []
+    for lo, hi in spans:
+        m: list[int] = []
+        for n, starts, idx in groups:  # a span (a, a + n) meets [lo, hi) when lo - n < a < hi
+            m.extend(idx[bisect.bisect_right(starts, lo - n) : bisect.bisect_left(starts, hi)])
+        out.append(tuple(sorted(m)))
+    return out
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...], tol: float) -> bool:
-    if len(a) != len(b):
+    """Whether two snapshots are equal: the same keys, every time within `tol`."""
+    if abs(a[0] - b[0]) > tol:
         return False
-    for x, y in zip(a, b, strict=True):
-        if isinstance(x, tuple) and isinstance(y, tuple):
-            if not _same(x, y, tol):
-                return False
-        elif isinstance(x, float) and isinstance(y, float):
-            if abs(x - y) > tol:
-                return False
-        elif x != y:
+    for x, y in zip(a[1:], b[1:], strict=True):
+        if x.keys() != y.keys():
             return False
+        for k, t in x.items():
+            if abs(t - y[k]) > tol:
+                return False
     return True
 
 
@@ -190,93 +197,306 @@ class Timeline:
 
 
 class _Scheduler:
+    """The list scheduler over the program compiled once.
+
+    Compiled: per run of instructions the list of its nodes and of their *entries*, one entry shared by
+    every instruction of an opcode on the same arrays and rows (its record kind, duration, unit key, array
+    range index, the positions of its column operands), so that compiling allocates nothing per
+    instruction; the keys of an instruction's columns are taken from its operands as it is scheduled.
+    Loops are compiled once and run until periodic.
+
+    State (times since the start of the inference): `bar`, the end of the last barrier (nothing after it
+    starts before); `end`, the latest end of any instruction so far; `units`, `written`, `read`: key (unit
+    or column, array range; `_K`) -> when that unit of those arrays is free, the end of the column's last
+    writer, of its last reader there.  Accumulated durations: `serial` (every instruction after the one
+    before), `cmos`, `port` (busy times of the shared units), and per layer its critical-path share on the
+    arrays and on the CMOS unit (`la`, `lc` for the layer being scheduled)."""
+
     def __init__(self, linked: Linked, tech: Tech, overlap: bool = True):
         self.costs: dict[str, OpCost] = tech.op_costs(linked.machine.rows)
         self.machine_rows = linked.machine.rows
         self.overlap = overlap
-        self.rows: dict[int, int] = {}
-        self.arrays: dict[str, set[Span]] = {}  # layer -> array ranges its instructions name
-        counter = _Counter(linked)
-        self._count(counter, linked.init)  # the counter's shapes, in the order cramc.cost.static walks
-        self._count(counter, linked.main)
-        self.st = _State()
+        self.bar = self.end = 0.0
+        self.units: dict[int, float] = {}
+        self.written: dict[int, float] = {}
+        self.read: dict[int, float] = {}
+        self.serial = self.cmos = self.port = 0.0
+        self.la = self.lc = 0.0
+        self.shares: dict[str, tuple[float, float]] = {}  # layer -> its shares on the arrays, on the CMOS unit
+        self.arrays: dict[str, set[Span]] = {}  # layer -> array ranges its (executed) instructions name
+        self.layer_order: list[str] = []  # layers in the order of their first executed instruction
+        self.arrays_order: list[str] = []  # ... of their first executed instruction not on the CMOS unit
+        self._infos: dict[int, _OpInfo] = {}
+        self._shared: dict[tuple[Any, ...], list[Any]] = {}  # (id(opcode), arrays, rows) -> entry
+        self._span_ix: dict[Span, int] = {}
+        self._pending: list[tuple[BoundOp, _OpInfo, list[Any]]] = []  # entries the counter fills, in order
+        self.meets: list[tuple[int, ...]] | None = None  # per array range, those it meets (None: only itself)
+        self.top = self._compile(linked)
 
-    def _count(self, counter: _Counter, nodes: Iterable[Node]) -> None:
-        """Row operations of every instruction (in program order: the counter infers CMOS shapes as it goes)."""
-        for n in nodes:
-            if isinstance(n, Loop):
-                self._count(counter, n.body)
+    # ------------------------------------------------------------ compile
+    def _info(self, op: Opcode) -> _OpInfo:
+        got = self._infos.get(id(op))
+        if got is None:
+            ri, wi = _col_access(op)
+            if self.overlap and op.unit in OVERLAPPING:
+                kind = _OVER
             else:
-                self.rows[id(n)] = counter.row_ops(n)
+                kind = _CMOS if op.unit is Unit.CMOS else _PORT if op.unit in PORT_UNITS else _BAR
+            fields_of = any(o.span is not None and o.span.fields_of for o in op.operands)
+            factors = {f for e in rule(op).events if e.counter == "row_ops" for f in e.factors}
+            shaping, defines = op.unit in _SHAPING, _defines(op)
+            pure = not (shaping or defines or fields_of) and factors <= {Factor.ARRAYS, Factor.ROWS}
+            unit = OVERLAPPING.index(op.unit) if kind == _OVER else 0
+            got = self._infos[id(op)] = _OpInfo(self.costs[op.mnemonic], kind, unit, ri, wi, defines, shaping, pure)
+        return got
 
-    def _add(self, key: tuple[str, ...], v: float) -> None:
-        self.st.acc[key] = self.st.acc.get(key, 0.0) + v
+    def _entry(self, b: BoundOp) -> list[Any]:
+        """A new entry for b: shared by the instructions of its opcode on its arrays and rows when its
+        row_ops depends on nothing else (`_OpInfo.pure`), else b's own, filled once the counter has seen it.
+        [kind, duration, unit key, array range index, read positions, write positions, port share, arrays]"""
+        info = self._info(b.op)
+        over = info.kind == _OVER and b.arrays is not None
+        kind = _OVER if over else _BAR if info.kind == _OVER else info.kind
+        si = self._span_ix.setdefault(b.arrays, len(self._span_ix)) if over else 0  # type: ignore[arg-type]
+        g = [kind, 0.0, info.unit * _K + si, si, info.reads, info.writes, 0.0, b.arrays]
+        if info.pure:
+            self._fill(g, b, info, rule(b.op).row_ops(instruction_factors(b, self.machine_rows)))
+            self._shared[(id(b.op), b.arrays, b.rows)] = g
+        else:
+            self._pending.append((b, info, g))
+        return g
 
-    def instr(self, b: BoundOp, layer: str) -> None:
-        cost = self.costs[b.op.mnemonic]
-        rows = self.rows[id(b)]
+    def _fill(self, g: list[Any], b: BoundOp, info: _OpInfo, rows: int) -> None:
+        """An entry's duration (the instruction's cost in cramc.cost.model) and port share, from its row_ops."""
+        cost = info.cost
         d = cost.time(1, rows)
         if cost.per_array and b.arrays is not None:
             d += cost.array_excess(b.arrays[1] - b.arrays[0], active_rows(b, self.machine_rows), rows)
-        st = self.st
-        before = st.end
-        if b.arrays is not None:
-            self.arrays.setdefault(layer, set()).add(b.arrays)
-        if self.overlap and b.op.unit in OVERLAPPING and b.arrays is not None:
-            self._overlapping(b, d)
-        else:  # starts when everything before it has ended; everything after waits for it
-            st.barrier(st.end + d)
-        self._add(("serial",), d)
-        self._add(("layer", layer, "cmos" if b.op.unit is Unit.CMOS else "arrays"), st.end - before)
-        if b.op.unit is Unit.CMOS:
-            self._add(("cmos",), d)
-        elif b.op.unit in PORT_UNITS:
-            self._add(("port",), rows * cost.op_time_s)  # the chip-wide port's share (per-array limits are not shared)
+        g[1] = d
+        if g[0] == _PORT:
+            g[6] = rows * cost.op_time_s  # the chip-wide port's share (per-array limits are not shared)
 
-    def _overlapping(self, b: BoundOp, d: float) -> None:
-        st = self.st
-        lo, hi = b.arrays  # type: ignore[misc]
-        ri, wi = _col_access(b.op)
-        reads, writes = [b.operands[i] for i in ri], [b.operands[i] for i in wi]
-        unit = st.units.setdefault(b.op.unit, {})
-        start = max(st.bar, _latest(unit, lo, hi))
-        for c in reads:
-            start = max(start, _latest(st.written.get(c, {}), lo, hi))
-        for c in writes:
-            start = max(start, _latest(st.written.get(c, {}), lo, hi), _latest(st.read.get(c, {}), lo, hi))
-        end = start + d
-        unit[(lo, hi)] = end
-        for c in reads:
-            e = st.read.setdefault(c, {})
-            e[(lo, hi)] = max(e.get((lo, hi), -math.inf), end)
-        for c in writes:
-            st.written.setdefault(c, {})[(lo, hi)] = end
-        st.end = max(st.end, end)
+    def _straight_run(self, nodes: Iterable[BoundOp], out: _Items, live: list[Any] | None) -> None:
+        shared, entry = self._shared, self._entry
+        entries = [shared.get((id(n.op), n.arrays, n.rows)) or entry(n) for n in nodes]
+        if out and isinstance(out[-1], list):
+            out[-1][0].extend(nodes)
+            out[-1][1].extend(entries)
+        else:
+            out.append([list(nodes), entries])
+        if live is not None:
+            live.append(entries)
 
-    def nodes(self, nodes: Iterable[Node], layer: str) -> None:
+    def _walk(self, nodes: tuple[Node, ...], out: _Items, live: list[Any] | None) -> None:
+        """Compile `nodes` into `out`; `live`: where the entries of executed runs go (None: never executed)."""
+        if Loop not in map(type, nodes):  # a loop body: one run
+            self._straight_run(nodes, out, live)  # type: ignore[arg-type]
+            return
+        run: list[BoundOp] = []
         for n in nodes:
             if isinstance(n, Loop):
-                self.loop(n, layer)
+                if run:
+                    self._straight_run(run, out, live)
+                    run = []
+                body: _Items = []
+                self._walk(n.body, body, live if n.count > 0 else None)
+                out.append((n.count, body))
             else:
-                self.instr(n, layer)
+                run.append(n)
+        if run:
+            self._straight_run(run, out, live)
 
-    def loop(self, lp: Loop, layer: str) -> None:
-        st = self.st
+    def _compile(self, linked: Linked) -> list[tuple[str, _Items]]:
+        """.main compiled: (layer, items) per run of top-level nodes of one layer."""
+        init: list[tuple[BoundOp, _OpInfo]] = []  # .init's instructions that define tensors or their shapes
+
+        def walk_init(nodes: Iterable[Node]) -> None:
+            for n in nodes:
+                if isinstance(n, Loop):
+                    walk_init(n.body)
+                elif not self._info(n.op).pure:
+                    init.append((n, self._info(n.op)))
+
+        walk_init(linked.init)
+        sections = {s.name: s for s in linked.program.items if isinstance(s, ast.Section)}
+        labels = _layer_labels(sections.get("main"))
+        top: list[tuple[str, _Items]] = []
+        executed: list[tuple[str, list[Any]]] = []  # (layer, entries) of the runs that execute, in order
+        for n in linked.main:
+            name = _layer_of(labels, n)
+            if not top or top[-1][0] != name:
+                top.append((name, []))
+            live: list[Any] = []
+            self._walk((n,), top[-1][1], live)
+            executed.extend((name, e) for e in live)
+        # row_ops where they need the counter: .init's then .main's, in program order (it infers shapes)
+        pending = [(b, info) for b, info, _ in self._pending]
+        defs: dict[str, int] = defaultdict(int)
+        for b, info in init + pending:
+            if info.defines and b.operands[0].index is None:
+                defs[b.operands[0].name] += 1
+        counter = _Counter(linked, dict(defs))
+        for b, info in init:
+            if info.shaping:
+                counter.row_ops(b)
+        counted = {id(b): counter.row_ops(b) for b, _ in pending}  # a node met twice: its last count
+        for b, info, g in self._pending:
+            self._fill(g, b, info, counted[id(b)])
+        for name, entries in executed:
+            self._close(name, entries)
+        meets = _meets(list(self._span_ix))
+        if any(m != (i,) for i, m in enumerate(meets)):
+            self.meets = meets
+        return top
+
+    def _close(self, layer: str, entries: list[Any]) -> None:
+        """Layer bookkeeping of one executed run (the order layers first execute in, their array ranges)."""
+        distinct = dict(zip(map(id, entries), entries, strict=True)).values()
+        kinds = {g[0] for g in distinct}
+        if kinds and layer not in self.layer_order:
+            self.layer_order.append(layer)
+        if kinds - {_CMOS} and layer not in self.arrays_order:
+            self.arrays_order.append(layer)
+        spans = {g[7] for g in distinct if g[7] is not None}
+        if spans:
+            self.arrays.setdefault(layer, set()).update(spans)
+
+    # ------------------------------------------------------------ run
+    def run(self) -> None:
+        for layer, items in self.top:
+            self.la, self.lc = self.shares.get(layer, (0.0, 0.0))
+            self._items(items)
+            self.shares[layer] = (self.la, self.lc)
+
+    def _items(self, items: _Items) -> None:
+        for it in items:
+            if isinstance(it, list):
+                (self._straight if self.meets is None else self._straight_meets)(it[0], it[1])
+            else:
+                self._loop(*it)
+
+    def _straight(self, nodes: list[BoundOp], entries: list[Any]) -> None:  # noqa: C901 (the hot loop, whole)
+        """Schedule a run of instructions, the state in locals (each array range meets only itself)."""
+        units, written, read = self.units, self.written, self.read
+        bar, end = self.bar, self.end
+        serial, cmos, port, la, lc = self.serial, self.cmos, self.port, self.la, self.lc
+        neg, K = _NEG, _K
+        for n, g in zip(nodes, entries, strict=True):
+            before = end
+            d = g[1]
+            if g[0] == _OVER:  # starts when its unit is free on its arrays and its columns' hazards are over
+                ops, si, uk = n.operands, g[3], g[2]
+                start = bar
+                t = units.get(uk, neg)
+                if t > start:
+                    start = t
+                for i in g[4]:  # read after write
+                    t = written.get(ops[i] * K + si, neg)
+                    if t > start:
+                        start = t
+                for i in g[5]:  # write after write, write after read
+                    k = ops[i] * K + si
+                    t = written.get(k, neg)
+                    if t > start:
+                        start = t
+                    t = read.get(k, neg)
+                    if t > start:
+                        start = t
+                e = start + d
+                units[uk] = e
+                for i in g[4]:
+                    k = ops[i] * K + si
+                    if read.get(k, neg) < e:
+                        read[k] = e
+                for i in g[5]:
+                    written[ops[i] * K + si] = e
+                if e > end:
+                    end = e
+                la += end - before
+            else:  # a barrier: starts when everything before it has ended; everything after waits for it
+                end = bar = end + d
+                units.clear()
+                written.clear()
+                read.clear()
+                if g[0] == _CMOS:
+                    lc += end - before
+                    cmos += d
+                else:
+                    la += end - before
+                    port += g[6]
+            serial += d
+        self.bar, self.end = bar, end
+        self.serial, self.cmos, self.port, self.la, self.lc = serial, cmos, port, la, lc
+
+    def _straight_meets(self, nodes: list[BoundOp], entries: list[Any]) -> None:
+        """`_straight` where array ranges partly meet: every lookup takes each range that meets the own."""
+        meets = self.meets
+        assert meets is not None
+        units, written, read = self.units, self.written, self.read
+        neg, K = _NEG, _K
+        for n, g in zip(nodes, entries, strict=True):
+            if g[0] != _OVER:
+                self._straight([n], [g])
+                continue
+            ops, si, uk, d = n.operands, g[3], g[2], g[1]
+            m = meets[si]
+            start = max([self.bar, *(units.get(uk - si + j, neg) for j in m)])
+            for i in g[4]:
+                start = max([start, *(written.get(ops[i] * K + j, neg) for j in m)])
+            for i in g[5]:
+                start = max([start, *(written.get(ops[i] * K + j, neg) for j in m)])
+                start = max([start, *(read.get(ops[i] * K + j, neg) for j in m)])
+            e = start + d
+            units[uk] = e
+            for i in g[4]:
+                k = ops[i] * K + si
+                read[k] = max(read.get(k, neg), e)
+            for i in g[5]:
+                written[ops[i] * K + si] = e
+            before = self.end
+            self.end = max(self.end, e)
+            self.la += self.end - before
+            self.serial += d
+
+    def _acc(self) -> tuple[float, ...]:
+        return (self.serial, self.cmos, self.port, self.la, self.lc)
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        """The state relative to `end`: equal snapshots of two iterations mean the loop repeats."""
+        rel = self.end
+        return (
+            self.bar - rel,
+            {k: t - rel for k, t in self.units.items()},
+            {k: t - rel for k, t in self.written.items()},
+            {k: t - rel for k, t in self.read.items()},
+        )
+
+    def _shift(self, by: float) -> None:
+        self.bar += by
+        self.end += by
+        for d in (self.units, self.written, self.read):
+            for k in d:
+                d[k] += by
+
+    def _loop(self, count: int, body: _Items) -> None:
+        """Iterations until the state repeats (relative to the end, within 1e-12 of it), then the remaining
+        ones in one step: the state shifted by their time, each accumulated duration by their share."""
         prev: tuple[Any, ...] | None = None
-        prev_end, prev_acc = st.end, dict(st.acc)
-        for i in range(lp.count):
-            self.nodes(lp.body, layer)
-            snap = st.snapshot()
-            step = st.end - prev_end
-            tol = 1e-12 * max(st.end, 1e-9)
+        prev_end, prev_acc = self.end, self._acc()
+        for i in range(count):
+            self._items(body)
+            snap = self._snapshot()
+            step = self.end - prev_end
+            tol = 1e-12 * max(self.end, 1e-9)
             if prev is not None and _same(snap, prev, tol):
-                left = lp.count - 1 - i
-                inc = {k: v - prev_acc.get(k, 0.0) for k, v in st.acc.items()}
-                st.shift(step * left)
-                for k, v in inc.items():
-                    st.acc[k] = st.acc.get(k, 0.0) + v * left
+                left = count - 1 - i
+                now = self._acc()
+                self._shift(step * left)
+                self.serial, self.cmos, self.port, self.la, self.lc = (
+                    v + (v - p) * left for v, p in zip(now, prev_acc, strict=True)
+                )
                 return
-            prev, prev_end, prev_acc = snap, st.end, dict(st.acc)
+            prev, prev_end, prev_acc = snap, self.end, self._acc()
 
 
 def _layer_of(labels: dict[int, str], n: Node) -> str:
@@ -307,24 +527,16 @@ def _stages(arrays: dict[str, set[Span]], share: dict[str, float]) -> list[Stage
 
 def timeline(linked: Linked, tech: Tech, overlap: bool = True) -> Timeline:
     """The timeline of one inference (`.main`) of a linked program; `overlap=False`: every instruction serial."""
-    sections = {s.name: s for s in linked.program.items if isinstance(s, ast.Section)}
-    labels = _layer_labels(sections.get("main"))
     sch = _Scheduler(linked, tech, overlap)
-    for n in linked.main:
-        sch.nodes((n,), _layer_of(labels, n))
-    acc = sch.st.acc
-    layers: dict[str, float] = {}
-    arrays_share: dict[str, float] = {}
-    for key, v in acc.items():
-        if key[0] == "layer":
-            layers[key[1]] = layers.get(key[1], 0.0) + v
-            if key[2] == "arrays":
-                arrays_share[key[1]] = arrays_share.get(key[1], 0.0) + v
+    sch.run()
+    shares = sch.shares
+    layers = {k: shares[k][0] + shares[k][1] for k in sch.layer_order}
+    arrays_share = {k: shares[k][0] for k in sch.arrays_order}
     return Timeline(
-        latency_s=sch.st.end,
-        serial_s=acc.get(("serial",), 0.0),
+        latency_s=sch.end,
+        serial_s=sch.serial,
         layers=layers,
         stages=_stages(sch.arrays, arrays_share),
-        cmos_s=acc.get(("cmos",), 0.0),
-        port_s=acc.get(("port",), 0.0),
+        cmos_s=sch.cmos,
+        port_s=sch.port,
     )
